@@ -1,0 +1,280 @@
+"""Block and network designs as frozen dataclasses: the single source of truth.
+
+A `BlockConfig` describes one Inception module (Szegedy et al. 2014, "Going deeper with
+convolutions", Fig. 2b; Ioffe & Szegedy 2015, BN-Inception; Szegedy et al. 2015, "Rethinking the
+Inception architecture", Figs. 5-7). The sampler, the builder, the exporter, the dashboard and
+every stored trial read and write this one object through `to_dict` / `from_dict`.
+
+Branches, in the order their outputs are concatenated:
+
+1. ``1x1``: a 1x1 convolution of ``ch1x1`` channels.
+2. ``3x3``: a 1x1 reduction to ``ch3x3_reduce`` channels, then a 3x3 of ``ch3x3`` channels.
+3. ``wide``: a 1x1 reduction to ``wide_reduce`` channels, then the wide path of ``wide`` channels:
+   ``5x5`` (v1), ``double3x3`` (two stacked 3x3, v2), ``asym`` (1xn then nx1, v3) or ``3x3``
+   (a single 3x3: torchvision's GoogLeNet has it where the paper has 5x5).
+4. ``pool``: a 3x3 stride-1 max or average pool, then a 1x1 projection to ``pool_proj`` channels.
+
+A width of 0 removes a branch (its reduction must then be 0 too); at least two branches remain.
+A stride-2 block (BN-Inception 3c and 4e) has no 1x1 branch, strides its 3x3 and wide paths, and
+passes the pooled input through without a projection (``pool_proj`` is then 0 and the pool branch
+contributes ``in_channels`` channels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+WIDE_KINDS = ("5x5", "double3x3", "asym", "3x3")
+BN_PLACEMENTS = ("none", "post", "pre", "post_act")
+POOL_TYPES = ("max", "avg")
+ASYM_SIZES = (3, 5, 7)
+DOWNSAMPLES = ("max", "avg")
+
+
+def _check_width(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _scale(width: int, factor: float) -> int:
+    """Scale a channel width, keeping removed branches removed and live ones at least 1."""
+    return 0 if width == 0 else max(1, int(round(width * factor)))
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One Inception block design. Widths are channel counts; 0 removes a branch."""
+
+    ch1x1: int
+    ch3x3_reduce: int
+    ch3x3: int
+    wide_reduce: int
+    wide: int
+    pool_proj: int
+    wide_kind: str = "5x5"
+    asym_n: int = 7
+    pool_type: str = "max"
+    bn: str = "none"
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj"):
+            _check_width(name, getattr(self, name))
+        _check_choice("wide_kind", self.wide_kind, WIDE_KINDS)
+        _check_choice("asym_n", self.asym_n, ASYM_SIZES)
+        _check_choice("pool_type", self.pool_type, POOL_TYPES)
+        _check_choice("bn", self.bn, BN_PLACEMENTS)
+        _check_choice("stride", self.stride, (1, 2))
+        for reduce, width in (("ch3x3_reduce", "ch3x3"), ("wide_reduce", "wide")):
+            if (getattr(self, reduce) == 0) != (getattr(self, width) == 0):
+                raise ValueError(
+                    f"{reduce} must be 0 exactly when {width} is 0 (a removed branch has no "
+                    f"reduction), got {reduce}={getattr(self, reduce)} {width}={getattr(self, width)}"
+                )
+        if self.stride == 2:
+            if self.ch1x1 != 0:
+                raise ValueError(f"ch1x1 must be 0 in a stride-2 block, got {self.ch1x1}")
+            if self.pool_proj != 0:
+                raise ValueError(
+                    f"pool_proj must be 0 in a stride-2 block (the pool passes through), "
+                    f"got {self.pool_proj}"
+                )
+        if self.num_branches < 2:
+            raise ValueError(
+                f"a block needs at least two branches, got {self.num_branches} "
+                f"(ch1x1={self.ch1x1}, ch3x3={self.ch3x3}, wide={self.wide}, "
+                f"pool_proj={self.pool_proj})"
+            )
+
+    @property
+    def has_pool_branch(self) -> bool:
+        return self.pool_proj > 0 or self.stride == 2
+
+    @property
+    def num_branches(self) -> int:
+        widths = (self.ch1x1, self.ch3x3, self.wide)
+        return sum(w > 0 for w in widths) + int(self.has_pool_branch)
+
+    def out_channels(self, in_channels: int) -> int:
+        """Channels of the concatenated output for a given input width."""
+        pool = in_channels if self.stride == 2 else self.pool_proj
+        return self.ch1x1 + self.ch3x3 + self.wide + pool
+
+    def wide_kernels(self) -> tuple[tuple[int, int], ...]:
+        """Kernel sizes of the wide path's convolutions after its reduction."""
+        n = self.asym_n
+        return {
+            "5x5": ((5, 5),),
+            "double3x3": ((3, 3), (3, 3)),
+            "asym": ((1, n), (n, 1)),
+            "3x3": ((3, 3),),
+        }[self.wide_kind]
+
+    def scaled(self, factor: float) -> BlockConfig:
+        """The same design with every width multiplied by `factor` (rounded, removed stays 0)."""
+        widths = ("ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj")
+        return dataclasses.replace(self, **{w: _scale(getattr(self, w), factor) for w in widths})
+
+    def short(self) -> str:
+        """A one-line summary, e.g. ``1x1:64 3x3:96>128 5x5:16>32 maxpool:32 bn:none``."""
+        parts = []
+        if self.ch1x1:
+            parts.append(f"1x1:{self.ch1x1}")
+        if self.ch3x3:
+            parts.append(f"3x3:{self.ch3x3_reduce}>{self.ch3x3}")
+        if self.wide:
+            kind = f"1x{self.asym_n}+{self.asym_n}x1" if self.wide_kind == "asym" else self.wide_kind
+            parts.append(f"{kind}:{self.wide_reduce}>{self.wide}")
+        if self.has_pool_branch:
+            parts.append(f"{self.pool_type}pool:{self.pool_proj or 'pass'}")
+        parts.append(f"bn:{self.bn}")
+        if self.stride == 2:
+            parts.append("s2")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlockConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"block config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown block config field(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # a missing required field
+            raise ValueError(f"incomplete block config: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BlockConfig:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The small-image skeleton the search trains (28x28 or 32x32 inputs, 1 or 3 channels).
+
+    Widths are given at paper scale and multiplied by ``width`` (0.25 by default, so GoogLeNet
+    3a's 64/96/128/16/32/32 become 16/24/32/4/8/8). The stem is a 3x3 convolution of
+    ``stem_channels * width`` channels. Then ``len(stages)``
+    stages; stage ``i`` stacks ``stages[i]`` copies of ``block`` with its widths scaled by
+    ``width * 2**i``, and stages are separated by a 2x2/2 ``downsample`` pool. Global average
+    pooling, dropout and a linear classifier close the network.
+    """
+
+    block: BlockConfig
+    in_channels: int = 1
+    num_classes: int = 10
+    image_size: int = 28
+    stem_channels: int = 96
+    stages: tuple[int, ...] = (1, 1)
+    width: float = 0.25
+    downsample: str = "max"
+    dropout: float = 0.0
+    # Batch norm after the stem follows the block's placement so a no-BN design stays BN-free.
+    stem_bn: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.block, BlockConfig):
+            raise ValueError(f"block must be a BlockConfig, got {type(self.block).__name__}")
+        if self.block.stride != 1:
+            raise ValueError(f"block.stride must be 1 in the search skeleton, got {self.block.stride}")
+        _check_choice("in_channels", self.in_channels, (1, 3))
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (
+            self.num_classes < 2
+        ):
+            raise ValueError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
+        if not isinstance(self.image_size, int) or self.image_size < 8:
+            raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
+        if not isinstance(self.stem_channels, int) or self.stem_channels < 1:
+            raise ValueError(f"stem_channels must be a positive integer, got {self.stem_channels!r}")
+        stages = tuple(self.stages) if isinstance(self.stages, (list, tuple)) else self.stages
+        if (
+            not isinstance(stages, tuple)
+            or not stages
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in stages)
+        ):
+            raise ValueError(f"stages must be a non-empty list of positive integers, got {self.stages!r}")
+        object.__setattr__(self, "stages", stages)
+        if self.image_size >> (len(stages) - 1) < 2:
+            raise ValueError(
+                f"stages has {len(stages)} entries, too many downsamplings for "
+                f"image_size={self.image_size}"
+            )
+        if not isinstance(self.width, (int, float)) or not 0 < self.width <= 8:
+            raise ValueError(f"width must be in (0, 8], got {self.width!r}")
+        _check_choice("downsample", self.downsample, DOWNSAMPLES)
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.stem_bn not in (None, True, False):
+            raise ValueError(f"stem_bn must be true, false or null, got {self.stem_bn!r}")
+
+    @property
+    def stem_width(self) -> int:
+        return _scale(self.stem_channels, self.width)
+
+    @property
+    def use_stem_bn(self) -> bool:
+        return self.block.bn != "none" if self.stem_bn is None else self.stem_bn
+
+    def stage_block(self, stage: int) -> BlockConfig:
+        """The block design at `stage`, widths scaled for that stage."""
+        return self.block.scaled(self.width * 2**stage)
+
+    def channel_plan(self) -> list[tuple[str, int, int]]:
+        """(name, in_channels, out_channels) for the stem and each block, in order."""
+        plan = [("stem", self.in_channels, self.stem_width)]
+        channels = self.stem_width
+        for s, depth in enumerate(self.stages):
+            block = self.stage_block(s)
+            for d in range(depth):
+                out = block.out_channels(channels)
+                plan.append((f"stage{s}.block{d}", channels, out))
+                channels = out
+        return plan
+
+    @property
+    def out_channels(self) -> int:
+        return self.channel_plan()[-1][2]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["stages"] = list(self.stages)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"network config must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown network config field(s): {', '.join(unknown)}")
+        if "block" not in data:
+            raise ValueError("network config needs a 'block'")
+        data["block"] = BlockConfig.from_dict(data["block"])
+        if "stages" in data and isinstance(data["stages"], list):
+            data["stages"] = tuple(data["stages"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> NetworkConfig:
+        return cls.from_dict(json.loads(text))
