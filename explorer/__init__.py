@@ -1,0 +1,1 @@
+"""The Inception block explorer: data, training, search, export, metrics."""
