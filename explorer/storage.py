@@ -103,3 +103,16 @@ def study_names(storage: str | BaseStorage | None) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def artifact_dir(storage: str | None = None) -> Path:
+    """Where trained weights are kept for a storage: ``EXPLORER_ARTIFACTS`` if set, else an
+    ``artifacts`` folder beside a journal file, else ``studies/artifacts`` (for RDB storages; point
+    every machine of a shared study at one shared folder with ``EXPLORER_ARTIFACTS``)."""
+    env = os.environ.get("EXPLORER_ARTIFACTS")
+    if env:
+        return Path(env)
+    url = storage or default_storage()
+    if is_journal(url):
+        return Path(url).expanduser().parent / "artifacts"
+    return STUDIES_DIR / "artifacts"
