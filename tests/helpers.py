@@ -1,0 +1,114 @@
+"""Small seeded studies for tests of the readers (export, dashboard), without training.
+
+Designs, parameter counts and weights are real (built from the space); accuracies and curves are
+a seeded synthetic function of the design, so readers see every state and attribute they handle.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import tempfile
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from explorer.storage import artifact_dir, open_storage
+from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, build_network, config_from_trial
+from search_space import network_params
+
+
+def make_study(
+    storage: str,
+    name: str = "demo",
+    n_search: int = 10,
+    seed: int = 0,
+    weights: bool = True,
+    pruned: int = 1,
+    failed: int = 1,
+) -> optuna.Study:
+    """A study with the v1/v2 references, `n_search` complete designs, pruned and failed trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = random.Random(seed)
+    study = optuna.create_study(
+        study_name=name,
+        storage=open_storage(storage),
+        directions=["maximize", "minimize"],
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+    )
+    study.set_user_attr("objectives", ["val_acc", "params"])
+    study.set_user_attr("dataset", "fashion-mnist")
+    study.set_user_attr("budget", "smoke")
+    store = FileSystemArtifactStore(str(_mkdir(artifact_dir(storage)))) if weights else None
+    for ref in ("v1", "v2"):
+        study.enqueue_trial(DEFAULT_SPACE.params_from_config(REFERENCES[ref]), user_attrs={"reference": ref})
+    plan = ["complete"] * (2 + n_search) + ["pruned"] * pruned + ["failed"] * failed
+    for kind in plan:
+        trial = study.ask()
+        try:
+            block = config_from_trial(trial)
+        except ValueError as exc:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            trial.set_user_attr("fail_reason", str(exc))
+            continue
+        net = NetworkConfig(block=block)
+        params = network_params(net)
+        acc = _synthetic_accuracy(block, params, rng)
+        epochs = 3 if kind != "pruned" else 1
+        curve = [acc * (0.6 + 0.4 * (e + 1) / 3) for e in range(epochs)]
+        attrs = {
+            "network": net.to_dict(),
+            "params": params,
+            "flops": 2 * params * 150,
+            "latency_ms": 0.5 + params / 1e5,
+            "latency_batch_ms": 5 + params / 1e4,
+            "curves": {
+                "epoch": list(range(1, epochs + 1)),
+                "train_loss": [2.0 - c for c in curve],
+                "val_loss": [2.1 - c for c in curve],
+                "val_acc": curve,
+            },
+            "train_time_s": 1.0,
+            "images_per_s": 1000.0,
+            "device": "cpu",
+            "budget": "smoke",
+            "seed": seed,
+            "dataset": "fashion-mnist",
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if kind == "failed":
+            trial.set_user_attr("fail_reason", "diverged: loss is nan at step 3")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        if kind == "pruned":
+            trial.set_user_attr("pruned_at_epoch", 1)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        trial.set_user_attr("val_acc", curve[-1])
+        if store is not None:
+            torch.manual_seed(seed + trial.number)
+            model = build_network(net)
+            buf = io.BytesIO()
+            torch.save(model.state_dict(), buf)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"trial{trial.number}.pt"
+                path.write_bytes(buf.getvalue())
+                trial.set_user_attr("weights", upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial))
+        study.tell(trial, [curve[-1], params])
+    return study
+
+
+def _synthetic_accuracy(block, params: int, rng: random.Random) -> float:
+    base = 0.55 + 0.08 * math.log10(max(params, 10) / 1000)
+    if block.bn != "none":
+        base += 0.1
+    return min(0.95, base + rng.uniform(-0.02, 0.02))
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
