@@ -1,0 +1,50 @@
+# One-command workflows. Every target sets the project up first when needed; all are idempotent.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+
+ARGS        ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup data search app test bench lint clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# The embedded default dataset: Debian's dataset-fashion-mnist, where apt is there and we may use it.
+data:
+	@if [ -d $(FMNIST) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || \
+		echo "note: could not install dataset-fashion-mnist; the search will look in --data-dir / EXPLORER_DATA or download"; \
+	else \
+		echo "note: no $(FMNIST); install it with 'sudo apt-get install dataset-fashion-mnist' or pass --data-dir"; \
+	fi
+
+search: setup
+	$(BIN)/python -m explorer.search $(ARGS)
+
+app: setup
+	$(BIN)/streamlit run app/main.py $(if $(ARGS),-- $(ARGS),)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/calibrate.py
+	$(BIN)/python bench/search.py
+
+lint: setup
+	$(BIN)/ruff check search_space explorer app tests bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
