@@ -1,0 +1,533 @@
+"""Shaping study records into the plain data the dashboard draws: tables and small NamedTuples.
+
+Everything here is a pure function of `TrialRecord`s (see `explorer.results` for the trial
+attribute schema) or of a loaded study, with no Streamlit: `app.loaders` caches these results and
+`app.charts` turns the infos into Plotly figures, in the manner of Optuna's
+``visualization/_pareto_front.py`` (``_get_..._info`` -> NamedTuple, ``_get_..._plot(info)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shlex
+import warnings
+from typing import Any, NamedTuple
+
+import optuna
+import pandas as pd
+
+from explorer.results import (
+    OBJECTIVES,
+    TrialRecord,
+    hypervolume,
+    hypervolume_curve,
+    pareto_front,
+)
+from explorer.storage import default_storage, redact
+from search_space import BlockConfig
+
+SEARCH_COMMAND = "python -m explorer.search --trials 100"
+
+# Trial states in the order the dashboard lists them; the rest of Optuna's states follow.
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+X_AXES = ("params", "flops", "latency_ms")
+# The y-axes of the Pareto chart: the search's validation accuracy, or the re-evaluated test
+# accuracy (mean over seeds, with the standard deviation as an error bar).
+Y_AXES = {"val_acc": "validation accuracy", "reeval": "re-evaluated test accuracy (mean ± std)"}
+MIN_IMPORTANCE_TRIALS = 5
+
+
+def search_command(storage: str | None = None, study: str | None = None) -> str:
+    """The command that starts a search into this storage and study (defaults left out)."""
+    parts = [SEARCH_COMMAND]
+    if storage and storage != default_storage():
+        parts.append(f"--storage {shlex.quote(redact(storage))}")
+    if study:
+        parts.append(f"--study {shlex.quote(study)}")
+    return " ".join(parts)
+
+
+def export_command(storage: str, study: str, number: int) -> str:
+    """The `explorer.export` command line that writes the code of one trial."""
+    return (
+        f"python -m explorer.export --storage {shlex.quote(redact(storage))} "
+        f"--study {shlex.quote(study)} --trial {number}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-trial values
+
+
+def accuracy(record: TrialRecord) -> tuple[float | None, str]:
+    """The trial's validation accuracy and where it comes from.
+
+    Complete trials report ``val_acc``; pruned and failed ones are placed at the last epoch
+    their learning curve reached (``"last epoch"``), so they can be drawn beside the others.
+    """
+    value = record.get("val_acc")
+    if _is_number(value):
+        return float(value), "final"
+    curve = _curves(record).get("val_acc") or []
+    finite = [v for v in curve if _is_number(v)]
+    if finite:
+        return float(finite[-1]), "last epoch"
+    return None, "none"
+
+
+def reeval_accuracy(record: TrialRecord) -> tuple[float | None, float | None]:
+    """(mean, std) of the re-evaluated test accuracy, or (None, None) without a re-evaluation."""
+    reeval = record.attrs.get("reeval")
+    if not isinstance(reeval, dict) or not _is_number(reeval.get("test_acc_mean")):
+        return None, None
+    std = reeval.get("test_acc_std")
+    return float(reeval["test_acc_mean"]), float(std) if _is_number(std) else None
+
+
+def design(record: TrialRecord) -> str:
+    """The block in short form, or why there is none."""
+    if record.block is not None:
+        return record.block.short()
+    return record.problem or "no design stored"
+
+
+def has_reeval(records: list[TrialRecord]) -> bool:
+    return any(reeval_accuracy(r)[0] is not None for r in records)
+
+
+def fingerprint(records: list[TrialRecord]) -> tuple:
+    """A small key that changes when a trial is added, changes state or reports an epoch."""
+    return tuple(
+        (r.number, r.state, len(_curves(r).get("val_acc") or []), "reeval" in r.attrs)
+        for r in records
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Study summary and trial table
+
+
+class StudySummary(NamedTuple):
+    n_trials: int
+    states: dict[str, int]
+    n_front: int
+    hypervolume: float
+    best: TrialRecord | None  # the most accurate complete trial
+    references: tuple[str, ...]
+
+
+def study_summary(records: list[TrialRecord]) -> StudySummary:
+    """Counts by state, the front's size, hypervolume and the most accurate design."""
+    states: dict[str, int] = {}
+    for r in records:
+        states[r.state] = states.get(r.state, 0) + 1
+    done = [r for r in records if r.complete and _is_number(r.get("val_acc"))]
+    best = max(done, key=lambda r: r.get("val_acc"), default=None)
+    return StudySummary(
+        n_trials=len(records),
+        states={s: states[s] for s in sorted(states, key=_state_rank)},
+        n_front=len(pareto_front(records)),
+        hypervolume=hypervolume(records),
+        best=best,
+        references=tuple(sorted({r.reference for r in records if r.is_reference})),
+    )
+
+
+TABLE_COLUMNS = (
+    "trial", "label", "kind", "state", "val_acc", "params", "flops", "latency_ms",
+    "test_acc", "test_acc_std", "on_front", "design", "bn", "wide_kind", "pool_type", "epochs",
+    "train_time_s", "note",
+)
+
+
+def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
+    """One row per trial with its state, objectives, design and a note on what went wrong."""
+    front = {r.number for r in pareto_front(records)}
+    rows = []
+    for r in records:
+        acc, source = accuracy(r)
+        test_acc, test_std = reeval_accuracy(r)
+        block = r.block
+        curves = _curves(r)
+        note = r.problem or r.attrs.get("fail_reason")
+        if note is None and r.state == "PRUNED":
+            note = f"pruned at epoch {r.attrs.get('pruned_at_epoch', '?')}"
+        rows.append({
+            "trial": r.number,
+            "label": r.label(),
+            "kind": "reference" if r.is_reference else "search",
+            "state": r.state,
+            "val_acc": acc if source == "final" else None,
+            "params": _number_or_none(r.get("params")),
+            "flops": _number_or_none(r.get("flops")),
+            "latency_ms": _number_or_none(r.get("latency_ms")),
+            "test_acc": test_acc,
+            "test_acc_std": test_std,
+            "on_front": r.number in front,
+            "design": design(r),
+            "bn": block.bn if block else None,
+            "wide_kind": block.wide_kind if block and block.wide else None,
+            "pool_type": block.pool_type if block and block.has_pool_branch else None,
+            "epochs": len(curves.get("epoch") or []) or None,
+            "train_time_s": _number_or_none(r.get("train_time_s")),
+            "note": None if note is None else str(note),
+        })
+    frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    for col in ("val_acc", "params", "flops", "latency_ms", "test_acc", "test_acc_std",
+                "epochs", "train_time_s"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+def filter_trials(
+    frame: pd.DataFrame, states: list[str] | None = None, kinds: list[str] | None = None
+) -> pd.DataFrame:
+    """The rows whose state is in `states` and kind (reference/search) in `kinds`; None keeps all."""
+    keep = pd.Series(True, index=frame.index)
+    if states is not None:
+        keep &= frame["state"].isin(states)
+    if kinds is not None:
+        keep &= frame["kind"].isin(kinds)
+    return frame[keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pareto chart
+
+
+class Point(NamedTuple):
+    number: int
+    x: float
+    y: float
+    label: str  # "#12", or "v1" for a reference
+    design: str
+    state: str
+    error: float | None = None  # standard deviation of y, when re-evaluated
+    note: str = ""  # where y comes from when it is not the final accuracy
+
+
+class ParetoInfo(NamedTuple):
+    x_key: str
+    x_label: str
+    y_key: str
+    y_label: str
+    log_x: bool
+    by_state: dict[str, list[Point]]  # searched trials, per state
+    references: list[Point]
+    front: list[Point]  # sorted by x
+    not_drawn: dict[str, int]  # per state, trials lacking x or y
+
+
+def pareto_info(
+    records: list[TrialRecord], x: str = "params", y: str = "val_acc", log_x: bool = False
+) -> ParetoInfo:
+    """Every trial placed at (x, accuracy), split by state, with the references and the front.
+
+    x: ``params``, ``flops`` or ``latency_ms``. y: ``val_acc`` (the front is that of
+    `explorer.results.pareto_front`) or ``reeval`` (re-evaluated trials only).
+    """
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {list(X_AXES)}, got {x!r}")
+    if y not in Y_AXES:
+        raise ValueError(f"y must be one of {list(Y_AXES)}, got {y!r}")
+    by_state: dict[str, list[Point]] = {}
+    references: list[Point] = []
+    not_drawn: dict[str, int] = {}
+    points: dict[int, Point] = {}
+    for r in records:
+        point = _point(r, x, y)
+        if point is None:
+            not_drawn[r.state] = not_drawn.get(r.state, 0) + 1
+            continue
+        points[r.number] = point
+        if r.is_reference:
+            references.append(point)
+        else:
+            by_state.setdefault(r.state, []).append(point)
+    if y == "val_acc":
+        front = [points[r.number] for r in pareto_front(records, ("val_acc", x))]
+    else:
+        front = front_2d([p for p in points.values() if p.state == "COMPLETE"])
+    return ParetoInfo(
+        x_key=x,
+        x_label=OBJECTIVES[x].label,
+        y_key=y,
+        y_label=Y_AXES[y],
+        log_x=log_x,
+        by_state={s: by_state[s] for s in sorted(by_state, key=_state_rank)},
+        references=sorted(references, key=lambda p: p.label),
+        front=sorted(front, key=lambda p: (p.x, -p.y)),
+        not_drawn={s: not_drawn[s] for s in sorted(not_drawn, key=_state_rank)},
+    )
+
+
+def front_2d(points: list[Point]) -> list[Point]:
+    """The points no other point beats (higher or equal y at lower or equal x, one strictly)."""
+    out = []
+    for p in points:
+        if not any(
+            q.x <= p.x and q.y >= p.y and (q.x < p.x or q.y > p.y) for q in points
+        ):
+            out.append(p)
+    return sorted(out, key=lambda p: (p.x, -p.y))
+
+
+def _point(r: TrialRecord, x: str, y: str) -> Point | None:
+    xv = r.get(x)
+    if not _is_number(xv):
+        return None
+    error = None
+    if y == "reeval":
+        yv, error = reeval_accuracy(r)
+        note = ""
+    else:
+        yv, source = accuracy(r)
+        note = "" if source == "final" else source
+    if yv is None:
+        return None
+    return Point(r.number, float(xv), yv, r.label(), design(r), r.state, error, note)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search progress
+
+
+class ProgressInfo(NamedTuple):
+    hypervolume: list[tuple[int, float]]  # (trial number, hypervolume up to it)
+    accuracy: dict[str, list[Point]]  # per state: x = trial number, y = accuracy
+    best_so_far: list[tuple[int, float]]  # running best final accuracy
+    references: dict[str, float]  # reference label -> final accuracy
+
+
+def progress_info(records: list[TrialRecord]) -> ProgressInfo:
+    """Hypervolume and accuracy over trial numbers, with the references' accuracies."""
+    accuracy_by_state: dict[str, list[Point]] = {}
+    best_so_far: list[tuple[int, float]] = []
+    best = -math.inf
+    references: dict[str, float] = {}
+    for r in sorted(records, key=lambda r: r.number):
+        acc, source = accuracy(r)
+        if acc is None:
+            continue
+        note = "" if source == "final" else source
+        accuracy_by_state.setdefault(r.state, []).append(
+            Point(r.number, float(r.number), acc, r.label(), design(r), r.state, None, note)
+        )
+        if source == "final" and r.complete:
+            if r.is_reference:
+                references.setdefault(r.reference, acc)
+            if acc > best:
+                best = acc
+            best_so_far.append((r.number, best))
+    return ProgressInfo(
+        hypervolume=hypervolume_curve(records),
+        accuracy={s: accuracy_by_state[s] for s in sorted(accuracy_by_state, key=_state_rank)},
+        best_so_far=best_so_far,
+        references=dict(sorted(references.items())),
+    )
+
+
+class ImportanceInfo(NamedTuple):
+    importances: dict[str, float]  # parameter -> importance, largest first
+    message: str | None  # why there are none
+
+
+def param_importances(study: optuna.Study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> ImportanceInfo:
+    """Importance of each search parameter for validation accuracy (the first objective).
+
+    Optuna's default evaluator ranks parameters for reaching *low* target values, so the target
+    is the negated accuracy. Fewer than `min_trials` complete trials give a message instead.
+    """
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.values and t.params
+    ]
+    if len(complete) < min_trials:
+        return ImportanceInfo(
+            {}, f"parameter importances need at least {min_trials} complete trials "
+            f"({len(complete)} so far)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(
+                study, target=lambda t: -t.values[0]
+            )
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        return ImportanceInfo({}, f"parameter importances are not available yet: {exc}")
+    if not importances:
+        return ImportanceInfo({}, "parameter importances are not available yet")
+    ranked = sorted(importances.items(), key=lambda kv: -kv[1])
+    return ImportanceInfo({k: float(v) for k, v in ranked}, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trial details
+
+
+def curves_frame(record: TrialRecord) -> pd.DataFrame:
+    """The per-epoch learning curves as columns ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``."""
+    curves = _curves(record)
+    columns = ("train_loss", "val_loss", "val_acc")
+    n = max((len(curves.get(c) or []) for c in ("epoch", *columns)), default=0)
+    epochs = list(curves.get("epoch") or [])
+    if len(epochs) != n:
+        epochs = list(range(1, n + 1))
+    data: dict[str, list] = {"epoch": epochs}
+    for col in columns:
+        values = list(curves.get(col) or [])
+        data[col] = [_number_or_none(v) for v in values] + [None] * (n - len(values))
+    return pd.DataFrame(data, dtype=float).astype({"epoch": int})
+
+
+# Attributes shown elsewhere (the design, curves) or too bulky for the metrics table.
+_NOT_METRICS = ("network", "curves", "reference", "reeval", "versions")
+
+
+def trial_metrics(record: TrialRecord) -> pd.DataFrame:
+    """Every scalar attribute of a trial (and its re-evaluation) as ``metric`` / ``value`` rows."""
+    rows = [("state", record.state), ("label", record.label())]
+    for key in sorted(record.attrs):
+        if key in _NOT_METRICS:
+            continue
+        rows.append((key, _format(record.attrs[key])))
+    reeval = record.attrs.get("reeval")
+    if isinstance(reeval, dict):
+        rows += [(f"reeval.{k}", _format(v)) for k, v in sorted(reeval.items())]
+    versions = record.attrs.get("versions")
+    if isinstance(versions, dict):
+        rows += [(f"versions.{k}", _format(v)) for k, v in sorted(versions.items())]
+    return pd.DataFrame(rows, columns=["metric", "value"])
+
+
+class Layer(NamedTuple):
+    label: str  # "3x3 conv" or "3x3 max pool"
+    width: int | None  # output channels; None for a pool
+    kind: str  # "conv" or "pool"
+
+
+class Branch(NamedTuple):
+    name: str  # "1x1", "3x3", the wide kind, "pool"
+    layers: tuple[Layer, ...]  # empty when the branch is removed
+    out: int | None  # channels it contributes; None for a stride-2 pass-through
+
+
+class BlockDiagram(NamedTuple):
+    title: str
+    branches: tuple[Branch, Branch, Branch, Branch]
+    unit: str  # how one conv unit orders conv, BN and ReLU
+    out: int | None  # concatenated channels (None when a pass-through's width is unknown)
+    stride: int
+
+
+# How one convolution unit is ordered under each BN placement (see search_space.blocks).
+BN_UNITS = {
+    "none": "conv → ReLU",
+    "post": "conv → BN → ReLU",
+    "pre": "BN → ReLU → conv",
+    "post_act": "conv → ReLU → BN",
+}
+
+
+def block_diagram(block: BlockConfig, title: str = "", in_channels: int | None = None) -> BlockDiagram:
+    """The four branches of a block as layers with kernels and widths, in concatenation order."""
+    s = "/2" if block.stride == 2 else ""
+    b1 = (Layer("1x1 conv", block.ch1x1, "conv"),) if block.ch1x1 else ()
+    b2 = (
+        (Layer("1x1 conv", block.ch3x3_reduce, "conv"), Layer(f"3x3 conv{s}", block.ch3x3, "conv"))
+        if block.ch3x3 else ()
+    )
+    b3: tuple[Layer, ...] = ()
+    if block.wide:
+        kernels = block.wide_kernels()
+        b3 = (Layer("1x1 conv", block.wide_reduce, "conv"),) + tuple(
+            Layer(f"{k[0]}x{k[1]} conv{s if i == len(kernels) - 1 else ''}", block.wide, "conv")
+            for i, k in enumerate(kernels)
+        )
+    if block.stride == 2:
+        b4: tuple[Layer, ...] = (Layer("3x3/2 max pool", None, "pool"),)
+        pool_out = in_channels
+    elif block.pool_proj:
+        b4 = (Layer(f"3x3 {block.pool_type} pool", None, "pool"),
+              Layer("1x1 conv", block.pool_proj, "conv"))
+        pool_out = block.pool_proj
+    else:
+        b4, pool_out = (), 0
+    wide_name = (
+        f"1x{block.asym_n} + {block.asym_n}x1" if block.wide_kind == "asym" else block.wide_kind
+    )
+    branches = (
+        Branch("1x1", b1, block.ch1x1),
+        Branch("3x3", b2, block.ch3x3),
+        Branch(wide_name, b3, block.wide),
+        Branch(f"{block.pool_type} pool", b4, pool_out),
+    )
+    out = None if pool_out is None else block.ch1x1 + block.ch3x3 + block.wide + pool_out
+    return BlockDiagram(title, branches, BN_UNITS[block.bn], out, block.stride)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing two designs
+
+COMPARED_METRICS = ("val_acc", "params", "flops", "latency_ms", "test_acc")
+
+
+def compare_frame(a: TrialRecord, b: TrialRecord) -> pd.DataFrame:
+    """Each block field and metric of two trials side by side, with whether they differ."""
+    rows = []
+    fields = [f.name for f in dataclasses.fields(BlockConfig)]
+    for name in fields:
+        va = getattr(a.block, name) if a.block else None
+        vb = getattr(b.block, name) if b.block else None
+        rows.append(("design", name, _format(va), _format(vb), va != vb))
+    for key in COMPARED_METRICS:
+        if key == "test_acc":
+            va, vb = reeval_accuracy(a)[0], reeval_accuracy(b)[0]
+        else:
+            va, vb = _number_or_none(a.get(key)), _number_or_none(b.get(key))
+        if va is None and vb is None:
+            continue
+        rows.append(("metric", key, _format(va), _format(vb), va != vb))
+    return pd.DataFrame(rows, columns=["group", "field", a.label(), b.label(), "differs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _curves(record: TrialRecord) -> dict[str, list]:
+    curves = record.attrs.get("curves")
+    return curves if isinstance(curves, dict) else {}
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if _is_number(value) else None
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format(v) for v in value)
+    return str(value)
+
+
+def _state_rank(state: str) -> tuple[int, str]:
+    return (STATES.index(state) if state in STATES else len(STATES), state)

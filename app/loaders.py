@@ -1,0 +1,81 @@
+"""Everything the dashboard reads, cached at the Streamlit layer and nowhere else.
+
+A storage is opened once per URL and kept (`st.cache_resource`): a journal storage then reads only
+the lines a running search appended since the last refresh. Trials are read on every run, so the
+page follows the search; what is slow to derive (hypervolume curve, importances, exported code)
+is cached (`st.cache_data`) under a fingerprint of the trials' states, so it is recomputed only
+when a trial finishes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import optuna
+import streamlit as st
+from optuna.storages import BaseStorage
+
+from explorer.results import TrialRecord, study_records
+from explorer.storage import load_study, open_storage, study_names
+
+from . import data
+
+
+class LoadedStudy(NamedTuple):
+    study: optuna.Study
+    records: list[TrialRecord]
+    fingerprint: tuple  # changes whenever a trial is added or changes state
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def get_storage(url: str) -> BaseStorage:
+    """The storage at `url`, opened once; raises `StorageError` (never cached) if unreadable."""
+    return open_storage(url, create=False)
+
+
+def list_studies(url: str) -> list[str]:
+    """Names of the studies in the storage at `url`, as of now."""
+    return study_names(get_storage(url))
+
+
+def load(url: str, study_name: str) -> LoadedStudy:
+    """The study and its trials as records, read afresh; raises `StorageError`."""
+    study = load_study(get_storage(url), study_name)
+    records = study_records(study)
+    return LoadedStudy(study, records, data.fingerprint(records))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def progress(url: str, study_name: str, fingerprint: tuple, _records: list[TrialRecord]) -> data.ProgressInfo:
+    return data.progress_info(_records)
+
+
+@st.cache_data(show_spinner="Computing parameter importances...", max_entries=16)
+def importances(url: str, study_name: str, fingerprint: tuple, _study: optuna.Study) -> data.ImportanceInfo:
+    return data.param_importances(_study)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def exported_source(url: str, study_name: str, number: int, command: str, _study: optuna.Study) -> str:
+    """The standalone PyTorch source of one trial, as `python -m explorer.export` writes it.
+
+    Raises `ImportError` where the exporter is not installed and its `ExportError` for a trial it
+    cannot export (neither is cached).
+    """
+    from explorer.export import export_source  # the exporter pulls in torch: load it on demand
+
+    return export_source(_study, [number], command=command)
+
+
+def export_code(
+    url: str, study_name: str, number: int, command: str, study: optuna.Study
+) -> tuple[str | None, str | None]:
+    """(source, None) for a trial the exporter can write, else (None, why not in one line)."""
+    try:
+        from explorer.export import ExportError
+    except ImportError:
+        return None, "code export needs `explorer.export`, which is not installed here"
+    try:
+        return exported_source(url, study_name, number, command, study), None
+    except ExportError as exc:
+        return None, f"cannot export trial {number}: {exc}"

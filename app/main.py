@@ -1,0 +1,293 @@
+"""The dashboard: ``streamlit run app/main.py [-- --storage URL --study NAME]``.
+
+Opens the study given by ``--study`` / ``EXPLORER_STUDY`` in the storage given by ``--storage`` /
+``EXPLORER_STORAGE`` (default ``studies/explorer.journal``), else the newest study there; both
+can be changed in the sidebar. The page only arranges layout: data comes from `app.loaders`
+(cached reads), tables and infos from `app.data`, figures from `app.charts`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `streamlit run app/main.py` puts app/ on the path, not the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app import charts, data, loaders  # noqa: E402
+from explorer.results import TrialRecord  # noqa: E402
+from explorer.storage import StorageError, default_storage, is_journal, redact  # noqa: E402
+
+TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare")
+X_LABELS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}
+REFRESH_SECONDS = (5, 15, 30, 60)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``--storage`` and ``--study`` from the arguments after ``streamlit run app/main.py --``."""
+    parser = argparse.ArgumentParser(
+        prog="streamlit run app/main.py --", allow_abbrev=False, add_help=False
+    )
+    parser.add_argument("--storage", default=None, help="journal file or SQLAlchemy URL")
+    parser.add_argument("--study", default=None, help="study name")
+    try:
+        args, _ = parser.parse_known_args(argv)
+    except SystemExit:  # a flag without its value: fall back to the environment
+        args = argparse.Namespace(storage=None, study=None)
+    args.storage = args.storage or default_storage()
+    args.study = args.study or os.environ.get("EXPLORER_STUDY") or None
+    return args
+
+
+def main() -> None:
+    st.set_page_config(page_title="Inception block explorer", page_icon="🧩", layout="wide")
+    args = parse_args(sys.argv[1:])
+    st.session_state.setdefault("storage", args.storage)
+
+    with st.sidebar:
+        st.header("Inception block explorer")
+        storage = st.text_input(
+            "Storage", key="storage",
+            help="A journal file (default studies/explorer.journal) or a SQLAlchemy URL such as "
+            "postgresql://user@host:5432/db",
+        ).strip()
+    if is_journal(storage) and not Path(storage).expanduser().exists():
+        return _empty_state(storage, args.study, f"There is no study storage at `{storage}` yet.")
+    try:
+        names = loaders.list_studies(storage)
+    except StorageError as exc:
+        st.error(f"Cannot read the study storage: {exc}", icon="⚠️")
+        st.markdown("Check the storage path or URL in the sidebar.")
+        return
+    if not names:
+        return _empty_state(storage, args.study, f"The storage `{redact(storage)}` holds no study yet.")
+
+    wanted = args.study
+    if st.session_state.get("study") not in names:
+        st.session_state["study"] = wanted if wanted in names else names[-1]
+    with st.sidebar:
+        study_name = st.selectbox("Study", names, key="study")
+        if wanted and wanted not in names:
+            st.warning(f"No study named {wanted!r} here; showing {study_name!r}.")
+        live = st.toggle("Live refresh", value=True, key="live",
+                         help="Re-read the study while a search is running")
+        every = st.select_slider("Refresh every (s)", REFRESH_SECONDS, value=15, key="every",
+                                 disabled=not live)
+    st.fragment(study_view, run_every=every if live else None)(storage, study_name)
+
+
+def study_view(storage: str, study_name: str) -> None:
+    """Everything below the sidebar; re-run on its own by the live refresh."""
+    try:
+        loaded = loaders.load(storage, study_name)
+    except StorageError as exc:
+        st.error(f"Cannot read study {study_name!r}: {exc}", icon="⚠️")
+        return
+    records = loaded.records
+    if not records:
+        return _empty_state(storage, study_name, f"Study `{study_name}` has no trials yet.")
+    summary = data.study_summary(records)
+    attrs = loaded.study.user_attrs
+    st.title(study_name)
+    st.caption(" · ".join(str(p) for p in (
+        attrs.get("dataset"), attrs.get("budget") and f"budget {attrs['budget']}",
+        f"storage {redact(storage)}") if p))
+    _summary_row(summary, records)
+
+    tabs = dict(zip(TABS, st.tabs(TABS, key="view", on_change="rerun")))
+    if tabs["Pareto front"].open:
+        with tabs["Pareto front"]:
+            _pareto_tab(records)
+    if tabs["Search progress"].open:
+        with tabs["Search progress"]:
+            _progress_tab(storage, study_name, loaded)
+    if tabs["Trials"].open:
+        with tabs["Trials"]:
+            _trials_tab(records, study_name)
+    if tabs["Trial details"].open:
+        with tabs["Trial details"]:
+            _details_tab(storage, study_name, loaded)
+    if tabs["Compare"].open:
+        with tabs["Compare"]:
+            _compare_tab(records)
+
+
+def _empty_state(storage: str, study: str | None, what: str) -> None:
+    st.title("Inception block explorer")
+    st.info(f"{what} Start a search, and this page shows it as it runs:", icon="ℹ️")
+    st.code(data.search_command(storage, study), language="bash")
+
+
+def _summary_row(summary: data.StudySummary, records: list[TrialRecord]) -> None:
+    cols = st.columns(5)
+    states = summary.states
+    cols[0].metric("Trials", summary.n_trials, help=", ".join(
+        f"{charts.state_name(s)} {n}" for s, n in states.items()))
+    cols[1].metric("Pruned / failed", f"{states.get('PRUNED', 0)} / {states.get('FAIL', 0)}")
+    cols[2].metric("On the Pareto front", summary.n_front)
+    cols[3].metric("Hypervolume", f"{summary.hypervolume:.3f}",
+                   help="area dominated in (validation accuracy, parameters), normalised")
+    if summary.best is not None:
+        cols[4].metric("Best accuracy", f"{summary.best.get('val_acc'):.2%}",
+                       help=f"{summary.best.label()}: {data.design(summary.best)}")
+    refs = {r.reference: r for r in records if r.is_reference and r.complete}
+    if refs:
+        st.caption("References: " + " · ".join(
+            f"**{name}** {r.get('val_acc', float('nan')):.2%} at {r.get('params', 0):,} params"
+            for name, r in sorted(refs.items())))
+
+
+def _open_trial(number: int) -> None:
+    st.session_state["detail_trial"] = number
+    st.session_state["view"] = "Trial details"
+
+
+def _on_chart_select() -> None:
+    points = (st.session_state.get("pareto") or {}).get("selection", {}).get("points", [])
+    if points and points[0].get("customdata"):
+        _open_trial(int(points[0]["customdata"][0]))
+
+
+def _pareto_tab(records: list[TrialRecord]) -> None:
+    c1, c2, c3 = st.columns([3, 1, 2])
+    x = c1.radio("x-axis", data.X_AXES, format_func=X_LABELS.get, horizontal=True, key="x_axis")
+    log_x = c2.toggle("log scale", key="log_x")
+    y = "val_acc"
+    if data.has_reeval(records):
+        y = c3.radio("accuracy", tuple(data.Y_AXES), horizontal=True, key="y_axis",
+                     format_func={"val_acc": "search", "reeval": "re-evaluated"}.get)
+    info = data.pareto_info(records, x=x, y=y, log_x=log_x)
+    st.plotly_chart(charts.pareto_figure(info), key="pareto", on_select=_on_chart_select,
+                    selection_mode="points", config={"displaylogo": False})
+    missing = ", ".join(f"{n} {charts.state_name(s)}" for s, n in info.not_drawn.items())
+    st.caption("Click a point to open its details." + (
+        f" Not drawn (no {X_LABELS[x]} or accuracy yet): {missing}." if missing else ""))
+    if info.front:
+        st.markdown("**Designs on the front**")
+        st.dataframe(
+            pd.DataFrame([(p.label, p.y, p.x, p.design) for p in info.front],
+                         columns=["trial", "accuracy", X_LABELS[x], "design"]),
+            hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="percent")},
+        )
+
+
+def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> None:
+    info = loaders.progress(storage, study_name, loaded.fingerprint, loaded.records)
+    left, right = st.columns(2)
+    left.plotly_chart(charts.hypervolume_figure(info), key="hypervolume")
+    right.plotly_chart(charts.accuracy_figure(info), key="accuracy")
+    importance = loaders.importances(storage, study_name, loaded.fingerprint, loaded.study)
+    if importance.message:
+        st.info(importance.message, icon="ℹ️")
+    else:
+        st.plotly_chart(charts.importance_figure(importance), key="importance")
+
+
+def _trials_tab(records: list[TrialRecord], study_name: str) -> None:
+    frame = data.trials_frame(records)
+    c1, c2 = st.columns(2)
+    present = list(dict.fromkeys(frame["state"]))
+    states = c1.multiselect("State", present, default=present, key="filter_states",
+                            format_func=charts.state_name)
+    kinds = c2.multiselect("Kind", ["search", "reference"], default=["search", "reference"],
+                           key="filter_kinds")
+    shown = data.filter_trials(frame, states, kinds).reset_index(drop=True)
+
+    def open_row() -> None:
+        rows = st.session_state["trials_table"]["selection"]["rows"]
+        if rows:
+            _open_trial(int(shown.loc[rows[0], "trial"]))
+
+    st.dataframe(
+        shown, hide_index=True, key="trials_table", on_select=open_row,
+        selection_mode="single-row",
+        column_config={
+            "val_acc": st.column_config.NumberColumn("val acc", format="percent"),
+            "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
+            "params": st.column_config.NumberColumn(format="localized"),
+            "flops": st.column_config.NumberColumn(format="compact"),
+        },
+    )
+    st.caption(f"{len(shown)} of {len(frame)} trials · select a row to open its details")
+    st.download_button("Download CSV", shown.to_csv(index=False), f"{study_name}_trials.csv",
+                       mime="text/csv", key="download_csv", on_click="ignore")
+
+
+def _trial_picker(records: list[TrialRecord], label: str, key: str, default: int) -> TrialRecord:
+    by_number = {r.number: r for r in records}
+    if st.session_state.get(key) not in by_number:
+        st.session_state[key] = default
+    number = st.selectbox(label, list(by_number), key=key,
+                          format_func=lambda n: f"{by_number[n].label()} · {by_number[n].state.lower()}"
+                          f" · {data.design(by_number[n])}")
+    return by_number[number]
+
+
+def _details_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> None:
+    records = loaded.records
+    best = data.study_summary(records).best
+    record = _trial_picker(records, "Trial", "detail_trial", (best or records[-1]).number)
+    note = data.trials_frame([record])["note"].iloc[0]
+    if isinstance(note, str):
+        st.warning(note, icon="⚠️")
+    left, right = st.columns([3, 2])
+    with left:
+        if record.block is not None:
+            st.plotly_chart(charts.block_figure(data.block_diagram(record.block, record.label())),
+                            key="block", config={"displayModeBar": False})
+            st.code(data.design(record), language=None)
+        curves = data.curves_frame(record)
+        if len(curves):
+            st.plotly_chart(charts.curves_figure(curves), key="curves")
+        else:
+            st.caption("No learning curves stored for this trial.")
+    with right:
+        st.dataframe(data.trial_metrics(record), hide_index=True, key="metrics")
+        if record.block is not None:
+            command = data.export_command(storage, study_name, record.number)
+            source, why = loaders.export_code(storage, study_name, record.number, command,
+                                              loaded.study)
+            if source is not None:
+                st.download_button("Download PyTorch code", source,
+                                   f"inception_trial{record.number}.py", mime="text/x-python",
+                                   key="download_code", on_click="ignore", type="primary")
+                st.caption(f"the same file as `{command}`")
+            else:
+                st.caption(why)
+        if record.network is not None:
+            with st.expander("Stored design (NetworkConfig)"):
+                st.json(record.network.to_dict())
+
+
+def _compare_tab(records: list[TrialRecord]) -> None:
+    refs = [r for r in records if r.is_reference]
+    best = data.study_summary(records).best
+    c1, c2 = st.columns(2)
+    with c1:
+        a = _trial_picker(records, "Design A", "compare_a", (refs[0] if refs else records[0]).number)
+    with c2:
+        b = _trial_picker(records, "Design B", "compare_b", (best or records[-1]).number)
+    frame = data.compare_frame(a, b)
+    st.dataframe(
+        frame.style.apply(
+            lambda row: ["background-color: #fff3cd" if row["differs"] else ""] * len(row), axis=1),
+        hide_index=True, key="compare_table",
+    )
+    for i, (col, record) in enumerate(zip(st.columns(2), (a, b))):
+        with col:
+            if record.block is not None:
+                st.plotly_chart(
+                    charts.block_figure(data.block_diagram(record.block, record.label())),
+                    key=f"compare_block_{i}", config={"displayModeBar": False},
+                )
+            else:
+                st.caption(data.design(record))
+
+
+if __name__ == "__main__":
+    main()
