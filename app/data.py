@@ -24,7 +24,7 @@ from explorer.results import (
     hypervolume_curve,
     pareto_front,
 )
-from explorer.storage import default_storage, redact
+from explorer.storage import DEFAULT_STORAGE, redact
 from search_space import BlockConfig
 
 SEARCH_COMMAND = "python -m explorer.search --trials 100"
@@ -41,7 +41,7 @@ MIN_IMPORTANCE_TRIALS = 5
 def search_command(storage: str | None = None, study: str | None = None) -> str:
     """The command that starts a search into this storage and study (defaults left out)."""
     parts = [SEARCH_COMMAND]
-    if storage and storage != default_storage():
+    if storage and storage != DEFAULT_STORAGE:
         parts.append(f"--storage {shlex.quote(redact(storage))}")
     if study:
         parts.append(f"--study {shlex.quote(study)}")
@@ -49,11 +49,15 @@ def search_command(storage: str | None = None, study: str | None = None) -> str:
 
 
 def export_command(storage: str, study: str, number: int) -> str:
-    """The `explorer.export` command line that writes the code of one trial."""
-    return (
-        f"python -m explorer.export --storage {shlex.quote(redact(storage))} "
-        f"--study {shlex.quote(study)} --trial {number}"
-    )
+    """The `explorer.export` command line that writes the same file as the dashboard's button."""
+    parts = ["python", "-m", "explorer.export", "--study", study]
+    if storage and storage != DEFAULT_STORAGE:
+        parts += ["--storage", redact(storage)]
+    return shlex.join([*parts, "--trial", str(number), "-o", export_filename(number)])
+
+
+def export_filename(number: int) -> str:
+    return f"trial{number}.py"
 
 
 # ---------------------------------------------------------------------------------------------

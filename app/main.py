@@ -254,7 +254,7 @@ def _details_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> 
                                               loaded.study)
             if source is not None:
                 st.download_button("Download PyTorch code", source,
-                                   f"inception_trial{record.number}.py", mime="text/x-python",
+                                   data.export_filename(record.number), mime="text/x-python",
                                    key="download_code", on_click="ignore", type="primary")
                 st.caption(f"the same file as `{command}`")
             else:
