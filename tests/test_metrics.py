@@ -1,0 +1,58 @@
+"""explorer.metrics: FLOPs by hand arithmetic, parameters against the arithmetic, latency."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from explorer.metrics import (
+    count_flops,
+    count_params,
+    measure_latency,
+    peak_memory_bytes,
+)
+from search_space import REFERENCES, NetworkConfig, build_network, network_params
+
+
+@pytest.mark.parametrize("cin, cout, k, size, bias", [(3, 8, 3, 10, True), (1, 24, 5, 28, False)])
+def test_conv_flops_are_twice_the_multiply_adds(cin, cout, k, size, bias):
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
+    multiply_adds = cout * size * size * cin * k * k
+    assert count_flops(conv, (cin, size, size)) == 2 * multiply_adds
+
+
+def test_flops_are_counted_per_image_and_keep_training_mode():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    net.train()
+    assert count_flops(net, (3, 2, 2)) == 2 * 12 * 5
+    assert net.training
+
+
+@pytest.mark.parametrize("ref", sorted(REFERENCES))
+@pytest.mark.parametrize("image, channels", [(28, 1), (32, 3)])
+def test_params_match_the_arithmetic(ref, image, channels):
+    config = NetworkConfig(block=REFERENCES[ref], image_size=image, in_channels=channels)
+    assert count_params(build_network(config)) == network_params(config)
+
+
+def test_network_flops_positive_and_scale_with_width():
+    small = build_network(NetworkConfig(block=REFERENCES["v1"], width=0.125))
+    large = build_network(NetworkConfig(block=REFERENCES["v1"], width=0.25))
+    assert 0 < count_flops(small, (1, 28, 28)) < count_flops(large, (1, 28, 28))
+
+
+def test_latency_is_positive_and_cheap_on_cpu():
+    model = build_network(NetworkConfig(block=REFERENCES["v2"], width=0.125))
+    model.train()
+    ms = measure_latency(model, (1, 28, 28), 1, "cpu", repeats=5, warmup=1)
+    assert ms > 0 and model.training
+    assert measure_latency(model, (1, 28, 28), 8, "cpu", repeats=100, budget_s=0.0) > 0
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(model, (1, 28, 28), 1, "cpu", repeats=0)
+
+
+def test_peak_memory_only_where_reported():
+    assert peak_memory_bytes("cpu") is None
+    if torch.cuda.is_available():
+        assert isinstance(peak_memory_bytes("cuda"), int)
