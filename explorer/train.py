@@ -1,0 +1,366 @@
+"""Brief training of one candidate network: the function every search trial calls.
+
+`train(model, data, config, device)` trains with the whole dataset on the device (see
+`explorer.data`), decides device, precision and memory format once at its top (bf16 autocast and
+channels_last on CUDA, float32 channels_last on CPU and MPS), evaluates on a fixed slice of the
+validation split after every epoch and returns the curves in a `TrainResult`.
+
+Budgets are named `TrainConfig` presets (`BUDGETS`): ``smoke`` for tests, ``quick`` for a search on
+a CPU (calibrated in BENCHMARKS.md, "Budget calibration"), ``standard`` for a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Dataset, DeviceData
+from .metrics import peak_memory_bytes, reset_peak_memory
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine")
+EVAL_BATCH_SIZE = 256  # larger batches run slower per image on a CPU (cache)
+# How often a GPU run reads its accumulated loss back to look for NaN/inf: each read waits for the
+# device, so not every step; a CPU run has nothing to wait for and checks every step.
+DIVERGENCE_CHECK_STEPS = 10
+
+
+class DivergedError(RuntimeError):
+    """Training produced a NaN or infinite loss; `result` holds the curves up to that point."""
+
+    def __init__(self, message: str, result: TrainResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+
+
+def _number_in(name: str, value: Any, low: float, high: float, low_open: bool = False,
+               high_open: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lb, hb = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{name} must be a number in {lb}{low}, {high}{hb}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one design is trained. `train_images` and `val_images` are per epoch (None: the whole
+    split); each epoch draws fresh training images from a seeded stream of permutations."""
+
+    optimizer: str = "adamw"  # "sgd" (Nesterov momentum) or "adamw"
+    lr: float = 3e-3  # the peak learning rate
+    momentum: float = 0.9  # SGD momentum, or AdamW's beta1
+    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine anneal) or "cosine" (linear warm-up)
+    warmup: float = 0.2  # fraction of all steps spent warming up
+    weight_decay: float = 5e-4  # on convolution and linear weights only, not on BN or biases
+    label_smoothing: float = 0.1
+    batch_size: int = 64
+    epochs: int = 4
+    train_images: int | None = 3200
+    val_images: int | None = 2000
+    aux_weight: float = 0.3  # weight of auxiliary classifier losses (GoogLeNet uses 0.3)
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        _number_in("lr", self.lr, 0, 10, low_open=True, high_open=False)
+        _number_in("momentum", self.momentum, 0, 1)
+        _number_in("warmup", self.warmup, 0, 1, low_open=self.schedule == "onecycle")
+        _number_in("weight_decay", self.weight_decay, 0, 1)
+        _number_in("label_smoothing", self.label_smoothing, 0, 1)
+        _number_in("aux_weight", self.aux_weight, 0, 10, high_open=False)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("epochs", self.epochs)
+        _positive_int("train_images", self.train_images, allow_none=True)
+        _positive_int("val_images", self.val_images, allow_none=True)
+        if self.train_images is not None and self.train_images < self.batch_size:
+            raise ValueError(
+                f"train_images must be at least batch_size ({self.batch_size}), got {self.train_images}"
+            )
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be true or false, got {self.augment!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+# Calibrated on a 2-core CPU with bench/calibrate.py; see BENCHMARKS.md, "Budget calibration".
+BUDGETS: dict[str, TrainConfig] = {
+    "smoke": TrainConfig(batch_size=32, epochs=2, train_images=256, val_images=128, warmup=0.3),
+    "quick": TrainConfig(),
+    "standard": TrainConfig(
+        optimizer="sgd", lr=0.1, momentum=0.9, schedule="onecycle", warmup=0.25,
+        weight_decay=5e-4, batch_size=256, epochs=10, train_images=None, val_images=None,
+    ),
+}
+
+
+def budget(name: str) -> TrainConfig:
+    """The `TrainConfig` of a budget name; `ValueError` names the known ones otherwise."""
+    try:
+        return BUDGETS[name]
+    except KeyError:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {name!r}") from None
+
+
+def default_budget(device: torch.device | str) -> str:
+    """``standard`` on a CUDA device, ``quick`` elsewhere (CPU, MPS)."""
+    return "standard" if torch.device(device).type == "cuda" else "quick"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; any other name is checked and returned."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {name!r} ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device mps was asked for, but torch sees no MPS device")
+    return device
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch curves and timings of one training run (partial if it stopped early)."""
+
+    device: str
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    epoch_time_s: list[float] = field(default_factory=list)
+    train_time_s: float = 0.0  # time in training steps, without validation
+    wall_time_s: float = 0.0  # everything, validation included
+    images_seen: int = 0
+    peak_memory_bytes: int | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        """Training throughput (images per second of training steps)."""
+        return self.images_seen / self.train_time_s if self.train_time_s > 0 else 0.0
+
+    @property
+    def final_val_acc(self) -> float | None:
+        return self.val_acc[-1] if self.val_acc else None
+
+    def curves(self) -> dict[str, list]:
+        """The ``curves`` trial attribute (see explorer.results)."""
+        return {"epoch": list(self.epoch), "train_loss": list(self.train_loss),
+                "val_loss": list(self.val_loss), "val_acc": list(self.val_acc)}
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Device, precision and memory format, decided once per run."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    check_every: int
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
+
+def _setup(device: torch.device) -> _Setup:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # shapes are fixed within a trial
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        bf16 = torch.cuda.is_bf16_supported()
+        return _Setup(device, torch.bfloat16 if bf16 else None, torch.channels_last,
+                      DIVERGENCE_CHECK_STEPS)
+    if device.type == "mps":
+        return _Setup(device, None, torch.channels_last, DIVERGENCE_CHECK_STEPS)
+    return _Setup(device, None, torch.channels_last, 1)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    groups = _param_groups(model, config.weight_decay)
+    # The fused CUDA kernels spare one launch per parameter tensor; elsewhere the foreach path.
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True, **fast)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), **fast)
+
+
+def lr_factor(step: int, total: int, config: TrainConfig) -> float:
+    """The learning rate at `step` of `total` as a fraction of ``config.lr``."""
+    warm = max(1, round(config.warmup * total)) if config.warmup > 0 else 0
+    if step < warm:
+        start = 0.04 if config.schedule == "onecycle" else 0.0  # one-cycle starts at lr / 25
+        return start + (1 - start) * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _loss(output: Any, target: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss, main logits); auxiliary outputs (GoogLeNet, Inception v3 in training mode
+    return them after the main logits) add `aux_weight` times their loss."""
+    if isinstance(output, torch.Tensor):
+        return F.cross_entropy(output, target, label_smoothing=config.label_smoothing), output
+    main, *aux = output
+    loss = F.cross_entropy(main, target, label_smoothing=config.label_smoothing)
+    for logits in aux:
+        if logits is not None:
+            loss = loss + config.aux_weight * F.cross_entropy(
+                logits, target, label_smoothing=config.label_smoothing)
+    return loss, main
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset | DeviceData, device: torch.device | str,
+             split: str = "val", num_images: int | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on the first `num_images` of a split."""
+    setup = _setup(torch.device(device))
+    data = data.on(setup.device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=setup.device)
+    correct = torch.zeros((), device=setup.device, dtype=torch.int64)
+    n = 0
+    try:
+        for x, y in data.eval_batches(split, EVAL_BATCH_SIZE, num_images, setup.memory_format):
+            with setup.autocast():
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError(f"the {split} split is empty")
+    return loss_sum.item() / n, correct.item() / n
+
+
+def train(model: nn.Module, data: Dataset | DeviceData, config: TrainConfig,
+          device: torch.device | str,
+          epoch_callback: Callable[[int, TrainResult], None] | None = None) -> TrainResult:
+    """Train `model` in place and return its curves.
+
+    After each epoch's validation, ``epoch_callback(epoch, result)`` is called with the result so
+    far (epochs count from 1); it may raise (the search raises ``optuna.TrialPruned``) to stop
+    training, and the result object it was handed then holds the partial curves. A NaN or
+    infinite loss raises `DivergedError` carrying the partial result. Seeds torch's global
+    generator with ``config.seed`` (dropout); data order and augmentation use their own.
+    """
+    setup = _setup(torch.device(device))
+    device = setup.device
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    data = data.on(device)
+    model.to(device=device, memory_format=setup.memory_format)
+    model.train()
+    reset_peak_memory(device)
+
+    train_images = config.train_images or data.size("train")
+    steps_per_epoch = train_images // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = _optimizer(model, config, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, config))
+    generator = torch.Generator().manual_seed(config.seed)
+    result = TrainResult(device=str(device))
+
+    for epoch in range(1, config.epochs + 1):
+        setup.sync()
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        batches = data.train_batches(config.batch_size, train_images, generator, config.augment,
+                                     setup.memory_format)
+        for step, (x, y) in enumerate(batches, 1):
+            with setup.autocast():
+                loss, _ = _loss(model(x), y, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach().float()
+            if step % setup.check_every == 0 or step == steps_per_epoch:
+                if not torch.isfinite(loss_sum).item():
+                    _stop_diverged(result, setup, epoch, step, epoch_start, start, config)
+        setup.sync()
+        train_s = time.perf_counter() - epoch_start
+        result.train_time_s += train_s
+        result.images_seen += steps_per_epoch * config.batch_size
+        val_loss, val_acc = evaluate(model, data, device, "val", config.val_images)
+        model.train()
+        result.epoch.append(epoch)
+        result.train_loss.append(loss_sum.item() / steps_per_epoch)
+        result.val_loss.append(val_loss)
+        result.val_acc.append(val_acc)
+        result.epoch_time_s.append(time.perf_counter() - epoch_start)
+        result.wall_time_s = time.perf_counter() - start
+        result.peak_memory_bytes = peak_memory_bytes(device)
+        if not math.isfinite(val_loss):
+            raise DivergedError(f"validation loss is {val_loss} after epoch {epoch}", result)
+        if epoch_callback is not None:
+            epoch_callback(epoch, result)
+    return result
+
+
+def _stop_diverged(result: TrainResult, setup: _Setup, epoch: int, step: int, epoch_start: float,
+                   start: float, config: TrainConfig) -> None:
+    setup.sync()
+    result.train_time_s += time.perf_counter() - epoch_start
+    result.images_seen += step * config.batch_size
+    result.wall_time_s = time.perf_counter() - start
+    raise DivergedError(f"training loss became NaN or infinite in epoch {epoch} by step {step}",
+                        result)
+

@@ -1,0 +1,178 @@
+"""explorer.train: config validation, budgets, learning, divergence, early stops."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import namedtuple
+
+import optuna
+import pytest
+import torch
+from torch import nn
+
+from explorer.data import DATASETS, Dataset
+from explorer.train import (
+    BUDGETS,
+    DivergedError,
+    TrainConfig,
+    TrainResult,
+    default_budget,
+    evaluate,
+    lr_factor,
+    resolve_device,
+    train,
+)
+from search_space import REFERENCES, NetworkConfig, build_network
+
+SMOKE = BUDGETS["smoke"]
+
+
+def stripes_dataset(n_train: int = 512, n_val: int = 128, seed: int = 0) -> Dataset:
+    """A learnable 4-class texture task on noise: horizontal stripes, vertical stripes, a
+    checkerboard, or nothing; at a random phase, so crops and flips keep the class."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.arange(28).view(28, 1)
+    c = torch.arange(28).view(1, 28)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(0, 4, (n,), generator=g)
+        images = torch.randint(0, 100, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+        phase = torch.randint(0, 4, (n,), generator=g)
+        for i, (k, p) in enumerate(zip(labels.tolist(), phase.tolist())):
+            on = [(r + p) % 4 < 2, (c + p) % 4 < 2, ((r + p) % 4 < 2) ^ ((c + p) % 4 < 2), None][k]
+            if on is not None:
+                images[i, 0][on.expand(28, 28)] += 120
+        return images, labels
+
+    (tx, ty), (vx, vy), (sx, sy) = make(n_train), make(n_val), make(n_val)
+    return Dataset(DATASETS["mnist"], "synthetic", tx, ty, vx, vy, sx, sy)
+
+
+def small_net(bn: str = "post") -> nn.Module:
+    torch.manual_seed(0)
+    return build_network(NetworkConfig(block=dataclasses.replace(REFERENCES["v2"], bn=bn),
+                                       width=0.125))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("optimizer", "adam"), ("schedule", "step"), ("lr", 0), ("lr", float("nan")),
+    ("momentum", 1.0), ("warmup", 0.0), ("weight_decay", -1e-4), ("label_smoothing", 1.0),
+    ("batch_size", 0), ("batch_size", 2.5), ("epochs", True), ("train_images", 16),
+    ("val_images", 0), ("aux_weight", -0.1), ("augment", "yes"), ("seed", 1.5),
+])
+def test_train_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_round_trip_and_budgets():
+    for name, config in BUDGETS.items():
+        assert TrainConfig.from_dict(config.to_dict()) == config, name
+    assert set(BUDGETS) == {"smoke", "quick", "standard"}
+    assert BUDGETS["standard"].train_images is None  # the whole training split
+    assert BUDGETS["quick"].epochs >= 3  # the search prunes after each epoch
+    assert TrainConfig(schedule="cosine", warmup=0.0).warmup == 0.0
+    with pytest.raises(ValueError, match="unknown train config field"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+def test_devices():
+    assert default_budget("cpu") == "quick" and default_budget("cuda") == "standard"
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_lr_schedule_warms_up_then_anneals(schedule):
+    config = TrainConfig(schedule=schedule, warmup=0.2)
+    f = [lr_factor(s, 100, config) for s in range(100)]
+    assert f[0] < 0.1 and max(f) == pytest.approx(1.0) and f.index(max(f)) == 19
+    assert all(a <= b for a, b in zip(f[:20], f[1:20])) and all(a >= b for a, b in zip(f[19:], f[20:]))
+    assert f[-1] < 0.01
+
+
+def test_smoke_budget_learns_a_small_task():
+    data = stripes_dataset()
+    seen = []
+    result = train(small_net(), data, SMOKE, "cpu", epoch_callback=lambda e, r: seen.append(e))
+    assert seen == [1, 2] and result.epoch == [1, 2]
+    assert result.train_loss[-1] < result.train_loss[0] - 0.3
+    assert result.final_val_acc > 0.5  # chance is 0.25
+    assert result.images_seen == 2 * SMOKE.train_images and result.images_per_s > 0
+    assert 0 < result.train_time_s <= result.wall_time_s and len(result.epoch_time_s) == 2
+    assert result.peak_memory_bytes is None  # the CPU reports no peak
+    assert set(result.curves()) == {"epoch", "train_loss", "val_loss", "val_acc"}
+    loss, acc = evaluate(build_network(NetworkConfig(block=REFERENCES["v1"])), data, "cpu", "test")
+    assert loss > 0 and 0 <= acc <= 1
+
+
+def test_same_seed_same_curves():
+    data = stripes_dataset(n_train=128, n_val=32)
+    config = dataclasses.replace(SMOKE, epochs=1, train_images=64)
+    a = train(small_net(), data, config, "cpu")
+    b = train(small_net(), data, config, "cpu")
+    assert a.train_loss == b.train_loss and a.val_acc == b.val_acc
+
+
+class NaNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+def test_divergence_stops_at_once():
+    config = dataclasses.replace(SMOKE, epochs=2)
+    with pytest.raises(DivergedError, match="NaN or infinite in epoch 1 by step 1") as err:
+        train(NaNNet(), stripes_dataset(n_train=256, n_val=32), config, "cpu")
+    assert err.value.result.images_seen == config.batch_size and err.value.result.epoch == []
+
+
+def test_callback_stops_training_and_keeps_partial_curves():
+    kept: list[TrainResult] = []
+
+    def prune_after_first(epoch: int, result: TrainResult) -> None:
+        kept.append(result)
+        if epoch == 1:
+            raise optuna.TrialPruned()
+
+    config = dataclasses.replace(SMOKE, epochs=3, train_images=64)
+    with pytest.raises(optuna.TrialPruned):
+        train(small_net(), stripes_dataset(n_train=128, n_val=32), config, "cpu", prune_after_first)
+    assert len(kept) == 1 and kept[0].epoch == [1] and len(kept[0].val_acc) == 1
+
+
+AuxOut = namedtuple("AuxOut", ["logits", "aux"])
+
+
+class AuxNet(nn.Module):
+    """Returns (logits, aux logits) in training, like torchvision's GoogLeNet and Inception v3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.main = nn.Linear(784, 10)
+        self.aux_head = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor):
+        x = x.flatten(1)
+        return AuxOut(self.main(x), self.aux_head(x)) if self.training else self.main(x)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3])
+def test_aux_outputs_add_weighted_loss(weight):
+    torch.manual_seed(0)
+    model = AuxNet()
+    config = dataclasses.replace(SMOKE, epochs=1, train_images=64, aux_weight=weight)
+    result = train(model, stripes_dataset(n_train=128, n_val=32), config, "cpu")
+    assert result.epoch == [1]
+    # The auxiliary head learns exactly when its loss counts.
+    torch.manual_seed(0)
+    untouched = AuxNet().aux_head.weight
+    changed = not torch.allclose(model.aux_head.weight, untouched)
+    assert changed == (weight > 0)
