@@ -1,0 +1,432 @@
+"""Tests of `explorer.export`: the generated module reproduces `build_network` without the project."""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import json
+import py_compile
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import types
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from explorer.export import (
+    ExportDesign,
+    ExportError,
+    export_design,
+    export_source,
+    export_to_file,
+    main,
+    render_source,
+    select_trials,
+    trial_weights,
+    weights_path,
+)
+from explorer.results import pareto_front, study_records
+from explorer.storage import artifact_dir, open_storage
+from search_space import REFERENCES, BlockConfig, NetworkConfig, build_network, network_params
+from tests.helpers import make_study
+
+REPO = Path(__file__).parents[1]
+PROG_ERROR = "python -m explorer.export: error: "
+NASTY = 'x\'"""\nimport os; os.system("echo pwned")  # \\ \x00 é """'
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[str, optuna.Study]:
+    """A seeded study with real designs and weights, plus an empty study in the same storage."""
+    storage = str(tmp_path_factory.mktemp("export") / "s.journal")
+    study = make_study(storage)
+    optuna.create_study(study_name="empty", storage=open_storage(storage))
+    return storage, study
+
+
+def _module(source: str, name: str = "exported") -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+def _ruff(path: Path) -> None:
+    """ruff check and ruff format --check under the project's settings."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    config = str(REPO / "pyproject.toml")
+    for cmd in (["check", "--no-cache"], ["format", "--check", "--diff", "--no-cache"]):
+        done = subprocess.run(
+            [ruff, *cmd, "--config", config, str(path)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _design(network: NetworkConfig, number: int = 0) -> ExportDesign:
+    return ExportDesign(number=number, network=network, params=network_params(network))
+
+
+# Designs covering every BN placement (stem and block), pool type and wide kind, branch removal,
+# several stages of several blocks, both downsamplings and the network-level options.
+NETWORKS = {
+    "v1": NetworkConfig(block=REFERENCES["v1"]),
+    "v2": NetworkConfig(block=REFERENCES["v2"]),
+    "v3": NetworkConfig(block=REFERENCES["v3"]),
+    "post_act-3x3-no1x1": NetworkConfig(
+        block=BlockConfig(0, 8, 16, 4, 8, 8, wide_kind="3x3", pool_type="avg", bn="post_act"),
+        stages=(2, 1, 1),
+        in_channels=3,
+        num_classes=100,
+        image_size=32,
+        width=1.0,
+        dropout=0.2,
+        downsample="avg",
+        stem_bn=False,
+    ),
+    "pre-asym5-nopool": NetworkConfig(
+        block=BlockConfig(16, 0, 0, 4, 8, 0, wide_kind="asym", asym_n=5, bn="pre"),
+        stem_channels=7,
+        width=0.3,
+        stem_bn=False,
+    ),
+    "none-stem_bn-one_stage": NetworkConfig(block=REFERENCES["v1"], stem_bn=True, stages=(1,)),
+}
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_generated_class_reproduces_build_network(name: str, tmp_path: Path) -> None:
+    design = _design(NETWORKS[name])
+    source = render_source(
+        [design],
+        study_name="demo",
+        command="python -m explorer.export",
+        date=datetime.date(2025, 1, 2),
+    )
+    net = _module(source).Trial0Net()
+    torch.manual_seed(0)
+    reference = build_network(design.network)
+    ours, theirs = net.state_dict(), reference.state_dict()
+    assert list(ours) == list(theirs)
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert sum(p.numel() for p in net.parameters()) == design.params
+    net.load_state_dict(theirs)
+    size = design.network.image_size
+    x = torch.randn(
+        3, design.network.in_channels, size, size, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), reference.eval()(x))
+    path = tmp_path / "net.py"
+    path.write_text(source)
+    py_compile.compile(str(path), doraise=True)
+    _ruff(path)
+
+
+def test_one_module_for_many_designs_shares_one_block_class(tmp_path: Path) -> None:
+    designs = [_design(n, i) for i, n in enumerate(NETWORKS.values())]
+    source = render_source(designs, study_name="demo", command="c", date=datetime.date.today())
+    tree = ast.parse(source)
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes == ["ConvNormAct", "Inception", *(f"Trial{i}Net" for i in range(len(designs)))]
+    module = _module(source)
+    for d in designs:
+        assert sum(p.numel() for p in getattr(module, d.class_name)().parameters()) == d.params
+    path = tmp_path / "many.py"
+    path.write_text(source)
+    _ruff(path)
+
+
+def test_conv_unit_has_only_the_placements_used() -> None:
+    source = render_source(
+        [_design(NETWORKS["v1"])], study_name="s", command="c", date=datetime.date.today()
+    )
+    assert "BatchNorm2d" not in source and "placement" not in source
+    source = render_source(
+        [_design(NETWORKS["v2"])], study_name="s", command="c", date=datetime.date.today()
+    )
+    assert '"pre"' not in source and '"post_act"' not in source
+
+
+def test_module_runs_where_the_project_cannot_be_imported(demo, tmp_path: Path) -> None:
+    """Best (with weights) and Pareto exports, imported by a Python that has torch only."""
+    storage, study = demo
+    [best] = select_trials(study, "best")
+    best_file = tmp_path / "best.py"
+    export_to_file(study, [best], best_file, weights=True, artifacts=artifact_dir(storage))
+    front = select_trials(study, "pareto")
+    front_file = tmp_path / "front.py"
+    export_to_file(study, front, front_file)
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    script = textwrap.dedent(
+        """
+        import importlib.util, json, sys
+        site, folder = json.loads(sys.argv[1])
+        sys.path.extend(site)
+        try:
+            import search_space  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("search_space is importable: the check would prove nothing")
+        assert importlib.util.find_spec("explorer") is None
+        import torch
+
+        def load(name):
+            spec = importlib.util.spec_from_file_location(name, f"{folder}/{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+
+        result = {}
+        for name in ("best", "front"):
+            module = load(name)
+            for cls in module.__all__:
+                if cls.endswith("Net"):
+                    result[cls] = sum(p.numel() for p in getattr(module, cls)().parameters())
+        best = load("best")
+        [loader] = [n for n in best.__all__ if n.startswith("load_")]
+        model = getattr(best, loader)()
+        x = torch.load(f"{folder}/x.pt", weights_only=True)
+        with torch.no_grad():
+            torch.save(model(x), f"{folder}/y.pt")
+        print(json.dumps(result))
+        """
+    )
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script, json.dumps([site, str(tmp_path)])],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    recorded = {r.number: r.get("params") for r in study_records(study)}
+    assert counts == {f"Trial{n}Net": recorded[n] for n in dict.fromkeys([best, *front])}
+    reference = build_network(export_design(study, best).network)
+    reference.load_state_dict(trial_weights(study, best, artifact_dir(storage)))
+    with torch.no_grad():
+        expected = reference.eval()(x)
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), expected)
+    for path in (best_file, front_file):
+        py_compile.compile(str(path), doraise=True)
+        _ruff(path)
+
+
+def test_pareto_is_one_class_per_front_design(demo) -> None:
+    _, study = demo
+    front = [r.number for r in pareto_front(study_records(study))]
+    assert select_trials(study, "pareto") == front and len(front) > 1
+    tree = ast.parse(export_source(study, front))
+    assert [n.name for n in tree.body if isinstance(n, ast.ClassDef)][2:] == [
+        f"Trial{n}Net" for n in front
+    ]
+
+
+@pytest.mark.parametrize(
+    ("max_params", "min_accuracy"), [(None, None), (60_000, None), (None, 0.83), (120_000, 0.8)]
+)
+def test_best_is_the_most_accurate_design_meeting_the_constraints(demo, max_params, min_accuracy):
+    _, study = demo
+    meets = [
+        r
+        for r in study_records(study)
+        if r.complete
+        and (max_params is None or r.get("params") <= max_params)
+        and (min_accuracy is None or r.get("val_acc") >= min_accuracy)
+    ]
+    [best] = select_trials(study, "best", max_params, min_accuracy)
+    assert best == max(meets, key=lambda r: r.get("val_acc")).number
+    front = select_trials(study, "pareto", max_params, min_accuracy)
+    assert best in front and all(n in {r.number for r in meets} for n in front)
+
+
+def test_weights_round_trip(demo, tmp_path: Path) -> None:
+    storage, study = demo
+    number = select_trials(study, "pareto")[0]
+    written = export_to_file(
+        study, [number], tmp_path / "net.py", weights=True, artifacts=artifact_dir(storage)
+    )
+    assert written == [tmp_path / "net.py", weights_path(tmp_path / "net.py", number)]
+    assert written[1].name == f"net_trial{number}.pt"
+    saved = torch.load(written[1], weights_only=True)
+    kept = trial_weights(study, number, artifact_dir(storage))
+    assert list(saved) == list(build_network(export_design(study, number).network).state_dict())
+    assert all(torch.equal(saved[k], kept[k]) for k in kept)
+    module = _module((tmp_path / "net.py").read_text())
+    module.__file__ = str(tmp_path / "net.py")  # the loader finds the weights beside the module
+    model = getattr(module, f"load_trial{number}")()
+    assert not model.training
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+def test_header_states_the_facts(demo) -> None:
+    _, study = demo
+    record = next(r for r in study_records(study) if r.reference == "v2")
+    source = export_source(study, [record.number], command="python -m explorer.export --x")
+    doc = " ".join(ast.get_docstring(ast.parse(source)).split())
+    assert "study 'demo'" in doc and f"trial {record.number}" in doc
+    assert "reference design 'v2'" in doc
+    assert f"{record.get('val_acc'):.4f}" in doc and f"{record.get('params'):,} parameters" in doc
+    assert "test accuracy not measured" in doc and "MFLOPs" in doc
+    assert datetime.date.today().isoformat() in doc
+    assert "python -m explorer.export --x" in doc
+    default = ast.get_docstring(ast.parse(export_source(study, [record.number])))
+    assert f"--study demo --trial {record.number}" in default
+
+
+def _hostile_study(tmp_path: Path, network: dict, **attrs) -> optuna.Study:
+    study = optuna.create_study(study_name=NASTY, directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["val_acc", "params"])
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.9, 100.0],
+            user_attrs={"network": network, "val_acc": 0.9, "params": 100, **attrs},
+        )
+    )
+    return study
+
+
+def test_storage_text_cannot_break_or_inject_into_the_code(tmp_path: Path) -> None:
+    network = NetworkConfig(block=REFERENCES["v1"]).to_dict()
+    study = _hostile_study(
+        tmp_path, network, reference=NASTY, test_acc="0.99\n'''", flops=float("nan")
+    )
+    source = export_source(study, [0], command=NASTY)
+    tree = ast.parse(source)
+    imported = {
+        a.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
+    assert imported == {"partial", "torch", "nn"}
+    assert not any(isinstance(n, ast.Name) and n.id == "os" for n in ast.walk(tree))
+    doc = ast.get_docstring(tree)
+    assert "test accuracy not measured" in doc and "FLOPs not recorded" in doc
+    assert 'import os; os.system("echo pwned")' in doc  # shown, escaped, as the command
+    _module(source).Trial0Net()
+    path = tmp_path / "hostile.py"
+    path.write_text(source)
+    _ruff(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bn": 'post"; import os; "'},
+        {"ch1x1": "64"},
+        {"wide_kind": "5x5\nimport os"},
+        {"evil": 1},
+    ],
+)
+def test_invalid_stored_designs_are_refused(tmp_path: Path, change: dict) -> None:
+    network = NetworkConfig(block=REFERENCES["v1"]).to_dict()
+    network["block"].update(change)
+    study = _hostile_study(tmp_path, network)
+    with pytest.raises(ExportError, match="trial 0 cannot be exported: invalid stored design"):
+        export_source(study, [0])
+
+
+def test_weights_problems_are_export_errors(tmp_path: Path) -> None:
+    network = NetworkConfig(block=REFERENCES["v1"]).to_dict()
+    with pytest.raises(ExportError, match="kept no trained weights"):
+        trial_weights(_hostile_study(tmp_path, network), 0, tmp_path)
+    with pytest.raises(ExportError, match="malformed weights artifact id"):
+        trial_weights(_hostile_study(tmp_path, network, weights="../s.journal"), 0, tmp_path)
+    with pytest.raises(ExportError, match="are not in"):
+        trial_weights(_hostile_study(tmp_path, network, weights="missing"), 0, tmp_path)
+    torch.save({"stem.conv.weight": torch.zeros(1)}, tmp_path / "wrong")
+    with pytest.raises(ExportError, match="do not fit its design: missing"):
+        trial_weights(_hostile_study(tmp_path, network, weights="wrong"), 0, tmp_path)
+
+
+def test_bad_requests_are_export_errors(demo) -> None:
+    _, study = demo
+    assert issubclass(ExportError, ValueError)
+    with pytest.raises(ExportError, match="no trials given"):
+        export_source(study, [])
+    with pytest.raises(ExportError, match="must be an integer"):
+        export_source(study, ["3"])
+    with pytest.raises(ExportError, match="mode must be one of"):
+        select_trials(study, "fastest")
+
+
+CLI_ERRORS = [
+    (["--study", "demo", "--trial", "99"], "study 'demo' has no trial 99"),
+    (["--study", "empty", "--best"], "study 'empty' has no complete trials"),
+    (["--study", "demo", "--pareto", "--max-params", "10"], "none of the 12 complete trials"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CLI_ERRORS)
+def test_cli_bad_arguments_give_one_line_and_status_2(demo, tmp_path, args, message) -> None:
+    """`python -m explorer.export` itself, as a user runs it from the repository."""
+    storage, _ = demo
+    argv = [*args, "--storage", storage, "-o", str(tmp_path / "net.py")]
+    done = subprocess.run(
+        [sys.executable, "-m", "explorer.export", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(PROG_ERROR + message) and done.stderr.count("\n") == 1
+    assert not (tmp_path / "net.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--study", "nope", "--best"], "no study named 'nope'"),
+        (["--study", "demo", "--trial", "12"], "trial 12 was pruned, not complete"),
+        (["--study", "demo", "--trial", "13"], "trial 13 failed, not complete"),
+        (
+            ["--study", "demo", "--trial", "1", "--max-params", "5"],
+            "--max-params and --min-accuracy",
+        ),
+        (["--study", "demo", "--best", "--min-accuracy", "1.5"], "argument --min-accuracy"),
+        (["--study", "demo"], "one of the arguments --trial --best --pareto is required"),
+    ],
+)
+def test_main_bad_arguments(demo, tmp_path, capsys, args, message) -> None:
+    storage, _ = demo
+    assert main([*args, "--storage", storage, "-o", str(tmp_path / "net.py")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(PROG_ERROR + message) and err.count("\n") == 1
+
+
+def test_main_unwritable_output(demo, tmp_path, capsys) -> None:
+    storage, _ = demo
+    for output, message in [
+        (tmp_path / "missing" / "net.py", "does not exist"),
+        (tmp_path, "must be a .py file"),
+        (tmp_path / "net.txt", "must be a .py file"),
+    ]:
+        assert main(["--study", "demo", "--storage", storage, "--best", "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(PROG_ERROR) and message in err and err.count("\n") == 1
+
+
+def test_main_writes_and_says_where(demo, tmp_path, capsys) -> None:
+    storage, study = demo
+    out_file = tmp_path / "front.py"
+    argv = ["--study", "demo", "--storage", storage, "--pareto", "--weights", "-o", str(out_file)]
+    assert main(argv) == 0
+    front = select_trials(study, "pareto")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"wrote {out_file}: " + ", ".join(f"Trial{n}Net" for n in front)
+    assert [line.split(":")[0] for line in printed[1:]] == [
+        f"wrote {weights_path(out_file, n)}" for n in front
+    ]
+    doc = ast.get_docstring(ast.parse(out_file.read_text()))
+    assert f"--storage {storage} --pareto --weights -o" in " ".join(doc.split())
