@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime
 import json
 import py_compile
@@ -430,3 +431,15 @@ def test_main_writes_and_says_where(demo, tmp_path, capsys) -> None:
     ]
     doc = ast.get_docstring(ast.parse(out_file.read_text()))
     assert f"--storage {storage} --pareto --weights -o" in " ".join(doc.split())
+
+
+def test_the_exporter_knows_every_design_field() -> None:
+    """A new design field must be taught to the generator, or it would be dropped silently."""
+    assert {f.name for f in dataclasses.fields(NetworkConfig)} == {
+        "block", "in_channels", "num_classes", "image_size", "stem_channels", "stages", "width",
+        "downsample", "dropout", "stem_bn",
+    }  # fmt: skip
+    assert {f.name for f in dataclasses.fields(BlockConfig)} == {
+        "ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj", "wide_kind",
+        "asym_n", "pool_type", "bn", "stride",
+    }  # fmt: skip
