@@ -66,34 +66,62 @@ def pareto_figure(info: ParetoInfo) -> go.Figure:
     fig = go.Figure()
     hover = _hover(info.x_label, info.x_key, info.y_label)
     for state, points in info.by_state.items():
-        style = STATE_STYLE.get(state, dict(name=state.lower(), symbol="circle", color="#999", size=8))
-        fig.add_trace(go.Scatter(
-            x=[p.x for p in points], y=[p.y for p in points],
-            mode="markers", name=style["name"],
-            marker=dict(symbol=style["symbol"], color=style["color"], size=style["size"],
-                        line=dict(width=1.5, color=style["color"])),
-            opacity=0.85 if state == "COMPLETE" else 0.7,
-            error_y=_error_y(points),
-            customdata=_customdata(points), hovertemplate=hover,
-        ))
+        style = STATE_STYLE.get(
+            state, dict(name=state.lower(), symbol="circle", color="#999", size=8)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[p.x for p in points],
+                y=[p.y for p in points],
+                mode="markers",
+                name=style["name"],
+                marker=dict(
+                    symbol=style["symbol"],
+                    color=style["color"],
+                    size=style["size"],
+                    line=dict(width=1.5, color=style["color"]),
+                ),
+                opacity=0.85 if state == "COMPLETE" else 0.7,
+                error_y=_error_y(points),
+                customdata=_customdata(points),
+                hovertemplate=hover,
+            )
+        )
     front = info.front
-    fig.add_trace(go.Scatter(
-        x=[p.x for p in front], y=[p.y for p in front],
-        mode="lines+markers", name="Pareto front", line=dict(color=FRONT_COLOR, width=2, shape="hv"),
-        marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(width=2, color=FRONT_COLOR)),
-        customdata=_customdata(front), hovertemplate=hover,
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=[p.x for p in front],
+            y=[p.y for p in front],
+            mode="lines+markers",
+            name="Pareto front",
+            line=dict(color=FRONT_COLOR, width=2, shape="hv"),
+            marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(width=2, color=FRONT_COLOR)),
+            customdata=_customdata(front),
+            hovertemplate=hover,
+        )
+    )
     for p in info.references:
         style = REFERENCE_STYLE.get(p.label, _OTHER_REFERENCE)
-        fig.add_trace(go.Scatter(
-            x=[p.x], y=[p.y], mode="markers+text", name=p.label,
-            text=[p.label], textposition="top center",
-            textfont=dict(size=14, color=style["color"]),
-            marker=dict(symbol=style["symbol"], size=18, color=style["color"],
-                        line=dict(width=1, color="white")),
-            error_y=_error_y([p]),
-            customdata=_customdata([p]), hovertemplate=hover,
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[p.x],
+                y=[p.y],
+                mode="markers+text",
+                name=p.label,
+                text=[p.label],
+                textposition="top center",
+                textfont=dict(size=14, color=style["color"]),
+                marker=dict(
+                    symbol=style["symbol"],
+                    size=18,
+                    color=style["color"],
+                    line=dict(width=1, color="white"),
+                ),
+                error_y=_error_y([p]),
+                customdata=_customdata([p]),
+                hovertemplate=hover,
+            )
+        )
     fig.update_layout(
         template="plotly_white",
         xaxis=dict(title=info.x_label, type="log" if info.log_x else "linear"),
@@ -109,15 +137,24 @@ def pareto_figure(info: ParetoInfo) -> go.Figure:
 
 def hypervolume_figure(info: ProgressInfo) -> go.Figure:
     """The hypervolume of all trials so far against trial number."""
-    fig = go.Figure(go.Scatter(
-        x=[n for n, _ in info.hypervolume], y=[h for _, h in info.hypervolume],
-        mode="lines+markers", line=dict(shape="hv", color=FRONT_COLOR), name="hypervolume",
-        hovertemplate="after trial #%{x}: %{y:.4f}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Scatter(
+            x=[n for n, _ in info.hypervolume],
+            y=[h for _, h in info.hypervolume],
+            mode="lines+markers",
+            line=dict(shape="hv", color=FRONT_COLOR),
+            name="hypervolume",
+            hovertemplate="after trial #%{x}: %{y:.4f}<extra></extra>",
+        )
+    )
     fig.update_layout(
-        template="plotly_white", height=320, margin=dict(l=10, r=10, t=40, b=10),
-        title="hypervolume (validation accuracy × parameters)",
-        xaxis_title="trial", yaxis_title="normalised hypervolume", uirevision=UIREVISION,
+        template="plotly_white",
+        height=340,
+        margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(text="hypervolume over trials", font=dict(size=14)),
+        xaxis_title="trial",
+        yaxis_title="hypervolume (accuracy × parameters)",
+        uirevision=UIREVISION,
     )
     return fig
 
@@ -126,33 +163,51 @@ def accuracy_figure(info: ProgressInfo) -> go.Figure:
     """Accuracy of each trial against its number, the running best, and the references."""
     fig = go.Figure()
     for state, points in info.accuracy.items():
-        style = STATE_STYLE.get(state, dict(name=state.lower(), symbol="circle", color="#999", size=8))
-        fig.add_trace(go.Scatter(
-            x=[p.x for p in points], y=[p.y for p in points], mode="markers", name=style["name"],
-            marker=dict(symbol=style["symbol"], color=style["color"], size=style["size"]),
-            customdata=_customdata(points),
-            hovertemplate=(
-                "<b>%{customdata[1]}</b> (%{customdata[3]})<br>%{customdata[2]}<br>"
-                "accuracy %{y:.4f}%{customdata[4]}<extra></extra>"
-            ),
-        ))
+        style = STATE_STYLE.get(
+            state, dict(name=state.lower(), symbol="circle", color="#999", size=8)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[p.x for p in points],
+                y=[p.y for p in points],
+                mode="markers",
+                name=style["name"],
+                marker=dict(symbol=style["symbol"], color=style["color"], size=style["size"]),
+                customdata=_customdata(points),
+                hovertemplate=(
+                    "<b>%{customdata[1]}</b> (%{customdata[3]})<br>%{customdata[2]}<br>"
+                    "accuracy %{y:.4f}%{customdata[4]}<extra></extra>"
+                ),
+            )
+        )
     if info.best_so_far:
-        fig.add_trace(go.Scatter(
-            x=[n for n, _ in info.best_so_far], y=[b for _, b in info.best_so_far],
-            mode="lines", line=dict(shape="hv", color=FRONT_COLOR), name="best so far",
-            hoverinfo="skip",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[n for n, _ in info.best_so_far],
+                y=[b for _, b in info.best_so_far],
+                mode="lines",
+                line=dict(shape="hv", color=FRONT_COLOR),
+                name="best so far",
+                hoverinfo="skip",
+            )
+        )
     for label, acc in info.references.items():
         style = REFERENCE_STYLE.get(label, _OTHER_REFERENCE)
         fig.add_hline(
-            y=acc, line=dict(color=style["color"], dash="dot", width=1),
-            annotation_text=f"{label} {acc:.3f}", annotation_position="bottom right",
+            y=acc,
+            line=dict(color=style["color"], dash="dot", width=1),
+            annotation_text=f"{label} {acc:.3f}",
+            annotation_position="bottom right",
         )
     fig.update_layout(
-        template="plotly_white", height=320, margin=dict(l=10, r=10, t=40, b=10),
-        title="validation accuracy by trial", xaxis_title="trial",
+        template="plotly_white",
+        height=340,
+        margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(text="accuracy by trial", font=dict(size=14)),
+        xaxis_title="trial",
         yaxis=dict(title="validation accuracy", tickformat=".0%"),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0.5), uirevision=UIREVISION,
+        legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
+        uirevision=UIREVISION,
     )
     return fig
 
@@ -160,30 +215,60 @@ def accuracy_figure(info: ProgressInfo) -> go.Figure:
 def importance_figure(info: ImportanceInfo) -> go.Figure:
     """Parameter importances for validation accuracy as horizontal bars, largest on top."""
     names = list(info.importances)[::-1]
-    fig = go.Figure(go.Bar(
-        x=[info.importances[n] for n in names], y=names, orientation="h",
-        marker_color="#4c78a8", hovertemplate="%{y}: %{x:.3f}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Bar(
+            x=[info.importances[n] for n in names],
+            y=names,
+            orientation="h",
+            marker_color="#4c78a8",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
     fig.update_layout(
-        template="plotly_white", height=max(220, 28 * len(names) + 80),
-        margin=dict(l=10, r=10, t=40, b=10), title="parameter importance for validation accuracy",
+        template="plotly_white",
+        height=max(220, 28 * len(names) + 80),
+        margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(text="parameter importance for validation accuracy", font=dict(size=14)),
         xaxis_title="importance",
     )
     return fig
 
 
 def curves_figure(curves) -> go.Figure:
-    """Training and validation loss, and validation accuracy, per epoch (`app.data.curves_frame`)."""
+    """Training and validation loss, and validation accuracy, per epoch (from
+    `app.data.curves_frame`)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation accuracy"))
     for col, color in (("train_loss", "#4c78a8"), ("val_loss", "#f58518")):
-        fig.add_trace(go.Scatter(x=curves["epoch"], y=curves[col], name=col, mode="lines+markers",
-                                 line=dict(color=color)), row=1, col=1)
-    fig.add_trace(go.Scatter(x=curves["epoch"], y=curves["val_acc"], name="val_acc",
-                             mode="lines+markers", line=dict(color=FRONT_COLOR)), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=curves["epoch"],
+                y=curves[col],
+                name=col,
+                mode="lines+markers",
+                line=dict(color=color),
+            ),
+            row=1,
+            col=1,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=curves["epoch"],
+            y=curves["val_acc"],
+            name="val_acc",
+            mode="lines+markers",
+            line=dict(color=FRONT_COLOR),
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    fig.update_layout(template="plotly_white", height=300, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
+    fig.update_layout(
+        template="plotly_white",
+        height=300,
+        margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0),
+    )
     return fig
 
 
@@ -198,18 +283,37 @@ def block_figure(diagram: BlockDiagram) -> go.Figure:
     depth = max(3, max(len(b.layers) for b in diagram.branches))
     bottom = depth + 1
 
-    def box(x: float, y: float, text: str, fill: str, dash: str = "solid", width: float = w) -> None:
+    def box(
+        x: float, y: float, text: str, fill: str, dash: str = "solid", width: float = w
+    ) -> None:
         fig.add_shape(
-            type="rect", x0=x - width / 2, x1=x + width / 2, y0=y - h / 2, y1=y + h / 2,
+            type="rect",
+            x0=x - width / 2,
+            x1=x + width / 2,
+            y0=y - h / 2,
+            y1=y + h / 2,
             line=dict(color="#555" if dash == "solid" else "#bbb", width=1, dash=dash),
-            fillcolor=fill, layer="below",
+            fillcolor=fill,
+            layer="below",
         )
         fig.add_annotation(x=x, y=y, text=text, showarrow=False, font=dict(size=12))
 
     def arrow(x0: float, y0: float, x1: float, y1: float) -> None:
         fig.add_annotation(
-            x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
-            showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="#555",
+            x=x1,
+            y=y1,
+            ax=x0,
+            ay=y0,
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            text="",
+            showarrow=True,
+            arrowhead=2,
+            arrowsize=1,
+            arrowwidth=1,
+            arrowcolor="#555",
         )
 
     box(1.5, 0, "input", _FILL["io"], width=1.6)
@@ -222,21 +326,42 @@ def block_figure(diagram: BlockDiagram) -> go.Figure:
         prev = (1.5 + (i - 1.5) * 0.4, h / 2)
         for j, layer in enumerate(branch.layers):
             y = j + 1
-            fill = _FILL["pool"] if layer.kind == "pool" else (
-                _FILL["1x1"] if layer.label.startswith("1x1") else _FILL["conv"])
+            fill = (
+                _FILL["pool"]
+                if layer.kind == "pool"
+                else (_FILL["1x1"] if layer.label.startswith("1x1") else _FILL["conv"])
+            )
             text = f"<b>{layer.label}</b>" + ("" if layer.width is None else f"<br>{layer.width}")
             box(i, y, text, fill)
             arrow(prev[0], prev[1], i, y - h / 2)
             prev = (i, y + h / 2)
         out_text = "pass-through" if branch.out is None else f"{branch.out} ch"
         arrow(prev[0], prev[1], 1.5 + (i - 1.5) * 0.55, bottom - h / 2)
-        fig.add_annotation(x=i, y=prev[1] + 0.05, text=out_text, showarrow=False, yanchor="top",
-                           xanchor="left", xshift=4, font=dict(size=10, color="#555"))
-    title = " · ".join(t for t in (diagram.title, f"each conv: {diagram.unit}",
-                                   "stride 2" if diagram.stride == 2 else "") if t)
+        fig.add_annotation(
+            x=i,
+            y=prev[1] + 0.05,
+            text=out_text,
+            showarrow=False,
+            yanchor="top",
+            xanchor="left",
+            xshift=4,
+            font=dict(size=10, color="#555"),
+        )
+    title = " · ".join(
+        t
+        for t in (
+            diagram.title,
+            f"each conv: {diagram.unit}",
+            "stride 2" if diagram.stride == 2 else "",
+        )
+        if t
+    )
     fig.update_layout(
-        template="plotly_white", title=dict(text=title, font=dict(size=13)),
-        height=90 * (bottom + 1) + 40, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
+        template="plotly_white",
+        title=dict(text=title, font=dict(size=13)),
+        height=90 * (bottom + 1) + 40,
+        margin=dict(l=10, r=10, t=40, b=10),
+        showlegend=False,
         xaxis=dict(range=[-0.55, 3.55], visible=False, fixedrange=True),
         yaxis=dict(range=[bottom + 0.5, -0.5], visible=False, fixedrange=True),
     )

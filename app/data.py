@@ -139,9 +139,24 @@ def study_summary(records: list[TrialRecord]) -> StudySummary:
 
 
 TABLE_COLUMNS = (
-    "trial", "label", "kind", "state", "val_acc", "params", "flops", "latency_ms",
-    "test_acc", "test_acc_std", "on_front", "design", "bn", "wide_kind", "pool_type", "epochs",
-    "train_time_s", "note",
+    "trial",
+    "label",
+    "kind",
+    "state",
+    "val_acc",
+    "params",
+    "flops",
+    "latency_ms",
+    "on_front",
+    "design",
+    "test_acc",
+    "test_acc_std",
+    "bn",
+    "wide_kind",
+    "pool_type",
+    "epochs",
+    "train_time_s",
+    "note",
 )
 
 
@@ -157,29 +172,39 @@ def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
         note = r.problem or r.attrs.get("fail_reason")
         if note is None and r.state == "PRUNED":
             note = f"pruned at epoch {r.attrs.get('pruned_at_epoch', '?')}"
-        rows.append({
-            "trial": r.number,
-            "label": r.label(),
-            "kind": "reference" if r.is_reference else "search",
-            "state": r.state,
-            "val_acc": acc if source == "final" else None,
-            "params": _number_or_none(r.get("params")),
-            "flops": _number_or_none(r.get("flops")),
-            "latency_ms": _number_or_none(r.get("latency_ms")),
-            "test_acc": test_acc,
-            "test_acc_std": test_std,
-            "on_front": r.number in front,
-            "design": design(r),
-            "bn": block.bn if block else None,
-            "wide_kind": block.wide_kind if block and block.wide else None,
-            "pool_type": block.pool_type if block and block.has_pool_branch else None,
-            "epochs": len(curves.get("epoch") or []) or None,
-            "train_time_s": _number_or_none(r.get("train_time_s")),
-            "note": None if note is None else str(note),
-        })
+        rows.append(
+            {
+                "trial": r.number,
+                "label": r.label(),
+                "kind": "reference" if r.is_reference else "search",
+                "state": r.state,
+                "val_acc": acc if source == "final" else None,
+                "params": _number_or_none(r.get("params")),
+                "flops": _number_or_none(r.get("flops")),
+                "latency_ms": _number_or_none(r.get("latency_ms")),
+                "test_acc": test_acc,
+                "test_acc_std": test_std,
+                "on_front": r.number in front,
+                "design": design(r),
+                "bn": block.bn if block else None,
+                "wide_kind": block.wide_kind if block and block.wide else None,
+                "pool_type": block.pool_type if block and block.has_pool_branch else None,
+                "epochs": len(curves.get("epoch") or []) or None,
+                "train_time_s": _number_or_none(r.get("train_time_s")),
+                "note": None if note is None else str(note),
+            }
+        )
     frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    for col in ("val_acc", "params", "flops", "latency_ms", "test_acc", "test_acc_std",
-                "epochs", "train_time_s"):
+    for col in (
+        "val_acc",
+        "params",
+        "flops",
+        "latency_ms",
+        "test_acc",
+        "test_acc_std",
+        "epochs",
+        "train_time_s",
+    ):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
 
@@ -187,7 +212,8 @@ def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
 def filter_trials(
     frame: pd.DataFrame, states: list[str] | None = None, kinds: list[str] | None = None
 ) -> pd.DataFrame:
-    """The rows whose state is in `states` and kind (reference/search) in `kinds`; None keeps all."""
+    """The rows whose state is in `states` and kind (reference/search) in `kinds`; None
+    keeps all."""
     keep = pd.Series(True, index=frame.index)
     if states is not None:
         keep &= frame["state"].isin(states)
@@ -270,9 +296,7 @@ def front_2d(points: list[Point]) -> list[Point]:
     """The points no other point beats (higher or equal y at lower or equal x, one strictly)."""
     out = []
     for p in points:
-        if not any(
-            q.x <= p.x and q.y >= p.y and (q.x < p.x or q.y > p.y) for q in points
-        ):
+        if not any(q.x <= p.x and q.y >= p.y and (q.x < p.x or q.y > p.y) for q in points):
             out.append(p)
     return sorted(out, key=lambda p: (p.x, -p.y))
 
@@ -337,20 +361,24 @@ class ImportanceInfo(NamedTuple):
     message: str | None  # why there are none
 
 
-def param_importances(study: optuna.Study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> ImportanceInfo:
+def param_importances(
+    study: optuna.Study, min_trials: int = MIN_IMPORTANCE_TRIALS
+) -> ImportanceInfo:
     """Importance of each search parameter for validation accuracy (the first objective).
 
     Optuna's default evaluator ranks parameters for reaching *low* target values, so the target
     is the negated accuracy. Fewer than `min_trials` complete trials give a message instead.
     """
     complete = [
-        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if t.values and t.params
     ]
     if len(complete) < min_trials:
         return ImportanceInfo(
-            {}, f"parameter importances need at least {min_trials} complete trials "
-            f"({len(complete)} so far)"
+            {},
+            f"parameter importances need at least {min_trials} complete trials "
+            f"({len(complete)} so far)",
         )
     try:
         with warnings.catch_warnings():
@@ -371,7 +399,7 @@ def param_importances(study: optuna.Study, min_trials: int = MIN_IMPORTANCE_TRIA
 
 
 def curves_frame(record: TrialRecord) -> pd.DataFrame:
-    """The per-epoch learning curves as columns ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``."""
+    """The per-epoch learning curves: ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``."""
     curves = _curves(record)
     columns = ("train_loss", "val_loss", "val_acc")
     n = max((len(curves.get(c) or []) for c in ("epoch", *columns)), default=0)
@@ -434,13 +462,16 @@ BN_UNITS = {
 }
 
 
-def block_diagram(block: BlockConfig, title: str = "", in_channels: int | None = None) -> BlockDiagram:
+def block_diagram(
+    block: BlockConfig, title: str = "", in_channels: int | None = None
+) -> BlockDiagram:
     """The four branches of a block as layers with kernels and widths, in concatenation order."""
     s = "/2" if block.stride == 2 else ""
     b1 = (Layer("1x1 conv", block.ch1x1, "conv"),) if block.ch1x1 else ()
     b2 = (
         (Layer("1x1 conv", block.ch3x3_reduce, "conv"), Layer(f"3x3 conv{s}", block.ch3x3, "conv"))
-        if block.ch3x3 else ()
+        if block.ch3x3
+        else ()
     )
     b3: tuple[Layer, ...] = ()
     if block.wide:
@@ -453,8 +484,10 @@ def block_diagram(block: BlockConfig, title: str = "", in_channels: int | None =
         b4: tuple[Layer, ...] = (Layer("3x3/2 max pool", None, "pool"),)
         pool_out = in_channels
     elif block.pool_proj:
-        b4 = (Layer(f"3x3 {block.pool_type} pool", None, "pool"),
-              Layer("1x1 conv", block.pool_proj, "conv"))
+        b4 = (
+            Layer(f"3x3 {block.pool_type} pool", None, "pool"),
+            Layer("1x1 conv", block.pool_proj, "conv"),
+        )
         pool_out = block.pool_proj
     else:
         b4, pool_out = (), 0
@@ -506,11 +539,7 @@ def _curves(record: TrialRecord) -> dict[str, list]:
 
 
 def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _number_or_none(value: Any) -> float | None:

@@ -46,17 +46,23 @@ def load(url: str, study_name: str) -> LoadedStudy:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def progress(url: str, study_name: str, fingerprint: tuple, _records: list[TrialRecord]) -> data.ProgressInfo:
+def progress(
+    url: str, study_name: str, fingerprint: tuple, _records: list[TrialRecord]
+) -> data.ProgressInfo:
     return data.progress_info(_records)
 
 
 @st.cache_data(show_spinner="Computing parameter importances...", max_entries=16)
-def importances(url: str, study_name: str, fingerprint: tuple, _study: optuna.Study) -> data.ImportanceInfo:
+def importances(
+    url: str, study_name: str, fingerprint: tuple, _study: optuna.Study
+) -> data.ImportanceInfo:
     return data.param_importances(_study)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def exported_source(url: str, study_name: str, number: int, command: str, _study: optuna.Study) -> str:
+def exported_source(
+    url: str, study_name: str, number: int, command: str, _study: optuna.Study
+) -> str:
     """The standalone PyTorch source of one trial, as `python -m explorer.export` writes it.
 
     Raises `ImportError` where the exporter is not installed and its `ExportError` for a trial it

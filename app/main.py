@@ -52,7 +52,8 @@ def main() -> None:
     with st.sidebar:
         st.header("Inception block explorer")
         storage = st.text_input(
-            "Storage", key="storage",
+            "Storage",
+            key="storage",
             help="A journal file (default studies/explorer.journal) or a SQLAlchemy URL such as "
             "postgresql://user@host:5432/db",
         ).strip()
@@ -65,7 +66,9 @@ def main() -> None:
         st.markdown("Check the storage path or URL in the sidebar.")
         return
     if not names:
-        return _empty_state(storage, args.study, f"The storage `{redact(storage)}` holds no study yet.")
+        return _empty_state(
+            storage, args.study, f"The storage `{redact(storage)}` holds no study yet."
+        )
 
     wanted = args.study
     if st.session_state.get("study") not in names:
@@ -74,10 +77,15 @@ def main() -> None:
         study_name = st.selectbox("Study", names, key="study")
         if wanted and wanted not in names:
             st.warning(f"No study named {wanted!r} here; showing {study_name!r}.")
-        live = st.toggle("Live refresh", value=True, key="live",
-                         help="Re-read the study while a search is running")
-        every = st.select_slider("Refresh every (s)", REFRESH_SECONDS, value=15, key="every",
-                                 disabled=not live)
+        live = st.toggle(
+            "Live refresh",
+            value=True,
+            key="live",
+            help="Re-read the study while a search is running",
+        )
+        every = st.select_slider(
+            "Refresh every (s)", REFRESH_SECONDS, value=15, key="every", disabled=not live
+        )
     st.fragment(study_view, run_every=every if live else None)(storage, study_name)
 
 
@@ -94,12 +102,20 @@ def study_view(storage: str, study_name: str) -> None:
     summary = data.study_summary(records)
     attrs = loaded.study.user_attrs
     st.title(study_name)
-    st.caption(" · ".join(str(p) for p in (
-        attrs.get("dataset"), attrs.get("budget") and f"budget {attrs['budget']}",
-        f"storage {redact(storage)}") if p))
+    st.caption(
+        " · ".join(
+            str(p)
+            for p in (
+                attrs.get("dataset"),
+                attrs.get("budget") and f"budget {attrs['budget']}",
+                f"storage {redact(storage)}",
+            )
+            if p
+        )
+    )
     _summary_row(summary, records)
 
-    tabs = dict(zip(TABS, st.tabs(TABS, key="view", on_change="rerun")))
+    tabs = dict(zip(TABS, st.tabs(TABS, key="view", on_change="rerun"), strict=True))
     if tabs["Pareto front"].open:
         with tabs["Pareto front"]:
             _pareto_tab(records)
@@ -126,20 +142,33 @@ def _empty_state(storage: str, study: str | None, what: str) -> None:
 def _summary_row(summary: data.StudySummary, records: list[TrialRecord]) -> None:
     cols = st.columns(5)
     states = summary.states
-    cols[0].metric("Trials", summary.n_trials, help=", ".join(
-        f"{charts.state_name(s)} {n}" for s, n in states.items()))
+    cols[0].metric(
+        "Trials",
+        summary.n_trials,
+        help=", ".join(f"{charts.state_name(s)} {n}" for s, n in states.items()),
+    )
     cols[1].metric("Pruned / failed", f"{states.get('PRUNED', 0)} / {states.get('FAIL', 0)}")
     cols[2].metric("On the Pareto front", summary.n_front)
-    cols[3].metric("Hypervolume", f"{summary.hypervolume:.3f}",
-                   help="area dominated in (validation accuracy, parameters), normalised")
+    cols[3].metric(
+        "Hypervolume",
+        f"{summary.hypervolume:.3f}",
+        help="area dominated in (validation accuracy, parameters), normalised",
+    )
     if summary.best is not None:
-        cols[4].metric("Best accuracy", f"{summary.best.get('val_acc'):.2%}",
-                       help=f"{summary.best.label()}: {data.design(summary.best)}")
+        cols[4].metric(
+            "Best accuracy",
+            f"{summary.best.get('val_acc'):.2%}",
+            help=f"{summary.best.label()}: {data.design(summary.best)}",
+        )
     refs = {r.reference: r for r in records if r.is_reference and r.complete}
     if refs:
-        st.caption("References: " + " · ".join(
-            f"**{name}** {r.get('val_acc', float('nan')):.2%} at {r.get('params', 0):,} params"
-            for name, r in sorted(refs.items())))
+        st.caption(
+            "References: "
+            + " · ".join(
+                f"**{name}** {r.get('val_acc', float('nan')):.2%} at {r.get('params', 0):,} params"
+                for name, r in sorted(refs.items())
+            )
+        )
 
 
 def _open_trial(number: int) -> None:
@@ -159,20 +188,35 @@ def _pareto_tab(records: list[TrialRecord]) -> None:
     log_x = c2.toggle("log scale", key="log_x")
     y = "val_acc"
     if data.has_reeval(records):
-        y = c3.radio("accuracy", tuple(data.Y_AXES), horizontal=True, key="y_axis",
-                     format_func={"val_acc": "search", "reeval": "re-evaluated"}.get)
+        y = c3.radio(
+            "accuracy",
+            tuple(data.Y_AXES),
+            horizontal=True,
+            key="y_axis",
+            format_func={"val_acc": "search", "reeval": "re-evaluated"}.get,
+        )
     info = data.pareto_info(records, x=x, y=y, log_x=log_x)
-    st.plotly_chart(charts.pareto_figure(info), key="pareto", on_select=_on_chart_select,
-                    selection_mode="points", config={"displaylogo": False})
+    st.plotly_chart(
+        charts.pareto_figure(info),
+        key="pareto",
+        on_select=_on_chart_select,
+        selection_mode="points",
+        config={"displaylogo": False},
+    )
     missing = ", ".join(f"{n} {charts.state_name(s)}" for s, n in info.not_drawn.items())
-    st.caption("Click a point to open its details." + (
-        f" Not drawn (no {X_LABELS[x]} or accuracy yet): {missing}." if missing else ""))
+    st.caption(
+        "Click a point to open its details."
+        + (f" Not drawn (no {X_LABELS[x]} or accuracy yet): {missing}." if missing else "")
+    )
     if info.front:
         st.markdown("**Designs on the front**")
         st.dataframe(
-            pd.DataFrame([(p.label, p.y, p.x, p.design) for p in info.front],
-                         columns=["trial", "accuracy", X_LABELS[x], "design"]),
-            hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="percent")},
+            pd.DataFrame(
+                [(p.label, p.y, p.x, p.design) for p in info.front],
+                columns=["trial", "accuracy", X_LABELS[x], "design"],
+            ),
+            hide_index=True,
+            column_config={"accuracy": st.column_config.NumberColumn(format="percent")},
         )
 
 
@@ -192,10 +236,12 @@ def _trials_tab(records: list[TrialRecord], study_name: str) -> None:
     frame = data.trials_frame(records)
     c1, c2 = st.columns(2)
     present = list(dict.fromkeys(frame["state"]))
-    states = c1.multiselect("State", present, default=present, key="filter_states",
-                            format_func=charts.state_name)
-    kinds = c2.multiselect("Kind", ["search", "reference"], default=["search", "reference"],
-                           key="filter_kinds")
+    states = c1.multiselect(
+        "State", present, default=present, key="filter_states", format_func=charts.state_name
+    )
+    kinds = c2.multiselect(
+        "Kind", ["search", "reference"], default=["search", "reference"], key="filter_kinds"
+    )
     shown = data.filter_trials(frame, states, kinds).reset_index(drop=True)
 
     def open_row() -> None:
@@ -204,9 +250,16 @@ def _trials_tab(records: list[TrialRecord], study_name: str) -> None:
             _open_trial(int(shown.loc[rows[0], "trial"]))
 
     st.dataframe(
-        shown, hide_index=True, key="trials_table", on_select=open_row,
+        shown,
+        hide_index=True,
+        key="trials_table",
+        on_select=open_row,
         selection_mode="single-row",
+        column_order=[
+            c for c in shown.columns if not c.startswith("test_acc") or shown[c].notna().any()
+        ],
         column_config={
+            "design": st.column_config.TextColumn(width="large"),
             "val_acc": st.column_config.NumberColumn("val acc", format="percent"),
             "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
             "params": st.column_config.NumberColumn(format="localized"),
@@ -214,17 +267,28 @@ def _trials_tab(records: list[TrialRecord], study_name: str) -> None:
         },
     )
     st.caption(f"{len(shown)} of {len(frame)} trials · select a row to open its details")
-    st.download_button("Download CSV", shown.to_csv(index=False), f"{study_name}_trials.csv",
-                       mime="text/csv", key="download_csv", on_click="ignore")
+    st.download_button(
+        "Download CSV",
+        shown.to_csv(index=False),
+        f"{study_name}_trials.csv",
+        mime="text/csv",
+        key="download_csv",
+        on_click="ignore",
+    )
 
 
 def _trial_picker(records: list[TrialRecord], label: str, key: str, default: int) -> TrialRecord:
     by_number = {r.number: r for r in records}
     if st.session_state.get(key) not in by_number:
         st.session_state[key] = default
-    number = st.selectbox(label, list(by_number), key=key,
-                          format_func=lambda n: f"{by_number[n].label()} · {by_number[n].state.lower()}"
-                          f" · {data.design(by_number[n])}")
+    number = st.selectbox(
+        label,
+        list(by_number),
+        key=key,
+        format_func=lambda n: (
+            f"{by_number[n].label()} · {by_number[n].state.lower()} · {data.design(by_number[n])}"
+        ),
+    )
     return by_number[number]
 
 
@@ -238,8 +302,11 @@ def _details_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> 
     left, right = st.columns([3, 2])
     with left:
         if record.block is not None:
-            st.plotly_chart(charts.block_figure(data.block_diagram(record.block, record.label())),
-                            key="block", config={"displayModeBar": False})
+            st.plotly_chart(
+                charts.block_figure(data.block_diagram(record.block, record.label())),
+                key="block",
+                config={"displayModeBar": False},
+            )
             st.code(data.design(record), language=None)
         curves = data.curves_frame(record)
         if len(curves):
@@ -250,12 +317,19 @@ def _details_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> 
         st.dataframe(data.trial_metrics(record), hide_index=True, key="metrics")
         if record.block is not None:
             command = data.export_command(storage, study_name, record.number)
-            source, why = loaders.export_code(storage, study_name, record.number, command,
-                                              loaded.study)
+            source, why = loaders.export_code(
+                storage, study_name, record.number, command, loaded.study
+            )
             if source is not None:
-                st.download_button("Download PyTorch code", source,
-                                   data.export_filename(record.number), mime="text/x-python",
-                                   key="download_code", on_click="ignore", type="primary")
+                st.download_button(
+                    "Download PyTorch code",
+                    source,
+                    data.export_filename(record.number),
+                    mime="text/x-python",
+                    key="download_code",
+                    on_click="ignore",
+                    type="primary",
+                )
                 st.caption(f"the same file as `{command}`")
             else:
                 st.caption(why)
@@ -269,21 +343,26 @@ def _compare_tab(records: list[TrialRecord]) -> None:
     best = data.study_summary(records).best
     c1, c2 = st.columns(2)
     with c1:
-        a = _trial_picker(records, "Design A", "compare_a", (refs[0] if refs else records[0]).number)
+        a = _trial_picker(
+            records, "Design A", "compare_a", (refs[0] if refs else records[0]).number
+        )
     with c2:
         b = _trial_picker(records, "Design B", "compare_b", (best or records[-1]).number)
     frame = data.compare_frame(a, b)
     st.dataframe(
         frame.style.apply(
-            lambda row: ["background-color: #fff3cd" if row["differs"] else ""] * len(row), axis=1),
-        hide_index=True, key="compare_table",
+            lambda row: ["background-color: #fff3cd" if row["differs"] else ""] * len(row), axis=1
+        ),
+        hide_index=True,
+        key="compare_table",
     )
-    for i, (col, record) in enumerate(zip(st.columns(2), (a, b))):
+    for i, (col, record) in enumerate(zip(st.columns(2), (a, b), strict=True)):
         with col:
             if record.block is not None:
                 st.plotly_chart(
                     charts.block_figure(data.block_diagram(record.block, record.label())),
-                    key=f"compare_block_{i}", config={"displayModeBar": False},
+                    key=f"compare_block_{i}",
+                    config={"displayModeBar": False},
                 )
             else:
                 st.caption(data.design(record))

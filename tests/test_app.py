@@ -40,8 +40,13 @@ def records(demo) -> list[TrialRecord]:
 
 def _record(number: int, state: str = "COMPLETE", **attrs) -> TrialRecord:
     block = attrs.pop("block", REFERENCES["v1"])
-    return TrialRecord(number=number, state=state, reference=attrs.pop("reference", None),
-                       network=NetworkConfig(block=block), attrs=attrs)
+    return TrialRecord(
+        number=number,
+        state=state,
+        reference=attrs.pop("reference", None),
+        network=NetworkConfig(block=block),
+        attrs=attrs,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,14 +102,21 @@ def test_pareto_figure_has_a_trace_per_state_the_front_and_labelled_references(r
 
 
 def test_front_2d_keeps_only_undominated_points():
-    pts = [data.Point(i, x, y, f"#{i}", "", "COMPLETE")
-           for i, (x, y) in enumerate([(1, 0.5), (2, 0.7), (2, 0.6), (3, 0.7), (4, 0.9)])]
+    pts = [
+        data.Point(i, x, y, f"#{i}", "", "COMPLETE")
+        for i, (x, y) in enumerate([(1, 0.5), (2, 0.7), (2, 0.6), (3, 0.7), (4, 0.9)])
+    ]
     assert [p.number for p in data.front_2d(pts)] == [0, 1, 4]
 
 
 def test_reevaluated_view_uses_test_accuracy_with_error_bars():
-    reeval = {"test_acc_mean": 0.9, "test_acc_std": 0.01, "test_acc": [0.89, 0.91], "seeds": 2,
-              "budget": "quick"}
+    reeval = {
+        "test_acc_mean": 0.9,
+        "test_acc_std": 0.01,
+        "test_acc": [0.89, 0.91],
+        "seeds": 2,
+        "budget": "quick",
+    }
     records = [
         _record(0, reference="v1", params=100, val_acc=0.8, reeval=reeval),
         _record(1, params=50, val_acc=0.85, reeval={**reeval, "test_acc_mean": 0.7}),
@@ -135,8 +147,14 @@ def test_trials_frame_has_one_row_per_trial_and_filters(records):
 
 
 def test_a_stored_design_that_does_not_validate_is_shown_not_raised():
-    bad = TrialRecord(number=3, state="COMPLETE", reference=None, network=None,
-                      attrs={"params": 10, "val_acc": 0.5}, problem="invalid stored design: x")
+    bad = TrialRecord(
+        number=3,
+        state="COMPLETE",
+        reference=None,
+        network=None,
+        attrs={"params": 10, "val_acc": 0.5},
+        problem="invalid stored design: x",
+    )
     frame = data.trials_frame([bad, _record(4, params=20, val_acc=0.6)])
     assert frame["design"].tolist()[0] == "invalid stored design: x"
     assert data.pareto_info([bad])  # drawn where it has values
@@ -151,7 +169,11 @@ def test_progress_info(records):
     assert list(info.references) == ["v1", "v2"]
     assert list(info.accuracy) == ["COMPLETE", "PRUNED", "FAIL"]
     assert [t.name for t in charts.accuracy_figure(info).data] == [
-        "complete", "pruned", "failed", "best so far"]
+        "complete",
+        "pruned",
+        "failed",
+        "best so far",
+    ]
     assert len(charts.hypervolume_figure(info).data[0].x) == N_SEARCH + 2
 
 
@@ -174,8 +196,11 @@ def test_block_diagram_draws_every_branch_with_kernels_and_bn():
     v1 = data.block_diagram(REFERENCES["v1"], "v1")
     assert [b.name for b in v1.branches] == ["1x1", "3x3", "5x5", "max pool"]
     assert [[layer.label for layer in b.layers] for b in v1.branches] == [
-        ["1x1 conv"], ["1x1 conv", "3x3 conv"], ["1x1 conv", "5x5 conv"],
-        ["3x3 max pool", "1x1 conv"]]
+        ["1x1 conv"],
+        ["1x1 conv", "3x3 conv"],
+        ["1x1 conv", "5x5 conv"],
+        ["3x3 max pool", "1x1 conv"],
+    ]
     assert v1.unit == "conv → ReLU" and v1.out == REFERENCES["v1"].out_channels(192) == 256
     v3 = data.block_diagram(REFERENCES["v3"])
     assert [layer.label for layer in v3.branches[2].layers] == ["1x1 conv", "1x7 conv", "7x1 conv"]
@@ -190,7 +215,9 @@ def test_block_diagram_marks_removed_branches():
     no_pool = REFERENCES["v1"].__class__(**{**REFERENCES["v1"].to_dict(), "pool_proj": 0})
     diagram = data.block_diagram(no_pool)
     assert diagram.branches[3].layers == () and diagram.out == 224
-    assert any("no max pool branch" in a.text for a in charts.block_figure(diagram).layout.annotations)
+    assert any(
+        "no max pool branch" in a.text for a in charts.block_figure(diagram).layout.annotations
+    )
 
 
 def test_compare_frame_marks_differences(records):
@@ -205,7 +232,11 @@ def test_curves_frame_and_metrics(records):
     pruned = next(r for r in records if r.state == "PRUNED")
     curves = data.curves_frame(pruned)
     assert curves["epoch"].tolist() == [1] and list(curves.columns) == [
-        "epoch", "train_loss", "val_loss", "val_acc"]
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_acc",
+    ]
     ragged = _record(0, curves={"epoch": [1, 2], "val_acc": [0.5, 0.6, 0.7]})
     assert data.curves_frame(ragged)["epoch"].tolist() == [1, 2, 3]
     assert data.curves_frame(_record(0)).empty
@@ -218,9 +249,11 @@ def test_curves_frame_and_metrics(records):
 def test_commands(tmp_path):
     assert data.search_command(DEFAULT_STORAGE) == "python -m explorer.search --trials 100"
     assert data.search_command("postgresql://me:secret@db/x", "s") == (
-        "python -m explorer.search --trials 100 --storage 'postgresql://me:***@db/x' --study s")
+        "python -m explorer.search --trials 100 --storage 'postgresql://me:***@db/x' --study s"
+    )
     assert data.export_command(DEFAULT_STORAGE, "demo", 4) == (
-        "python -m explorer.export --study demo --trial 4 -o trial4.py")
+        "python -m explorer.export --study demo --trial 4 -o trial4.py"
+    )
 
 
 def test_export_button_code_is_what_the_cli_writes(demo, tmp_path, monkeypatch):
@@ -232,7 +265,9 @@ def test_export_button_code_is_what_the_cli_writes(demo, tmp_path, monkeypatch):
     source, why = loaders.export_code(demo, "demo", 3, command, study)
     assert why is None
     monkeypatch.chdir(tmp_path)
-    assert export.main(["--study", "demo", "--storage", demo, "--trial", "3", "-o", "trial3.py"]) == 0
+    assert (
+        export.main(["--study", "demo", "--storage", demo, "--trial", "3", "-o", "trial3.py"]) == 0
+    )
     assert source == Path("trial3.py").read_text()
     source, why = loaders.export_code(demo, "demo", 999, command, study)
     assert source is None and "999" in why
@@ -262,8 +297,11 @@ def _figure(at: AppTest, index: int = 0) -> dict:
 
 
 def _texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "info", "error", "warning", "code")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "error", "warning", "code")
+        for e in getattr(at, kind)
+    ]
     return "\n".join(str(p) for p in parts)
 
 
@@ -364,11 +402,21 @@ def test_the_page_follows_a_running_search(app, tmp_path):
     assert at.metric[0].value == "4"
     assert not data.has_reeval(study_records(study))
     donor = study.trials[2]
-    reeval = {"test_acc_mean": 0.8, "test_acc_std": 0.02, "test_acc": [0.78, 0.82], "seeds": 2,
-              "budget": "quick"}
-    study.add_trial(optuna.trial.create_trial(
-        params=donor.params, distributions=donor.distributions, values=donor.values,
-        user_attrs={**donor.user_attrs, "reeval": reeval}))
+    reeval = {
+        "test_acc_mean": 0.8,
+        "test_acc_std": 0.02,
+        "test_acc": [0.78, 0.82],
+        "seeds": 2,
+        "budget": "quick",
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=donor.params,
+            distributions=donor.distributions,
+            values=donor.values,
+            user_attrs={**donor.user_attrs, "reeval": reeval},
+        )
+    )
     at.run()
     assert at.metric[0].value == "5"
     at.radio(key="y_axis").set_value("reeval").run()
@@ -401,7 +449,7 @@ def test_an_unreadable_storage_shows_one_clear_error(app, tmp_path, case):
         "scheme": "ftp://host/studies",
     }[case]
     if case == "garbage":
-        storage.write_text("this is not a journal\n{\"op_code\": 99\n")
+        storage.write_text('this is not a journal\n{"op_code": 99\n')
     if case == "binary":
         # more than one line: a journal reader skips an unreadable last line as a torn write
         storage.write_bytes(b"\x00\xff\xfe garbage \x80\n\x89PNG\r\n")

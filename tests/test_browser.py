@@ -1,0 +1,249 @@
+"""The dashboard in a real browser: `streamlit run app/main.py` serves a seeded study, headless
+Chromium loads the page, and the Pareto chart with its v1/v2 reference markers must render.
+
+    pytest -m browser tests/test_browser.py                  # the check, screenshot in tmp_path
+    DASHBOARD_SCREENSHOT=1 pytest -m browser tests/test_browser.py   # also write docs/dashboard.png
+    python -m tests.test_browser [docs/dashboard.png]        # only the README screenshot
+
+Needs Debian's chromium and chromium-driver; without them the test is skipped, except under CI
+(CI=true), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_study
+
+ROOT = Path(__file__).resolve().parents[1]
+README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+WINDOW = (1440, 1160)
+DEMO_STUDY = "fashion-mnist-inception-block"  # the name `explorer.search` gives by default
+
+
+def _missing() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (Path(path).exists() or shutil.which(path)):
+            return f"{path} is not installed (apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_dashboard(storage: str, study: str, log: Path, cwd: Path = ROOT) -> Iterator[str]:
+    """`streamlit run app/main.py` in `cwd` on a free port for the duration; yields the URL."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app" / "main.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+        "--",
+        "--storage",
+        storage,
+        "--study",
+        study,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"streamlit exited with {proc.returncode}: {log.read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not answer on {url}: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def chromium(profile: Path) -> Iterator[object]:
+    """Headless Chromium driven by Debian's chromedriver, with a fresh profile."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# The labels drawn in the Pareto chart's SVG (reference markers carry their name as text).
+_PLOT_TEXTS = """
+const plot = document.querySelector('.js-plotly-plot');
+if (!plot) return [];
+return Array.from(plot.querySelectorAll('text')).map(t => t.textContent.trim());
+"""
+
+
+def wait_for_pareto_chart(driver, timeout: float = 120) -> list[str]:
+    """Wait until the Pareto chart shows its v1/v2 markers and the page is idle; returns the
+    texts of the chart's SVG (raises TimeoutException if it never shows)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.5)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    wait.until(lambda d: {"v1", "v2"} <= set(d.execute_script(_PLOT_TEXTS)))
+    # Let Streamlit finish the run (its running indicator goes) and Plotly settle.
+    wait.until(
+        lambda d: (
+            not d.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget'] img, .stSpinner")
+        )
+    )
+    time.sleep(1.5)
+    return driver.execute_script(_PLOT_TEXTS)
+
+
+def click_reference_marker(driver, name: str, timeout: float = 60) -> str:
+    """Click a reference's marker in the Pareto chart; selecting a point opens its details:
+    returns the title of the block drawing then shown."""
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    traces = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace")
+    labels = [t.find_elements(By.CSS_SELECTOR, ".textpoint text") for t in traces]
+    trace = next(
+        t for t, texts in zip(traces, labels, strict=True) if [x.text for x in texts] == [name]
+    )
+    marker = trace.find_element(By.CSS_SELECTOR, ".points path")
+    ActionChains(driver).move_to_element(marker).click().perform()
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.5)
+    tab = "//*[@role='tab'][@aria-selected='true'][normalize-space()='Trial details']"
+    wait.until(lambda d: d.find_elements(By.XPATH, tab))
+    # the block drawing of the opened trial is titled with its label
+    titles = (
+        "return Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))"
+        ".map(t => t.textContent);"
+    )
+    wait.until(lambda d: any("each conv" in t for t in d.execute_script(titles)))
+    return next(t for t in driver.execute_script(titles) if "each conv" in t)
+
+
+def screenshot_dashboard(storage: str, study: str, out: Path, workdir: Path) -> None:
+    """Serve the study from `workdir` and save the page, once its Pareto chart shows, at `out`."""
+    with serve_dashboard(storage, study, workdir / "streamlit.log", cwd=workdir) as url:
+        with chromium(workdir / "chrome-profile") as driver:
+            driver.get(url)
+            wait_for_pareto_chart(driver)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(out))
+
+
+def demo_study(folder: Path) -> str:
+    """A seeded study big enough for a readable chart in `folder`; returns its journal path
+    relative to `folder` (the path a user would type there)."""
+    storage = "studies/explorer.journal"
+    make_study(
+        str(folder / storage),
+        name=DEMO_STUDY,
+        n_search=40,
+        seed=3,
+        weights=False,
+        pruned=4,
+        failed=2,
+    )
+    return storage
+
+
+@pytest.mark.browser
+def test_pareto_chart_renders_and_opens_details_in_chromium(tmp_path: Path) -> None:
+    why = _missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI: {why}")
+        pytest.skip(why)
+    storage = demo_study(tmp_path)
+    shot = tmp_path / "dashboard.png"
+    with serve_dashboard(storage, DEMO_STUDY, tmp_path / "streamlit.log", cwd=tmp_path) as url:
+        with chromium(tmp_path / "chrome-profile") as driver:
+            driver.get(url)
+            assert {"v1", "v2"} <= set(wait_for_pareto_chart(driver))
+            driver.save_screenshot(str(shot))
+            assert click_reference_marker(driver, "v1") == "v1 · each conv: conv → ReLU"
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    if os.environ.get("DASHBOARD_SCREENSHOT"):
+        README_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, README_SCREENSHOT)
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else README_SCREENSHOT
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = demo_study(Path(tmp))
+        screenshot_dashboard(demo, DEMO_STUDY, target.resolve(), Path(tmp))
+    print(f"wrote {target}")
