@@ -26,6 +26,7 @@ from explorer.storage import StorageError, default_storage, is_journal, redact  
 TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare")
 X_LABELS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}
 REFRESH_SECONDS = (5, 15, 30, 60)
+WAIT_SECONDS = 5  # how often an empty page looks for a search that has started
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -98,7 +99,10 @@ def study_view(storage: str, study_name: str) -> None:
         return
     records = loaded.records
     if not records:
-        return _empty_state(storage, study_name, f"Study `{study_name}` has no trials yet.")
+        # this view is live already: it shows the first trial when it comes
+        return _empty_state(
+            storage, study_name, f"Study `{study_name}` has no trials yet.", watch=False
+        )
     summary = data.study_summary(records)
     attrs = loaded.study.user_attrs
     st.title(study_name)
@@ -133,10 +137,24 @@ def study_view(storage: str, study_name: str) -> None:
             _compare_tab(records)
 
 
-def _empty_state(storage: str, study: str | None, what: str) -> None:
+def _empty_state(storage: str, study: str | None, what: str, watch: bool = True) -> None:
     st.title("Inception block explorer")
     st.info(f"{what} Start a search, and this page shows it as it runs:", icon="ℹ️")
     st.code(data.search_command(storage, study), language="bash")
+    if watch:
+        st.fragment(_wait_for_search, run_every=WAIT_SECONDS)(storage)
+
+
+def _wait_for_search(storage: str) -> None:
+    """Reload the whole page once the storage holds a study (a search has started)."""
+    if is_journal(storage) and not Path(storage).expanduser().exists():
+        return
+    try:
+        started = bool(loaders.list_studies(storage))
+    except StorageError:
+        return
+    if started:
+        st.rerun(scope="app")
 
 
 def _summary_row(summary: data.StudySummary, records: list[TrialRecord]) -> None:

@@ -1,5 +1,6 @@
-"""The dashboard in a real browser: `streamlit run app/main.py` serves a seeded study, headless
-Chromium loads the page, and the Pareto chart with its v1/v2 reference markers must render.
+"""The dashboard in a real browser: `streamlit run app/main.py` serves a storage that a seeded
+study then fills, headless Chromium loads the page, and the Pareto chart with its v1/v2
+reference markers must render, follow new trials and open a design's details on a click.
 
     pytest -m browser tests/test_browser.py                  # the check, screenshot in tmp_path
     DASHBOARD_SCREENSHOT=1 pytest -m browser tests/test_browser.py   # also write docs/dashboard.png
@@ -23,8 +24,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 
+from explorer.storage import load_study
 from tests.helpers import make_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,12 +207,14 @@ def screenshot_dashboard(storage: str, study: str, out: Path, workdir: Path) -> 
             driver.save_screenshot(str(out))
 
 
+DEMO_JOURNAL = "studies/explorer.journal"  # relative to the server's folder, as a user types it
+
+
 def demo_study(folder: Path) -> str:
     """A seeded study big enough for a readable chart in `folder`; returns its journal path
-    relative to `folder` (the path a user would type there)."""
-    storage = "studies/explorer.journal"
+    relative to `folder`."""
     make_study(
-        str(folder / storage),
+        str(folder / DEMO_JOURNAL),
         name=DEMO_STUDY,
         n_search=40,
         seed=3,
@@ -217,23 +222,60 @@ def demo_study(folder: Path) -> str:
         pruned=4,
         failed=2,
     )
-    return storage
+    return DEMO_JOURNAL
+
+
+def _metric(driver, index: int = 0) -> str:
+    from selenium.webdriver.common.by import By
+
+    values = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMetricValue']")
+    return values[index].text if len(values) > index else ""
+
+
+def _add_trial(storage: str) -> None:
+    """What a running search does: one more finished trial in the study."""
+    study = load_study(storage, DEMO_STUDY)
+    donor = study.trials[5]
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=donor.params,
+            distributions=donor.distributions,
+            values=donor.values,
+            user_attrs=donor.user_attrs,
+        )
+    )
 
 
 @pytest.mark.browser
-def test_pareto_chart_renders_and_opens_details_in_chromium(tmp_path: Path) -> None:
+def test_dashboard_in_chromium(tmp_path: Path) -> None:
+    """From an empty storage to a running search: the page shows the search command, reloads
+    when the study appears, draws the Pareto chart with v1/v2, follows new trials, and opens a
+    design's details when its point is clicked."""
     why = _missing()
     if why:
         if os.environ.get("CI") == "true":
             pytest.fail(f"browser test cannot run under CI: {why}")
         pytest.skip(why)
-    storage = demo_study(tmp_path)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     shot = tmp_path / "dashboard.png"
-    with serve_dashboard(storage, DEMO_STUDY, tmp_path / "streamlit.log", cwd=tmp_path) as url:
+    with serve_dashboard(DEMO_JOURNAL, DEMO_STUDY, tmp_path / "streamlit.log", cwd=tmp_path) as url:
         with chromium(tmp_path / "chrome-profile") as driver:
             driver.get(url)
+            wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+            code = "[data-testid='stCode']"
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, code))
+            assert (
+                "python -m explorer.search --trials 100"
+                in driver.find_element(By.CSS_SELECTOR, code).text
+            )
+            demo_study(tmp_path)  # the search starts: the page reloads by itself
             assert {"v1", "v2"} <= set(wait_for_pareto_chart(driver))
             driver.save_screenshot(str(shot))
+            trials = int(_metric(driver))
+            _add_trial(str(tmp_path / DEMO_JOURNAL))  # the live refresh picks it up
+            wait.until(lambda d: _metric(d) == str(trials + 1))
             assert click_reference_marker(driver, "v1") == "v1 · each conv: conv → ReLU"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     if os.environ.get("DASHBOARD_SCREENSHOT"):
