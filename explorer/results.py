@@ -149,9 +149,7 @@ def pareto_front(
     return sorted(front, key=lambda r: r.get(objectives[-1]))
 
 
-def hypervolume(
-    records: list[TrialRecord], reference: dict[str, float] | None = None
-) -> float:
+def hypervolume(records: list[TrialRecord], reference: dict[str, float] | None = None) -> float:
     """Normalised hypervolume of (validation accuracy, parameters) against a fixed point.
 
     The dominated area between the front and `reference` (default `HV_REFERENCE`), divided by the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import optuna
@@ -38,7 +39,9 @@ def default_storage() -> str:
     return os.environ.get("EXPLORER_STORAGE") or DEFAULT_STORAGE
 
 
-def open_storage(url: str | None = None, *, create: bool = True, heartbeat: int | None = None) -> BaseStorage:
+def open_storage(
+    url: str | None = None, *, create: bool = True, heartbeat: int | None = None
+) -> BaseStorage:
     """Open a storage by URL or journal-file path.
 
     create: make the journal file (and its folder) if missing; readers pass False and get a
@@ -49,7 +52,9 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: int 
     if is_journal(url):
         path = Path(url).expanduser()
         if path.is_dir():
-            raise StorageError(f"storage {url!r} is a folder; give a journal file such as {url}/explorer.journal")
+            raise StorageError(
+                f"storage {url!r} is a folder; give a journal file such as {url}/explorer.journal"
+            )
         if not path.exists():
             if not create:
                 raise StorageError(f"no study storage at {url!r} (run a search first)")
@@ -63,7 +68,7 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: int 
             raise StorageError(f"cannot read journal storage {url!r}: {_first_line(exc)}") from None
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme == "postgres":
-        url = "postgresql" + url[len("postgres"):]
+        url = "postgresql" + url[len("postgres") :]
     if scheme not in _RDB_SCHEMES:
         raise StorageError(
             f"unknown storage URL scheme {scheme!r} in {redact(url)!r}; use a journal file path "
@@ -73,7 +78,9 @@ def open_storage(url: str | None = None, *, create: bool = True, heartbeat: int 
     if heartbeat and scheme != "sqlite":
         kwargs = {"heartbeat_interval": heartbeat, "grace_period": 2 * heartbeat}
     try:
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise StorageError(f"cannot open storage {redact(url)!r}: {_first_line(exc)}") from None
 
@@ -95,7 +102,9 @@ def study_names(storage: str | BaseStorage | None) -> list[str]:
     """Names of the studies in a storage."""
     store = storage if isinstance(storage, BaseStorage) else open_storage(storage, create=False)
     try:
-        return [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+        return [
+            s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)
+        ]
     except Exception as exc:  # noqa: BLE001
         raise StorageError(f"cannot read studies: {_first_line(exc)}") from None
 

@@ -13,8 +13,8 @@ Submodules are named as in torchvision's GoogLeNet (``branch1`` .. ``branch4``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn
@@ -69,7 +69,9 @@ class ConvNormAct(nn.Module):
         return self.bn(self.act(self.conv(x)))  # post_act
 
 
-def conv_params(cin: int, cout: int, kernel: tuple[int, int], bn: str, bias: bool | None = None) -> int:
+def conv_params(
+    cin: int, cout: int, kernel: tuple[int, int], bn: str, bias: bool | None = None
+) -> int:
     """Parameters of one `ConvNormAct`, from arithmetic alone."""
     bias = conv_bias(bn) if bias is None else bias
     n = cin * cout * kernel[0] * kernel[1] + (cout if bias else 0)
@@ -116,7 +118,9 @@ class InceptionBlock(nn.Module):
                 channels = config.wide
             self.branch3 = nn.Sequential(*layers)
         if config.stride == 2:
-            self.branch4 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+            # Floor mode, like the strided 3x3 convolutions beside it: ceil mode gives one more row
+            # on even maps (28 -> 15 against 14), and the branches could not be concatenated.
+            self.branch4 = nn.MaxPool2d(3, stride=2, padding=1)
         elif config.pool_proj:
             self.branch4 = nn.Sequential(
                 _pool(config.pool_type, 1), conv(in_channels, config.pool_proj, 1)

@@ -131,7 +131,9 @@ class BlockConfig:
         if self.ch3x3:
             parts.append(f"3x3:{self.ch3x3_reduce}>{self.ch3x3}")
         if self.wide:
-            kind = f"1x{self.asym_n}+{self.asym_n}x1" if self.wide_kind == "asym" else self.wide_kind
+            kind = (
+                f"1x{self.asym_n}+{self.asym_n}x1" if self.wide_kind == "asym" else self.wide_kind
+            )
             parts.append(f"{kind}:{self.wide_reduce}>{self.wide}")
         if self.has_pool_branch:
             parts.append(f"{self.pool_type}pool:{self.pool_proj or 'pass'}")
@@ -192,23 +194,31 @@ class NetworkConfig:
         if not isinstance(self.block, BlockConfig):
             raise ValueError(f"block must be a BlockConfig, got {type(self.block).__name__}")
         if self.block.stride != 1:
-            raise ValueError(f"block.stride must be 1 in the search skeleton, got {self.block.stride}")
+            raise ValueError(
+                f"block.stride must be 1 in the search skeleton, got {self.block.stride}"
+            )
         _check_choice("in_channels", self.in_channels, (1, 3))
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (
-            self.num_classes < 2
+        if (
+            isinstance(self.num_classes, bool)
+            or not isinstance(self.num_classes, int)
+            or (self.num_classes < 2)
         ):
             raise ValueError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
         if not isinstance(self.image_size, int) or self.image_size < 8:
             raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
         if not isinstance(self.stem_channels, int) or self.stem_channels < 1:
-            raise ValueError(f"stem_channels must be a positive integer, got {self.stem_channels!r}")
+            raise ValueError(
+                f"stem_channels must be a positive integer, got {self.stem_channels!r}"
+            )
         stages = tuple(self.stages) if isinstance(self.stages, (list, tuple)) else self.stages
         if (
             not isinstance(stages, tuple)
             or not stages
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in stages)
         ):
-            raise ValueError(f"stages must be a non-empty list of positive integers, got {self.stages!r}")
+            raise ValueError(
+                f"stages must be a non-empty list of positive integers, got {self.stages!r}"
+            )
         object.__setattr__(self, "stages", stages)
         if self.image_size >> (len(stages) - 1) < 2:
             raise ValueError(

@@ -72,7 +72,9 @@ def build_network(config: NetworkConfig) -> InceptionNet:
 
 def network_params(config: NetworkConfig) -> int:
     """Trainable parameters of `build_network(config)`, from arithmetic alone."""
-    n = conv_params(config.in_channels, config.stem_width, (3, 3), "post" if config.use_stem_bn else "none")
+    n = conv_params(
+        config.in_channels, config.stem_width, (3, 3), "post" if config.use_stem_bn else "none"
+    )
     for s, depth in enumerate(config.stages):
         block = config.stage_block(s)
         for d in range(depth):

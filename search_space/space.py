@@ -137,7 +137,9 @@ class SearchSpace:
         lines.append(
             "  widths are at paper scale; the network multiplies them by its width (0.25 default)"
         )
-        lines.append("  a sample with fewer than two branches is rejected (1x1, wide and pool all 0)")
+        lines.append(
+            "  a sample with fewer than two branches is rejected (1x1, wide and pool all 0)"
+        )
         return "\n".join(lines)
 
 

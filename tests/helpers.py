@@ -17,8 +17,14 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from explorer.storage import artifact_dir, open_storage
-from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, build_network, config_from_trial
-from search_space import network_params
+from search_space import (
+    DEFAULT_SPACE,
+    REFERENCES,
+    NetworkConfig,
+    build_network,
+    config_from_trial,
+    network_params,
+)
 
 
 def make_study(
@@ -44,7 +50,9 @@ def make_study(
     study.set_user_attr("budget", "smoke")
     store = FileSystemArtifactStore(str(_mkdir(artifact_dir(storage)))) if weights else None
     for ref in ("v1", "v2"):
-        study.enqueue_trial(DEFAULT_SPACE.params_from_config(REFERENCES[ref]), user_attrs={"reference": ref})
+        study.enqueue_trial(
+            DEFAULT_SPACE.params_from_config(REFERENCES[ref]), user_attrs={"reference": ref}
+        )
     plan = ["complete"] * (2 + n_search) + ["pruned"] * pruned + ["failed"] * failed
     for kind in plan:
         trial = study.ask()
@@ -97,7 +105,12 @@ def make_study(
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"trial{trial.number}.pt"
                 path.write_bytes(buf.getvalue())
-                trial.set_user_attr("weights", upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial))
+                trial.set_user_attr(
+                    "weights",
+                    upload_artifact(
+                        artifact_store=store, file_path=str(path), study_or_trial=trial
+                    ),
+                )
         study.tell(trial, [curve[-1], params])
     return study
 

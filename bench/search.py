@@ -1,0 +1,233 @@
+"""Search benchmarks: the default 100-trial run, default sampler against random, pruning's effect.
+
+    python bench/search.py default            # wall time of `python -m explorer.search --trials 100`
+    python bench/search.py samplers           # hypervolume, tpe vs random, 3 seeds, smoke budget
+    python bench/search.py prune              # time saved and front quality lost by pruning
+
+Each mode prints a table and replaces its own section of BENCHMARKS.md (command, machine, date).
+Hypervolume is on (validation accuracy, parameters) against the fixed reference point
+`explorer.results.HV_REFERENCE` (accuracy 0, 400,000 parameters), normalised to [0, 1].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import optuna  # noqa: E402
+
+from explorer.results import HV_REFERENCE, hypervolume, pareto_front, study_records  # noqa: E402
+from explorer.search import SearchSettings, run_worker  # noqa: E402
+from explorer.storage import open_storage  # noqa: E402
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, " + (
+        f"load average at start {os.getloadavg()[0]:.2f}"
+    )
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the `## title` section of BENCHMARKS.md."""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    head = f"## {title}\n"
+    if head in text:
+        start = text.index(head)
+        nxt = text.find("\n## ", start + len(head))
+        text = text[:start] + head + body.rstrip() + "\n" + (text[nxt:] if nxt != -1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + head + body.rstrip() + "\n"
+    path.write_text(text)
+
+
+def front_vs_refs(records) -> list[str]:
+    lines = []
+    front = pareto_front(records)
+    for ref in ("v1", "v2"):
+        r = next((x for x in records if x.reference == ref and x.complete), None)
+        if r is None:
+            continue
+        better = [
+            f
+            for f in front
+            if not f.reference
+            and f.get("val_acc") > r.get("val_acc")
+            and f.get("params") <= r.get("params")
+        ]
+        on_front = any(f.number == r.number for f in front)
+        lines.append(
+            f"- {ref}: val acc {r.get('val_acc'):.4f}, {r.get('params'):,} params, "
+            f"{'on' if on_front else 'behind'} the front; {len(better)} found design(s) dominate it"
+            + (
+                f" (best: #{max(better, key=lambda f: f.get('val_acc')).number}, "
+                f"{max(f.get('val_acc') for f in better):.4f})"
+                if better
+                else ""
+            )
+        )
+    return lines
+
+
+def mode_default(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = str(Path(tmp) / "s.journal")
+        cmd = [
+            sys.executable,
+            "-m",
+            "explorer.search",
+            "--trials",
+            str(args.trials),
+            "--storage",
+            storage,
+        ]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            sys.exit(proc.stderr)
+        study = optuna.load_study(
+            study_name="fashion-mnist-inception-block", storage=open_storage(storage)
+        )
+        records = study_records(study)
+    states = {s: sum(r.state == s for r in records) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    budget = study.user_attrs.get("budget")
+    body = [
+        f"Command: `python -m explorer.search --trials {args.trials}` (defaults: Fashion-MNIST, budget "
+        f"`{budget}`, sampler tpe, pruning on) via `python bench/search.py default`.",
+        f"Machine: {machine()}. Date: {date.today()}.",
+        "",
+        f"- wall time: **{wall / 60:.1f} min** for {args.trials} search trials plus the v1/v2 references "
+        f"(target: 20 min on a 2-core CPU)",
+        f"- trials: {states['COMPLETE']} complete, {states['PRUNED']} pruned, {states['FAIL']} failed; "
+        f"hypervolume {hypervolume(records):.4f}",
+        *front_vs_refs(records),
+        "",
+        "Pareto front (validation accuracy at the search budget):",
+        "",
+        "| trial | val acc | params | design |",
+        "|---|---|---|---|",
+        *[
+            f"| {r.label()} | {r.get('val_acc'):.4f} | {r.get('params'):,} | `{r.block.short()}` |"
+            for r in pareto_front(records)
+        ],
+    ]
+    print("\n".join(body))
+    write_section("Search: default 100-trial run", "\n".join(body))
+
+
+def run_one(
+    sampler: str, seed: int, trials: int, budget: str, prune: bool
+) -> tuple[float, float, list]:
+    with tempfile.TemporaryDirectory() as tmp:
+        s = SearchSettings(
+            trials=trials,
+            study="b",
+            storage=str(Path(tmp) / "s.journal"),
+            budget=budget,
+            device="cpu",
+            seed=seed,
+            sampler=sampler,
+            prune=prune,
+            quiet=True,
+            keep_weights=False,
+        )
+        start = time.perf_counter()
+        run_worker(s)
+        wall = time.perf_counter() - start
+        study = optuna.load_study(study_name="b", storage=open_storage(s.storage))
+        records = study_records(study)
+    return hypervolume(records), wall, records
+
+
+def mode_samplers(args) -> None:
+    rows, hv = [], {"tpe": [], "random": []}
+    dominate = {"tpe": [], "random": []}
+    for seed in range(args.seeds):
+        for sampler in ("tpe", "random"):
+            h, wall, records = run_one(sampler, seed, args.trials, args.budget, prune=True)
+            hv[sampler].append(h)
+            front = pareto_front(records)
+            refs = {r.reference: r for r in records if r.reference and r.complete}
+            beats = all(
+                any(
+                    not f.reference
+                    and f.get("val_acc") > ref.get("val_acc")
+                    and f.get("params") <= ref.get("params")
+                    for f in front
+                )
+                for ref in refs.values()
+            )
+            dominate[sampler].append(beats)
+            rows.append(
+                f"| {sampler} | {seed} | {h:.4f} | {wall / 60:.1f} | {'yes' if beats else 'no'} |"
+            )
+            print(rows[-1], flush=True)
+    body = [
+        f"Command: `python bench/search.py samplers --trials {args.trials} --budget {args.budget} "
+        f"--seeds {args.seeds}`. Machine: {machine()}. Date: {date.today()}.",
+        f"Hypervolume of (val accuracy, parameters) against the fixed point accuracy "
+        f"{HV_REFERENCE['val_acc']}, {HV_REFERENCE['params']:,} parameters, normalised to [0, 1]; "
+        f"{args.trials} search trials plus v1/v2 each, pruning on.",
+        "",
+        "| sampler | seed | hypervolume | wall (min) | front dominates v1 and v2 |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        *[
+            f"- {k}: mean {statistics.mean(v):.4f} +- {statistics.stdev(v) if len(v) > 1 else 0:.4f}"
+            for k, v in hv.items()
+        ],
+    ]
+    print("\n".join(body))
+    write_section("Search: default sampler against random search", "\n".join(body))
+
+
+def mode_prune(args) -> None:
+    rows = []
+    for seed in range(args.seeds):
+        for prune in (True, False):
+            h, wall, records = run_one("tpe", seed, args.trials, args.budget, prune=prune)
+            pruned = sum(r.state == "PRUNED" for r in records)
+            rows.append(
+                f"| {'on' if prune else 'off'} | {seed} | {wall / 60:.2f} | {pruned} | {h:.4f} |"
+            )
+            print(rows[-1], flush=True)
+    body = [
+        f"Command: `python bench/search.py prune --trials {args.trials} --budget {args.budget} "
+        f"--seeds {args.seeds}`. Machine: {machine()}. Date: {date.today()}.",
+        "",
+        "| pruning | seed | wall (min) | pruned trials | hypervolume |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
+    print("\n".join(body))
+    write_section("Search: what pruning saves and costs", "\n".join(body))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("mode", choices=("default", "samplers", "prune"))
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--budget", default="smoke", help="budget for samplers/prune modes")
+    args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    {"default": mode_default, "samplers": mode_samplers, "prune": mode_prune}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Shared fixtures: a small learnable dataset in Fashion-MNIST's file format, and PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FMNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "train_x",
+    "train-labels-idx1-ubyte.gz": "train_y",
+    "t10k-images-idx3-ubyte.gz": "test_x",
+    "t10k-labels-idx1-ubyte.gz": "test_y",
+}
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (the MNIST family's format)."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def synthetic_images(
+    n: int, seed: int, size: int = 28, classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is a bright horizontal band at a class-dependent height, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.integers(0, 60, (n, size, size)).astype(np.int32)
+    band = size // classes
+    for c in range(classes):
+        rows = slice(c * band, c * band + band)
+        x[y == c, rows, :] += 150
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_fmnist(tmp_path_factory) -> Path:
+    """A folder holding 8,000 train (5,000 become validation) and 1,000 test images in Fashion-MNIST's four files."""
+    folder = tmp_path_factory.mktemp("fmnist")
+    train_x, train_y = synthetic_images(8000, seed=1)
+    test_x, test_y = synthetic_images(1000, seed=2)
+    arrays = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    for name, key in FMNIST_FILES.items():
+        write_idx(folder / name, arrays[key])
+    return folder
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get("EXPLORER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            return url
+    except Exception:  # noqa: BLE001 - any failure means no usable server
+        return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A reachable PostgreSQL URL; outside CI the test is skipped when there is none."""
+    url = _postgres_url()
+    if url is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL (EXPLORER_TEST_POSTGRES) but none is reachable")
+        pytest.skip("no PostgreSQL server reachable (set EXPLORER_TEST_POSTGRES to run this test)")
+    return url
+
+
+@pytest.fixture
+def pg_study_name(postgres_url):
+    """A fresh study name, deleted from the database afterwards."""
+    import optuna
+
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=postgres_url)
+    except Exception:  # noqa: BLE001 - a test that failed early may have made none
+        pass

@@ -1,0 +1,283 @@
+"""The search CLI: bad input, a small real search, resume, failures, pruning, recovery."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from explorer import search
+from explorer.results import study_records
+from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = search.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def base_args(tmp_path: Path, data: Path, trials: int = 2) -> list[str]:
+    return [
+        "--trials",
+        str(trials),
+        "--budget",
+        "smoke",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(data),
+        "--storage",
+        str(tmp_path / "s.journal"),
+        "--study",
+        "t",
+        "--quiet",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--trials", "-1"], "--trials"),
+        (["--dataset", "imagenet"], "--dataset"),
+        (["--objectives", "val_acc,beauty"], "beauty"),
+        (["--objectives", "params"], "val_acc"),
+        (["--workers", "0"], "--workers"),
+        (["--sampler", "cma"], "--sampler"),
+        (["--storage", "mongodb://x/y"], "mongodb"),
+        (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, tiny_fmnist, capsys):
+    full = ["--data-dir", str(tiny_fmnist), "--storage", str(tmp_path / "s.journal"), *args]
+    code = search.main(full)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_missing_dataset_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EXPLORER_DATA", str(tmp_path / "nowhere"))
+    code, _, err = run_cli(
+        [
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(tmp_path / "empty"),
+            "--storage",
+            str(tmp_path / "s.journal"),
+        ],
+        capsys,
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "cifar10" in err
+
+
+def test_help_shows_defaults():
+    out = subprocess.run(
+        [sys.executable, "-m", "explorer.search", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for flag in (
+        "--trials",
+        "--storage",
+        "--budget",
+        "--sampler",
+        "--objectives",
+        "--workers",
+        "--no-references",
+        "--no-prune",
+        "--timeout",
+    ):
+        assert flag in out
+    assert "default: 100" in out and "default: tpe" in out
+
+
+def test_search_trains_references_first_and_records_everything(tmp_path, tiny_fmnist, capsys):
+    code, out, err = run_cli(base_args(tmp_path, tiny_fmnist, trials=3), capsys)
+    assert code == 0, err
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    trials = study.get_trials()
+    assert [t.user_attrs.get("reference") for t in trials[:2]] == ["v1", "v2"]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert sum(not t.user_attrs.get("reference") for t in finished) == 3
+    for t in trials[:2]:
+        ref = t.user_attrs["reference"]
+        net = NetworkConfig.from_dict(t.user_attrs["network"])
+        assert net.block == REFERENCES[ref]
+        assert DEFAULT_SPACE.params_from_config(net.block) == t.params
+    for t in (t for t in trials if t.state == TrialState.COMPLETE):
+        a = t.user_attrs
+        net = NetworkConfig.from_dict(a["network"])
+        assert a["params"] == network_params(net) == t.values[1]
+        assert a["val_acc"] == pytest.approx(t.values[0])
+        assert a["flops"] > 0 and a["latency_ms"] > 0 and a["images_per_s"] > 0
+        assert len(a["curves"]["val_acc"]) == len(a["curves"]["train_loss"]) >= 1
+        assert {"device", "budget", "seed", "versions", "train_time_s", "weights"} <= set(a)
+    # the closing summary shows the references and what to run next
+    assert "v1" in out and "v2" in out and "explorer.export" in out and "streamlit run" in out
+
+
+def test_rerun_resumes_without_retraining(tmp_path, tiny_fmnist, capsys):
+    args = base_args(tmp_path, tiny_fmnist, trials=2)
+    assert run_cli(args, capsys)[0] == 0
+    storage = search.open_storage(str(tmp_path / "s.journal"))
+    before = {
+        t.number: (t.state, t.values, t.datetime_complete)
+        for t in optuna.load_study(study_name="t", storage=storage).trials
+    }
+    assert run_cli(args, capsys)[0] == 0  # nothing to do: the study already has 2
+    args[1] = "4"
+    assert run_cli(args, capsys)[0] == 0
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    after = {t.number: (t.state, t.values, t.datetime_complete) for t in study.trials}
+    assert all(after[n] == v for n, v in before.items())
+    assert (
+        sum(
+            1 for r in study_records(study) if not r.reference and r.state in ("COMPLETE", "PRUNED")
+        )
+        == 4
+    )
+    assert sum(1 for r in study_records(study) if r.reference) == 2  # references not trained again
+
+
+def test_changed_budget_on_existing_study_is_refused(tmp_path, tiny_fmnist, capsys):
+    args = base_args(tmp_path, tiny_fmnist, trials=0)
+    assert run_cli(args, capsys)[0] == 0
+    args[args.index("--budget") + 1] = "quick"
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "budget" in err
+
+
+def test_diverging_trial_is_recorded_and_search_goes_on(tmp_path, tiny_fmnist, capsys, monkeypatch):
+    from explorer import train
+
+    real_train = train.train
+    calls = {"n": 0}
+
+    def flaky(model, data, config, device, epoch_callback=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise train.DivergedError("loss is nan at step 2", train.TrainResult(device="cpu"))
+        return real_train(model, data, config, device, epoch_callback=epoch_callback)
+
+    monkeypatch.setattr(train, "train", flaky)
+    assert run_cli(base_args(tmp_path, tiny_fmnist, trials=2), capsys)[0] == 0
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"].startswith("diverged")
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 4  # two references and two search trials despite the failure
+
+
+def test_no_references_flag(tmp_path, tiny_fmnist, capsys):
+    assert run_cli([*base_args(tmp_path, tiny_fmnist, trials=1), "--no-references"], capsys)[0] == 0
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    assert len(study.trials) == 1 and "reference" not in study.trials[0].user_attrs
+
+
+def _record(acc_curve, params):
+    from explorer.results import TrialRecord
+
+    return TrialRecord(
+        0, "COMPLETE", None, None, attrs={"curves": {"val_acc": acc_curve}, "params": params}
+    )
+
+
+def test_prune_rule_needs_enough_dominating_trials():
+    rule = search.PruneRule(min_dominators=2, warmup=3)
+    completed = [_record([0.5, 0.7], 1000), _record([0.6, 0.8], 2000), _record([0.1, 0.2], 500)]
+    assert rule.should_prune(0, 0.40, {"params": 5000}, completed)  # two better and smaller
+    assert not rule.should_prune(0, 0.40, {"params": 1500}, completed)  # only one is smaller
+    assert not rule.should_prune(0, 0.55, {"params": 5000}, completed)  # only one is better
+    assert not rule.should_prune(2, 0.10, {"params": 5000}, completed)  # no curve that long
+    assert not rule.should_prune(0, 0.10, {"params": 5000}, completed[:2])  # still warming up
+
+
+def test_pruned_trials_keep_their_curves(tmp_path, tiny_fmnist, capsys, monkeypatch):
+    monkeypatch.setattr(search.PruneRule, "should_prune", lambda self, *a: True)
+    assert run_cli(base_args(tmp_path, tiny_fmnist, trials=2), capsys)[0] == 0
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert len(pruned) == 2  # both search trials; references are never pruned
+    for t in pruned:
+        assert t.user_attrs["pruned_at_epoch"] == 1
+        assert len(t.user_attrs["curves"]["val_acc"]) == 1
+
+
+def test_recover_fails_and_requeues_trials_of_dead_workers(tmp_path):
+    storage = search.open_storage(str(tmp_path / "s.journal"))
+    study = optuna.create_study(
+        study_name="r", storage=storage, directions=["maximize", "minimize"]
+    )
+    search.enqueue_reference(study, "v1")
+    trial = study.ask()
+    trial.set_user_attr("worker", "somehost:1")
+    assert config_from_trial(trial) == REFERENCES["v1"]
+    queued = search.recover(study, live_check=lambda worker: False)
+    assert queued == [trial.number]
+    frozen = study.trials
+    assert frozen[0].state == TrialState.FAIL and "died" in frozen[0].user_attrs["fail_reason"]
+    assert frozen[1].state == TrialState.WAITING
+    assert frozen[1].user_attrs["reference"] == "v1"
+    assert frozen[1].system_attrs["fixed_params"] == frozen[0].params
+    assert search.recover(study, live_check=lambda worker: False) == []  # not queued twice
+
+
+def test_study_opens_with_plain_optuna(tmp_path, tiny_fmnist, capsys):
+    assert run_cli(base_args(tmp_path, tiny_fmnist, trials=1), capsys)[0] == 0
+    code = (
+        "import optuna; from optuna.storages import JournalStorage;"
+        "from optuna.storages.journal import JournalFileBackend;"
+        f"s = optuna.load_study(study_name='t', storage=JournalStorage(JournalFileBackend({str(tmp_path / 's.journal')!r})));"
+        "print(len(s.trials), len(s.best_trials))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split()[0] == "3"
+
+
+@pytest.mark.slow
+def test_two_local_workers_share_a_journal(tmp_path, tiny_fmnist):
+    cmd = [
+        sys.executable,
+        "-m",
+        "explorer.search",
+        *base_args(tmp_path, tiny_fmnist, trials=4),
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    search_done = [
+        t for t in study.trials if not t.user_attrs.get("reference") and t.state.is_finished()
+    ]
+    assert 4 <= len(search_done) <= 5  # a second worker may start one trial before the first stops
