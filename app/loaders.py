@@ -9,6 +9,7 @@ when a trial finishes.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import optuna
@@ -16,7 +17,7 @@ import streamlit as st
 from optuna.storages import BaseStorage
 
 from explorer.results import TrialRecord, study_records
-from explorer.storage import load_study, open_storage, study_names
+from explorer.storage import is_journal, load_study, open_storage, study_names
 
 from . import data
 
@@ -27,10 +28,31 @@ class LoadedStudy(NamedTuple):
     fingerprint: tuple  # changes whenever a trial is added or changes state
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
 def get_storage(url: str) -> BaseStorage:
     """The storage at `url`, opened once; raises `StorageError` (never cached) if unreadable."""
+    return _storage(url, _file_identity(url))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _storage(url: str, identity: tuple | None) -> BaseStorage:
     return open_storage(url, create=False)
+
+
+def _file_identity(url: str) -> tuple | None:
+    """What tells one journal file from another at the same path: its inode and its first line
+    (which names the worker that wrote it). A journal deleted and started afresh must be read
+    from its start, not from where the old one ended, even where the new file reuses the inode.
+    """
+    if not is_journal(url):
+        return None
+    try:
+        path = os.path.expanduser(url)
+        stat = os.stat(path)
+        with open(path, "rb") as f:
+            head = f.readline(4096)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, head
 
 
 def list_studies(url: str) -> list[str]:

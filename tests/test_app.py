@@ -459,3 +459,16 @@ def test_an_unreadable_storage_shows_one_clear_error(app, tmp_path, case):
     message = at.error[0].value
     assert message.startswith("Cannot read the study storage:") and "\n" not in message
     assert "Traceback" not in _texts(at) and "secret" not in _texts(at)
+
+
+def test_a_journal_started_afresh_is_read_from_its_start(app, tmp_path):
+    storage = tmp_path / "explorer.journal"
+    make_study(str(storage), "first", n_search=1, seed=5, weights=False, pruned=0, failed=0)
+    at = app(EXPLORER_STORAGE=str(storage)).run()
+    assert at.title[0].value == "first"
+    storage.unlink()
+    make_study(str(storage), "second", n_search=2, seed=6, weights=False, pruned=0, failed=0)
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [] and at.selectbox(key="study").options == ["second"]
+    assert at.title[0].value == "second" and at.metric[0].value == "4"
