@@ -96,6 +96,14 @@ def design(record: TrialRecord) -> str:
     return record.problem or "no design stored"
 
 
+def trial_note(record: TrialRecord) -> str | None:
+    """What went wrong with a trial, in one line (a bad stored design, a failure, a pruning)."""
+    note = record.problem or record.attrs.get("fail_reason")
+    if note is None and record.state == "PRUNED":
+        note = f"pruned at epoch {record.attrs.get('pruned_at_epoch', '?')}"
+    return None if note is None else str(note)
+
+
 def has_reeval(records: list[TrialRecord]) -> bool:
     return any(reeval_accuracy(r)[0] is not None for r in records)
 
@@ -169,9 +177,6 @@ def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
         test_acc, test_std = reeval_accuracy(r)
         block = r.block
         curves = _curves(r)
-        note = r.problem or r.attrs.get("fail_reason")
-        if note is None and r.state == "PRUNED":
-            note = f"pruned at epoch {r.attrs.get('pruned_at_epoch', '?')}"
         rows.append(
             {
                 "trial": r.number,
@@ -191,7 +196,7 @@ def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
                 "pool_type": block.pool_type if block and block.has_pool_branch else None,
                 "epochs": len(curves.get("epoch") or []) or None,
                 "train_time_s": _number_or_none(r.get("train_time_s")),
-                "note": None if note is None else str(note),
+                "note": trial_note(r),
             }
         )
     frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))

@@ -131,10 +131,10 @@ def study_view(storage: str, study_name: str) -> None:
             _trials_tab(records, study_name)
     if tabs["Trial details"].open:
         with tabs["Trial details"]:
-            _details_tab(storage, study_name, loaded)
+            _details_tab(storage, study_name, loaded, summary.best)
     if tabs["Compare"].open:
         with tabs["Compare"]:
-            _compare_tab(records)
+            _compare_tab(records, summary.best)
 
 
 def _empty_state(storage: str, study: str | None, what: str, watch: bool = True) -> None:
@@ -310,12 +310,13 @@ def _trial_picker(records: list[TrialRecord], label: str, key: str, default: int
     return by_number[number]
 
 
-def _details_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> None:
+def _details_tab(
+    storage: str, study_name: str, loaded: loaders.LoadedStudy, best: TrialRecord | None
+) -> None:
     records = loaded.records
-    best = data.study_summary(records).best
     record = _trial_picker(records, "Trial", "detail_trial", (best or records[-1]).number)
-    note = data.trials_frame([record])["note"].iloc[0]
-    if isinstance(note, str):
+    note = data.trial_note(record)
+    if note:
         st.warning(note, icon="⚠️")
     left, right = st.columns([3, 2])
     with left:
@@ -356,9 +357,8 @@ def _details_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> 
                 st.json(record.network.to_dict())
 
 
-def _compare_tab(records: list[TrialRecord]) -> None:
+def _compare_tab(records: list[TrialRecord], best: TrialRecord | None) -> None:
     refs = [r for r in records if r.is_reference]
-    best = data.study_summary(records).best
     c1, c2 = st.columns(2)
     with c1:
         a = _trial_picker(

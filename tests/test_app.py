@@ -230,6 +230,8 @@ def test_compare_frame_marks_differences(records):
 
 def test_curves_frame_and_metrics(records):
     pruned = next(r for r in records if r.state == "PRUNED")
+    assert data.trial_note(pruned) == "pruned at epoch 1"
+    assert data.trial_note(records[0]) is None
     curves = data.curves_frame(pruned)
     assert curves["epoch"].tolist() == [1] and list(curves.columns) == [
         "epoch",
