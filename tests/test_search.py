@@ -281,3 +281,29 @@ def test_two_local_workers_share_a_journal(tmp_path, tiny_fmnist):
         t for t in study.trials if not t.user_attrs.get("reference") and t.state.is_finished()
     ]
     assert 4 <= len(search_done) <= 5  # a second worker may start one trial before the first stops
+
+
+def test_study_opens_in_optuna_dashboard(tmp_path, tiny_fmnist, capsys):
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    assert run_cli(base_args(tmp_path, tiny_fmnist, trials=1), capsys)[0] == 0
+    app = wsgi(search.open_storage(str(tmp_path / "s.journal")))
+
+    def get(path: str) -> tuple[str, bytes]:
+        env: dict = {"PATH_INFO": path}
+        setup_testing_defaults(env)
+        status = []
+        body = b"".join(app(env, lambda s, h, *a: status.append(s)))
+        return status[0], body
+
+    status, body = get("/api/studies")
+    assert status.startswith("200")
+    studies = json.loads(body)["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["t"]
+    status, body = get(f"/api/studies/{studies[0]['study_id']}")
+    assert status.startswith("200")
+    trials = json.loads(body)["trials"]
+    assert len(trials) == 3 and any(a["key"] == "reference" for a in trials[0]["user_attrs"])
