@@ -76,6 +76,11 @@ class TrainConfig:
     train_images: int | None = 3200
     val_images: int | None = 2000
     aux_weight: float = 0.3  # weight of auxiliary classifier losses (GoogLeNet uses 0.3)
+    # Before each validation, batch-norm statistics are recomputed from this many training images
+    # (0: keep the running averages). After a few dozen steps at a high learning rate the running
+    # averages still describe early weights, and BN designs would validate far below what they
+    # have learned, which misleads per-epoch pruning.
+    bn_stats_images: int = 128
     augment: bool = True
     seed: int = 0
 
@@ -94,6 +99,9 @@ class TrainConfig:
         _positive_int("epochs", self.epochs)
         _positive_int("train_images", self.train_images, allow_none=True)
         _positive_int("val_images", self.val_images, allow_none=True)
+        if isinstance(self.bn_stats_images, bool) or not isinstance(self.bn_stats_images, int) or (
+                self.bn_stats_images < 0):
+            raise ValueError(f"bn_stats_images must be a non-negative integer, got {self.bn_stats_images!r}")
         if self.train_images is not None and self.train_images < self.batch_size:
             raise ValueError(
                 f"train_images must be at least batch_size ({self.batch_size}), got {self.train_images}"
@@ -118,7 +126,8 @@ class TrainConfig:
 # Calibrated on a 2-core CPU with bench/calibrate.py; see BENCHMARKS.md, "Budget calibration".
 BUDGETS: dict[str, TrainConfig] = {
     "smoke": TrainConfig(batch_size=32, epochs=2, train_images=256, val_images=128, warmup=0.3),
-    "quick": TrainConfig(),
+    "quick": TrainConfig(optimizer="adamw", lr=1e-2, schedule="onecycle", warmup=0.2,
+                         batch_size=16, epochs=4, train_images=1024, val_images=500, augment=False),
     "standard": TrainConfig(
         optimizer="sgd", lr=0.1, momentum=0.9, schedule="onecycle", warmup=0.25,
         weight_decay=5e-4, batch_size=256, epochs=10, train_images=None, val_images=None,
@@ -167,7 +176,8 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
-    epoch_time_s: list[float] = field(default_factory=list)
+    epoch_time_s: list[float] = field(default_factory=list)  # training and validation
+    epoch_train_s: list[float] = field(default_factory=list)  # training steps only
     train_time_s: float = 0.0  # time in training steps, without validation
     wall_time_s: float = 0.0  # everything, validation included
     images_seen: int = 0
@@ -264,6 +274,34 @@ def _loss(output: Any, target: torch.Tensor, config: TrainConfig) -> tuple[torch
 
 
 @torch.no_grad()
+def recompute_bn_stats(model: nn.Module, data: DeviceData, num_images: int, seed: int = 0) -> None:
+    """Replace every batch norm's running statistics by those of `num_images` training images
+    (unaugmented, drawn with their own generator so the training stream is unchanged)."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    setup = _setup(data.device)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    was_training = model.training
+    model.train()
+    try:
+        batch = min(num_images, EVAL_BATCH_SIZE)
+        generator = torch.Generator().manual_seed(seed)
+        for x, _ in data.train_batches(batch, max(num_images, batch), generator, augment=False,
+                                       memory_format=setup.memory_format):
+            with setup.autocast():
+                model(x)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset | DeviceData, device: torch.device | str,
              split: str = "val", num_images: int | None = None) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on the first `num_images` of a split."""
@@ -338,7 +376,10 @@ def train(model: nn.Module, data: Dataset | DeviceData, config: TrainConfig,
         setup.sync()
         train_s = time.perf_counter() - epoch_start
         result.train_time_s += train_s
+        result.epoch_train_s.append(train_s)
         result.images_seen += steps_per_epoch * config.batch_size
+        if config.bn_stats_images:
+            recompute_bn_stats(model, data, config.bn_stats_images, config.seed + epoch)
         val_loss, val_acc = evaluate(model, data, device, "val", config.val_images)
         model.train()
         result.epoch.append(epoch)

@@ -19,6 +19,7 @@ from explorer.train import (
     default_budget,
     evaluate,
     lr_factor,
+    recompute_bn_stats,
     resolve_device,
     train,
 )
@@ -58,7 +59,7 @@ def small_net(bn: str = "post") -> nn.Module:
     ("optimizer", "adam"), ("schedule", "step"), ("lr", 0), ("lr", float("nan")),
     ("momentum", 1.0), ("warmup", 0.0), ("weight_decay", -1e-4), ("label_smoothing", 1.0),
     ("batch_size", 0), ("batch_size", 2.5), ("epochs", True), ("train_images", 16),
-    ("val_images", 0), ("aux_weight", -0.1), ("augment", "yes"), ("seed", 1.5),
+    ("val_images", 0), ("aux_weight", -0.1), ("bn_stats_images", -1), ("augment", "yes"), ("seed", 1.5),
 ])
 def test_train_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -176,3 +177,16 @@ def test_aux_outputs_add_weighted_loss(weight):
     untouched = AuxNet().aux_head.weight
     changed = not torch.allclose(model.aux_head.weight, untouched)
     assert changed == (weight > 0)
+
+
+def test_bn_stats_are_recomputed_from_training_images():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.3))
+    model[1].running_mean.fill_(100.0)
+    model.eval()
+    data = stripes_dataset(n_train=64, n_val=8).on("cpu")
+    recompute_bn_stats(model, data, 64, seed=0)
+    with torch.no_grad():
+        conv_out = model[0](next(data.eval_batches("train", 64))[0])
+    assert torch.allclose(model[1].running_mean, conv_out.mean((0, 2, 3)), atol=1e-5)
+    assert model[1].momentum == 0.3 and not model.training
