@@ -1,0 +1,236 @@
+"""Calibrate a training budget: is it short enough, and does it still rank designs right?
+
+Trains v1, v2 and random designs of the default space (in the default two-stage skeleton) at a
+budget (``quick`` by default) and at the same budget with ten times the training images, then
+reports Kendall's tau between the two rankings by validation accuracy (all designs, and the
+batch-norm ones alone), how much of its longer-budget accuracy v1 reaches, and the seconds per
+trial, from which it estimates a whole search (100 random trials plus the references). Writes the
+"Budget calibration" section of BENCHMARKS.md.
+
+    python bench/calibrate.py            # the full measurement (about 20-25 min on 2 CPU cores)
+    python bench/calibrate.py --quick    # a sanity run of a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer import environment_lines, set_threads, update_section  # noqa: E402
+
+from explorer.data import DataError, load_dataset  # noqa: E402
+from explorer.metrics import count_flops, measure_latency  # noqa: E402
+from explorer.train import BUDGETS, TrainConfig, evaluate, resolve_device, train  # noqa: E402
+from search_space import (  # noqa: E402
+    REFERENCES,
+    NetworkConfig,
+    build_network,
+    config_from_trial,
+    network_params,
+)
+
+SECTION = "Budget calibration"
+
+
+def random_designs(count: int, seed: int, max_params: int | None) -> list[tuple[str, NetworkConfig]]:
+    """`count` valid designs drawn at random from the default space, in draw order."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out: list[tuple[str, NetworkConfig]] = []
+    while len(out) < count:
+        trial = study.ask()
+        try:
+            net = NetworkConfig(block=config_from_trial(trial))
+        except ValueError:  # fewer than two branches: the search rejects these too
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        study.tell(trial, 0.0)
+        if max_params is None or network_params(net) <= max_params:
+            out.append((f"r{trial.number}", net))
+    return out
+
+
+def trial_seconds(net: NetworkConfig, data, config: TrainConfig, device: torch.device) -> dict:
+    """Train one design as a search trial would (plus its cost metrics) and time it."""
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    model = build_network(net)
+    result = train(model, data, config, device)
+    shape = data.input_shape
+    flops = count_flops(model, shape)
+    measure_latency(model, shape, 1, device, repeats=10, budget_s=0.3)
+    measure_latency(model, shape, config.batch_size, device, repeats=3, budget_s=0.5)
+    return {
+        "val_acc": result.final_val_acc,
+        "curve": result.val_acc,
+        "train_s": result.train_time_s,
+        "trial_s": time.perf_counter() - start,
+        "images_per_s": result.images_per_s,
+        "flops": flops,
+    }
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic) if len(a) >= 2 else float("nan")
+
+
+def fit_seconds(rows: list[dict]) -> tuple[float, float]:
+    """Least squares trial seconds = a + b * forward MFLOPs, over the measured designs."""
+    xs = [r["flops"] / 1e6 for r in rows]
+    ys = [r["trial_s"] for r in rows]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def estimate_search(a: float, b: float, trials: int, seed: int, shape) -> tuple[float, float]:
+    """(total minutes, mean seconds) for `trials` random designs plus the references."""
+    nets = [net for _, net in random_designs(trials, seed + 1000, None)]
+    nets += [NetworkConfig(block=block) for block in REFERENCES.values()]
+    seconds = []
+    for net in nets:
+        with torch.device("meta"):  # FLOPs only: no memory, no initialisation cost
+            model = build_network(net)
+        seconds.append(a + b * count_flops(model, shape) / 1e6)
+    return sum(seconds) / 60, statistics.fmean(seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
+                        help="the budget to calibrate (default: quick)")
+    parser.add_argument("--factor", type=int, default=10,
+                        help="the longer budget trains this many times more images (default: 10)")
+    parser.add_argument("--designs", type=int, default=10,
+                        help="random designs besides v1 and v2 (default: 10)")
+    parser.add_argument("--max-params", type=int, default=150_000,
+                        help="skip random designs above this many parameters, to bound the run "
+                             "time (default: 150000; 0 for no limit)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random designs (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
+    parser.add_argument("--quick", action="store_true",
+                        help="a sanity run: 2 random designs, factor 2, nothing written")
+    parser.add_argument("--output", default="BENCHMARKS.md",
+                        help="the file whose 'Budget calibration' section is rewritten")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.designs, args.factor, args.no_write = 2, 2, True
+    if args.factor < 2 or args.designs < 0:
+        parser.error("--factor must be at least 2 and --designs at least 0")
+
+    try:
+        device = resolve_device(args.device)
+        data = load_dataset(data_dir=args.data_dir).on(device)
+    except (ValueError, DataError) as exc:
+        print(f"calibrate: {exc}", file=sys.stderr)
+        return 2
+    threads = set_threads(args.threads)
+    short = BUDGETS[args.budget]
+    if short.train_images is None:
+        parser.error(f"budget {args.budget} trains on the whole split; it cannot be made {args.factor}x longer")
+    # The longer run validates once, at its end, on the whole validation split (below).
+    long = dataclasses.replace(short, train_images=short.train_images * args.factor, val_images=1)
+    designs = [("v1", NetworkConfig(block=REFERENCES["v1"])), ("v2", NetworkConfig(block=REFERENCES["v2"]))]
+    designs += random_designs(args.designs, args.seed, args.max_params or None)
+    load_start = os.getloadavg()
+    started = time.time()
+    print(f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
+          f"{threads} threads, load {load_start[0]:.2f}", flush=True)
+
+    rows = []
+    for name, net in designs:
+        quick = trial_seconds(net, data, short, device)
+        torch.manual_seed(long.seed)
+        model = build_network(net)
+        ref = train(model, data, long, device)
+        long_acc = evaluate(model, data, device, "val")[1]
+        row = {"name": name, "block": net.block.short(), "bn": net.block.bn != "none",
+               "params": network_params(net), **quick, "long_acc": long_acc,
+               "long_train_s": ref.train_time_s}
+        rows.append(row)
+        print(f"{name:>5} {row['params']:>7} {row['flops'] / 1e6:6.1f}M  "
+              f"{args.budget} {row['val_acc']:.3f} ({row['train_s']:.1f}s train, "
+              f"{row['trial_s']:.1f}s trial)  {args.factor}x {row['long_acc']:.3f} "
+              f"({row['long_train_s']:.0f}s)  load {os.getloadavg()[0]:.2f}  {row['block']}", flush=True)
+
+    taus = {
+        "all": kendall([r["val_acc"] for r in rows], [r["long_acc"] for r in rows]),
+        "bn": kendall([r["val_acc"] for r in rows if r["bn"]], [r["long_acc"] for r in rows if r["bn"]]),
+    }
+    n_bn = sum(r["bn"] for r in rows)
+    v1 = next(r for r in rows if r["name"] == "v1")
+    v1_ratio = v1["val_acc"] / v1["long_acc"]
+    a, b = fit_seconds(rows)
+    total_min, mean_s = estimate_search(a, b, 100, args.seed, data.input_shape)
+    load_end = os.getloadavg()
+    elapsed = (time.time() - started) / 60
+    summary = [
+        f"Kendall tau, {args.budget} vs {args.factor}x: {taus['all']:.2f} over all {len(rows)} designs "
+        f"(target >= 0.6), {taus['bn']:.2f} over the {n_bn} batch-norm designs (target >= 0.5)",
+        f"v1 (no batch norm) reaches {v1_ratio:.0%} of its {args.factor}x accuracy (target >= 80%)",
+        f"{args.budget} trial, measured: {statistics.fmean(r['train_s'] for r in rows):.1f} s training, "
+        f"{statistics.fmean(r['trial_s'] for r in rows):.1f} s with validation and cost metrics "
+        f"(mean; max {max(r['trial_s'] for r in rows):.1f} s)",
+        f"estimated search of 100 random trials plus the {len(REFERENCES)} references: "
+        f"{total_min:.1f} min ({mean_s:.1f} s per trial, from trial s = {a:.2f} + {b:.3f} x forward "
+        f"MFLOPs fitted on the designs above; target <= 20 min)",
+        f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
+        f"{elapsed:.1f} min in all",
+    ]
+    for line in summary:
+        print(line)
+    if args.no_write:
+        return 0
+
+    command = "python bench/calibrate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cfg = ", ".join(f"{k}={v}" for k, v in short.to_dict().items())
+    body = [
+        f"Command: `{command.strip()}`",
+        "",
+        *environment_lines(device, threads),
+        "",
+        f"Budget `{args.budget}`: {cfg}. The longer budget trains {args.factor}x the images per "
+        f"epoch (same epochs and schedule) and validates on the whole validation split; "
+        f"`{args.budget}` validates on its own `val_images` slice, as the search does. Random "
+        f"designs: the default space, seed {args.seed}"
+        + (f", those above {args.max_params:,} parameters skipped to bound the run time"
+           if args.max_params else "") + ".",
+        "",
+        f"| design | params | fwd MFLOPs | BN | {args.budget} val acc | per-epoch val acc | "
+        f"train s | trial s | {args.factor}x val acc | {args.factor}x train s | block |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        curve = " ".join(f"{v:.2f}" for v in r["curve"])
+        body.append(
+            f"| {r['name']} | {r['params']:,} | {r['flops'] / 1e6:.1f} | {'yes' if r['bn'] else 'no'} "
+            f"| {r['val_acc']:.3f} | {curve} | {r['train_s']:.1f} | {r['trial_s']:.1f} "
+            f"| {r['long_acc']:.3f} | {r['long_train_s']:.0f} | `{r['block']}` |"
+        )
+    body += [""] + [f"- {line}" for line in summary]
+    update_section(Path(args.output), SECTION, "\n".join(body))
+    print(f"wrote the '{SECTION}' section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

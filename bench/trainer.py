@@ -1,0 +1,307 @@
+"""How fast does the trainer train, against the machine's matmul peak and a plain DataLoader loop?
+
+Measures, in one run: the float32 matmul peak (bf16 on CUDA), `explorer.train.train`'s images/s
+and achieved FLOP/s on the v1 and v2 skeleton networks over a few batch sizes and thread counts,
+the cost of torch.compile, and the same model trained by a plain torchvision ``DataLoader`` +
+transforms loop. Training FLOPs are counted as 3 x the forward FLOPs (forward, plus a backward
+for inputs and weights), forward FLOPs as 2 x multiply-adds (see explorer.metrics). Writes the
+"Trainer throughput" section of BENCHMARKS.md with the command, machine, date and load average.
+
+    python bench/trainer.py            # the full measurement (a few minutes on 2 CPU cores)
+    python bench/trainer.py --quick    # a sanity run of well under a minute, nothing written
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explorer.data import DataError, load_dataset  # noqa: E402
+from explorer.metrics import TRAIN_FLOPS_PER_FORWARD, count_flops  # noqa: E402
+from explorer.train import BUDGETS, TrainConfig, resolve_device, train  # noqa: E402
+from search_space import REFERENCES, NetworkConfig, build_network  # noqa: E402
+
+SECTION = "Trainer throughput"
+
+
+# --- shared with bench/calibrate.py ------------------------------------------------------------
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU thread count (None keeps its choice) and return the count in force."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_lines(device: torch.device, threads: int) -> list[str]:
+    """Machine, software, date and load average, as markdown lines."""
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    else:
+        machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
+    load = os.getloadavg()
+    return [
+        f"- Machine: {machine}; device `{device}`, {threads} torch threads",
+        f"- Software: Python {platform.python_version()}, torch {torch.__version__}",
+        f"- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- Load average when written (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+        f"(other work shares this machine; re-run on a quiet one to compare)",
+    ]
+
+
+def update_section(path: Path, heading: str, body: str) -> None:
+    """Replace the ``## heading`` section of a markdown file (or add it), keeping all others."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    lines = text.rstrip("\n").split("\n")
+    title = f"## {heading}"
+    new = [title, "", *body.rstrip("\n").split("\n")]
+    if title in lines:
+        start = lines.index(title)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = new + ([""] if end < len(lines) else [])
+    else:
+        lines += ["", *new]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...],
+                seconds: float) -> tuple[float, int]:
+    """(best FLOP/s, at size n) of n x n matmuls; 2 n^3 FLOPs each."""
+    best, best_n = 0.0, sizes[0]
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        torch.mm(a, b)
+        _sync(device)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            for _ in range(4):
+                torch.mm(a, b)
+            _sync(device)
+            rate = 4 * 2 * n**3 / (time.perf_counter() - t0)
+            if rate > best:
+                best, best_n = rate, n
+    return best, best_n
+
+
+def trainer_rate(net: NetworkConfig, data, config: TrainConfig, device: torch.device,
+                 compile_model: bool = False) -> tuple[float, float]:
+    """(images/s of the last epoch, seconds of the first) with `explorer.train.train`; the first
+    epoch pays for one-off set-up (oneDNN primitives, cuDNN autotuning, compilation)."""
+    torch.manual_seed(0)
+    model = build_network(net)
+    if compile_model:
+        model = torch.compile(model)
+    result = train(model, data, config, device)
+    last = config.train_images // config.batch_size * config.batch_size
+    return last / result.epoch_train_s[-1], result.epoch_time_s[0]
+
+
+def dataloader_rate(net: NetworkConfig, dataset, config: TrainConfig, images: int,
+                    channels_last: bool) -> float:
+    """images/s of a plain loop: a map-style dataset with torchvision transforms per sample, a
+    DataLoader, float32 on the CPU."""
+    from torch.utils.data import DataLoader
+    from torchvision.transforms import v2
+
+    info = dataset.info
+    steps = [v2.RandomCrop(info.image_size, padding=info.pad)]
+    if info.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
+    transform = v2.Compose(steps)
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(dataset.train_labels)
+
+        def __getitem__(self, i: int):
+            return transform(dataset.train_images[i]), dataset.train_labels[i]
+
+    torch.manual_seed(0)
+    model = build_network(net)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loader = DataLoader(Images(), batch_size=config.batch_size, shuffle=True, drop_last=True)
+    seen, start = 0, None
+    for i, (x, y) in enumerate(loader):
+        if i == 2:  # the first steps build oneDNN primitives: leave them out, as for ours
+            start, seen = time.perf_counter(), 0
+        x = x.contiguous(memory_format=fmt)
+        loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(y)
+        if seen >= images and start is not None:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2048,
+                        help="training images per timed epoch (default: 2048)")
+    parser.add_argument("--batch-sizes", default="32,64,128",
+                        help="batch sizes to time on v1 (default: 32,64,128)")
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated CPU thread counts to compare (default: 1 and all)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
+    parser.add_argument("--quick", action="store_true",
+                        help="a sanity run: 256 images, batch 64, no compile, nothing written")
+    parser.add_argument("--output", default="BENCHMARKS.md",
+                        help="the file whose 'Trainer throughput' section is rewritten")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        thread_counts = ([int(t) for t in args.threads.split(",")] if args.threads
+                         else sorted({1, os.cpu_count() or 1}))
+        if min(batch_sizes) < 1 or min(thread_counts) < 1:
+            raise ValueError
+    except ValueError:
+        parser.error("--batch-sizes and --threads take comma-separated positive integers")
+    if args.quick:
+        args.images, batch_sizes, args.no_compile, args.no_write = 256, [64], True, True
+        thread_counts = thread_counts[-1:]
+    try:
+        device = resolve_device(args.device)
+        dataset = load_dataset(data_dir=args.data_dir)
+    except (ValueError, DataError) as exc:
+        print(f"trainer bench: {exc}", file=sys.stderr)
+        return 2
+    data = dataset.on(device)
+    cuda = device.type == "cuda"
+    shape = dataset.input_shape
+    nets = {ref: NetworkConfig(block=REFERENCES[ref]) for ref in ("v1", "v2")}
+    fwd = {ref: count_flops(build_network(net), shape) for ref, net in nets.items()}
+    base = dataclasses.replace(BUDGETS["quick"], epochs=2, train_images=args.images, val_images=256)
+    rows: list[tuple] = []  # (run, batch, threads, images/s, forward FLOPs, load)
+
+    def record(run: str, batch: int, threads: int, rate: float, ref: str) -> None:
+        load = os.getloadavg()[0]
+        rows.append((run, batch, threads, rate, fwd[ref], load))
+        print(f"{run:<46} batch {batch:>4} threads {threads}  {rate:8.0f} img/s  "
+              f"{rate * TRAIN_FLOPS_PER_FORWARD * fwd[ref] / 1e9:6.1f} GFLOP/s  load {load:.2f}",
+              flush=True)
+
+    peaks = {}
+    for threads in thread_counts if not cuda else [set_threads(None)]:
+        set_threads(threads)
+        if cuda:
+            peak = matmul_peak(device, torch.bfloat16, (4096, 8192), 2.0)
+        else:
+            peak = matmul_peak(device, torch.float32, (256, 512, 1024, 2048), 1.0 if args.quick else 3.0)
+        peaks[threads] = peak
+        print(f"matmul peak ({'bf16' if cuda else 'float32'}, {threads} threads): "
+              f"{peak[0] / 1e9:.1f} GFLOP/s at n={peak[1]}  load {os.getloadavg()[0]:.2f}", flush=True)
+        for ref in nets:
+            for batch in batch_sizes if ref == "v1" else dict.fromkeys(batch_sizes[::len(batch_sizes) - 1 or 1]):
+                config = dataclasses.replace(base, batch_size=batch)
+                rate, _ = trainer_rate(nets[ref], data, config, device)
+                record(f"explorer.train, {ref}", batch, threads, rate, ref)
+    threads = thread_counts[-1] if not cuda else torch.get_num_threads()
+    set_threads(threads)
+    compile_note = ""
+    if not args.no_compile:
+        config = dataclasses.replace(base, batch_size=batch_sizes[0])
+        try:
+            t0 = time.perf_counter()
+            rate, first = trainer_rate(nets["v1"], data, config, device, compile_model=True)
+            record("explorer.train, v1, torch.compile", batch_sizes[0], threads, rate, "v1")
+            compile_note = (f"torch.compile: first epoch {first:.1f} s (compilation included), "
+                            f"{time.perf_counter() - t0:.1f} s for the whole run")
+        except Exception as exc:  # a missing compiler or an unsupported op: report, don't fail
+            compile_note = f"torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        print(compile_note, flush=True)
+    if not cuda:
+        for cl in (False, True):
+            rate = dataloader_rate(nets["v1"], dataset, dataclasses.replace(base, batch_size=batch_sizes[0]),
+                                   args.images, channels_last=cl)
+            record(f"DataLoader + transforms loop, v1{', channels_last' if cl else ''}",
+                   batch_sizes[0], threads, rate, "v1")
+
+    def peak_for(threads: int) -> float:
+        return peaks[threads][0] if threads in peaks else max(p[0] for p in peaks.values())
+
+    table = [
+        f"| run | batch | threads | images/s | fwd MFLOPs/image | achieved GFLOP/s (3 x fwd) "
+        f"| % of {'bf16' if cuda else 'float32'} matmul peak | load avg (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run, batch, thr, rate, flops, load in rows:
+        achieved = rate * TRAIN_FLOPS_PER_FORWARD * flops
+        table.append(f"| {run} | {batch} | {thr} | {rate:,.0f} | {flops / 1e6:.1f} | "
+                     f"{achieved / 1e9:.1f} | {achieved / peak_for(thr):.0%} | {load:.2f} |")
+    best = max(rows, key=lambda r: r[3] * r[4] / peak_for(r[2]) if r[0].startswith("explorer") else 0)
+    best_frac = best[3] * TRAIN_FLOPS_PER_FORWARD * best[4] / peak_for(best[2])
+    verdict = (f"Best of the trainer: {best_frac:.0%} of the matmul peak ({best[0]}, batch {best[1]}, "
+               f"{best[2]} threads); the target of 75% is {'met' if best_frac >= 0.75 else 'not met'}.")
+    print("\n".join(table))
+    print(verdict)
+    if compile_note:
+        print(compile_note)
+    if args.no_write:
+        return 0
+    command = "python bench/trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    peak_lines = [f"- Matmul peak ({'bf16' if cuda else 'float32'}, {t} threads): "
+                  f"{p[0] / 1e9:.1f} GFLOP/s (n = {p[1]})" for t, p in peaks.items()]
+    body = [
+        f"Command: `{command.strip()}`",
+        "",
+        *environment_lines(device, threads),
+        *peak_lines,
+        f"- Trainer runs: budget `quick` settings, {args.images} images per epoch, 2 epochs, the "
+        f"last timed (the first builds oneDNN primitives / autotunes); FLOPs = 2 x multiply-adds, "
+        f"training = {TRAIN_FLOPS_PER_FORWARD} x forward",
+        "",
+        *table,
+        "",
+        f"- {verdict}",
+    ]
+    if compile_note:
+        body.append(f"- {compile_note}")
+    update_section(Path(args.output), SECTION, "\n".join(body))
+    print(f"wrote the '{SECTION}' section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
