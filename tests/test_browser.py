@@ -171,29 +171,44 @@ def wait_for_pareto_chart(driver, timeout: float = 120) -> list[str]:
     return driver.execute_script(_PLOT_TEXTS)
 
 
-def click_reference_marker(driver, name: str, timeout: float = 60) -> str:
+def click_reference_marker(driver, name: str, timeout: float = 90) -> str:
     """Click a reference's marker in the Pareto chart; selecting a point opens its details:
-    returns the title of the block drawing then shown."""
+    returns the title of the block drawing then shown.
+
+    The click is repeated while it does not take: the live refresh may redraw the chart under
+    the pointer, and a slow machine may take a while to answer.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    traces = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace")
-    labels = [t.find_elements(By.CSS_SELECTOR, ".textpoint text") for t in traces]
-    trace = next(
-        t for t, texts in zip(traces, labels, strict=True) if [x.text for x in texts] == [name]
-    )
-    marker = trace.find_element(By.CSS_SELECTOR, ".points path")
-    ActionChains(driver).move_to_element(marker).click().perform()
-    wait = WebDriverWait(driver, timeout, poll_frequency=0.5)
     tab = "//*[@role='tab'][@aria-selected='true'][normalize-space()='Trial details']"
-    wait.until(lambda d: d.find_elements(By.XPATH, tab))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            traces = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace")
+            for trace in traces:
+                texts = trace.find_elements(By.CSS_SELECTOR, ".textpoint text")
+                if [t.text for t in texts] == [name]:
+                    marker = trace.find_element(By.CSS_SELECTOR, ".points path")
+                    ActionChains(driver).move_to_element(marker).click().perform()
+                    break
+            WebDriverWait(driver, 15, poll_frequency=0.5).until(
+                lambda d: d.find_elements(By.XPATH, tab)
+            )
+            break
+        except (StaleElementReferenceException, TimeoutException):
+            if time.monotonic() > deadline:
+                raise
     # the block drawing of the opened trial is titled with its label
     titles = (
         "return Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))"
         ".map(t => t.textContent);"
     )
-    wait.until(lambda d: any("each conv" in t for t in d.execute_script(titles)))
+    WebDriverWait(driver, max(10.0, deadline - time.monotonic()), poll_frequency=0.5).until(
+        lambda d: any("each conv" in t for t in d.execute_script(titles))
+    )
     return next(t for t in driver.execute_script(titles) if "each conv" in t)
 
 
@@ -262,21 +277,28 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
     shot = tmp_path / "dashboard.png"
     with serve_dashboard(DEMO_JOURNAL, DEMO_STUDY, tmp_path / "streamlit.log", cwd=tmp_path) as url:
         with chromium(tmp_path / "chrome-profile") as driver:
-            driver.get(url)
-            wait = WebDriverWait(driver, 120, poll_frequency=0.5)
-            code = "[data-testid='stCode']"
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, code))
-            assert (
-                "python -m explorer.search --trials 100"
-                in driver.find_element(By.CSS_SELECTOR, code).text
-            )
-            demo_study(tmp_path)  # the search starts: the page reloads by itself
-            assert {"v1", "v2"} <= set(wait_for_pareto_chart(driver))
-            driver.save_screenshot(str(shot))
-            trials = int(_metric(driver))
-            _add_trial(str(tmp_path / DEMO_JOURNAL))  # the live refresh picks it up
-            wait.until(lambda d: _metric(d) == str(trials + 1))
-            assert click_reference_marker(driver, "v1") == "v1 · each conv: conv → ReLU"
+            try:
+                driver.get(url)
+                wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+                code = "[data-testid='stCode']"
+                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, code))
+                assert (
+                    "python -m explorer.search --trials 100"
+                    in driver.find_element(By.CSS_SELECTOR, code).text
+                )
+                demo_study(tmp_path)  # the search starts: the page reloads by itself
+                assert {"v1", "v2"} <= set(wait_for_pareto_chart(driver))
+                driver.save_screenshot(str(shot))
+                trials = int(_metric(driver))
+                _add_trial(str(tmp_path / DEMO_JOURNAL))  # the live refresh picks it up
+                wait.until(lambda d: _metric(d) == str(trials + 1))
+                assert click_reference_marker(driver, "v1") == "v1 · each conv: conv → ReLU"
+            except Exception:
+                # what the page and the server looked like, shown with the failure
+                driver.save_screenshot(str(tmp_path / "failure.png"))
+                print(f"page at failure: {tmp_path / 'failure.png'}")
+                print((tmp_path / "streamlit.log").read_text()[-3000:])
+                raise
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     if os.environ.get("DASHBOARD_SCREENSHOT"):
         README_SCREENSHOT.parent.mkdir(exist_ok=True)
