@@ -172,9 +172,17 @@ def hypervolume(records: list[TrialRecord], reference: dict[str, float] | None =
 
 
 def hypervolume_curve(records: list[TrialRecord]) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of all trials up to it) for each finished trial."""
+    """(trial number, hypervolume of all complete trials up to it) for each complete trial.
+
+    Keeps only the running front, so a long study costs about n x front size, not n squared.
+    """
     done = sorted((r for r in records if r.complete), key=lambda r: r.number)
-    return [(r.number, hypervolume(done[: i + 1])) for i, r in enumerate(done)]
+    front: list[TrialRecord] = []
+    curve = []
+    for r in done:
+        front = pareto_front([*front, r], ("val_acc", "params"))
+        curve.append((r.number, hypervolume(front)))
+    return curve
 
 
 STATE_NAMES = tuple(s.name for s in TrialState)
