@@ -2,23 +2,37 @@
 
 from .blocks import ConvNormAct, InceptionBlock, block_params, conv_params
 from .config import BlockConfig, NetworkConfig
+from .fullsize import (
+    BNInception,
+    GoogLeNet,
+    GoogLeNetOutputs,
+    bn_inception,
+    googlenet,
+    googlenet_loss,
+)
 from .network import InceptionNet, build_network, network_params
 from .references import REFERENCES
 from .space import DEFAULT_SPACE, Dimension, SearchSpace, config_from_trial
 
 __all__ = [
+    "BNInception",
     "BlockConfig",
     "ConvNormAct",
     "DEFAULT_SPACE",
     "Dimension",
+    "GoogLeNet",
+    "GoogLeNetOutputs",
     "InceptionBlock",
     "InceptionNet",
     "NetworkConfig",
     "REFERENCES",
     "SearchSpace",
     "block_params",
+    "bn_inception",
     "build_network",
     "config_from_trial",
     "conv_params",
+    "googlenet",
+    "googlenet_loss",
     "network_params",
 ]

@@ -1,0 +1,434 @@
+"""The search space and its builders: forward and backward over reference, ablated, extreme and
+sampled designs, arithmetic against the modules, validation, and round trips through JSON and
+Optuna trials."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_space import (
+    DEFAULT_SPACE,
+    REFERENCES,
+    BlockConfig,
+    ConvNormAct,
+    Dimension,
+    InceptionBlock,
+    NetworkConfig,
+    SearchSpace,
+    block_params,
+    build_network,
+    config_from_trial,
+    conv_params,
+    network_params,
+)
+from search_space.config import BN_PLACEMENTS
+
+SEED = 0
+N_SAMPLES = 50
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these nets are small, and on a shared CPU two threads oversubscribe
+    it (a train step took 20x longer in a measurement with other work running)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _extreme(high: bool, **choices) -> BlockConfig:
+    """Every integer dimension at its bound (read from the space), categorical ones as given."""
+    params: dict = {}
+    for dim in DEFAULT_SPACE.dimensions:
+        if not dim.active(params):
+            continue
+        if dim.choices is not None:
+            params[dim.name] = choices.get(dim.name, dim.choices[0])
+        else:
+            params[dim.name] = choices.get(dim.name, dim.high if high else dim.low)
+    return DEFAULT_SPACE.config_from_params(params)
+
+
+def _smallest_nonzero(name: str) -> int:
+    dim = DEFAULT_SPACE[name]
+    return dim.low if dim.low > 0 else dim.low + dim.step
+
+
+@functools.cache
+def _extremes() -> dict[str, BlockConfig]:
+    """The space's corners. All minimum widths leave one branch (see
+    `test_all_minimum_widths_is_rejected`), so the smallest designs add one minimal branch."""
+    out = {
+        "min+1x1": _extreme(False, ch1x1=_smallest_nonzero("ch1x1")),
+        "min+wide": _extreme(False, bn="post", wide=_smallest_nonzero("wide")),
+        "min+pool": _extreme(False, bn="pre", pool_proj=_smallest_nonzero("pool_proj")),
+    }
+    for bn in BN_PLACEMENTS:
+        out[f"max-5x5-{bn}"] = _extreme(True, bn=bn, wide_kind="5x5", pool_type="avg")
+    out["max-double3x3"] = _extreme(True, bn="post", wide_kind="double3x3")
+    for n in DEFAULT_SPACE["asym_n"].choices:
+        out[f"max-asym{n}"] = _extreme(True, bn="post", wide_kind="asym", asym_n=n)
+    return out
+
+
+@functools.cache
+def _samples() -> tuple[BlockConfig | str, ...]:
+    """`N_SAMPLES` seeded draws through `config_from_trial`; a rejected draw is kept as its
+    error message."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=SEED))
+    out: list[BlockConfig | str] = []
+    for _ in range(N_SAMPLES):
+        trial = study.ask()
+        try:
+            out.append(config_from_trial(trial))
+        except ValueError as exc:
+            out.append(str(exc))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        study.tell(trial, 0.0)
+    return tuple(out)
+
+
+def _sample(i: int) -> BlockConfig:
+    cfg = _samples()[i]
+    if isinstance(cfg, str):
+        pytest.skip(f"sample {i} was rejected by the space: {cfg}")
+    return cfg
+
+
+# Named designs: the references, each BN placement and each wide kind on v1/v2, the extremes.
+NAMED: dict[str, BlockConfig] = {
+    **{f"ref-{k}": v for k, v in REFERENCES.items()},
+    **{f"bn-{bn}": dataclasses.replace(REFERENCES["v1"], bn=bn) for bn in BN_PLACEMENTS},
+    **{
+        f"wide-{kind}": dataclasses.replace(REFERENCES["v2"], wide_kind=kind)
+        for kind in ("5x5", "double3x3", "3x3")
+    },
+    **{
+        f"wide-asym{n}": dataclasses.replace(REFERENCES["v2"], wide_kind="asym", asym_n=n)
+        for n in (3, 5, 7)
+    },
+}
+NAMED_IDS = sorted(NAMED)
+
+
+def _named(name: str) -> BlockConfig:
+    return NAMED[name] if name in NAMED else _extremes()[name]
+
+
+DESIGN_IDS = NAMED_IDS + sorted(_extremes())
+
+
+def _check_train_step(net: NetworkConfig, batch: int = 2) -> None:
+    torch.manual_seed(SEED)
+    model = build_network(net).train()
+    x = torch.randn(batch, net.in_channels, net.image_size, net.image_size)
+    out = model(x)
+    assert out.shape == (batch, net.num_classes)
+    assert torch.isfinite(out).all()
+    F.cross_entropy(out, torch.arange(batch) % net.num_classes).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+def _check_arithmetic(net: NetworkConfig) -> None:
+    """Parameters and channels computed from the config equal those of the built module."""
+    model = build_network(net)
+    assert network_params(net) == _numel(model)
+    plan = net.channel_plan()
+    assert plan[0] == ("stem", net.in_channels, model.stem.conv.out_channels)
+    blocks = [m for m in model.modules() if isinstance(m, InceptionBlock)]
+    assert len(blocks) == len(plan) - 1 == sum(net.stages)
+    for (name, cin, cout), block in zip(plan[1:], blocks):
+        assert (block.in_channels, block.out_channels) == (cin, cout), name
+        assert block.config.out_channels(cin) == cout, name
+        assert block_params(block.config, cin) == _numel(block), name
+    # and the shapes a forward pass really produces
+    shapes: list[int] = []
+    hooks = [b.register_forward_hook(lambda _m, _i, o: shapes.append(o.shape[1])) for b in blocks]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, net.in_channels, net.image_size, net.image_size))
+    for hook in hooks:
+        hook.remove()
+    assert shapes == [cout for _, _, cout in plan[1:]]
+    assert model.fc.in_features == net.out_channels
+
+
+# --- forward, backward and arithmetic over designs -------------------------------------------
+
+
+@pytest.mark.parametrize("name", DESIGN_IDS)
+def test_design_trains(name: str) -> None:
+    _check_train_step(NetworkConfig(block=_named(name)))
+
+
+@pytest.mark.parametrize("i", range(N_SAMPLES), ids=lambda i: f"sample{i}")
+def test_sampled_design_trains(i: int) -> None:
+    _check_train_step(NetworkConfig(block=_sample(i)))
+
+
+@pytest.mark.parametrize("name", DESIGN_IDS)
+def test_design_arithmetic(name: str) -> None:
+    _check_arithmetic(NetworkConfig(block=_named(name)))
+
+
+@pytest.mark.parametrize("i", range(N_SAMPLES), ids=lambda i: f"sample{i}")
+def test_sampled_design_arithmetic(i: int) -> None:
+    _check_arithmetic(NetworkConfig(block=_sample(i)))
+
+
+NETWORK_VARIANTS = {
+    "rgb32-3stages": dict(in_channels=3, image_size=32, stages=(1, 2, 1)),
+    "wide-avg-dropout": dict(width=0.5, downsample="avg", dropout=0.2, num_classes=7),
+    "stem-bn-forced": dict(stem_bn=True),
+    "stem-bn-off": dict(stem_bn=False, stem_channels=40),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(NETWORK_VARIANTS))
+@pytest.mark.parametrize("ref", ["v1", "v2"])
+def test_network_variants(ref: str, variant: str) -> None:
+    net = NetworkConfig(block=REFERENCES[ref], **NETWORK_VARIANTS[variant])
+    _check_arithmetic(net)
+    _check_train_step(net)
+
+
+@pytest.mark.parametrize("bias", [None, True, False])
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (5, 5), (1, 7), (7, 1)])
+@pytest.mark.parametrize("bn", BN_PLACEMENTS)
+def test_conv_params_match_module(bn: str, kernel: tuple[int, int], bias: bool | None) -> None:
+    unit = ConvNormAct(6, 10, kernel, bn=bn, bias=bias)
+    assert conv_params(6, 10, kernel, bn, bias=bias) == _numel(unit)
+    assert unit(torch.zeros(1, 6, 9, 9)).shape == (1, 10, 9, 9)
+
+
+@pytest.mark.parametrize("size", [27, 28, 7, 8])
+@pytest.mark.parametrize("kind", ["5x5", "double3x3", "asym", "3x3"])
+def test_stride2_block_halves_even_and_odd_maps(kind: str, size: int) -> None:
+    cfg = BlockConfig(0, 8, 12, 4, 6, 0, wide_kind=kind, asym_n=5, bn="post", stride=2)
+    block = InceptionBlock(10, cfg)
+    out = block(torch.randn(1, 10, size, size))
+    half = (size + 1) // 2
+    assert out.shape == (1, cfg.out_channels(10), half, half) == (1, 12 + 6 + 10, half, half)
+    assert block_params(cfg, 10) == _numel(block)
+
+
+# --- the sample itself -----------------------------------------------------------------------
+
+
+def test_samples_are_seeded_and_mostly_valid() -> None:
+    samples = _samples()
+    rejected = [s for s in samples if isinstance(s, str)]
+    # a draw is rejected only for having fewer than two branches
+    assert all("at least two branches" in s for s in rejected), rejected
+    assert len(rejected) <= N_SAMPLES // 10
+    assert len({s for s in samples if isinstance(s, BlockConfig)}) > N_SAMPLES // 2
+    _samples.cache_clear()
+    assert _samples() == samples
+
+
+def test_all_minimum_widths_is_rejected() -> None:
+    with pytest.raises(ValueError, match="at least two branches"):
+        _extreme(False)
+
+
+def test_extremes_are_points_of_the_space() -> None:
+    for name, cfg in _extremes().items():
+        assert DEFAULT_SPACE.contains(cfg), name
+    small = network_params(NetworkConfig(block=_extremes()["min+1x1"]))
+    big = network_params(NetworkConfig(block=_extremes()["max-5x5-none"]))
+    for cfg in NAMED.values():
+        assert small <= network_params(NetworkConfig(block=cfg)) <= big
+
+
+# --- validation ------------------------------------------------------------------------------
+
+V1 = REFERENCES["v1"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (dict(ch1x1=-1), "ch1x1"),
+        (dict(ch3x3=1.5), "ch3x3"),
+        (dict(pool_proj=True), "pool_proj"),
+        (dict(wide_kind="7x7"), "wide_kind"),
+        (dict(asym_n=4), "asym_n"),
+        (dict(pool_type="l2"), "pool_type"),
+        (dict(bn="batch"), "bn"),
+        (dict(stride=3), "stride"),
+        (dict(wide_reduce=0), "wide_reduce"),  # a reduction without its branch, and vice versa
+        (dict(ch3x3=0), "ch3x3_reduce"),
+        (dict(stride=2), "ch1x1"),  # stride 2 forbids the 1x1 branch ...
+        (dict(stride=2, ch1x1=0), "pool_proj"),  # ... and the pool projection
+        (dict(ch1x1=0, wide_reduce=0, wide=0, pool_proj=0), "branches"),
+    ],
+)
+def test_invalid_block_raises(changes: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(V1, **changes)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({**V1.to_dict(), "ch7x7": 3}, "ch7x7"),
+        ({k: v for k, v in V1.to_dict().items() if k != "pool_proj"}, "pool_proj"),
+        ({**V1.to_dict(), "bn": "batch"}, "bn"),
+        ([1, 2, 3], "mapping"),
+    ],
+)
+def test_invalid_block_dict_raises(data, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        BlockConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (dict(block=V1.to_dict()), "block"),
+        (dict(block=dataclasses.replace(V1, ch1x1=0, pool_proj=0, stride=2)), "block.stride"),
+        (dict(in_channels=2), "in_channels"),
+        (dict(num_classes=1), "num_classes"),
+        (dict(num_classes=10.0), "num_classes"),
+        (dict(image_size=4), "image_size"),
+        (dict(stem_channels=0), "stem_channels"),
+        (dict(stages=()), "stages"),
+        (dict(stages=(1, 0)), "stages"),
+        (dict(stages="11"), "stages"),
+        (dict(image_size=8, stages=(1, 1, 1, 1, 1)), "stages"),
+        (dict(width=0), "width"),
+        (dict(width=9), "width"),
+        (dict(downsample="conv"), "downsample"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(stem_bn="yes"), "stem_bn"),
+    ],
+)
+def test_invalid_network_raises(changes: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        NetworkConfig(**{"block": V1, **changes})
+
+
+def test_invalid_network_dict_raises() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        NetworkConfig.from_dict({"block": V1.to_dict(), "depth": 3})
+    with pytest.raises(ValueError, match="block"):
+        NetworkConfig.from_dict({"width": 0.5})
+    with pytest.raises(ValueError, match="ch1x1"):
+        NetworkConfig.from_dict({"block": {**V1.to_dict(), "ch1x1": -5}})
+
+
+def test_invalid_space_raises() -> None:
+    with pytest.raises(ValueError, match="'w'"):
+        Dimension("w")
+    with pytest.raises(ValueError, match="'w'"):
+        Dimension("w", 32, 16)
+    with pytest.raises(ValueError, match="'w'"):
+        Dimension("w", 0, 16, condition=("x", "<", 1))
+    with pytest.raises(ValueError, match="'b'"):
+        SearchSpace((Dimension("b", 0, 8, condition=("a", "!=", 0)), Dimension("a", 0, 8)))
+    params = DEFAULT_SPACE.params_from_config(V1)
+    with pytest.raises(ValueError, match="ch1x1"):
+        DEFAULT_SPACE.config_from_params({**params, "ch1x1": 8})  # off the step
+    with pytest.raises(ValueError, match="pool_proj"):
+        DEFAULT_SPACE.config_from_params({k: v for k, v in params.items() if k != "pool_proj"})
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (dict(wide_kind="3x3"), "wide_kind"),  # torchvision's kernel is a block, not a point here
+        (dict(ch1x1=40), "ch1x1"),
+        (dict(ch1x1=0, pool_proj=0, stride=2), "stride"),
+    ],
+)
+def test_space_rejects_outside_points(changes: dict, field: str) -> None:
+    cfg = dataclasses.replace(V1, **changes)
+    assert not DEFAULT_SPACE.contains(cfg)
+    with pytest.raises(ValueError, match=field):
+        DEFAULT_SPACE.params_from_config(cfg)
+
+
+# --- round trips -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DESIGN_IDS)
+def test_block_json_round_trip(name: str) -> None:
+    cfg = _named(name)
+    text = cfg.to_json()
+    assert json.loads(text) == cfg.to_dict()
+    assert BlockConfig.from_json(text) == cfg
+    assert BlockConfig.from_dict(json.loads(text)) == cfg
+
+
+@pytest.mark.parametrize("variant", sorted(NETWORK_VARIANTS))
+def test_network_json_round_trip(variant: str) -> None:
+    net = NetworkConfig(block=REFERENCES["v3"], **NETWORK_VARIANTS[variant])
+    back = NetworkConfig.from_json(net.to_json())
+    assert back == net
+    assert isinstance(back.stages, tuple) and isinstance(back.block, BlockConfig)
+    assert network_params(back) == network_params(net)
+
+
+def _trial_round_trip(cfg: BlockConfig) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=SEED))
+    params = DEFAULT_SPACE.params_from_config(cfg)
+    study.enqueue_trial(params)
+    trial = study.ask()
+    assert config_from_trial(trial) == cfg
+    assert trial.params == params
+    assert DEFAULT_SPACE.config_from_params(trial.params) == cfg
+
+
+@pytest.mark.parametrize("name", ["ref-v1", "ref-v2", "ref-v3", *sorted(_extremes())])
+def test_trial_params_round_trip(name: str) -> None:
+    _trial_round_trip(_named(name))
+
+
+@pytest.mark.parametrize("i", range(0, N_SAMPLES, 5), ids=lambda i: f"sample{i}")
+def test_sampled_trial_params_round_trip(i: int) -> None:
+    _trial_round_trip(_sample(i))
+
+
+@pytest.mark.parametrize("ref", ["v1", "v2", "v3"])
+def test_space_contains_references(ref: str) -> None:
+    assert DEFAULT_SPACE.contains(REFERENCES[ref])
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_python_m_search_space_prints_the_space() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "search_space"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for dim in DEFAULT_SPACE.dimensions:
+        assert dim.name in result.stdout, dim.name
+    for ref in REFERENCES:
+        assert f"{ref}:" in result.stdout, ref
