@@ -58,8 +58,9 @@ def small_net(bn: str = "post") -> nn.Module:
 @pytest.mark.parametrize("field, value", [
     ("optimizer", "adam"), ("schedule", "step"), ("lr", 0), ("lr", float("nan")),
     ("momentum", 1.0), ("warmup", 0.0), ("weight_decay", -1e-4), ("label_smoothing", 1.0),
-    ("batch_size", 0), ("batch_size", 2.5), ("epochs", True), ("train_images", 16),
-    ("val_images", 0), ("aux_weight", -0.1), ("bn_stats_images", -1), ("augment", "yes"), ("seed", 1.5),
+    ("batch_size", 0), ("batch_size", 2.5), ("epochs", True), ("train_images", 8),
+    ("val_images", 0), ("final_val_images", 0), ("aux_weight", -0.1), ("bn_stats_images", -1),
+    ("augment", "yes"), ("seed", 1.5),
 ])
 def test_train_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
