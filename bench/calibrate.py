@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="BENCHMARKS.md",
                         help="the file whose 'Budget calibration' section is rewritten")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--cache", default=None,
+                        help="a JSON file keeping the longer runs' results, keyed by design, "
+                             "longer-budget config and device, so a re-run that changes only "
+                             "how the short budget validates need not retrain them")
     args = parser.parse_args(argv)
     if args.quick:
         args.designs, args.factor, args.no_write = 2, 2, True
@@ -148,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if short.train_images is None:
         parser.error(f"budget {args.budget} trains on the whole split; it cannot be made {args.factor}x longer")
     # The longer run validates once, at its end, on the whole validation split (below).
-    long = dataclasses.replace(short, train_images=short.train_images * args.factor, val_images=1)
+    long = dataclasses.replace(short, train_images=short.train_images * args.factor, val_images=1,
+                               final_val_images=1)
     designs = [("v1", NetworkConfig(block=REFERENCES["v1"])), ("v2", NetworkConfig(block=REFERENCES["v2"]))]
     designs += random_designs(args.designs, args.seed, args.max_params or None)
     load_start = os.getloadavg()
@@ -156,16 +162,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
           f"{threads} threads, load {load_start[0]:.2f}", flush=True)
 
+    cache_path = Path(args.cache) if args.cache else None
+    cache = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
+    reused = 0
     rows = []
     for name, net in designs:
         quick = trial_seconds(net, data, short, device)
-        torch.manual_seed(long.seed)
-        model = build_network(net)
-        ref = train(model, data, long, device)
-        long_acc = evaluate(model, data, device, "val")[1]
+        key = json.dumps([net.to_dict(), long.to_dict(), device.type], sort_keys=True)
+        if key in cache:
+            long_acc, long_train_s = cache[key]["long_acc"], cache[key]["long_train_s"]
+            reused += 1
+        else:
+            torch.manual_seed(long.seed)
+            model = build_network(net)
+            long_train_s = train(model, data, long, device).train_time_s
+            long_acc = evaluate(model, data, device, "val")[1]
+            if args.cache:
+                cache[key] = {"long_acc": long_acc, "long_train_s": long_train_s}
+                Path(args.cache).write_text(json.dumps(cache, indent=1))
         row = {"name": name, "block": net.block.short(), "bn": net.block.bn != "none",
                "params": network_params(net), **quick, "long_acc": long_acc,
-               "long_train_s": ref.train_time_s}
+               "long_train_s": long_train_s}
         rows.append(row)
         print(f"{name:>5} {row['params']:>7} {row['flops'] / 1e6:6.1f}M  "
               f"{args.budget} {row['val_acc']:.3f} ({row['train_s']:.1f}s train, "
@@ -193,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         f"estimated search of 100 random trials plus the {len(REFERENCES)} references: "
         f"{total_min:.1f} min ({mean_s:.1f} s per trial, from trial s = {a:.2f} + {b:.3f} x forward "
         f"MFLOPs fitted on the designs above; target <= 20 min)",
+        *([f"{reused} of the {args.factor}x runs were taken from the cache {args.cache} (an "
+           f"earlier run of the same designs, {args.factor}x config, seed and device)"]
+          if reused else []),
         f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
         f"{elapsed:.1f} min in all",
     ]
