@@ -177,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2048,
                         help="training images per timed epoch (default: 2048)")
-    parser.add_argument("--batch-sizes", default="32,64,128",
-                        help="batch sizes to time on v1 (default: 32,64,128)")
+    parser.add_argument("--batch-sizes", default="16,64,256",
+                        help="batch sizes to time on v1; the first and last also on v2, the first "
+                             "for torch.compile and the DataLoader loop (default: 16,64,256)")
     parser.add_argument("--threads", default=None,
                         help="comma-separated CPU thread counts to compare (default: 1 and all)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
