@@ -303,7 +303,8 @@ class Prescreener:
     parameters with ``enqueue_trial`` and a ``prescreen`` user attribute (m, proxy, every
     candidate's score and parameters, the chosen index, the seconds spent). The next trial pops
     them. Reference, retried and other queued trials come first, unchanged. Nothing is queued
-    once `target` search trials are done or queued, or while a queued pre-screened trial waits.
+    once `target` search trials are done or queued, or while `max_waiting` pre-screened trials
+    wait (set it to the number of workers sharing the study).
 
     The sampler is of the same kind and settings as the study's, so its proposals follow
     everything learned so far (TPE is stateless between trials; with constant liar each draw
@@ -323,6 +324,7 @@ class Prescreener:
     proxy: str = "naswot"  # the best on our space: BENCHMARKS.md, "Zero-cost proxies on our space"
     seed: int = 0
     target: int | None = None
+    max_waiting: int = 1  # the number of workers: each finds one pre-screened trial queued
     by_cost: bool = True
     score_fn: Callable[[NetworkConfig, int], dict[str, float | None]] | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
@@ -338,7 +340,7 @@ class Prescreener:
             return None
         trials = study.get_trials(deepcopy=False)
         waiting = [t for t in trials if t.state == TrialState.WAITING]
-        if any("prescreen" in t.user_attrs for t in waiting):
+        if sum("prescreen" in t.user_attrs for t in waiting) >= self.max_waiting:
             return None
         if self.target is not None:
             live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)

@@ -203,6 +203,19 @@ def test_prescreener_queues_the_chosen_design_and_the_next_trial_takes_it():
     assert len(study.trials) == 2
 
 
+def test_prescreener_keeps_one_queued_trial_per_worker():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    pre = Prescreener(
+        2,
+        _network,
+        lambda n: optuna.samplers.RandomSampler(seed=n),
+        score_fn=lambda net, seed: {"naswot": 0.0},
+        max_waiting=3,
+    )
+    assert [pre(study) is not None for _ in range(4)] == [True, True, True, False]
+    assert len({str(t.system_attrs["fixed_params"]) for t in study.trials}) == 3
+
+
 def test_prescreener_with_m_1_does_nothing():
     study = optuna.create_study(directions=["maximize", "minimize"])
     pre = Prescreener(
