@@ -82,21 +82,16 @@ def front_vs_refs(records) -> list[str]:
 
 def mode_default(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        storage = str(Path(tmp) / "s.journal")
-        cmd = [
-            sys.executable,
-            "-m",
-            "explorer.search",
-            "--trials",
-            str(args.trials),
-            "--storage",
-            storage,
-        ]
+        storage = args.storage or str(Path(tmp) / "s.journal")
+        if Path(storage).exists():
+            sys.exit(f"{storage} exists: the benchmark times a fresh study")
+        cmd = [sys.executable, "-m", "explorer.search", "--trials", str(args.trials), "--storage", storage]
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
         if proc.returncode:
-            sys.exit(proc.stderr)
+            sys.exit(proc.returncode)
+        print(proc.stdout)
         study = optuna.load_study(
             study_name="fashion-mnist-inception-block", storage=open_storage(storage)
         )
@@ -224,6 +219,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", default="smoke", help="budget for samplers/prune modes")
+    p.add_argument(
+        "--storage", default=None, help="default mode: keep the study in this new journal file"
+    )
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     {"default": mode_default, "samplers": mode_samplers, "prune": mode_prune}[args.mode](args)
