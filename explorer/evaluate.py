@@ -40,10 +40,10 @@ import optuna
 
 from search_space import REFERENCES, NetworkConfig, network_params
 
-from .results import DEFAULT_OBJECTIVES, TrialRecord, pareto_front, study_records
+from .results import DEFAULT_OBJECTIVES, REEVAL_PREFIX, TrialRecord, pareto_front, study_records
 from .storage import StorageError, default_storage, load_study, open_storage, study_names
 
-ATTR_PREFIX = "reeval:"
+ATTR_PREFIX = REEVAL_PREFIX
 DEFAULT_SEEDS = 3
 DEFAULT_REFERENCES = ("v1", "v2")
 

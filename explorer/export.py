@@ -45,7 +45,6 @@ from .results import (
     TrialRecord,
     pareto_front,
     study_records,
-    trial_record,
 )
 from .storage import StorageError, artifact_dir, load_study, redact
 
@@ -71,6 +70,7 @@ class ExportDesign:
     test_acc: float | None = None
     flops: float | None = None
     weights: str | None = None  # artifact id of the trained state dict
+    reeval: tuple[float, float, int, str] | None = None  # test acc mean, std, seeds, budget
 
     @property
     def class_name(self) -> str:
@@ -111,6 +111,7 @@ def _design(record: TrialRecord) -> ExportDesign:
         )
     weights = record.attrs.get("weights")
     flops = _number(record.attrs.get("flops"))
+    reeval = _reeval(record.attrs.get("reeval"))
     return ExportDesign(
         number=record.number,
         network=record.network,
@@ -120,7 +121,26 @@ def _design(record: TrialRecord) -> ExportDesign:
         test_acc=_number(record.attrs.get("test_acc")),
         flops=flops if flops is not None and flops >= 0 else None,
         weights=weights if isinstance(weights, str) else None,
+        reeval=reeval,
     )
+
+
+def _reeval(value: Any) -> tuple[float, float, int, str] | None:
+    """A stored re-evaluation (`explorer.evaluate`), checked: numbers in range, a plain budget
+    name; anything else is left out of the header."""
+    if not isinstance(value, dict):
+        return None
+    mean, std, seeds = (_number(value.get(k)) for k in ("test_acc_mean", "test_acc_std", "seeds"))
+    budget = value.get("budget")
+    if (
+        mean is None
+        or std is None
+        or seeds is None
+        or not (0 <= mean <= 1 and 0 <= std <= 1 and seeds >= 1 and seeds == int(seeds))
+        or not (isinstance(budget, str) and re.fullmatch(r"[a-z][a-z0-9_-]{0,19}", budget))
+    ):
+        return None
+    return mean, std, int(seeds), budget
 
 
 def export_design(study: optuna.Study, number: int) -> ExportDesign:
@@ -135,7 +155,8 @@ def export_design(study: optuna.Study, number: int) -> ExportDesign:
             f"study {study.study_name!r} has no trial {number} "
             f"(its trials are {min(trials)} to {max(trials)})"
         )
-    return _design(trial_record(trials[number]))
+    record = next(r for r in study_records(study) if r.number == number)  # with its re-evaluation
+    return _design(record)
 
 
 def _objectives(study: optuna.Study) -> tuple[str, ...]:
@@ -359,9 +380,15 @@ def _stats(design: ExportDesign) -> str:
         if design.flops is not None
         else "FLOPs not recorded"
     )
-    return (
-        f"validation accuracy {val}, test accuracy {test}, {design.params:,} parameters, {flops}."
-    )
+    if design.reeval is not None:
+        mean, std, seeds, budget = design.reeval
+        test = (
+            f"re-evaluated test accuracy {mean:.4f} ± {std:.4f} "
+            f"(mean ± std over {seeds} seed{'s' if seeds > 1 else ''}, budget {budget})"
+        )
+    else:
+        test = f"test accuracy {test}"
+    return f"validation accuracy {val}, {test}, {design.params:,} parameters, {flops}."
 
 
 def _kind(design: ExportDesign) -> str:

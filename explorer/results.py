@@ -14,8 +14,12 @@ The search writes, for each trial, these user attributes (the schema every reade
 ``train_time_s``, ``images_per_s``, ``device``, ``budget``, ``seed``, ``dataset``, ``versions``
 ``fail_reason``    one line, on failed trials; ``pruned_at_epoch`` on pruned ones
 ``weights``        artifact id of the trained state dict, when the search kept weights
-``reeval``         re-evaluation results, when `explorer.evaluate` ran
+``proxies``        zero-cost proxy scores at initialisation (`explorer.proxies`); None = undefined
+``prescreen``      on pre-screened trials: the candidates drawn, their scores, the one chosen
 =================  ==========================================================================
+
+`explorer.evaluate` keeps its re-evaluations as study attributes ``reeval:<trial number>``;
+`study_records` copies each into its record's ``attrs["reeval"]``.
 
 Nothing here trusts the storage: a record whose design does not validate has ``block=None`` and
 says why in ``problem``.
@@ -113,9 +117,24 @@ def trial_record(trial: FrozenTrial) -> TrialRecord:
     )
 
 
+REEVAL_PREFIX = "reeval:"
+
+
 def study_records(study: optuna.Study) -> list[TrialRecord]:
-    """All trials of a study as records, in trial-number order."""
-    return [trial_record(t) for t in study.get_trials(deepcopy=False)]
+    """All trials of a study as records, in trial-number order, each with its re-evaluation
+    (the study attribute ``reeval:<number>``, when there is one) as ``attrs["reeval"]``."""
+    reevals = {}
+    for key, value in study.user_attrs.items():
+        suffix = key[len(REEVAL_PREFIX) :]
+        if key.startswith(REEVAL_PREFIX) and suffix.isdigit() and isinstance(value, dict):
+            reevals[int(suffix)] = value
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        record = trial_record(t)
+        if t.number in reevals:
+            record.attrs["reeval"] = reevals[t.number]
+        records.append(record)
+    return records
 
 
 def objective_vector(record: TrialRecord, objectives: tuple[str, ...]) -> tuple[float, ...] | None:

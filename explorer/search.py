@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
 
+from .proxies import PROXY_NAMES
 from .results import (
     DEFAULT_OBJECTIVES,
     OBJECTIVES,
@@ -102,11 +103,14 @@ class SearchSettings:
     seed: int = 0
     sampler: str = "tpe"
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
-    workers: int = 1
+    workers: int | None = None  # None: auto (`auto_workers`)
     timeout: float | None = None
     references: bool = True
     prune: bool = True
     keep_weights: bool = True
+    proxies: bool = True
+    prescreen: int = 1
+    proxy: str = "naswot"
     width: float | None = None
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -192,9 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=int,
-        default=d.workers,
-        help="worker processes on this machine (spread over the GPUs when there are several)",
+        type=_workers_arg,
+        default="auto",
+        help="worker processes on this machine: auto is one per GPU on CUDA and one per CPU "
+        "core (up to 8) on a CPU, where separate processes beat threads (BENCHMARKS.md)",
     )
     p.add_argument(
         "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
@@ -223,8 +228,50 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not keep trained weights (export --weights needs them)",
     )
+    p.add_argument(
+        "--no-proxies",
+        dest="proxies",
+        action="store_false",
+        help="do not compute zero-cost proxy scores before training each trial",
+    )
+    p.add_argument(
+        "--prescreen",
+        type=int,
+        default=d.prescreen,
+        metavar="M",
+        help="draw M candidates per trial and train the one --proxy prefers (1: off; "
+        "off by default because it did not improve the front, see BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--proxy",
+        default=d.proxy,
+        choices=PROXY_NAMES,
+        help="zero-cost proxy that --prescreen ranks candidates by",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
     return p
+
+
+def _workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or auto, got {text!r}") from None
+
+
+def auto_workers(device: Any) -> int:
+    """Worker processes for ``--workers auto``: one per GPU, one per CPU core up to 8 on a CPU
+    (the search's networks are small: two one-thread processes train 1.4x as many trials per
+    minute as one two-thread process, BENCHMARKS.md "Threads per trial"), one on MPS."""
+    import torch
+
+    if device.type == "cuda":
+        return max(1, torch.cuda.device_count())
+    if device.type == "cpu":
+        return max(1, min(8, os.cpu_count() or 1))
+    return 1
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> SearchSettings:
@@ -232,10 +279,14 @@ def parse_settings(argv: Sequence[str] | None = None) -> SearchSettings:
     ns = build_parser().parse_args(argv)
     if ns.trials < 0:
         raise UsageError(f"--trials must be >= 0, got {ns.trials}")
-    if ns.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {ns.workers}")
+    if ns.workers == "auto":
+        ns.workers = None
+    elif ns.workers < 1:
+        raise UsageError(f"--workers must be >= 1 or auto, got {ns.workers}")
     if ns.timeout is not None and ns.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {ns.timeout}")
+    if ns.prescreen < 1:
+        raise UsageError(f"--prescreen must be >= 1, got {ns.prescreen}")
     if ns.width is not None and not 0 < ns.width <= 8:
         raise UsageError(f"--width must be in (0, 8], got {ns.width}")
     objectives = tuple(o.strip() for o in ns.objectives.split(",") if o.strip())
@@ -436,6 +487,8 @@ class Objective:
         try:
             model = self._build(net)
             attrs = self._static_metrics(model, net)
+            if self.s.proxies:
+                attrs["proxies"] = self._proxies(model)
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             result = self._train(trial, model, attrs)
@@ -490,6 +543,20 @@ class Objective:
             "dataset": self.s.dataset,
             "versions": self.versions,
         }
+
+    def _proxies(self, model) -> dict[str, float | None]:
+        """Zero-cost proxy scores at the weights the trial trains from (on a copy of the model)."""
+        import math
+
+        import torch
+
+        from .proxies import compute_proxies, proxy_batch
+
+        rng = torch.random.get_rng_state()
+        x, y = proxy_batch(self.data, self.device, self.s.seed)
+        scores = compute_proxies(model, x, y)
+        torch.random.set_rng_state(rng)  # training starts from the same state with or without
+        return {k: (round(v, 6) if math.isfinite(v) else None) for k, v in scores.items()}
 
     def _train(self, trial: optuna.Trial, model, attrs: dict[str, Any]):
         costs = {k: attrs[k] for k in self.s.objectives[1:] if k in attrs}
@@ -582,11 +649,13 @@ def run_worker(
     from . import train
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if s.workers is None:  # called directly: this process is the only worker
+        s = dataclasses.replace(s, workers=1)
     storage_url = s.storage or default_storage()
     device = train.resolve_device(_worker_device(s.device, worker_index))
     budget = s.budget or train.default_budget(device)
-    if s.workers > 1 and device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // s.workers))
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(s.workers))
     storage = open_storage(storage_url, heartbeat=60)
     study = create_or_load_study(s, storage, budget)
     study.sampler = make_sampler(s.sampler, s.seed + worker_index)
@@ -605,14 +674,36 @@ def run_worker(
 
     if search_done(study, target) >= target and not _pending_references(study):
         return
+    callbacks = [stop_when_done]
+    if s.prescreen > 1:
+        from .proxies import Prescreener
+
+        prescreener = Prescreener(
+            m=s.prescreen,
+            network=objective.network,
+            make_sampler=lambda n: make_sampler(s.sampler, s.seed + worker_index + n),
+            data=data,
+            device=device,
+            proxy=s.proxy,
+            seed=s.seed,
+            target=target,
+            max_waiting=s.workers,
+        )
+        prescreener(study)  # the first trial is pre-screened too
+        callbacks.insert(0, prescreener)
     study.optimize(
         objective,
         n_trials=n_trials,
         timeout=s.timeout,
         catch=(TrialFailed,),
-        callbacks=[stop_when_done],
+        callbacks=callbacks,
         gc_after_trial=False,
     )
+
+
+def cpu_threads(workers: int) -> int:
+    """Torch threads per worker process on a CPU: the cores shared out evenly."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _pending_references(study: optuna.Study) -> bool:
@@ -720,18 +811,24 @@ def summary(study: optuna.Study, storage_url: str) -> str:
     front = pareto_front(records, objectives)
     refs = [r for r in records if r.reference and r.complete]
     rows = [(r, "front") for r in front if not r.reference] + [(r, "reference") for r in refs]
+    reevals = {r.number: _reeval_text(r) for r, _ in rows}
+    reeval_col = any(reevals.values())
     lines = [
         f"study {study.study_name!r}: {sum(r.complete for r in records)} complete, "
         f"{sum(r.state == 'PRUNED' for r in records)} pruned, {sum(r.state == 'FAIL' for r in records)} failed; "
         f"hypervolume {hypervolume(records):.4f}",
         "",
-        f"{'trial':>7}  {'role':<9} {'val acc':>7} {'params':>9} {'MFLOPs':>8} {'lat ms':>7}  design",
+        f"{'trial':>7}  {'role':<9} {'val acc':>7} "
+        + (f"{'re-evaluated test acc':<24} " if reeval_col else "")
+        + f"{'params':>9} {'MFLOPs':>8} {'lat ms':>7}  design",
     ]
     for r, role in rows:
         role = r.reference if role == "reference" else ("front" + ("*" if r in front else ""))
         flops = r.get("flops")
         lines.append(
-            f"{r.number:>7}  {role:<9} {r.get('val_acc', float('nan')):7.4f} {r.get('params', 0):>9,} "
+            f"{r.number:>7}  {role:<9} {r.get('val_acc', float('nan')):7.4f} "
+            + (f"{reevals[r.number] or '-':<24} " if reeval_col else "")
+            + f"{r.get('params', 0):>9,} "
             f"{(flops or 0) / 1e6:8.2f} {r.get('latency_ms', float('nan')):7.2f}  {r.block.short() if r.block else '?'}"
         )
     for r in refs:
@@ -747,7 +844,8 @@ def summary(study: optuna.Study, storage_url: str) -> str:
                 f"{len(better)} front design(s) beat {r.reference}: more accurate with no more parameters"
             )
     lines.append(
-        "(FLOPs per image are 2 x multiply-adds; latency at batch 1 on the trial's device)"
+        "(FLOPs per image are 2 x multiply-adds; latency at batch 1 on the trial's device"
+        + ("; re-evaluated: test accuracy mean ± std over seeds, python -m explorer.evaluate)" if reeval_col else ")")
     )
     storage_arg = (
         "" if storage_url == default_storage() else f" --storage {_quote(redact(storage_url))}"
@@ -760,6 +858,17 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         f"  python -m explorer.export --study {name}{storage_arg} --best -o best_block.py",
     ]
     return "\n".join(lines)
+
+
+def _reeval_text(r: TrialRecord) -> str:
+    """``0.8812 ± 0.0031 (3 seeds)`` from a record's re-evaluation, or "" when it has none."""
+    from .evaluate import Reeval
+
+    try:
+        reeval = Reeval.from_dict(r.attrs.get("reeval"))
+    except ValueError:
+        return ""
+    return f"{reeval.test_acc_mean:.4f} ± {reeval.test_acc_std:.4f} ({reeval.seeds}x)"
 
 
 def _quote(text: str) -> str:
@@ -782,6 +891,8 @@ def run(s: SearchSettings) -> optuna.Study:
     storage = open_storage(storage_url, heartbeat=60)
     device = train.resolve_device(s.device)
     budget = s.budget or train.default_budget(device)
+    if s.workers is None:
+        s = dataclasses.replace(s, workers=auto_workers(device))
     # Check the data before starting workers, so a missing dataset is one clear line.
     data_mod.find_dataset(s.dataset, s.data_dir)
     study = create_or_load_study(s, storage, budget)
@@ -789,7 +900,7 @@ def run(s: SearchSettings) -> optuna.Study:
     if not s.quiet:
         print(
             f"study {study.study_name!r} in {redact(storage_url)}: budget {budget} on {device}, "
-            f"sampler {s.sampler}, objectives {', '.join(s.objectives)}, "
+            f"sampler {s.sampler}, objectives {', '.join(s.objectives)}, {s.workers} worker(s), "
             f"{search_done(study, s.trials)}/{s.trials} search trials done or running",
             file=sys.stderr,
         )

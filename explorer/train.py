@@ -131,8 +131,11 @@ class TrainConfig:
 
 # Calibrated on a 2-core CPU with bench/calibrate.py; see BENCHMARKS.md, "Budget calibration".
 BUDGETS: dict[str, TrainConfig] = {
-    "smoke": TrainConfig(lr=3e-3, batch_size=32, epochs=2, train_images=256, val_images=128,
-                         final_val_images=128, warmup=0.3, augment=True),
+    # 2 x 512 images at batch 16 (64 steps), a few seconds on one CPU thread: enough for v1 and
+    # v2 to rise well above chance (about 0.4 and 0.5), so smoke-budget comparisons of searches
+    # (BENCHMARKS.md) rank designs by more than their size.
+    "smoke": TrainConfig(lr=1e-2, batch_size=16, epochs=2, train_images=512, val_images=256,
+                         final_val_images=256, warmup=0.3, augment=True),
     # 4 x 1,024 images at batch 16 (256 steps): short enough for ~10 s per design on two CPU
     # cores, long enough for designs without batch norm to start learning under AdamW.
     "quick": TrainConfig(),

@@ -284,6 +284,27 @@ def test_header_states_the_facts(demo) -> None:
     assert f"--study demo --trial {record.number}" in default
 
 
+def test_header_states_the_re_evaluation(demo) -> None:
+    _, study = demo
+    record = next(r for r in study_records(study) if r.reference == "v1")
+    key = f"reeval:{record.number}"
+    study.set_user_attr(
+        key,
+        {"test_acc": [0.8, 0.82], "val_acc": [0.79, 0.81], "budget": "long",
+         "test_acc_mean": 0.81, "test_acc_std": 0.0141, "seeds": 2},
+    )
+    try:
+        doc = " ".join(ast.get_docstring(ast.parse(export_source(study, [record.number]))).split())
+        assert "re-evaluated test accuracy 0.8100 ± 0.0141 (mean ± std over 2 seeds, budget long)" in doc
+        # a budget name that is not a plain word is not pasted into the code
+        study.set_user_attr(key, {"test_acc_mean": 0.81, "test_acc_std": 0.01, "seeds": 2,
+                                  "budget": 'x"""; import os'})
+        source = export_source(study, [record.number])
+        assert "import os" not in source and "test accuracy not measured" in source
+    finally:
+        study.set_user_attr(key, None)
+
+
 def _hostile_study(tmp_path: Path, network: dict, **attrs) -> optuna.Study:
     study = optuna.create_study(study_name=NASTY, directions=["maximize", "minimize"])
     study.set_user_attr("objectives", ["val_acc", "params"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from explorer import search
+from explorer.proxies import PROXY_NAMES
 from explorer.results import study_records
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
 
@@ -38,6 +40,8 @@ def base_args(tmp_path: Path, data: Path, trials: int = 2) -> list[str]:
         str(tmp_path / "s.journal"),
         "--study",
         "t",
+        "--workers",
+        "1",
         "--quiet",
     ]
 
@@ -50,6 +54,9 @@ def base_args(tmp_path: Path, data: Path, trials: int = 2) -> list[str]:
         (["--objectives", "val_acc,beauty"], "beauty"),
         (["--objectives", "params"], "val_acc"),
         (["--workers", "0"], "--workers"),
+        (["--workers", "many"], "--workers"),
+        (["--prescreen", "0"], "--prescreen"),
+        (["--proxy", "fisher"], "--proxy"),
         (["--sampler", "cma"], "--sampler"),
         (["--storage", "mongodb://x/y"], "mongodb"),
         (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
@@ -128,6 +135,8 @@ def test_search_trains_references_first_and_records_everything(tmp_path, tiny_fm
         assert a["flops"] > 0 and a["latency_ms"] > 0 and a["images_per_s"] > 0
         assert len(a["curves"]["val_acc"]) == len(a["curves"]["train_loss"]) >= 1
         assert {"device", "budget", "seed", "versions", "train_time_s", "weights"} <= set(a)
+        assert set(a["proxies"]) == set(PROXY_NAMES)  # scored before training
+        assert all(v is None or math.isfinite(v) for v in a["proxies"].values())
     # the closing summary shows the references and what to run next
     assert "v1" in out and "v2" in out and "explorer.export" in out and "streamlit run" in out
 
@@ -188,12 +197,76 @@ def test_diverging_trial_is_recorded_and_search_goes_on(tmp_path, tiny_fmnist, c
     assert len(done) == 4  # two references and two search trials despite the failure
 
 
-def test_no_references_flag(tmp_path, tiny_fmnist, capsys):
-    assert run_cli([*base_args(tmp_path, tiny_fmnist, trials=1), "--no-references"], capsys)[0] == 0
+def test_no_references_and_no_proxies_flags(tmp_path, tiny_fmnist, capsys):
+    args = [*base_args(tmp_path, tiny_fmnist, trials=1), "--no-references", "--no-proxies"]
+    assert run_cli(args, capsys)[0] == 0
     study = optuna.load_study(
         study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
     )
     assert len(study.trials) == 1 and "reference" not in study.trials[0].user_attrs
+    assert "proxies" not in study.trials[0].user_attrs
+
+
+def test_proxies_do_not_change_what_a_trial_learns(tmp_path, tiny_fmnist, capsys):
+    accs = []
+    for flag in ([], ["--no-proxies"]):
+        args = [*base_args(tmp_path / str(len(accs)), tiny_fmnist, 1), "--no-references", *flag]
+        assert run_cli(args, capsys)[0] == 0
+        study = optuna.load_study(
+            study_name="t", storage=search.open_storage(str(tmp_path / str(len(accs)) / "s.journal"))
+        )
+        accs.append(study.trials[0].user_attrs["curves"]["val_acc"])
+    assert accs[0] == accs[1]
+
+
+def test_prescreen_trains_the_candidate_the_proxy_chose(tmp_path, tiny_fmnist, capsys):
+    args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--no-references", "--prescreen", "3"]
+    assert run_cli(args, capsys)[0] == 0
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    assert len(study.trials) == 2  # nothing left queued beyond --trials
+    for t in study.trials:
+        pre = t.user_attrs["prescreen"]
+        assert pre["m"] == 3 and pre["proxy"] == "naswot" and len(pre["scores"]) == 3
+        assert pre["params"][pre["chosen"]] == t.user_attrs["params"]
+        # the choice is not dominated: no other candidate scores higher with no more parameters
+        chosen_score = pre["scores"][pre["chosen"]]
+        for score, params in zip(pre["scores"], pre["params"]):
+            if score is not None and chosen_score is not None:
+                assert not (score > chosen_score and params <= t.user_attrs["params"])
+
+
+def test_workers_default_to_one_per_core_on_a_cpu(monkeypatch):
+    import torch
+
+    assert search.parse_settings([]).workers is None  # auto, resolved once the device is known
+    assert search.parse_settings(["--workers", "3"]).workers == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert search.auto_workers(torch.device("cpu")) == 2
+    assert search.cpu_threads(2) == 1 and search.cpu_threads(1) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert search.auto_workers(torch.device("cpu")) == 8 and search.cpu_threads(8) == 8
+
+
+def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
+    from tests.helpers import make_study
+
+    study = make_study(str(tmp_path / "s.journal"), weights=False)
+    records = study_records(study)
+    v1 = next(r for r in records if r.reference == "v1")
+    study.set_user_attr(
+        f"reeval:{v1.number}",
+        {"test_acc": [0.8, 0.82], "val_acc": [0.79, 0.81], "budget": "long",
+         "test_acc_mean": 0.81, "test_acc_std": 0.0141, "seeds": 2},
+    )
+    again = {r.number: r for r in study_records(study)}
+    assert again[v1.number].attrs["reeval"]["test_acc"] == [0.8, 0.82]
+    assert all("reeval" not in r.attrs for n, r in again.items() if n != v1.number)
+    text = search.summary(study, str(tmp_path / "s.journal"))
+    assert "re-evaluated test acc" in text
+    row = next(line for line in text.splitlines() if " v1 " in line)
+    assert "0.8100 ± 0.0141 (2x)" in row
 
 
 def _record(acc_curve, params):
