@@ -9,7 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import BlockDiagram, ImportanceInfo, ParetoInfo, Point, ProgressInfo
+from .data import BlockDiagram, ImportanceInfo, ParetoInfo, Point, ProgressInfo, ProxyInfo
 
 # One look per trial state: complete trials are plain dots, pruned ones hollow, failed ones
 # crosses, so the states stay apart in print and for colour-blind readers too.
@@ -230,6 +230,61 @@ def importance_figure(info: ImportanceInfo) -> go.Figure:
         margin=dict(l=10, r=10, t=50, b=10),
         title=dict(text="parameter importance for validation accuracy", font=dict(size=14)),
         xaxis_title="importance",
+    )
+    return fig
+
+
+def proxy_correlation_figure(info: ProxyInfo) -> go.Figure:
+    """Spearman correlation with validation accuracy per proxy, the parameter count as baseline."""
+    names = list(info.correlations)[::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=[info.correlations[n] for n in names],
+            y=[f"{n} (baseline)" if n == "params" else n for n in names],
+            orientation="h",
+            marker_color=["#bab0ac" if n == "params" else "#4c78a8" for n in names],
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template="plotly_white",
+        height=max(220, 30 * len(names) + 90),
+        margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(
+            text=f"rank correlation with validation accuracy ({info.trials} trials)",
+            font=dict(size=14),
+        ),
+        xaxis=dict(title="Spearman correlation", range=[-1, 1]),
+    )
+    return fig
+
+
+def proxy_scatter_figure(info: ProxyInfo, proxy: str) -> go.Figure:
+    """One proxy's score against the trained accuracy, a point per trial."""
+    points = info.points.get(proxy, [])
+    fig = go.Figure(
+        go.Scatter(
+            x=[p[1] for p in points],
+            y=[p[2] for p in points],
+            mode="markers",
+            customdata=[[p[0]] for p in points],
+            marker=dict(color="#4c78a8", size=7),
+            hovertemplate="trial %{customdata[0]}<br>" + proxy + " %{x:.4g}<br>"
+            "val acc %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template="plotly_white",
+        height=360,
+        margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(
+            text=f"{proxy} at initialisation against trained accuracy "
+            f"(Spearman {info.correlations.get(proxy, float('nan')):.2f})",
+            font=dict(size=14),
+        ),
+        xaxis_title=f"{proxy} score",
+        yaxis_title="validation accuracy",
+        uirevision=UIREVISION,
     )
     return fig
 

@@ -361,6 +361,57 @@ def progress_info(records: list[TrialRecord]) -> ProgressInfo:
     )
 
 
+class ProxyInfo(NamedTuple):
+    """How well each zero-cost proxy (scored before training) ranks the trained designs."""
+
+    correlations: dict[str, float]  # score name -> Spearman rank correlation with val_acc
+    trials: int  # complete trials scored by every proxy shown
+    points: dict[str, list[tuple[int, float, float]]]  # proxy -> (trial, score, val_acc)
+    message: str | None  # why there is nothing to show
+
+
+MIN_PROXY_TRIALS = 5
+
+
+def proxy_info(records: list[TrialRecord], min_trials: int = MIN_PROXY_TRIALS) -> ProxyInfo:
+    """Spearman rank correlation of each stored proxy score, and of the parameter count alone
+    (a strong baseline), with final validation accuracy over the complete trials."""
+    scored: dict[str, list[tuple[int, float, float]]] = {}
+    for r in records:
+        acc = _number_or_none(r.attrs.get("val_acc"))
+        proxies = r.attrs.get("proxies")
+        if not r.complete or acc is None or not isinstance(proxies, dict):
+            continue
+        scores = {str(k): _number_or_none(v) for k, v in proxies.items()}
+        scores["params"] = _number_or_none(r.attrs.get("params"))
+        for name, value in scores.items():
+            if value is not None:
+                scored.setdefault(name, []).append((r.number, value, acc))
+    usable = {k: v for k, v in scored.items() if len(v) >= min_trials}
+    if "params" not in usable or len(usable) < 2:
+        return ProxyInfo(
+            {}, 0, {},
+            f"Proxy scores need at least {min_trials} complete trials that stored them "
+            "(the search scores every trial unless --no-proxies).",
+        )
+    correlations = {name: spearman([p[1] for p in pts], [p[2] for p in pts])
+                    for name, pts in usable.items()}
+    order = sorted(correlations, key=lambda k: (k == "params", -abs(correlations[k])))
+    return ProxyInfo(
+        {k: correlations[k] for k in order},
+        min(len(v) for v in usable.values()),
+        {k: usable[k] for k in order if k != "params"},
+        None,
+    )
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when a side is constant."""
+    rx, ry = pd.Series(x).rank(), pd.Series(y).rank()
+    value = rx.corr(ry)
+    return float(value) if value == value else math.nan
+
+
 class ImportanceInfo(NamedTuple):
     importances: dict[str, float]  # parameter -> importance, largest first
     message: str | None  # why there are none

@@ -248,6 +248,19 @@ def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) ->
         st.info(importance.message, icon="ℹ️")
     else:
         st.plotly_chart(charts.importance_figure(importance), key="importance")
+    st.subheader("Zero-cost proxies")
+    st.caption(
+        "Scores of each design at initialisation, from one batch, before training; how well "
+        "they rank the trained designs, next to the parameter count alone."
+    )
+    proxies = data.proxy_info(loaded.records)
+    if proxies.message:
+        st.info(proxies.message, icon="ℹ️")
+    else:
+        left, right = st.columns(2)
+        left.plotly_chart(charts.proxy_correlation_figure(proxies), key="proxy_corr")
+        chosen = right.selectbox("proxy", list(proxies.points), key="proxy")
+        right.plotly_chart(charts.proxy_scatter_figure(proxies, chosen), key="proxy_scatter")
 
 
 def _trials_tab(records: list[TrialRecord], study_name: str) -> None:

@@ -123,8 +123,10 @@ def mode_default(args) -> None:
 
 
 def run_one(
-    sampler: str, seed: int, trials: int, budget: str, prune: bool
+    sampler: str, seed: int, trials: int, budget: str, prune: bool, parallel: int = 1
 ) -> tuple[float, float, list]:
+    """One search in this process; `parallel` searches run side by side share the cores."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         s = SearchSettings(
             trials=trials,
@@ -137,6 +139,8 @@ def run_one(
             prune=prune,
             quiet=True,
             keep_weights=False,
+            proxies=False,  # the same for every sampler; not what is compared here
+            workers=parallel,  # only sets the torch threads: cores / parallel
         )
         start = time.perf_counter()
         run_worker(s)
@@ -146,32 +150,48 @@ def run_one(
     return hypervolume(records), wall, records
 
 
+def run_all(jobs: list[tuple], parallel: int):
+    """Results of `run_one(*job, parallel)` for each job, `parallel` at a time, in job order."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_one, *job, parallel) for job in jobs]
+        for job, future in zip(jobs, futures):
+            yield job, future.result()
+
+
 def mode_samplers(args) -> None:
     rows, hv = [], {"tpe": [], "random": []}
     dominate = {"tpe": [], "random": []}
-    for seed in range(args.seeds):
-        for sampler in ("tpe", "random"):
-            h, wall, records = run_one(sampler, seed, args.trials, args.budget, prune=True)
-            hv[sampler].append(h)
-            front = pareto_front(records)
-            refs = {r.reference: r for r in records if r.reference and r.complete}
-            beats = all(
-                any(
-                    not f.reference
-                    and f.get("val_acc") > ref.get("val_acc")
-                    and f.get("params") <= ref.get("params")
-                    for f in front
-                )
-                for ref in refs.values()
+    jobs = [
+        (sampler, seed, args.trials, args.budget, True)
+        for seed in range(args.seeds)
+        for sampler in ("tpe", "random")
+    ]
+    for (sampler, seed, *_), (h, wall, records) in run_all(jobs, args.parallel):
+        hv[sampler].append(h)
+        front = pareto_front(records)
+        refs = {r.reference: r for r in records if r.reference and r.complete}
+        beats = all(
+            any(
+                not f.reference
+                and f.get("val_acc") > ref.get("val_acc")
+                and f.get("params") <= ref.get("params")
+                for f in front
             )
-            dominate[sampler].append(beats)
-            rows.append(
-                f"| {sampler} | {seed} | {h:.4f} | {wall / 60:.1f} | {'yes' if beats else 'no'} |"
-            )
-            print(rows[-1], flush=True)
+            for ref in refs.values()
+        )
+        dominate[sampler].append(beats)
+        rows.append(
+            f"| {sampler} | {seed} | {h:.4f} | {wall / 60:.1f} | {'yes' if beats else 'no'} |"
+        )
+        print(rows[-1], flush=True)
     body = [
         f"Command: `python bench/search.py samplers --trials {args.trials} --budget {args.budget} "
-        f"--seeds {args.seeds}`. Machine: {machine()}. Date: {date.today()}.",
+        f"--seeds {args.seeds} --parallel {args.parallel}`. Machine: {machine()}. "
+        f"Date: {date.today()}. Searches ran {args.parallel} at a time, one torch thread each "
+        "per core share, so wall times are comparable within the table only.",
         f"Hypervolume of (val accuracy, parameters) against the fixed point accuracy "
         f"{HV_REFERENCE['val_acc']}, {HV_REFERENCE['params']:,} parameters, normalised to [0, 1]; "
         f"{args.trials} search trials plus v1/v2 each, pruning on.",
@@ -191,17 +211,21 @@ def mode_samplers(args) -> None:
 
 def mode_prune(args) -> None:
     rows = []
-    for seed in range(args.seeds):
-        for prune in (True, False):
-            h, wall, records = run_one("tpe", seed, args.trials, args.budget, prune=prune)
-            pruned = sum(r.state == "PRUNED" for r in records)
-            rows.append(
-                f"| {'on' if prune else 'off'} | {seed} | {wall / 60:.2f} | {pruned} | {h:.4f} |"
-            )
-            print(rows[-1], flush=True)
+    jobs = [
+        ("tpe", seed, args.trials, args.budget, prune)
+        for seed in range(args.seeds)
+        for prune in (True, False)
+    ]
+    for (_, seed, _, _, prune), (h, wall, records) in run_all(jobs, args.parallel):
+        pruned = sum(r.state == "PRUNED" for r in records)
+        rows.append(
+            f"| {'on' if prune else 'off'} | {seed} | {wall / 60:.2f} | {pruned} | {h:.4f} |"
+        )
+        print(rows[-1], flush=True)
     body = [
         f"Command: `python bench/search.py prune --trials {args.trials} --budget {args.budget} "
-        f"--seeds {args.seeds}`. Machine: {machine()}. Date: {date.today()}.",
+        f"--seeds {args.seeds} --parallel {args.parallel}`. Machine: {machine()}. "
+        f"Date: {date.today()}. Searches ran {args.parallel} at a time.",
         "",
         "| pruning | seed | wall (min) | pruned trials | hypervolume |",
         "|---|---|---|---|---|",
@@ -219,6 +243,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", default="smoke", help="budget for samplers/prune modes")
+    p.add_argument(
+        "--parallel", type=int, default=2, help="samplers/prune: searches run at once"
+    )
     p.add_argument(
         "--storage", default=None, help="default mode: keep the study in this new journal file"
     )

@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file of flag values, keys named as the flags (trials = 200, budget = "
+        "\"standard\", prune = false, ...); flags given on the command line win; examples in "
+        "studies/",
+    )
+    p.add_argument(
         "--trials",
         type=int,
         default=d.trials,
@@ -274,9 +281,62 @@ def auto_workers(device: Any) -> int:
     return 1
 
 
+# Config keys that are switches: the value that turns the flag on.
+_SWITCHES = {
+    "references": ("--no-references", False),
+    "prune": ("--no-prune", False),
+    "weights": ("--no-weights", False),
+    "proxies": ("--no-proxies", False),
+    "quiet": ("--quiet", True),
+}
+
+
+def config_args(path: str, parser: argparse.ArgumentParser) -> list[str]:
+    """The flags a ``--config`` TOML file stands for, checked by the same parser as the command
+    line: ``budget = "smoke"`` is ``--budget smoke``, ``prune = false`` is ``--no-prune``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: not valid TOML ({exc})") from None
+    known = {a.dest for a in parser._actions} - {"help", "config", "keep_weights", *_SWITCHES}
+    tokens: list[str] = []
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name in _SWITCHES:
+            flag, on = _SWITCHES[name]
+            if not isinstance(value, bool):
+                raise UsageError(f"--config {path}: {key} must be true or false, got {value!r}")
+            tokens += [flag] if value == on else []
+        elif name in known:
+            if isinstance(value, list):
+                value = ",".join(map(str, value))
+            if isinstance(value, (dict, bool)):
+                raise UsageError(f"--config {path}: {key} cannot be {value!r}")
+            tokens += [f"--{name.replace('_', '-')}", str(value)]
+        else:
+            raise UsageError(
+                f"--config {path}: unknown key {key!r}; keys are the flag names: "
+                f"{', '.join(sorted(known | set(_SWITCHES)))}"
+            )
+    return tokens
+
+
 def parse_settings(argv: Sequence[str] | None = None) -> SearchSettings:
     """Parse and validate the command line; raises `UsageError` for values argparse cannot check."""
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    config = pre.parse_known_args(argv)[0].config
+    if config:
+        argv = config_args(config, parser) + argv  # the command line comes last and wins
+    ns = parser.parse_args(argv)
     if ns.trials < 0:
         raise UsageError(f"--trials must be >= 0, got {ns.trials}")
     if ns.workers == "auto":
@@ -304,6 +364,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> SearchSettings:
             "--objectives needs at least one cost besides val_acc (e.g. val_acc,params)"
         )
     values = vars(ns) | {"objectives": objectives}
+    values.pop("config")
     return SearchSettings(**values)
 
 

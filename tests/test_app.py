@@ -177,6 +177,27 @@ def test_progress_info(records):
     assert len(charts.hypervolume_figure(info).data[0].x) == N_SEARCH + 2
 
 
+def test_proxy_info_ranks_proxies_against_the_parameter_baseline(records):
+    info = data.proxy_info(records)
+    assert info.message is None and info.trials == N_SEARCH + 2
+    # the demo's naswot follows accuracy, snip is noise; params is listed last, as the baseline
+    assert list(info.correlations)[-1] == "params"
+    assert info.correlations["naswot"] > 0.9 and abs(info.correlations["snip"]) < 0.7
+    assert set(info.points) == {"naswot", "synflow", "snip"}
+    assert len(charts.proxy_correlation_figure(info).data[0].x) == 4
+    assert len(charts.proxy_scatter_figure(info, "naswot").data[0].x) == N_SEARCH + 2
+    few = data.proxy_info(records[:4])
+    assert few.correlations == {} and "at least 5 complete trials" in few.message
+
+
+def test_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+
+    x, y = [3.0, 1.0, 2.0, 2.0, 5.0, 4.0], [0.1, 0.5, 0.2, 0.3, 0.9, 0.4]
+    assert math.isclose(data.spearman(x, y), spearmanr(x, y).statistic, rel_tol=1e-12)
+    assert math.isnan(data.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
 def test_importances_rank_the_search_parameters(demo):
     info = data.param_importances(load_study(demo, "demo"))
     assert info.message is None
@@ -349,8 +370,9 @@ def test_every_tab_renders(app, demo, tab):
     at.run()
     assert not at.exception and not at.error
     if tab == "Search progress":
-        titles = [_figure(at, i)["layout"]["title"]["text"] for i in range(3)]
+        titles = [_figure(at, i)["layout"]["title"]["text"] for i in range(5)]
         assert "hypervolume" in titles[0] and "importance" in titles[2]
+        assert "rank correlation" in titles[3] and titles[4].startswith("naswot")
     elif tab == "Trials":
         assert at.dataframe[0].value.shape[0] == N_TRIALS
         assert [b.label for b in at.get("download_button")] == ["Download CSV"]

@@ -380,3 +380,40 @@ def test_study_opens_in_optuna_dashboard(tmp_path, tiny_fmnist, capsys):
     assert status.startswith("200")
     trials = json.loads(body)["trials"]
     assert len(trials) == 3 and any(a["key"] == "reference" for a in trials[0]["user_attrs"])
+
+
+def test_config_file_sets_flags_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'trials = 7\nbudget = "smoke"\nobjectives = ["val_acc", "params", "flops"]\n'
+        "prune = false\nreferences = true\nworkers = 2\n"
+    )
+    s = search.parse_settings(["--config", str(config), "--trials", "3"])
+    assert (s.trials, s.budget, s.objectives) == (3, "smoke", ("val_acc", "params", "flops"))
+    assert s.prune is False and s.references is True and s.workers == 2
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("trials = -4\n", "--trials"),
+        ('budget = "huge"\n', "huge"),
+        ("colour = 1\n", "unknown key 'colour'"),
+        ('prune = "no"\n', "true or false"),
+        ("trials = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(text, needle, tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    code, _, err = run_cli(["--config", str(config)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    code, _, err = run_cli(["--config", str(tmp_path / "missing.toml")], capsys)
+    assert code == 2 and "cannot read" in err
+
+
+def test_shipped_study_configs_parse():
+    configs = sorted((ROOT / "studies").glob("*.toml"))
+    assert configs
+    for path in configs:
+        search.parse_settings(["--config", str(path)])
