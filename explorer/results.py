@@ -13,6 +13,8 @@ The search writes, for each trial, these user attributes (the schema every reade
 ``curves``         per-epoch lists: ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``
 ``train_time_s``, ``images_per_s``, ``device``, ``budget``, ``seed``, ``dataset``, ``versions``
 ``fail_reason``    one line, on failed trials; ``pruned_at_epoch`` on pruned ones
+``duplicate_of``   the earlier trial of the same design whose results this one copies (seeded
+                   training would repeat them), instead of training again
 ``weights``        artifact id of the trained state dict, when the search kept weights
 ``proxies``        zero-cost proxy scores at initialisation (`explorer.proxies`); None = undefined
 ``prescreen``      on pre-screened trials: the candidates drawn, their scores, the one chosen

@@ -544,6 +544,9 @@ class Objective:
             net = self.network(trial)
         except ValueError as exc:
             return self._fail(trial, f"invalid design: {exc}")
+        twin = None if trial.user_attrs.get("reference") else self._trained_twin(trial)
+        if twin is not None:
+            return self._copy(trial, twin)
         model = None
         try:
             model = self._build(net)
@@ -572,6 +575,31 @@ class Objective:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+    def _trained_twin(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """An earlier finished trial of the same design: training is seeded, so it would give the
+        same result again (samplers do propose a design twice, TPE late in a search)."""
+        for t in trial.study.get_trials(deepcopy=False, states=FINISHED):
+            attrs = t.user_attrs
+            if (
+                t.params == trial.params
+                and attrs.get("budget") == self.budget
+                and attrs.get("seed") == self.s.seed
+                and attrs.get("curves")
+            ):
+                return t
+        return None
+
+    def _copy(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+        """Record `twin`'s results as this trial's, without training (a pruned twin prunes)."""
+        own = ("worker", "reference", "attempt", "retry_of", "prescreen", "duplicate_of")
+        for key, value in twin.user_attrs.items():
+            if key not in own:
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("duplicate_of", twin.number)
+        if twin.state == TrialState.PRUNED:
+            raise optuna.TrialPruned(f"the same design as trial {twin.number}, which was pruned")
+        return tuple(twin.values)
 
     def _build(self, net: NetworkConfig):
         import torch
@@ -859,6 +887,8 @@ def trial_line(r: TrialRecord) -> str:
         acc = curve[-1] if curve else float("nan")
         head += f" at epoch {r.get('pruned_at_epoch', len(curve))}"
     design = r.block.short() if r.block else "?"
+    if isinstance(r.get("duplicate_of"), int):
+        design += f"  (same design as trial {r.get('duplicate_of')}, not retrained)"
     return (
         f"{head} acc {acc:.4f}  params {r.get('params', 0):>8,}  "
         f"time {r.get('train_time_s', 0):5.1f}s  {design}"
@@ -884,7 +914,7 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         + f"{'params':>9} {'MFLOPs':>8} {'lat ms':>7}  design",
     ]
     for r, role in rows:
-        role = r.reference if role == "reference" else ("front" + ("*" if r in front else ""))
+        role = r.reference if role == "reference" else "front"
         flops = r.get("flops")
         lines.append(
             f"{r.number:>7}  {role:<9} {r.get('val_acc', float('nan')):7.4f} "

@@ -417,3 +417,18 @@ def test_shipped_study_configs_parse():
     assert configs
     for path in configs:
         search.parse_settings(["--config", str(path)])
+
+
+def test_a_design_proposed_again_is_not_retrained(tmp_path, tiny_fmnist, capsys):
+    args = [*base_args(tmp_path, tiny_fmnist, trials=1), "--no-references", "--no-weights"]
+    assert run_cli(args, capsys)[0] == 0
+    storage = search.open_storage(str(tmp_path / "s.journal"))
+    study = optuna.load_study(study_name="t", storage=storage)
+    first = study.trials[0]
+    study.enqueue_trial(first.params)
+    args[1] = "2"  # --trials 2
+    assert run_cli(args, capsys)[0] == 0
+    second = optuna.load_study(study_name="t", storage=storage).trials[1]
+    assert second.params == first.params and second.user_attrs["duplicate_of"] == 0
+    assert second.values == first.values and second.state == first.state
+    assert second.user_attrs["curves"] == first.user_attrs["curves"]
