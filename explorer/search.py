@@ -737,7 +737,8 @@ def run_worker(
     from . import data as data_mod
     from . import train
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are reported by our own one-line log (trial_line), not by Optuna's tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if s.workers is None:  # called directly: this process is the only worker
         s = dataclasses.replace(s, workers=1)
     storage_url = s.storage or default_storage()

@@ -4,7 +4,7 @@ reference markers must render, follow new trials and open a design's details on 
 
     pytest -m browser tests/test_browser.py                  # the check, screenshot in tmp_path
     DASHBOARD_SCREENSHOT=1 pytest -m browser tests/test_browser.py   # also write docs/dashboard.png
-    python -m tests.test_browser [docs/dashboard.png]        # only the README screenshot
+    python -m tests.test_browser [docs/dashboard.png [STORAGE STUDY]]   # only the screenshot
 
 Needs Debian's chromium and chromium-driver; without them the test is skipped, except under CI
 (CI=true), where it fails instead.
@@ -306,8 +306,12 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":
+    # python -m tests.test_browser [OUT.png [STORAGE STUDY]]: the demo study, or a real one
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else README_SCREENSHOT
     with tempfile.TemporaryDirectory() as tmp:
-        demo = demo_study(Path(tmp))
-        screenshot_dashboard(demo, DEMO_STUDY, target.resolve(), Path(tmp))
+        if len(sys.argv) > 3:
+            storage, study = str(Path(sys.argv[2]).resolve()), sys.argv[3]
+        else:
+            storage, study = demo_study(Path(tmp)), DEMO_STUDY
+        screenshot_dashboard(storage, study, target.resolve(), Path(tmp))
     print(f"wrote {target}")
