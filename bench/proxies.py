@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from report import write_section  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from explorer.data import load_dataset  # noqa: E402
@@ -41,18 +42,6 @@ SECTION = "Zero-cost proxies on our space"
 BOOTSTRAP = 2000
 
 
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) the `## title` section of BENCHMARKS.md, leaving the others alone."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    head = f"## {title}\n"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + head + body.rstrip() + "\n" + (text[nxt:] if nxt != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + head + body.rstrip() + "\n"
-    path.write_text(text)
 
 
 def machine() -> str:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
+from report import write_section  # noqa: E402
 
 from explorer.results import HV_REFERENCE, hypervolume, pareto_front, study_records  # noqa: E402
 from explorer.search import SearchSettings, run_worker  # noqa: E402
@@ -38,18 +39,6 @@ def machine() -> str:
     )
 
 
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) the `## title` section of BENCHMARKS.md."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    head = f"## {title}\n"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + head + body.rstrip() + "\n" + (text[nxt:] if nxt != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + head + body.rstrip() + "\n"
-    path.write_text(text)
 
 
 def front_vs_refs(records) -> list[str]:

@@ -92,7 +92,8 @@ def main() -> None:
     if args.mode == "_one":
         one(args)
         return
-    from search import machine, write_section
+    from report import write_section
+    from search import machine
 
     cores = os.cpu_count() or 1
     layouts = [(1, 1), (cores, 1), (1, cores)]
