@@ -3,8 +3,9 @@
 `python -m explorer.export --study NAME (--trial N | --best | --pareto) -o FILE.py` writes the
 chosen trials of a study as plain PyTorch, in the manner of torchvision's GoogLeNet: one
 ``ConvNormAct`` unit (with only the batch-norm placements the designs use), one ``Inception``
-block taking named widths, and one network class per design whose ``__init__`` reads as a table
-of constructor calls with literal widths and whose ``forward`` carries shape comments. With
+block taking named widths, and one network class per design whose ``__init__`` keyword
+defaults are the design (a table of literal ``BlockWidths``, one per stage, with the shapes in
+comments), so ``Net()`` builds it as trained and other keywords build variants. With
 ``--weights`` the trained state dicts are saved beside the code with a loader for each.
 
 The generated networks reproduce `search_space.build_network` exactly: the same parameters, the
@@ -50,6 +51,7 @@ from .storage import StorageError, artifact_dir, load_study, redact
 
 PROG = "python -m explorer.export"
 MODES = ("best", "pareto")
+WIDTH_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj")
 LINE_LENGTH = 100  # the project's ruff line length; the generated module keeps to it
 _ARTIFACT_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
 
@@ -567,6 +569,7 @@ def _inception_unit(used: _Used) -> list[str]:
         lines.append(f"            pool = {_POOL[used.pools[0]]}")
     lines += [
         "            self.branch4 = nn.Sequential(pool, conv(in_channels, pool_proj, 1))",
+        "        self.out_channels = ch1x1 + ch3x3 + wide + pool_proj",
         "",
         "    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:",
         "        return [branch(x) for branch in self.children()]",
@@ -602,7 +605,17 @@ def _init_unit(used: _Used) -> list[str]:
     return lines
 
 
+def _widths_unit() -> list[str]:
+    return [
+        "class BlockWidths(NamedTuple):",
+        '    """Output channels of each branch of an Inception block; 0 removes the branch."""',
+        "",
+        *(f"    {name}: int" for name in WIDTH_FIELDS),
+    ]
+
+
 def _network_unit(design: ExportDesign, used: _Used) -> list[str]:
+    """The network class: the design as keyword defaults, so ``Net()`` builds it as trained."""
     net = design.network
     block = net.block
     size = int(net.image_size)
@@ -614,97 +627,90 @@ def _network_unit(design: ExportDesign, used: _Used) -> list[str]:
             f"{_sentence(_kind(design))}; block widths x{float(net.width):g} of paper scale, "
             f"{stage_info}. {_sentence(_stats(design))} Shapes are for N x {in_ch} x {size} x "
             f"{size} inputs.",
+            "The keyword defaults are the design; other ``depths`` (blocks per stage), "
+            "``widths`` (one ``BlockWidths`` per stage, a 2x2 pool before each stage after the "
+            "first) or ``wide_kernels`` build variants of it.",
         ],
         4,
     )
-    lines = [f"class {design.class_name}(nn.Module):", *doc, ""]
-    signature = (
-        f"    def __init__(self, in_channels: int = {in_ch}, num_classes: int = "
-        f"{int(net.num_classes)}, dropout: float = {float(net.dropout)!r}) -> None:"
-    )
-    if len(signature) <= LINE_LENGTH:
-        lines.append(signature)
-    else:
-        lines += [
-            "    def __init__(",
-            "        self,",
-            f"        in_channels: int = {in_ch},",
-            f"        num_classes: int = {int(net.num_classes)},",
-            f"        dropout: float = {float(net.dropout)!r},",
-            "    ) -> None:",
-        ]
-    lines.append("        super().__init__()")
     kernels = "(" + ", ".join(f"({int(h)}, {int(w)})" for h, w in block.wide_kernels())
     kernels += ",)" if len(block.wide_kernels()) == 1 else ")"
-    partial_args = ["Inception", f"wide_kernels={kernels}"]
+    depths = "(" + ", ".join(str(int(d)) for d in net.stages)
+    depths += ",)" if len(net.stages) == 1 else ")"
+    plan = net.channel_plan()
+    downsample = f"2x2 {_str(net.downsample, DOWNSAMPLES)[1:-1]} pool"
+    widths: list[str] = []
+    index = 1
+    for s, depth in enumerate(net.stages):
+        cfg = net.stage_block(s)
+        side = size >> s
+        cin, cout = plan[index][1], plan[index + depth - 1][2]
+        index += depth
+        where = f"{side} x {side}" + (f" after a {downsample}" if s else "")
+        widths.append(f"            # stage {s}: {where}, {int(cin)} -> {int(cout)} channels")
+        values = [f"{name}={int(getattr(cfg, name))}" for name in WIDTH_FIELDS]
+        widths += _call("BlockWidths", values, 12, ",")
+    lines = [f"class {design.class_name}(nn.Module):", *doc, ""]
+    lines += [
+        "    def __init__(",
+        "        self,",
+        f"        in_channels: int = {in_ch},",
+        f"        num_classes: int = {int(net.num_classes)},",
+        f"        dropout: float = {float(net.dropout)!r},",
+        f"        stem_width: int = {int(net.stem_width)},",
+        f"        depths: tuple[int, ...] = {depths},",
+        "        widths: tuple[BlockWidths, ...] = (",
+        *widths,
+        "        ),",
+        f"        wide_kernels: tuple[tuple[int, int], ...] = {kernels},",
+        "    ) -> None:",
+        "        super().__init__()",
+    ]
+    partial_args = ["Inception", "wide_kernels=wide_kernels"]
     if used.pool_arg:
         partial_args.append(f"pool_type={_str(block.pool_type, POOL_TYPES)}")
     if used.bn_arg:
         partial_args.append(f"bn={_str(block.bn, BN_PLACEMENTS)}")
     lines += _call("block = partial", partial_args, 8)
-    stem_args = ["in_channels", str(int(net.stem_width)), "3"]
+    stem_args = ["in_channels", "stem_width", "3"]
     if used.bn_arg:
         stem_args.append('bn="post"' if net.use_stem_bn else 'bn="none"')
     lines += _call("self.stem = ConvNormAct", stem_args, 8)
-    lines.append("        self.stages = nn.Sequential(")
-    plan = iter(net.channel_plan()[1:])
     down = f"nn.{'MaxPool2d' if net.downsample == DOWNSAMPLES[0] else 'AvgPool2d'}(2, 2)"
-    shapes = [("self.stem(x)", _shape(int(net.stem_width), size))]
-    for s, depth in enumerate(net.stages):
-        cfg = net.stage_block(s)
-        side = size >> s
-        lines.append(
-            f"            # stage {s}: {side} x {side}, {int(depth)} block{'s' * (depth > 1)}"
-        )
-        lines.append("            nn.Sequential(")
-        if s > 0:
-            lines.append(f"                {down},")
-        for _ in range(depth):
-            _, cin, cout = next(plan)
-            widths = [
-                str(int(cin)),
-                *(
-                    f"{name}={int(getattr(cfg, name))}"
-                    for name in (
-                        "ch1x1",
-                        "ch3x3_reduce",
-                        "ch3x3",
-                        "wide_reduce",
-                        "wide",
-                        "pool_proj",
-                    )
-                ),
-            ]
-            lines += _call("block", widths, 16, ",")
-        lines.append("            ),")
-        note = f" (after a 2x2 {net.downsample} pool)" if s > 0 else ""
-        shapes.append((f"self.stages[{s}](x)", _shape(int(cout), side) + note))
-    lines.append("        )")
+    lines += [
+        "        channels, stages = stem_width, []",
+        "        for stage, (depth, stage_widths) in enumerate(zip(depths, widths, strict=True)):",
+        f"            layers = [{down}] if stage else []",
+        "            for _ in range(depth):",
+        "                layers.append(block(channels, **BlockWidths(*stage_widths)._asdict()))",
+        "                channels = layers[-1].out_channels",
+        "            stages.append(nn.Sequential(*layers))",
+        "        self.stages = nn.Sequential(*stages)",
+    ]
     out = int(net.out_channels)
     last = size >> (len(net.stages) - 1)
     if block.bn == "pre":
-        lines.append(
-            "        # The blocks end on a convolution: normalise and activate once before "
-            "the head."
-        )
-        lines.append(
-            f"        self.head_norm = nn.Sequential(nn.BatchNorm2d({out}), nn.ReLU(inplace=True))"
-        )
+        lines += [
+            "        # The blocks end on a convolution: normalise and activate once before the head.",
+            "        self.head_norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))",
+        ]
     lines += [
         "        self.pool = nn.AdaptiveAvgPool2d(1)",
         "        self.dropout = nn.Dropout(dropout)",
-        f"        self.fc = nn.Linear({out}, num_classes)",
+        "        self.fc = nn.Linear(channels, num_classes)",
         "        init_weights(self)",
         "",
         "    def forward_features(self, x: torch.Tensor) -> torch.Tensor:",
-        f"        # x: {_shape(in_ch, size)}",
-    ]
-    lines += [f"        x = {call}  # {shape}" for call, shape in shapes]
-    if block.bn == "pre":
-        lines.append(f"        return self.head_norm(x)  # {_shape(out, last)}")
-    else:
-        lines.append("        return x")
-    lines += [
+        f"        # x: {_shape(in_ch, size)}; shapes for the default design",
+        f"        x = self.stem(x)  # {_shape(int(net.stem_width), size)}",
+        *(
+            [
+                f"        x = self.stages(x)  # {_shape(out, last)}",
+                "        return self.head_norm(x)",
+            ]
+            if block.bn == "pre"
+            else [f"        return self.stages(x)  # {_shape(out, last)}"]
+        ),
         "",
         "    def forward_head(self, x: torch.Tensor) -> torch.Tensor:",
         f"        x = torch.flatten(self.pool(x), 1)  # N x {out}",
@@ -806,16 +812,19 @@ def render_source(
         ],
         0,
     )
-    names = [d.class_name for d in designs] + [
-        d.loader_name for d in designs if d.number in weights_files
-    ]
+    names = (
+        ["BlockWidths"]
+        + [d.class_name for d in designs]
+        + [d.loader_name for d in designs if d.number in weights_files]
+    )
     lines = [*header, ""]
     lines.append("from functools import partial")
     if weights_files:
         lines.append("from pathlib import Path")
+    lines.append("from typing import NamedTuple")
     lines += ["", "import torch", "from torch import nn", ""]
     lines += _all(names)
-    units = [_conv_unit(used), _inception_unit(used), _init_unit(used)]
+    units = [_conv_unit(used), _inception_unit(used), _widths_unit(), _init_unit(used)]
     for d in designs:
         units.append(_network_unit(d, used))
         if d.number in weights_files:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import datetime
+import inspect
 import json
 import py_compile
 import shutil
@@ -129,12 +130,61 @@ def test_generated_class_reproduces_build_network(name: str, tmp_path: Path) -> 
     _ruff(path)
 
 
+@pytest.mark.parametrize("name", ["v2", "pre-asym5-nopool"])
+def test_keyword_defaults_are_the_design_and_build_its_variants(name: str) -> None:
+    """Other depths, widths and kernels given as keywords build what the project would build."""
+    network = NETWORKS[name]
+    module = _module(
+        render_source([_design(network)], study_name="s", command="c", date=datetime.date.today())
+    )
+    fields = ("ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj")
+
+    def keywords(net: NetworkConfig) -> dict:
+        return {
+            "depths": tuple(net.stages),
+            "widths": tuple(
+                tuple(getattr(net.stage_block(s), f) for f in fields)  # plain tuples work too
+                for s in range(len(net.stages))
+            ),
+            "wide_kernels": net.block.wide_kernels(),
+            "stem_width": net.stem_width,
+        }
+
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(module.Trial0Net).parameters.items()
+        if k in ("depths", "widths", "wide_kernels", "stem_width")
+    }
+    assert {k: v if k != "widths" else tuple(map(tuple, v)) for k, v in defaults.items()} == (
+        keywords(network)
+    )
+    wider = dataclasses.replace(network, stages=(2, 1, 2), width=network.width * 1.5)
+    block = dataclasses.replace(network.block, wide_kind="asym", asym_n=7)
+    variants = [wider, dataclasses.replace(network, block=block)]
+    for variant in variants:
+        net = module.Trial0Net(**keywords(variant))
+        reference = build_network(variant)
+        ours, theirs = net.state_dict(), reference.state_dict()
+        assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+        net.load_state_dict(theirs)
+        x = torch.randn(2, network.in_channels, network.image_size, network.image_size)
+        with torch.no_grad():
+            assert torch.equal(net.eval()(x), reference.eval()(x))
+    with pytest.raises(ValueError):
+        module.Trial0Net(depths=(1, 1, 1))  # one width row per stage
+
+
 def test_one_module_for_many_designs_shares_one_block_class(tmp_path: Path) -> None:
     designs = [_design(n, i) for i, n in enumerate(NETWORKS.values())]
     source = render_source(designs, study_name="demo", command="c", date=datetime.date.today())
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-    assert classes == ["ConvNormAct", "Inception", *(f"Trial{i}Net" for i in range(len(designs)))]
+    assert classes == [
+        "ConvNormAct",
+        "Inception",
+        "BlockWidths",
+        *(f"Trial{i}Net" for i in range(len(designs))),
+    ]
     module = _module(source)
     for d in designs:
         assert sum(p.numel() for p in getattr(module, d.class_name)().parameters()) == d.params
@@ -227,7 +277,7 @@ def test_pareto_is_one_class_per_front_design(demo) -> None:
     front = [r.number for r in pareto_front(study_records(study))]
     assert select_trials(study, "pareto") == front and len(front) > 1
     tree = ast.parse(export_source(study, front))
-    assert [n.name for n in tree.body if isinstance(n, ast.ClassDef)][2:] == [
+    assert [n.name for n in tree.body if isinstance(n, ast.ClassDef)][3:] == [
         f"Trial{n}Net" for n in front
     ]
 
@@ -290,15 +340,26 @@ def test_header_states_the_re_evaluation(demo) -> None:
     key = f"reeval:{record.number}"
     study.set_user_attr(
         key,
-        {"test_acc": [0.8, 0.82], "val_acc": [0.79, 0.81], "budget": "long",
-         "test_acc_mean": 0.81, "test_acc_std": 0.0141, "seeds": 2},
+        {
+            "test_acc": [0.8, 0.82],
+            "val_acc": [0.79, 0.81],
+            "budget": "long",
+            "test_acc_mean": 0.81,
+            "test_acc_std": 0.0141,
+            "seeds": 2,
+        },
     )
     try:
         doc = " ".join(ast.get_docstring(ast.parse(export_source(study, [record.number]))).split())
-        assert "re-evaluated test accuracy 0.8100 ± 0.0141 (mean ± std over 2 seeds, budget long)" in doc
+        assert (
+            "re-evaluated test accuracy 0.8100 ± 0.0141 (mean ± std over 2 seeds, budget long)"
+            in doc
+        )
         # a budget name that is not a plain word is not pasted into the code
-        study.set_user_attr(key, {"test_acc_mean": 0.81, "test_acc_std": 0.01, "seeds": 2,
-                                  "budget": 'x"""; import os'})
+        study.set_user_attr(
+            key,
+            {"test_acc_mean": 0.81, "test_acc_std": 0.01, "seeds": 2, "budget": 'x"""; import os'},
+        )
         source = export_source(study, [record.number])
         assert "import os" not in source and "test accuracy not measured" in source
     finally:
@@ -330,7 +391,7 @@ def test_storage_text_cannot_break_or_inject_into_the_code(tmp_path: Path) -> No
         if isinstance(n, (ast.Import, ast.ImportFrom))
         for a in n.names
     }
-    assert imported == {"partial", "torch", "nn"}
+    assert imported == {"partial", "NamedTuple", "torch", "nn"}
     assert not any(isinstance(n, ast.Name) and n.id == "os" for n in ast.walk(tree))
     doc = ast.get_docstring(tree)
     assert "test accuracy not measured" in doc and "FLOPs not recorded" in doc
