@@ -31,8 +31,13 @@ _OTHER_REFERENCE = dict(symbol="square", color="#17becf")
 UIREVISION = "inception-explorer"
 
 
+def state_style(state: str) -> dict:
+    """Legend name and marker of a trial state (grey circles for states without a style)."""
+    return STATE_STYLE.get(state, dict(name=state.lower(), symbol="circle", color="#999", size=8))
+
+
 def state_name(state: str) -> str:
-    return STATE_STYLE.get(state, {}).get("name", state.lower())
+    return state_style(state)["name"]
 
 
 def _fmt_x(key: str) -> str:
@@ -66,9 +71,7 @@ def pareto_figure(info: ParetoInfo) -> go.Figure:
     fig = go.Figure()
     hover = _hover(info.x_label, info.x_key, info.y_label)
     for state, points in info.by_state.items():
-        style = STATE_STYLE.get(
-            state, dict(name=state.lower(), symbol="circle", color="#999", size=8)
-        )
+        style = state_style(state)
         fig.add_trace(
             go.Scatter(
                 x=[p.x for p in points],
@@ -163,9 +166,7 @@ def accuracy_figure(info: ProgressInfo) -> go.Figure:
     """Accuracy of each trial against its number, the running best, and the references."""
     fig = go.Figure()
     for state, points in info.accuracy.items():
-        style = STATE_STYLE.get(
-            state, dict(name=state.lower(), symbol="circle", color="#999", size=8)
-        )
+        style = state_style(state)
         fig.add_trace(
             go.Scatter(
                 x=[p.x for p in points],

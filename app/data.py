@@ -390,12 +390,15 @@ def proxy_info(records: list[TrialRecord], min_trials: int = MIN_PROXY_TRIALS) -
     usable = {k: v for k, v in scored.items() if len(v) >= min_trials}
     if "params" not in usable or len(usable) < 2:
         return ProxyInfo(
-            {}, 0, {},
+            {},
+            0,
+            {},
             f"Proxy scores need at least {min_trials} complete trials that stored them "
             "(the search scores every trial unless --no-proxies).",
         )
-    correlations = {name: spearman([p[1] for p in pts], [p[2] for p in pts])
-                    for name, pts in usable.items()}
+    correlations = {
+        name: spearman([p[1] for p in pts], [p[2] for p in pts]) for name, pts in usable.items()
+    }
     order = sorted(correlations, key=lambda k: (k == "params", -abs(correlations[k])))
     return ProxyInfo(
         {k: correlations[k] for k in order},

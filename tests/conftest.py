@@ -85,3 +85,15 @@ def pg_study_name(postgres_url):
         optuna.delete_study(study_name=name, storage=postgres_url)
     except Exception:  # noqa: BLE001 - a test that failed early may have made none
         pass
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of small nets: on a shared CPU two threads oversubscribe
+    it (a train step took 20x longer in a measurement with other work running)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

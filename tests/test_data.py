@@ -17,7 +17,9 @@ from explorer.data import DataError, find_dataset, load_dataset, random_crop_fli
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     payload = header + array.astype(np.uint8).tobytes()
     if compress:
         with gzip.open(str(path) + ".gz", "wb") as f:
@@ -26,8 +28,9 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
         path.write_bytes(payload)
 
 
-def make_mnist_files(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0,
-                     compress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def make_mnist_files(
+    folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0, compress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     train_x = rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)
@@ -75,9 +78,14 @@ def test_read_idx_gz_and_plain(tmp_path):
         assert got.dtype == torch.uint8 and torch.equal(got, torch.from_numpy(x))
 
 
-@pytest.mark.parametrize("payload, words", [(b"\x01\x02\x08\x01", "magic"),
-                                            (b"\x00\x00\x0d\x01\x00\x00\x00\x01", "type"),
-                                            (b"\x00\x00\x08\x01\x00\x00\x00\x05ab", "truncated")])
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        (b"\x01\x02\x08\x01", "magic"),
+        (b"\x00\x00\x0d\x01\x00\x00\x00\x01", "type"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05ab", "truncated"),
+    ],
+)
 def test_read_idx_rejects_bad_files(tmp_path, payload, words):
     (tmp_path / "bad").write_bytes(payload)
     with pytest.raises(DataError, match=words):
@@ -123,8 +131,11 @@ def test_search_order(tmp_path, monkeypatch):
     for name in ("arg", "env", "system", "cache"):
         make_mnist_files(tmp_path / name, n_train=20 + len(name))
     info = D.DATASETS["fashion-mnist"]
-    monkeypatch.setitem(D.DATASETS, "fashion-mnist",
-                        dataclasses.replace(info, system_dirs=(str(tmp_path / "system"),)))
+    monkeypatch.setitem(
+        D.DATASETS,
+        "fashion-mnist",
+        dataclasses.replace(info, system_dirs=(str(tmp_path / "system"),)),
+    )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     make_mnist_files(tmp_path / "xdg" / "inception-explorer" / "FashionMNIST" / "raw")
     monkeypatch.setenv(D.ENV_VAR, str(tmp_path / "env"))
@@ -147,9 +158,14 @@ def test_missing_dataset_is_one_line_with_the_fix(tmp_path, monkeypatch):
         find_dataset("fashion-mnist", tmp_path / "empty")
     msg = str(err.value)
     assert "\n" not in msg
-    for part in (str(tmp_path / "empty"), str(tmp_path / "nowhere"), "download failed",
-                 "network is unreachable", "sudo apt-get install dataset-fashion-mnist",
-                 "--data-dir"):
+    for part in (
+        str(tmp_path / "empty"),
+        str(tmp_path / "nowhere"),
+        "download failed",
+        "network is unreachable",
+        "sudo apt-get install dataset-fashion-mnist",
+        "--data-dir",
+    ):
         assert part in msg
     with pytest.raises(DataError, match="torchvision.datasets.CIFAR10") as err:
         find_dataset("cifar10", tmp_path / "empty", download=False)
@@ -175,8 +191,15 @@ def test_train_batches_on_device(tmp_path, name):
     ds = load_dataset(name, tmp_path / name, val_size=6, download=False)
     dev = ds.on("cpu")
     assert ds.on("cpu") is dev and dev.on("cpu") is dev
-    batches = list(dev.train_batches(16, 100, torch.Generator().manual_seed(0), augment=True,
-                                     memory_format=torch.channels_last))
+    batches = list(
+        dev.train_batches(
+            16,
+            100,
+            torch.Generator().manual_seed(0),
+            augment=True,
+            memory_format=torch.channels_last,
+        )
+    )
     assert len(batches) == 6  # 100 // 16, reaching past one pass over the 64 images
     for x, y in batches:
         assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -191,8 +214,13 @@ def test_train_batches_on_device(tmp_path, name):
     order = torch.cat([torch.randperm(64, generator=g), torch.randperm(64, generator=g)])
     shifts = torch.randint(0, 5, (2, 96), generator=g)
     flips = torch.rand(96, generator=g) < 0.5
-    raw = random_crop_flip(ds.train_images[order[:16]], 2, shifts[0, :16], shifts[1, :16],
-                           flips[:16] if name == "fashion-mnist" else None)
+    raw = random_crop_flip(
+        ds.train_images[order[:16]],
+        2,
+        shifts[0, :16],
+        shifts[1, :16],
+        flips[:16] if name == "fashion-mnist" else None,
+    )
     expect = (raw.float() / 255 - ds.info.mean[0]) / ds.info.std[0]
     assert torch.allclose(batches[0][0], expect, atol=1e-6)
     assert torch.equal(batches[0][1], ds.train_labels[order[:16]])

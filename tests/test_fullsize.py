@@ -48,14 +48,7 @@ TORCHVISION_PARAMS_AUX = 13_004_888
 BN_INCEPTION_PARAMS = 11_285_224
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared CPU two threads oversubscribe
-    it (a train step took 20x longer in a measurement with other work running)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _conv(cin: int, cout: int, k: int, layout: str) -> int:
@@ -166,7 +159,7 @@ def _output_maps(model: nn.Module, prefix: str = "inception") -> dict[str, tuple
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [
         module.register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name[len(prefix):], tuple(out.shape))
+            lambda _m, _i, out, name=name: shapes.__setitem__(name[len(prefix) :], tuple(out.shape))
         )
         for name, module in model.named_children()
         if name.startswith(prefix)
@@ -194,9 +187,7 @@ def test_bn_inception_output_maps_at_224() -> None:
 
 # The paper's aux heads (5x5/3 average pool into a 2048-wide FC) need a 14x14 map at 4a, so the
 # paper layout trains at 224; torchvision's adaptive pool takes the small input.
-@pytest.mark.parametrize(
-    ("layout", "batch", "size"), [("paper", 1, 224), ("torchvision", 2, 64)]
-)
+@pytest.mark.parametrize(("layout", "batch", "size"), [("paper", 1, 224), ("torchvision", 2, 64)])
 def test_googlenet_trains_with_aux_heads(layout: str, batch: int, size: int) -> None:
     torch.manual_seed(0)
     model = googlenet(num_classes=10, layout=layout).train()

@@ -213,7 +213,8 @@ def test_proxies_do_not_change_what_a_trial_learns(tmp_path, tiny_fmnist, capsys
         args = [*base_args(tmp_path / str(len(accs)), tiny_fmnist, 1), "--no-references", *flag]
         assert run_cli(args, capsys)[0] == 0
         study = optuna.load_study(
-            study_name="t", storage=search.open_storage(str(tmp_path / str(len(accs)) / "s.journal"))
+            study_name="t",
+            storage=search.open_storage(str(tmp_path / str(len(accs)) / "s.journal")),
         )
         accs.append(study.trials[0].user_attrs["curves"]["val_acc"])
     assert accs[0] == accs[1]
@@ -257,8 +258,14 @@ def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
     v1 = next(r for r in records if r.reference == "v1")
     study.set_user_attr(
         f"reeval:{v1.number}",
-        {"test_acc": [0.8, 0.82], "val_acc": [0.79, 0.81], "budget": "long",
-         "test_acc_mean": 0.81, "test_acc_std": 0.0141, "seeds": 2},
+        {
+            "test_acc": [0.8, 0.82],
+            "val_acc": [0.79, 0.81],
+            "budget": "long",
+            "test_acc_mean": 0.81,
+            "test_acc_std": 0.0141,
+            "seeds": 2,
+        },
     )
     again = {r.number: r for r in study_records(study)}
     assert again[v1.number].attrs["reeval"]["test_acc"] == [0.8, 0.82]

@@ -39,14 +39,7 @@ N_SAMPLES = 50
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these nets are small, and on a shared CPU two threads oversubscribe
-    it (a train step took 20x longer in a measurement with other work running)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _numel(module: nn.Module) -> int:

@@ -51,17 +51,34 @@ def stripes_dataset(n_train: int = 512, n_val: int = 128, seed: int = 0) -> Data
 
 def small_net(bn: str = "post") -> nn.Module:
     torch.manual_seed(0)
-    return build_network(NetworkConfig(block=dataclasses.replace(REFERENCES["v2"], bn=bn),
-                                       width=0.125))
+    return build_network(
+        NetworkConfig(block=dataclasses.replace(REFERENCES["v2"], bn=bn), width=0.125)
+    )
 
 
-@pytest.mark.parametrize("field, value", [
-    ("optimizer", "adam"), ("schedule", "step"), ("lr", 0), ("lr", float("nan")),
-    ("momentum", 1.0), ("warmup", 0.0), ("weight_decay", -1e-4), ("label_smoothing", 1.0),
-    ("batch_size", 0), ("batch_size", 2.5), ("epochs", True), ("train_images", 8),
-    ("val_images", 0), ("final_val_images", 0), ("aux_weight", -0.1), ("bn_stats_images", -1),
-    ("augment", "yes"), ("seed", 1.5),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("optimizer", "adam"),
+        ("schedule", "step"),
+        ("lr", 0),
+        ("lr", float("nan")),
+        ("momentum", 1.0),
+        ("warmup", 0.0),
+        ("weight_decay", -1e-4),
+        ("label_smoothing", 1.0),
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("epochs", True),
+        ("train_images", 8),
+        ("val_images", 0),
+        ("final_val_images", 0),
+        ("aux_weight", -0.1),
+        ("bn_stats_images", -1),
+        ("augment", "yes"),
+        ("seed", 1.5),
+    ],
+)
 def test_train_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
@@ -80,8 +97,11 @@ def test_train_config_round_trip_and_budgets():
 
 def test_devices():
     assert default_budget("cpu") == "quick" and default_budget("cuda") == "standard"
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if torch.backends.mps.is_available() else "cpu")
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else ("mps" if torch.backends.mps.is_available() else "cpu")
+    )
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="device"):
@@ -93,7 +113,9 @@ def test_lr_schedule_warms_up_then_anneals(schedule):
     config = TrainConfig(schedule=schedule, warmup=0.2)
     f = [lr_factor(s, 100, config) for s in range(100)]
     assert f[0] < 0.1 and max(f) == pytest.approx(1.0) and f.index(max(f)) == 19
-    assert all(a <= b for a, b in zip(f[:20], f[1:20])) and all(a >= b for a, b in zip(f[19:], f[20:]))
+    assert all(a <= b for a, b in zip(f[:20], f[1:20])) and all(
+        a >= b for a, b in zip(f[19:], f[20:])
+    )
     assert f[-1] < 0.01
 
 
@@ -171,7 +193,11 @@ def test_aux_outputs_add_weighted_loss(weight):
     torch.manual_seed(0)
     model = AuxNet()
     config = dataclasses.replace(
-        SMOKE, epochs=1, train_images=64, aux_weight=weight, weight_decay=0.0  # decay moves all
+        SMOKE,
+        epochs=1,
+        train_images=64,
+        aux_weight=weight,
+        weight_decay=0.0,  # decay moves all
     )
     result = train(model, stripes_dataset(n_train=128, n_val=32), config, "cpu")
     assert result.epoch == [1]
