@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         help="TOML file of flag values, keys named as the flags (trials = 200, budget = "
-        "\"standard\", prune = false, ...); flags given on the command line win; examples in "
+        '"standard", prune = false, ...); flags given on the command line win; examples in '
         "studies/",
     )
     p.add_argument(
@@ -620,10 +620,13 @@ class Objective:
             "flops": self.metrics.count_flops(model, shape),
             # Short timing budgets: a trial on the quick budget trains for only ~10 s.
             "latency_ms": round(
-                self.metrics.measure_latency(model, shape, 1, self.device, repeats=7, budget_s=0.3), 4
+                self.metrics.measure_latency(model, shape, 1, self.device, repeats=7, budget_s=0.3),
+                4,
             ),
             "latency_batch_ms": round(
-                self.metrics.measure_latency(model, shape, batch, self.device, repeats=3, budget_s=0.3),
+                self.metrics.measure_latency(
+                    model, shape, batch, self.device, repeats=3, budget_s=0.3
+                ),
                 4,
             ),
             "device": str(self.device),
@@ -934,10 +937,15 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         if better:
             lines.append(
                 f"{len(better)} front design(s) beat {r.reference}: more accurate with no more parameters"
+                " (single runs at the search budget)"
             )
     lines.append(
         "(FLOPs per image are 2 x multiply-adds; latency at batch 1 on the trial's device"
-        + ("; re-evaluated: test accuracy mean ± std over seeds, python -m explorer.evaluate)" if reeval_col else ")")
+        + (
+            "; re-evaluated: test accuracy mean ± std over seeds, python -m explorer.evaluate)"
+            if reeval_col
+            else ")"
+        )
     )
     storage_arg = (
         "" if storage_url == default_storage() else f" --storage {_quote(redact(storage_url))}"
@@ -947,6 +955,8 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         "",
         "next:",
         f"  streamlit run app/main.py --{storage_arg} --study {name}",
+        f"  python -m explorer.evaluate --study {name}{storage_arg} --pareto"
+        "   # retrain the front 10x longer, 3 seeds",
         f"  python -m explorer.export --study {name}{storage_arg} --best -o best_block.py",
     ]
     return "\n".join(lines)

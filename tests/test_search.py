@@ -274,6 +274,9 @@ def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
     assert "re-evaluated test acc" in text
     row = next(line for line in text.splitlines() if " v1 " in line)
     assert "0.8100 ± 0.0141 (2x)" in row
+    storage = f"--storage {tmp_path / 's.journal'}"
+    assert f"python -m explorer.evaluate --study demo {storage} --pareto" in text
+    assert f"python -m explorer.export --study demo {storage} --best" in text
 
 
 def _record(acc_curve, params):
