@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     body = [
         f"Command: `{command.strip()}`",
         "",
-        *environment_lines(device, threads),
+        *environment_lines(device, threads, load_start[0]),
         "",
         f"Budget `{args.budget}`: {cfg}. The longer budget trains {args.factor}x the images per "
         f"epoch (same epochs and schedule) and validates on the whole validation split; "

@@ -55,19 +55,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment_lines(device: torch.device, threads: int) -> list[str]:
-    """Machine, software, date and load average, as markdown lines."""
+def environment_lines(
+    device: torch.device, threads: int, load_start: float | None = None
+) -> list[str]:
+    """Machine, software, date and load average, as markdown lines.
+
+    ``load_start`` is the 1-minute load average before the benchmark's own work: the machine
+    counts as shared (and the figures as a lower bound) when it was already busy then.
+    """
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     else:
         machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
     load = os.getloadavg()
+    busy = load_start is None or load_start > 0.5
+    start = "" if load_start is None else f"{load_start:.2f} at the start (1 min), "
     return [
         f"- Machine: {machine}; device `{device}`, {threads} torch threads",
         f"- Software: Python {platform.python_version()}, torch {torch.__version__}",
         f"- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- Load average when written (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
-        f"(other work shares this machine; re-run on a quiet one to compare)",
+        f"- Load average: {start}{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} when written "
+        f"(1/5/15 min, the benchmark's own runs included)"
+        + (" - other work shared this machine; re-run on a quiet one to compare" if busy else ""),
     ]
 
 
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the file whose 'Trainer throughput' section is rewritten")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
     try:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         thread_counts = ([int(t) for t in args.threads.split(",")] if args.threads
@@ -287,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     body = [
         f"Command: `{command.strip()}`",
         "",
-        *environment_lines(device, threads),
+        *environment_lines(device, threads, load_start),
         *peak_lines,
         f"- Trainer runs: budget `quick` settings, {args.images} images per epoch, 2 epochs, the "
         f"last timed (the first builds oneDNN primitives / autotunes); FLOPs = 2 x multiply-adds, "
