@@ -129,25 +129,33 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each flag; the description and examples kept as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m explorer.search`."""
     d = SearchSettings()
     p = _Parser(
         prog="python -m explorer.search",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         description=(
-            "Multi-objective search over Inception block designs. Each trial samples a block, "
-            "trains a small network around it briefly and records accuracy, parameters, FLOPs and "
-            "latency. The v1 (GoogLeNet) and v2 (BN-Inception) blocks are trained first as "
-            "reference trials. Rerun the same command to resume; run it on several machines "
+            "Multi-objective search over Inception block designs. Each trial samples a block,\n"
+            "trains a small network around it briefly and records accuracy, parameters, FLOPs\n"
+            "and latency. The v1 (GoogLeNet) and v2 (BN-Inception) blocks are trained first as\n"
+            "reference trials. Rerun the same command to resume; run it on several machines\n"
             "against one --storage to share the work."
         ),
         epilog=(
             "examples:\n"
             "  python -m explorer.search --trials 100\n"
-            "  python -m explorer.search --trials 20 --budget smoke          # a minute, to try it\n"
+            "  python -m explorer.search --trials 20 --budget smoke     # a minute, to try it\n"
+            "  python -m explorer.search --config studies/cpu-default.toml\n"
             "  python -m explorer.search --workers 4 --storage postgresql://user@db:5432/nas\n"
-            "then: streamlit run app/main.py   |   python -m explorer.export --study NAME --best -o net.py"
+            "then:\n"
+            "  streamlit run app/main.py                                 # the dashboard\n"
+            "  python -m explorer.evaluate --pareto                      # retrain the front longer\n"
+            "  python -m explorer.export --study NAME --best -o net.py   # standalone PyTorch code"
         ),
     )
     p.add_argument(

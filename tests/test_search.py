@@ -110,6 +110,9 @@ def test_help_shows_defaults():
     ):
         assert flag in out
     assert "default: 100" in out and "default: tpe" in out
+    # The examples keep their lines, so they can be copied.
+    assert "\n  python -m explorer.search --trials 20 --budget smoke " in out
+    assert "\n  python -m explorer.evaluate --pareto " in out
 
 
 def test_search_trains_references_first_and_records_everything(tmp_path, tiny_fmnist, capsys):
