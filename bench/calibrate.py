@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                "long_train_s": long_train_s}
         rows.append(row)
         print(f"{name:>5} {row['params']:>7} {row['flops'] / 1e6:6.1f}M  "
-              f"{args.budget} {row['val_acc']:.3f} ({row['train_s']:.1f}s train, "
-              f"{row['trial_s']:.1f}s trial)  {args.factor}x {row['long_acc']:.3f} "
+              f"{args.budget} {row['val_acc']:.4f} ({row['train_s']:.1f}s train, "
+              f"{row['trial_s']:.1f}s trial)  {args.factor}x {row['long_acc']:.4f} "
               f"({row['long_train_s']:.0f}s)  load {os.getloadavg()[0]:.2f}  {row['block']}", flush=True)
 
     taus = {
@@ -201,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()
     elapsed = (time.time() - started) / 60
     summary = [
-        f"Kendall tau, {args.budget} vs {args.factor}x: {taus['all']:.2f} over all {len(rows)} designs "
-        f"(target >= 0.6), {taus['bn']:.2f} over the {n_bn} batch-norm designs (target >= 0.5)",
+        f"Kendall tau, {args.budget} vs {args.factor}x: {taus['all']:.3f} over all {len(rows)} designs "
+        f"(target >= 0.6: {'met' if taus['all'] >= 0.6 else 'not met'}), {taus['bn']:.3f} over the "
+        f"{n_bn} batch-norm designs (target >= 0.5: {'met' if taus['bn'] >= 0.5 else 'not met'})",
         f"v1 (no batch norm) reaches {v1_ratio:.0%} of its {args.factor}x accuracy (target >= 80%)",
         f"{args.budget} trial, measured: {statistics.fmean(r['train_s'] for r in rows):.1f} s training, "
         f"{statistics.fmean(r['trial_s'] for r in rows):.1f} s with validation and cost metrics "
@@ -243,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         curve = " ".join(f"{v:.2f}" for v in r["curve"])
         body.append(
             f"| {r['name']} | {r['params']:,} | {r['flops'] / 1e6:.1f} | {'yes' if r['bn'] else 'no'} "
-            f"| {r['val_acc']:.3f} | {curve} | {r['train_s']:.1f} | {r['trial_s']:.1f} "
-            f"| {r['long_acc']:.3f} | {r['long_train_s']:.0f} | `{r['block']}` |"
+            f"| {r['val_acc']:.4f} | {curve} | {r['train_s']:.1f} | {r['trial_s']:.1f} "
+            f"| {r['long_acc']:.4f} | {r['long_train_s']:.0f} | `{r['block']}` |"
         )
     body += [""] + [f"- {line}" for line in summary]
     update_section(Path(args.output), SECTION, "\n".join(body))

@@ -61,14 +61,14 @@ def environment_lines(
     """Machine, software, date and load average, as markdown lines.
 
     ``load_start`` is the 1-minute load average before the benchmark's own work: the machine
-    counts as shared (and the figures as a lower bound) when it was already busy then.
+    counts as shared (and the figures as a lower bound) when it was already half busy then.
     """
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     else:
         machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
     load = os.getloadavg()
-    busy = load_start is None or load_start > 0.5
+    busy = load_start is None or load_start > 0.5 * (os.cpu_count() or 1)
     start = "" if load_start is None else f"{load_start:.2f} at the start (1 min), "
     return [
         f"- Machine: {machine}; device `{device}`, {threads} torch threads",
