@@ -88,6 +88,23 @@ def kendall(a: list[float], b: list[float]) -> float:
     return float(kendalltau(a, b).statistic) if len(a) >= 2 else float("nan")
 
 
+def kendall_interval(a: list[float], b: list[float], resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float]:
+    """A 95% bootstrap interval of Kendall's tau: designs drawn again with replacement."""
+    import random
+
+    rng = random.Random(seed)
+    n = len(a)
+    taus = []
+    for _ in range(resamples):
+        pick = [rng.randrange(n) for _ in range(n)]
+        tau = kendall([a[i] for i in pick], [b[i] for i in pick])
+        if tau == tau:  # a resample of one repeated design has no tau
+            taus.append(tau)
+    taus.sort()
+    return taus[int(0.025 * len(taus))], taus[int(0.975 * len(taus)) - 1]
+
+
 def fit_seconds(rows: list[dict]) -> tuple[float, float]:
     """Least squares trial seconds = a + b * forward MFLOPs, over the measured designs."""
     xs = [r["flops"] / 1e6 for r in rows]
@@ -194,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "bn": kendall([r["val_acc"] for r in rows if r["bn"]], [r["long_acc"] for r in rows if r["bn"]]),
     }
     n_bn = sum(r["bn"] for r in rows)
+    low, high = kendall_interval([r["val_acc"] for r in rows], [r["long_acc"] for r in rows])
     v1 = next(r for r in rows if r["name"] == "v1")
     v1_ratio = v1["val_acc"] / v1["long_acc"]
     a, b = fit_seconds(rows)
@@ -202,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = (time.time() - started) / 60
     summary = [
         f"Kendall tau, {args.budget} vs {args.factor}x: {taus['all']:.3f} over all {len(rows)} designs "
-        f"(target >= 0.6: {'met' if taus['all'] >= 0.6 else 'not met'}), {taus['bn']:.3f} over the "
+        f"(target >= 0.6: {'met' if taus['all'] >= 0.6 else 'not met'}; 95% bootstrap interval "
+        f"{low:.2f} to {high:.2f}), {taus['bn']:.3f} over the "
         f"{n_bn} batch-norm designs (target >= 0.5: {'met' if taus['bn'] >= 0.5 else 'not met'})",
         f"v1 (no batch norm) reaches {v1_ratio:.0%} of its {args.factor}x accuracy (target >= 80%)",
         f"{args.budget} trial, measured: {statistics.fmean(r['train_s'] for r in rows):.1f} s training, "
