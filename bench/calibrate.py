@@ -9,6 +9,13 @@ trial, from which it estimates a whole search (100 random trials plus the refere
 
     python bench/calibrate.py            # the full measurement (about 20-25 min on 2 CPU cores)
     python bench/calibrate.py --quick    # a sanity run of a few minutes
+
+More designs on two cores: one process per core, each training half of them into a shared cache,
+then a run that reports from the cache (and writes the section):
+
+    python bench/calibrate.py --threads 1 --designs 22 --cache c.json --part 1/2 &
+    python bench/calibrate.py --threads 1 --designs 22 --cache c.json --part 2/2; wait
+    python bench/calibrate.py --threads 1 --designs 22 --cache c.json --reuse-short
 """
 
 from __future__ import annotations
@@ -60,6 +67,31 @@ def random_designs(count: int, seed: int, max_params: int | None) -> list[tuple[
         if max_params is None or network_params(net) <= max_params:
             out.append((f"r{trial.number}", net))
     return out
+
+
+class Cache:
+    """Finished runs in a JSON file, keyed by design, config and device. Several processes may
+    share one: each write re-reads the file under a lock and replaces it whole."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, key: str):
+        return self._read().get(key)
+
+    def put(self, key: str, value) -> None:
+        import fcntl
+
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            data[key] = value
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.path)
 
 
 def trial_seconds(net: NetworkConfig, data, config: TrainConfig, device: torch.device) -> dict:
@@ -153,7 +185,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="a JSON file keeping the longer runs' results, keyed by design, "
                              "longer-budget config and device, so a re-run that changes only "
                              "how the short budget validates need not retrain them")
+    parser.add_argument("--part", default=None, metavar="K/N",
+                        help="train only every N-th design starting at the K-th, into --cache, "
+                             "and write nothing: N such runs side by side share the work; a "
+                             "final run with --reuse-short then reports from the cache")
+    parser.add_argument("--reuse-short", action="store_true",
+                        help="take the short-budget runs from --cache as well (their accuracies "
+                             "and seconds as measured then) instead of retraining them")
     args = parser.parse_args(argv)
+    part = None
+    if args.part is not None:
+        try:
+            part = tuple(int(x) for x in args.part.split("/"))
+            if len(part) != 2 or not 1 <= part[0] <= part[1]:
+                raise ValueError
+        except ValueError:
+            parser.error(f"--part must be K/N with 1 <= K <= N, not {args.part!r}")
+        if not args.cache:
+            parser.error("--part needs --cache, where its results go")
+    if args.reuse_short and not args.cache:
+        parser.error("--reuse-short needs --cache")
     if args.quick:
         args.designs, args.factor, args.no_write = 2, 2, True
     if args.factor < 2 or args.designs < 0:
@@ -179,24 +230,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
           f"{threads} threads, load {load_start[0]:.2f}", flush=True)
 
-    cache_path = Path(args.cache) if args.cache else None
-    cache = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
-    reused = 0
+    cache = Cache(Path(args.cache)) if args.cache else None
+    reused = {"short": 0, "long": 0}
     rows = []
-    for name, net in designs:
-        quick = trial_seconds(net, data, short, device)
-        key = json.dumps([net.to_dict(), long.to_dict(), device.type], sort_keys=True)
-        if key in cache:
-            long_acc, long_train_s = cache[key]["long_acc"], cache[key]["long_train_s"]
-            reused += 1
+    for index, (name, net) in enumerate(designs):
+        if part is not None and index % part[1] != part[0] - 1:
+            continue
+        quick = None
+        short_key = json.dumps([net.to_dict(), short.to_dict(), device.type], sort_keys=True)
+        if cache is not None and args.reuse_short:
+            quick = cache.get(short_key)
+            reused["short"] += quick is not None
+        if quick is None:
+            quick = trial_seconds(net, data, short, device)
+            if cache is not None:
+                cache.put(short_key, quick)
+        long_key = json.dumps([net.to_dict(), long.to_dict(), device.type], sort_keys=True)
+        cached = cache.get(long_key) if cache is not None else None
+        if cached is not None:
+            long_acc, long_train_s = cached["long_acc"], cached["long_train_s"]
+            reused["long"] += 1
         else:
             torch.manual_seed(long.seed)
             model = build_network(net)
             long_train_s = train(model, data, long, device).train_time_s
             long_acc = evaluate(model, data, device, "val")[1]
-            if args.cache:
-                cache[key] = {"long_acc": long_acc, "long_train_s": long_train_s}
-                Path(args.cache).write_text(json.dumps(cache, indent=1))
+            if cache is not None:
+                cache.put(long_key, {"long_acc": long_acc, "long_train_s": long_train_s})
         row = {"name": name, "block": net.block.short(), "bn": net.block.bn != "none",
                "params": network_params(net), **quick, "long_acc": long_acc,
                "long_train_s": long_train_s}
@@ -205,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.budget} {row['val_acc']:.4f} ({row['train_s']:.1f}s train, "
               f"{row['trial_s']:.1f}s trial)  {args.factor}x {row['long_acc']:.4f} "
               f"({row['long_train_s']:.0f}s)  load {os.getloadavg()[0]:.2f}  {row['block']}", flush=True)
+    if part is not None:
+        print(f"part {part[0]}/{part[1]} done: {len(rows)} designs into the cache {args.cache}")
+        return 0
 
     taus = {
         "all": kendall([r["val_acc"] for r in rows], [r["long_acc"] for r in rows]),
@@ -230,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         f"estimated search of 100 random trials plus the {len(REFERENCES)} references: "
         f"{total_min:.1f} min ({mean_s:.1f} s per trial, from trial s = {a:.2f} + {b:.3f} x forward "
         f"MFLOPs fitted on the designs above; target <= 20 min)",
-        *([f"{reused} of the {args.factor}x runs were taken from the cache {args.cache} (an "
-           f"earlier run of the same designs, {args.factor}x config, seed and device)"]
-          if reused else []),
+        *([f"from the cache {args.cache}: {reused['long']} of the {args.factor}x runs and "
+           f"{reused['short']} of the {args.budget} runs (earlier runs of the same designs, "
+           f"configs, seed and device; --part runs fill it)"]
+          if reused["long"] or reused["short"] else []),
         f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
         f"{elapsed:.1f} min in all",
     ]
