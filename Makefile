@@ -45,6 +45,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check search_space explorer app tests bench
+	$(BIN)/ruff format --check search_space explorer app tests bench
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -51,7 +51,9 @@ from search_space import (  # noqa: E402
 SECTION = "Budget calibration"
 
 
-def random_designs(count: int, seed: int, max_params: int | None) -> list[tuple[str, NetworkConfig]]:
+def random_designs(
+    count: int, seed: int, max_params: int | None
+) -> list[tuple[str, NetworkConfig]]:
     """`count` valid designs drawn at random from the default space, in draw order."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -120,8 +122,9 @@ def kendall(a: list[float], b: list[float]) -> float:
     return float(kendalltau(a, b).statistic) if len(a) >= 2 else float("nan")
 
 
-def kendall_interval(a: list[float], b: list[float], resamples: int = 2000,
-                     seed: int = 0) -> tuple[float, float]:
+def kendall_interval(
+    a: list[float], b: list[float], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """A 95% bootstrap interval of Kendall's tau: designs drawn again with replacement."""
     import random
 
@@ -160,38 +163,71 @@ def estimate_search(a: float, b: float, trials: int, seed: int, shape) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
-                        help="the budget to calibrate (default: quick)")
-    parser.add_argument("--factor", type=int, default=10,
-                        help="the longer budget trains this many times more images (default: 10)")
-    parser.add_argument("--designs", type=int, default=10,
-                        help="random designs besides v1 and v2 (default: 10)")
-    parser.add_argument("--max-params", type=int, default=150_000,
-                        help="skip random designs above this many parameters, to bound the run "
-                             "time (default: 150000; 0 for no limit)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random designs (default: 0)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--budget",
+        default="quick",
+        choices=sorted(BUDGETS),
+        help="the budget to calibrate (default: quick)",
+    )
+    parser.add_argument(
+        "--factor",
+        type=int,
+        default=10,
+        help="the longer budget trains this many times more images (default: 10)",
+    )
+    parser.add_argument(
+        "--designs", type=int, default=10, help="random designs besides v1 and v2 (default: 10)"
+    )
+    parser.add_argument(
+        "--max-params",
+        type=int,
+        default=150_000,
+        help="skip random designs above this many parameters, to bound the run "
+        "time (default: 150000; 0 for no limit)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random designs (default: 0)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
     parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
-    parser.add_argument("--quick", action="store_true",
-                        help="a sanity run: 2 random designs, factor 2, nothing written")
-    parser.add_argument("--output", default="BENCHMARKS.md",
-                        help="the file whose 'Budget calibration' section is rewritten")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a sanity run: 2 random designs, factor 2, nothing written",
+    )
+    parser.add_argument(
+        "--output",
+        default="BENCHMARKS.md",
+        help="the file whose 'Budget calibration' section is rewritten",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--cache", default=None,
-                        help="a JSON file keeping the longer runs' results, keyed by design, "
-                             "longer-budget config and device, so a re-run that changes only "
-                             "how the short budget validates need not retrain them")
-    parser.add_argument("--part", default=None, metavar="K/N",
-                        help="train only every N-th design starting at the K-th, into --cache, "
-                             "and write nothing: N such runs side by side share the work; a "
-                             "final run with --reuse-short then reports from the cache")
-    parser.add_argument("--reuse-short", action="store_true",
-                        help="take the short-budget runs from --cache as well (their accuracies "
-                             "and seconds as measured then) instead of retraining them")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="a JSON file keeping the longer runs' results, keyed by design, "
+        "longer-budget config and device, so a re-run that changes only "
+        "how the short budget validates need not retrain them",
+    )
+    parser.add_argument(
+        "--part",
+        default=None,
+        metavar="K/N",
+        help="train only every N-th design starting at the K-th, into --cache, "
+        "and write nothing: N such runs side by side share the work; a "
+        "final run with --reuse-short then reports from the cache",
+    )
+    parser.add_argument(
+        "--reuse-short",
+        action="store_true",
+        help="take the short-budget runs from --cache as well (their accuracies "
+        "and seconds as measured then) instead of retraining them",
+    )
     args = parser.parse_args(argv)
     part = None
     if args.part is not None:
@@ -219,16 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     threads = set_threads(args.threads)
     short = BUDGETS[args.budget]
     if short.train_images is None:
-        parser.error(f"budget {args.budget} trains on the whole split; it cannot be made {args.factor}x longer")
+        parser.error(
+            f"budget {args.budget} trains on the whole split; it cannot be made {args.factor}x longer"
+        )
     # The longer run validates once, at its end, on the whole validation split (below).
-    long = dataclasses.replace(short, train_images=short.train_images * args.factor, val_images=1,
-                               final_val_images=1)
-    designs = [("v1", NetworkConfig(block=REFERENCES["v1"])), ("v2", NetworkConfig(block=REFERENCES["v2"]))]
+    long = dataclasses.replace(
+        short, train_images=short.train_images * args.factor, val_images=1, final_val_images=1
+    )
+    designs = [
+        ("v1", NetworkConfig(block=REFERENCES["v1"])),
+        ("v2", NetworkConfig(block=REFERENCES["v2"])),
+    ]
     designs += random_designs(args.designs, args.seed, args.max_params or None)
     load_start = os.getloadavg()
     started = time.time()
-    print(f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
-          f"{threads} threads, load {load_start[0]:.2f}", flush=True)
+    print(
+        f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
+        f"{threads} threads, load {load_start[0]:.2f}",
+        flush=True,
+    )
 
     cache = Cache(Path(args.cache)) if args.cache else None
     reused = {"short": 0, "long": 0}
@@ -257,21 +302,32 @@ def main(argv: list[str] | None = None) -> int:
             long_acc = evaluate(model, data, device, "val")[1]
             if cache is not None:
                 cache.put(long_key, {"long_acc": long_acc, "long_train_s": long_train_s})
-        row = {"name": name, "block": net.block.short(), "bn": net.block.bn != "none",
-               "params": network_params(net), **quick, "long_acc": long_acc,
-               "long_train_s": long_train_s}
+        row = {
+            "name": name,
+            "block": net.block.short(),
+            "bn": net.block.bn != "none",
+            "params": network_params(net),
+            **quick,
+            "long_acc": long_acc,
+            "long_train_s": long_train_s,
+        }
         rows.append(row)
-        print(f"{name:>5} {row['params']:>7} {row['flops'] / 1e6:6.1f}M  "
-              f"{args.budget} {row['val_acc']:.4f} ({row['train_s']:.1f}s train, "
-              f"{row['trial_s']:.1f}s trial)  {args.factor}x {row['long_acc']:.4f} "
-              f"({row['long_train_s']:.0f}s)  load {os.getloadavg()[0]:.2f}  {row['block']}", flush=True)
+        print(
+            f"{name:>5} {row['params']:>7} {row['flops'] / 1e6:6.1f}M  "
+            f"{args.budget} {row['val_acc']:.4f} ({row['train_s']:.1f}s train, "
+            f"{row['trial_s']:.1f}s trial)  {args.factor}x {row['long_acc']:.4f} "
+            f"({row['long_train_s']:.0f}s)  load {os.getloadavg()[0]:.2f}  {row['block']}",
+            flush=True,
+        )
     if part is not None:
         print(f"part {part[0]}/{part[1]} done: {len(rows)} designs into the cache {args.cache}")
         return 0
 
     taus = {
         "all": kendall([r["val_acc"] for r in rows], [r["long_acc"] for r in rows]),
-        "bn": kendall([r["val_acc"] for r in rows if r["bn"]], [r["long_acc"] for r in rows if r["bn"]]),
+        "bn": kendall(
+            [r["val_acc"] for r in rows if r["bn"]], [r["long_acc"] for r in rows if r["bn"]]
+        ),
     }
     n_bn = sum(r["bn"] for r in rows)
     low, high = kendall_interval([r["val_acc"] for r in rows], [r["long_acc"] for r in rows])
@@ -293,10 +349,15 @@ def main(argv: list[str] | None = None) -> int:
         f"estimated search of 100 random trials plus the {len(REFERENCES)} references: "
         f"{total_min:.1f} min ({mean_s:.1f} s per trial, from trial s = {a:.2f} + {b:.3f} x forward "
         f"MFLOPs fitted on the designs above; target <= 20 min)",
-        *([f"from the cache {args.cache}: {reused['long']} of the {args.factor}x runs and "
-           f"{reused['short']} of the {args.budget} runs (earlier runs of the same designs, "
-           f"configs, seed and device; --part runs fill it)"]
-          if reused["long"] or reused["short"] else []),
+        *(
+            [
+                f"from the cache {args.cache}: {reused['long']} of the {args.factor}x runs and "
+                f"{reused['short']} of the {args.budget} runs (earlier runs of the same designs, "
+                f"configs, seed and device; --part runs fill it)"
+            ]
+            if reused["long"] or reused["short"]
+            else []
+        ),
         f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
         f"{elapsed:.1f} min in all",
     ]
@@ -316,8 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         f"epoch (same epochs and schedule) and validates on the whole validation split; "
         f"`{args.budget}` validates on its own `val_images` slice, as the search does. Random "
         f"designs: the default space, seed {args.seed}"
-        + (f", those above {args.max_params:,} parameters skipped to bound the run time"
-           if args.max_params else "") + ".",
+        + (
+            f", those above {args.max_params:,} parameters skipped to bound the run time"
+            if args.max_params
+            else ""
+        )
+        + ".",
         "",
         f"| design | params | fwd MFLOPs | BN | {args.budget} val acc | per-epoch val acc | "
         f"train s | trial s | {args.factor}x val acc | {args.factor}x train s | block |",

@@ -42,8 +42,6 @@ SECTION = "Zero-cost proxies on our space"
 BOOTSTRAP = 2000
 
 
-
-
 def machine() -> str:
     return (
         f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch "

@@ -39,8 +39,6 @@ def machine() -> str:
     )
 
 
-
-
 def front_vs_refs(records) -> list[str]:
     lines = []
     front = pareto_front(records)
@@ -74,7 +72,15 @@ def mode_default(args) -> None:
         storage = args.storage or str(Path(tmp) / "s.journal")
         if Path(storage).exists():
             sys.exit(f"{storage} exists: the benchmark times a fresh study")
-        cmd = [sys.executable, "-m", "explorer.search", "--trials", str(args.trials), "--storage", storage]
+        cmd = [
+            sys.executable,
+            "-m",
+            "explorer.search",
+            "--trials",
+            str(args.trials),
+            "--storage",
+            storage,
+        ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
@@ -232,9 +238,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", default="smoke", help="budget for samplers/prune modes")
-    p.add_argument(
-        "--parallel", type=int, default=2, help="samplers/prune: searches run at once"
-    )
+    p.add_argument("--parallel", type=int, default=2, help="samplers/prune: searches run at once")
     p.add_argument(
         "--storage", default=None, help="default mode: keep the study in this new journal file"
     )

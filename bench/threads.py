@@ -63,8 +63,15 @@ def one(args) -> None:
 def run(threads: int, processes: int, args) -> tuple[float, float]:
     """(seconds per trial, trials per minute) for `processes` children of `threads` threads."""
     cmd = [
-        sys.executable, __file__, "_one", "--threads", str(threads),
-        "--budget", args.budget, "--trials", str(args.trials),
+        sys.executable,
+        __file__,
+        "_one",
+        "--threads",
+        str(threads),
+        "--budget",
+        args.budget,
+        "--trials",
+        str(args.trials),
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     procs = [
@@ -100,9 +107,7 @@ def main() -> None:
     rows = []
     for threads, processes in layouts:
         per_trial, rate = run(threads, processes, args)
-        rows.append(
-            f"| {processes} | {threads} | {per_trial:.1f} | {rate:.2f} |"
-        )
+        rows.append(f"| {processes} | {threads} | {per_trial:.1f} | {rate:.2f} |")
         print(rows[-1], flush=True)
     body = [
         f"Command: `python bench/threads.py --budget {args.budget} --trials {args.trials}`. "

@@ -88,7 +88,9 @@ def update_section(path: Path, heading: str, body: str) -> None:
     new = [title, "", *body.rstrip("\n").split("\n")]
     if title in lines:
         start = lines.index(title)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         lines[start:end] = new + ([""] if end < len(lines) else [])
     else:
         lines += ["", *new]
@@ -105,8 +107,9 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...],
-                seconds: float) -> tuple[float, int]:
+def matmul_peak(
+    device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...], seconds: float
+) -> tuple[float, int]:
     """(best FLOP/s, at size n) of n x n matmuls; 2 n^3 FLOPs each."""
     best, best_n = 0.0, sizes[0]
     for n in sizes:
@@ -126,8 +129,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...]
     return best, best_n
 
 
-def trainer_rate(net: NetworkConfig, data, config: TrainConfig, device: torch.device,
-                 compile_model: bool = False) -> tuple[float, float]:
+def trainer_rate(
+    net: NetworkConfig, data, config: TrainConfig, device: torch.device, compile_model: bool = False
+) -> tuple[float, float]:
     """(images/s of the last epoch, seconds of the first) with `explorer.train.train`; the first
     epoch pays for one-off set-up (oneDNN primitives, cuDNN autotuning, compilation)."""
     torch.manual_seed(0)
@@ -139,8 +143,9 @@ def trainer_rate(net: NetworkConfig, data, config: TrainConfig, device: torch.de
     return last / result.epoch_train_s[-1], result.epoch_time_s[0]
 
 
-def dataloader_rate(net: NetworkConfig, dataset, config: TrainConfig, images: int,
-                    channels_last: bool) -> float:
+def dataloader_rate(
+    net: NetworkConfig, dataset, config: TrainConfig, images: int, channels_last: bool
+) -> float:
     """images/s of a plain loop: a map-style dataset with torchvision transforms per sample, a
     DataLoader, float32 on the CPU."""
     from torch.utils.data import DataLoader
@@ -182,29 +187,46 @@ def dataloader_rate(net: NetworkConfig, dataset, config: TrainConfig, images: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2048,
-                        help="training images per timed epoch (default: 2048)")
-    parser.add_argument("--batch-sizes", default="16,64,256",
-                        help="batch sizes to time on v1; the first and last also on v2, the first "
-                             "for torch.compile and the DataLoader loop (default: 16,64,256)")
-    parser.add_argument("--threads", default=None,
-                        help="comma-separated CPU thread counts to compare (default: 1 and all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", type=int, default=2048, help="training images per timed epoch (default: 2048)"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        default="16,64,256",
+        help="batch sizes to time on v1; the first and last also on v2, the first "
+        "for torch.compile and the DataLoader loop (default: 16,64,256)",
+    )
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="comma-separated CPU thread counts to compare (default: 1 and all)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
-    parser.add_argument("--quick", action="store_true",
-                        help="a sanity run: 256 images, batch 64, no compile, nothing written")
-    parser.add_argument("--output", default="BENCHMARKS.md",
-                        help="the file whose 'Trainer throughput' section is rewritten")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a sanity run: 256 images, batch 64, no compile, nothing written",
+    )
+    parser.add_argument(
+        "--output",
+        default="BENCHMARKS.md",
+        help="the file whose 'Trainer throughput' section is rewritten",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()[0]
     try:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-        thread_counts = ([int(t) for t in args.threads.split(",")] if args.threads
-                         else sorted({1, os.cpu_count() or 1}))
+        thread_counts = (
+            [int(t) for t in args.threads.split(",")]
+            if args.threads
+            else sorted({1, os.cpu_count() or 1})
+        )
         if min(batch_sizes) < 1 or min(thread_counts) < 1:
             raise ValueError
     except ValueError:
@@ -229,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     def record(run: str, batch: int, threads: int, rate: float, ref: str) -> None:
         load = os.getloadavg()[0]
         rows.append((run, batch, threads, rate, fwd[ref], load))
-        print(f"{run:<46} batch {batch:>4} threads {threads}  {rate:8.0f} img/s  "
-              f"{rate * TRAIN_FLOPS_PER_FORWARD * fwd[ref] / 1e9:6.1f} GFLOP/s  load {load:.2f}",
-              flush=True)
+        print(
+            f"{run:<46} batch {batch:>4} threads {threads}  {rate:8.0f} img/s  "
+            f"{rate * TRAIN_FLOPS_PER_FORWARD * fwd[ref] / 1e9:6.1f} GFLOP/s  load {load:.2f}",
+            flush=True,
+        )
 
     peaks = {}
     for threads in thread_counts if not cuda else [set_threads(None)]:
@@ -239,12 +263,21 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             peak = matmul_peak(device, torch.bfloat16, (4096, 8192), 2.0)
         else:
-            peak = matmul_peak(device, torch.float32, (256, 512, 1024, 2048), 1.0 if args.quick else 3.0)
+            peak = matmul_peak(
+                device, torch.float32, (256, 512, 1024, 2048), 1.0 if args.quick else 3.0
+            )
         peaks[threads] = peak
-        print(f"matmul peak ({'bf16' if cuda else 'float32'}, {threads} threads): "
-              f"{peak[0] / 1e9:.1f} GFLOP/s at n={peak[1]}  load {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"matmul peak ({'bf16' if cuda else 'float32'}, {threads} threads): "
+            f"{peak[0] / 1e9:.1f} GFLOP/s at n={peak[1]}  load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
         for ref in nets:
-            for batch in batch_sizes if ref == "v1" else dict.fromkeys(batch_sizes[::len(batch_sizes) - 1 or 1]):
+            for batch in (
+                batch_sizes
+                if ref == "v1"
+                else dict.fromkeys(batch_sizes[:: len(batch_sizes) - 1 or 1])
+            ):
                 config = dataclasses.replace(base, batch_size=batch)
                 rate, _ = trainer_rate(nets[ref], data, config, device)
                 record(f"explorer.train, {ref}", batch, threads, rate, ref)
@@ -257,17 +290,29 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             rate, first = trainer_rate(nets["v1"], data, config, device, compile_model=True)
             record("explorer.train, v1, torch.compile", batch_sizes[0], threads, rate, "v1")
-            compile_note = (f"torch.compile: first epoch {first:.1f} s (compilation included), "
-                            f"{time.perf_counter() - t0:.1f} s for the whole run")
+            compile_note = (
+                f"torch.compile: first epoch {first:.1f} s (compilation included), "
+                f"{time.perf_counter() - t0:.1f} s for the whole run"
+            )
         except Exception as exc:  # a missing compiler or an unsupported op: report, don't fail
             compile_note = f"torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         print(compile_note, flush=True)
     if not cuda:
         for cl in (False, True):
-            rate = dataloader_rate(nets["v1"], dataset, dataclasses.replace(base, batch_size=batch_sizes[0]),
-                                   args.images, channels_last=cl)
-            record(f"DataLoader + transforms loop, v1{', channels_last' if cl else ''}",
-                   batch_sizes[0], threads, rate, "v1")
+            rate = dataloader_rate(
+                nets["v1"],
+                dataset,
+                dataclasses.replace(base, batch_size=batch_sizes[0]),
+                args.images,
+                channels_last=cl,
+            )
+            record(
+                f"DataLoader + transforms loop, v1{', channels_last' if cl else ''}",
+                batch_sizes[0],
+                threads,
+                rate,
+                "v1",
+            )
 
     def peak_for(threads: int) -> float:
         return peaks[threads][0] if threads in peaks else max(p[0] for p in peaks.values())
@@ -279,12 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for run, batch, thr, rate, flops, load in rows:
         achieved = rate * TRAIN_FLOPS_PER_FORWARD * flops
-        table.append(f"| {run} | {batch} | {thr} | {rate:,.0f} | {flops / 1e6:.1f} | "
-                     f"{achieved / 1e9:.1f} | {achieved / peak_for(thr):.0%} | {load:.2f} |")
-    best = max(rows, key=lambda r: r[3] * r[4] / peak_for(r[2]) if r[0].startswith("explorer") else 0)
+        table.append(
+            f"| {run} | {batch} | {thr} | {rate:,.0f} | {flops / 1e6:.1f} | "
+            f"{achieved / 1e9:.1f} | {achieved / peak_for(thr):.0%} | {load:.2f} |"
+        )
+    best = max(
+        rows, key=lambda r: r[3] * r[4] / peak_for(r[2]) if r[0].startswith("explorer") else 0
+    )
     best_frac = best[3] * TRAIN_FLOPS_PER_FORWARD * best[4] / peak_for(best[2])
-    verdict = (f"Best of the trainer: {best_frac:.0%} of the matmul peak ({best[0]}, batch {best[1]}, "
-               f"{best[2]} threads); the target of 75% is {'met' if best_frac >= 0.75 else 'not met'}.")
+    verdict = (
+        f"Best of the trainer: {best_frac:.0%} of the matmul peak ({best[0]}, batch {best[1]}, "
+        f"{best[2]} threads); the target of 75% is {'met' if best_frac >= 0.75 else 'not met'}."
+    )
     print("\n".join(table))
     print(verdict)
     if compile_note:
@@ -292,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         return 0
     command = "python bench/trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    peak_lines = [f"- Matmul peak ({'bf16' if cuda else 'float32'}, {t} threads): "
-                  f"{p[0] / 1e9:.1f} GFLOP/s (n = {p[1]})" for t, p in peaks.items()]
+    peak_lines = [
+        f"- Matmul peak ({'bf16' if cuda else 'float32'}, {t} threads): "
+        f"{p[0] / 1e9:.1f} GFLOP/s (n = {p[1]})"
+        for t, p in peaks.items()
+    ]
     body = [
         f"Command: `{command.strip()}`",
         "",

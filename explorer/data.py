@@ -66,17 +66,41 @@ _CIFAR_BIN_DIR = "cifar-10-batches-bin"
 
 DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(
-        "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), flip=True, pad=2,
+        "fashion-mnist",
+        1,
+        28,
+        10,
+        (0.2860,),
+        (0.3530,),
+        flip=True,
+        pad=2,
         torchvision_name="FashionMNIST",
-        system_dirs=("/usr/share/datasets/fashion-mnist",), package="dataset-fashion-mnist",
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        package="dataset-fashion-mnist",
     ),
     "mnist": DatasetInfo(
-        "mnist", 1, 28, 10, (0.1307,), (0.3081,), flip=False, pad=2,
-        torchvision_name="MNIST", system_dirs=("/usr/share/datasets/mnist",),
+        "mnist",
+        1,
+        28,
+        10,
+        (0.1307,),
+        (0.3081,),
+        flip=False,
+        pad=2,
+        torchvision_name="MNIST",
+        system_dirs=("/usr/share/datasets/mnist",),
     ),
     "cifar10": DatasetInfo(
-        "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), flip=True, pad=4,
-        torchvision_name="CIFAR10", system_dirs=("/usr/share/datasets/cifar10",),
+        "cifar10",
+        3,
+        32,
+        10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        flip=True,
+        pad=4,
+        torchvision_name="CIFAR10",
+        system_dirs=("/usr/share/datasets/cifar10",),
     ),
 }
 
@@ -109,10 +133,19 @@ def _candidate_folders(info: DatasetInfo, root: Path) -> list[Path]:
     """The folders under one root that may hold the files: itself, a named subfolder, and
     torchvision's layout (``FashionMNIST/raw``, ``cifar-10-batches-py``)."""
     if info.name == "cifar10":
-        return [root, root / _CIFAR_PY_DIR, root / _CIFAR_BIN_DIR,
-                root / info.name / _CIFAR_PY_DIR, root / info.name / _CIFAR_BIN_DIR]
-    return [root, root / info.name, root / info.torchvision_name / "raw",
-            root / info.name / info.torchvision_name / "raw"]
+        return [
+            root,
+            root / _CIFAR_PY_DIR,
+            root / _CIFAR_BIN_DIR,
+            root / info.name / _CIFAR_PY_DIR,
+            root / info.name / _CIFAR_BIN_DIR,
+        ]
+    return [
+        root,
+        root / info.name,
+        root / info.torchvision_name / "raw",
+        root / info.name / info.torchvision_name / "raw",
+    ]
 
 
 def _holds_files(info: DatasetInfo, folder: Path) -> bool:
@@ -136,7 +169,7 @@ def _fix_command(info: DatasetInfo) -> str:
     if info.package:
         return f"sudo apt-get install {info.package}"
     return (
-        f"python -c \"import torchvision; torchvision.datasets.{info.torchvision_name}("
+        f'python -c "import torchvision; torchvision.datasets.{info.torchvision_name}('
         f"'{cache_dir()}', download=True)\" on a machine with network access"
     )
 
@@ -149,8 +182,9 @@ def _download(info: DatasetInfo, root: Path) -> None:
     getattr(torchvision.datasets, info.torchvision_name)(str(root), train=False, download=True)
 
 
-def find_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None,
-                 download: bool = True) -> Path:
+def find_dataset(
+    name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None, download: bool = True
+) -> Path:
     """The folder holding a dataset's files, searched in the documented order.
 
     Raises `DataError` (one line) saying where it looked and what command fixes it.
@@ -184,8 +218,11 @@ def find_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None
             if found is not None:
                 return found
             why = "download left no usable files"
-    want = "the four IDX files (train-images-idx3-ubyte.gz, ...)" if info.name != "cifar10" else (
-        f"{_CIFAR_PY_DIR}/ (data_batch_1..5, test_batch)")
+    want = (
+        "the four IDX files (train-images-idx3-ubyte.gz, ...)"
+        if info.name != "cifar10"
+        else (f"{_CIFAR_PY_DIR}/ (data_batch_1..5, test_batch)")
+    )
     raise DataError(
         f"{name} not found; looked in {', '.join(looked)} ({why}). Fix: {_fix_command(info)}, "
         f"or pass --data-dir DIR (or set {ENV_VAR}) to a folder with {want}"
@@ -207,7 +244,9 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DataError(f"{path} is not an IDX file (bad magic number)")
     if data[2] != 0x08:
-        raise DataError(f"{path} holds IDX type 0x{data[2]:02x}; only unsigned bytes (0x08) are read")
+        raise DataError(
+            f"{path} holds IDX type 0x{data[2]:02x}; only unsigned bytes (0x08) are read"
+        )
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}I", data[4:header])
@@ -215,7 +254,9 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     for s in shape:
         count *= s
     if len(data) - header != count:
-        raise DataError(f"{path} is truncated: {len(data) - header} bytes of data for shape {shape}")
+        raise DataError(
+            f"{path} is truncated: {len(data) - header} bytes of data for shape {shape}"
+        )
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -223,7 +264,12 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only what the CIFAR python batches hold: numpy arrays, lists, bytes, numbers."""
 
     def find_class(self, module: str, name: str):
-        if module.split(".")[0] == "numpy" and name in ("_reconstruct", "ndarray", "dtype", "scalar"):
+        if module.split(".")[0] == "numpy" and name in (
+            "_reconstruct",
+            "ndarray",
+            "dtype",
+            "scalar",
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
 
@@ -305,12 +351,19 @@ class Dataset:
         return self._on_device[key]
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, train={len(self.train_labels)}, val={len(self.val_labels)}, "
-                f"test={len(self.test_labels)}, source={self.source!r})")
+        return (
+            f"Dataset({self.name!r}, train={len(self.train_labels)}, val={len(self.val_labels)}, "
+            f"test={len(self.test_labels)}, source={self.source!r})"
+        )
 
 
-def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None,
-                 val_size: int = DEFAULT_VAL_SIZE, seed: int = 0, download: bool = True) -> Dataset:
+def load_dataset(
+    name: str = DEFAULT_DATASET,
+    data_dir: str | os.PathLike | None = None,
+    val_size: int = DEFAULT_VAL_SIZE,
+    seed: int = 0,
+    download: bool = True,
+) -> Dataset:
     """Load a named dataset once (later calls with the same arguments return the same object).
 
     `val_size` training images, chosen by a permutation seeded with `seed`, are held out as the
@@ -355,8 +408,9 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return (images.float() * (1.0 / 255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-def random_crop_flip(images: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
-                     flip: torch.Tensor | None) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor | None
+) -> torch.Tensor:
     """Each image shifted by (dy, dx) in [0, 2 pad] inside a zero-padded frame, and mirrored where
     `flip` is true: the random-crop-with-padding and flip augmentation, for a whole batch at once."""
     n, c, h, w = images.shape
@@ -365,7 +419,9 @@ def random_crop_flip(images: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch
         # Every (dy, dx) window of every image as a strided view; indexing it copies one whole
         # window per image instead of computing an index per pixel.
         sn, sc, sh, sw = padded.stride()
-        windows = padded.as_strided((n, c, 2 * pad + 1, 2 * pad + 1, h, w), (sn, sc, sh, sw, sh, sw))
+        windows = padded.as_strided(
+            (n, c, 2 * pad + 1, 2 * pad + 1, h, w), (sn, sc, sh, sw, sh, sw)
+        )
         images = windows[torch.arange(n, device=images.device), :, dy, dx]
     if flip is not None:
         images = torch.where(flip.view(n, 1, 1, 1), images.flip(3), images)
@@ -395,10 +451,14 @@ class DeviceData:
     def size(self, split: str) -> int:
         return len(self._splits[split][1])
 
-    def train_batches(self, batch_size: int, num_images: int, generator: torch.Generator,
-                      augment: bool = True,
-                      memory_format: torch.memory_format = torch.contiguous_format,
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self,
+        batch_size: int,
+        num_images: int,
+        generator: torch.Generator,
+        augment: bool = True,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`num_images` training images in random order (a fresh permutation of the split each
         time it runs out) as batches of `batch_size`; the last partial batch is dropped.
 
@@ -409,8 +469,9 @@ class DeviceData:
         total = len(labels)
         steps = num_images // batch_size
         count = steps * batch_size
-        order = torch.cat([torch.randperm(total, generator=generator)
-                           for _ in range(-(-count // total))])[:count]
+        order = torch.cat(
+            [torch.randperm(total, generator=generator) for _ in range(-(-count // total))]
+        )[:count]
         pad, flip = self.info.pad, self.info.flip
         if augment:
             shifts = torch.randint(0, 2 * pad + 1, (2, count), generator=generator)
@@ -424,13 +485,19 @@ class DeviceData:
             idx = order[sl]
             x = images[idx]
             if augment:  # on the raw pixels, so the padding is black (0), as in the images' borders
-                x = random_crop_flip(x, pad, shifts[0, sl], shifts[1, sl], flips[sl] if flip else None)
+                x = random_crop_flip(
+                    x, pad, shifts[0, sl], shifts[1, sl], flips[sl] if flip else None
+                )
             x = normalize(x, self.mean, self.std)
             yield x.contiguous(memory_format=memory_format), labels[idx]
 
-    def eval_batches(self, split: str, batch_size: int, num_images: int | None = None,
-                     memory_format: torch.memory_format = torch.contiguous_format,
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def eval_batches(
+        self,
+        split: str,
+        batch_size: int,
+        num_images: int | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first `num_images` (all when None) of a split, in order, unaugmented."""
         images, labels = self._splits[split]
         n = len(labels) if num_images is None else min(num_images, len(labels))

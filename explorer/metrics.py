@@ -57,9 +57,15 @@ def synchronize(device: torch.device | str) -> None:
         torch.mps.synchronize()
 
 
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
-                    device: torch.device | str, repeats: int = 10, warmup: int = 2,
-                    budget_s: float | None = 1.0) -> float:
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    device: torch.device | str,
+    repeats: int = 10,
+    warmup: int = 2,
+    budget_s: float | None = 1.0,
+) -> float:
     """Median forward latency in milliseconds for a batch of `batch_size` on `device`.
 
     Eval mode, no gradients, channels_last, and bf16 autocast on CUDA (as `explorer.train` runs);
@@ -72,14 +78,17 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_size: 
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     model.to(device=device, memory_format=torch.channels_last)
     x = torch.randn((batch_size, *input_shape), device=device).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     was_training = model.training
     model.eval()
     times: list[float] = []
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                    enabled=use_bf16):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
+        ):
             for _ in range(warmup):
                 model(x)
             synchronize(device)

@@ -81,7 +81,9 @@ def open_storage(
         with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             engine = {"pool_pre_ping": True}
-            if scheme.startswith("postgres"):  # a host that drops packets fails in 10 s, not minutes
+            if scheme.startswith(
+                "postgres"
+            ):  # a host that drops packets fails in 10 s, not minutes
                 engine["connect_args"] = {"connect_timeout": 10}
             return RDBStorage(url, engine_kwargs=engine, **kwargs)
     except Exception as exc:  # noqa: BLE001

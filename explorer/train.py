@@ -45,15 +45,19 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}"
+        )
 
 
-def _number_in(name: str, value: Any, low: float, high: float, low_open: bool = False,
-               high_open: bool = True) -> None:
+def _number_in(
+    name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = True
+) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
     if not ok:
         lb, hb = "(" if low_open else "[", ")" if high_open else "]"
         raise ValueError(f"{name} must be a number in {lb}{low}, {high}{hb}, got {value!r}")
@@ -69,7 +73,8 @@ class TrainConfig:
     optimizer: str = "adamw"  # "sgd" (Nesterov momentum) or "adamw"
     lr: float = 1e-2  # the peak learning rate
     momentum: float = 0.9  # SGD momentum, or AdamW's beta1
-    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine anneal) or "cosine" (linear warm-up)
+    # "onecycle" (warm-up then cosine anneal) or "cosine" (linear warm-up)
+    schedule: str = "onecycle"
     warmup: float = 0.2  # fraction of all steps spent warming up
     weight_decay: float = 5e-4  # on convolution and linear weights only, not on BN or biases
     label_smoothing: float = 0.1
@@ -105,9 +110,14 @@ class TrainConfig:
         _positive_int("train_images", self.train_images, allow_none=True)
         _positive_int("val_images", self.val_images, allow_none=True)
         _positive_int("final_val_images", self.final_val_images, allow_none=True)
-        if isinstance(self.bn_stats_images, bool) or not isinstance(self.bn_stats_images, int) or (
-                self.bn_stats_images < 0):
-            raise ValueError(f"bn_stats_images must be a non-negative integer, got {self.bn_stats_images!r}")
+        if (
+            isinstance(self.bn_stats_images, bool)
+            or not isinstance(self.bn_stats_images, int)
+            or (self.bn_stats_images < 0)
+        ):
+            raise ValueError(
+                f"bn_stats_images must be a non-negative integer, got {self.bn_stats_images!r}"
+            )
         if self.train_images is not None and self.train_images < self.batch_size:
             raise ValueError(
                 f"train_images must be at least batch_size ({self.batch_size}), got {self.train_images}"
@@ -134,17 +144,33 @@ BUDGETS: dict[str, TrainConfig] = {
     # 2 x 512 images at batch 16 (64 steps), a few seconds on one CPU thread: enough for v1 and
     # v2 to rise well above chance (about 0.4 and 0.5), so smoke-budget comparisons of searches
     # (BENCHMARKS.md) rank designs by more than their size.
-    "smoke": TrainConfig(lr=1e-2, batch_size=16, epochs=2, train_images=512, val_images=256,
-                         final_val_images=256, warmup=0.3, augment=True),
+    "smoke": TrainConfig(
+        lr=1e-2,
+        batch_size=16,
+        epochs=2,
+        train_images=512,
+        val_images=256,
+        final_val_images=256,
+        warmup=0.3,
+        augment=True,
+    ),
     # 4 x 1,024 images at batch 16 (256 steps): short enough for ~10 s per design on two CPU
     # cores, long enough for designs without batch norm to start learning under AdamW.
     "quick": TrainConfig(),
     # The whole training split ten times with crops and flips, at a GPU-sized batch. AdamW as in
     # quick, so both budgets favour the same designs; not yet calibrated on a GPU.
     "standard": TrainConfig(
-        optimizer="adamw", lr=4e-3, schedule="onecycle", warmup=0.1, weight_decay=0.05,
-        batch_size=256, epochs=10, train_images=None, val_images=None,
-        final_val_images=None, augment=True,
+        optimizer="adamw",
+        lr=4e-3,
+        schedule="onecycle",
+        warmup=0.1,
+        weight_decay=0.05,
+        batch_size=256,
+        epochs=10,
+        train_images=None,
+        val_images=None,
+        final_val_images=None,
+        augment=True,
     ),
 }
 
@@ -173,7 +199,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {name!r} ({exc})") from None
+        raise ValueError(
+            f"device must be auto, cpu, cuda[:N] or mps, got {name!r} ({exc})"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda was asked for, but torch sees no CUDA device")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -208,8 +236,12 @@ class TrainResult:
 
     def curves(self) -> dict[str, list]:
         """The ``curves`` trial attribute (see explorer.results)."""
-        return {"epoch": list(self.epoch), "train_loss": list(self.train_loss),
-                "val_loss": list(self.val_loss), "val_acc": list(self.val_acc)}
+        return {
+            "epoch": list(self.epoch),
+            "train_loss": list(self.train_loss),
+            "val_loss": list(self.val_loss),
+            "val_acc": list(self.val_acc),
+        }
 
 
 @dataclass(frozen=True)
@@ -239,8 +271,9 @@ def _setup(device: torch.device) -> _Setup:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         bf16 = torch.cuda.is_bf16_supported()
-        return _Setup(device, torch.bfloat16 if bf16 else None, torch.channels_last,
-                      DIVERGENCE_CHECK_STEPS)
+        return _Setup(
+            device, torch.bfloat16 if bf16 else None, torch.channels_last, DIVERGENCE_CHECK_STEPS
+        )
     if device.type == "mps":
         return _Setup(device, None, torch.channels_last, DIVERGENCE_CHECK_STEPS)
     return _Setup(device, None, torch.channels_last, 1)
@@ -251,15 +284,22 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
-def _optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(
+    model: nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
     groups = _param_groups(model, config.weight_decay)
     # The fused CUDA kernels spare one launch per parameter tensor; elsewhere the foreach path.
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True, **fast)
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, nesterov=True, **fast
+        )
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), **fast)
 
 
@@ -273,7 +313,9 @@ def lr_factor(step: int, total: int, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _loss(output: Any, target: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(
+    output: Any, target: torch.Tensor, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(training loss, main logits); auxiliary outputs (GoogLeNet, Inception v3 in training mode
     return them after the main logits) add `aux_weight` times their loss."""
     if isinstance(output, torch.Tensor):
@@ -283,7 +325,8 @@ def _loss(output: Any, target: torch.Tensor, config: TrainConfig) -> tuple[torch
     for logits in aux:
         if logits is not None:
             loss = loss + config.aux_weight * F.cross_entropy(
-                logits, target, label_smoothing=config.label_smoothing)
+                logits, target, label_smoothing=config.label_smoothing
+            )
     return loss, main
 
 
@@ -291,8 +334,11 @@ def _loss(output: Any, target: torch.Tensor, config: TrainConfig) -> tuple[torch
 def recompute_bn_stats(model: nn.Module, data: DeviceData, num_images: int, seed: int = 0) -> None:
     """Replace every batch norm's running statistics by those of `num_images` training images
     (unaugmented, drawn with their own generator so the training stream is unchanged)."""
-    norms = [m for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if not norms:
         return
     setup = _setup(data.device)
@@ -305,8 +351,13 @@ def recompute_bn_stats(model: nn.Module, data: DeviceData, num_images: int, seed
     try:
         batch = min(num_images, EVAL_BATCH_SIZE)
         generator = torch.Generator().manual_seed(seed)
-        for x, _ in data.train_batches(batch, max(num_images, batch), generator, augment=False,
-                                       memory_format=setup.memory_format):
+        for x, _ in data.train_batches(
+            batch,
+            max(num_images, batch),
+            generator,
+            augment=False,
+            memory_format=setup.memory_format,
+        ):
             with setup.autocast():
                 model(x)
     finally:
@@ -316,8 +367,13 @@ def recompute_bn_stats(model: nn.Module, data: DeviceData, num_images: int, seed
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset | DeviceData, device: torch.device | str,
-             split: str = "val", num_images: int | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    data: Dataset | DeviceData,
+    device: torch.device | str,
+    split: str = "val",
+    num_images: int | None = None,
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on the first `num_images` of a split."""
     setup = _setup(torch.device(device))
     data = data.on(setup.device)
@@ -341,9 +397,13 @@ def evaluate(model: nn.Module, data: Dataset | DeviceData, device: torch.device 
     return loss_sum.item() / n, correct.item() / n
 
 
-def train(model: nn.Module, data: Dataset | DeviceData, config: TrainConfig,
-          device: torch.device | str,
-          epoch_callback: Callable[[int, TrainResult], None] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    data: Dataset | DeviceData,
+    config: TrainConfig,
+    device: torch.device | str,
+    epoch_callback: Callable[[int, TrainResult], None] | None = None,
+) -> TrainResult:
     """Train `model` in place and return its curves.
 
     After each epoch's validation, ``epoch_callback(epoch, result)`` is called with the result so
@@ -366,7 +426,8 @@ def train(model: nn.Module, data: Dataset | DeviceData, config: TrainConfig,
     total_steps = steps_per_epoch * config.epochs
     optimizer = _optimizer(model, config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, config))
+        optimizer, lambda step: lr_factor(step, total_steps, config)
+    )
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult(device=str(device))
 
@@ -374,8 +435,9 @@ def train(model: nn.Module, data: Dataset | DeviceData, config: TrainConfig,
         setup.sync()
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        batches = data.train_batches(config.batch_size, train_images, generator, config.augment,
-                                     setup.memory_format)
+        batches = data.train_batches(
+            config.batch_size, train_images, generator, config.augment, setup.memory_format
+        )
         for step, (x, y) in enumerate(batches, 1):
             with setup.autocast():
                 loss, _ = _loss(model(x), y, config)
@@ -395,8 +457,9 @@ def train(model: nn.Module, data: Dataset | DeviceData, config: TrainConfig,
         if config.bn_stats_images:
             recompute_bn_stats(model, data, config.bn_stats_images, config.seed + epoch)
         last = epoch == config.epochs
-        val_loss, val_acc = evaluate(model, data, device, "val",
-                                     config.final_val_images if last else config.val_images)
+        val_loss, val_acc = evaluate(
+            model, data, device, "val", config.final_val_images if last else config.val_images
+        )
         model.train()
         result.epoch.append(epoch)
         result.train_loss.append(loss_sum.item() / steps_per_epoch)
@@ -412,12 +475,19 @@ def train(model: nn.Module, data: Dataset | DeviceData, config: TrainConfig,
     return result
 
 
-def _stop_diverged(result: TrainResult, setup: _Setup, epoch: int, step: int, epoch_start: float,
-                   start: float, config: TrainConfig) -> None:
+def _stop_diverged(
+    result: TrainResult,
+    setup: _Setup,
+    epoch: int,
+    step: int,
+    epoch_start: float,
+    start: float,
+    config: TrainConfig,
+) -> None:
     setup.sync()
     result.train_time_s += time.perf_counter() - epoch_start
     result.images_seen += step * config.batch_size
     result.wall_time_s = time.perf_counter() - start
-    raise DivergedError(f"training loss became NaN or infinite in epoch {epoch} by step {step}",
-                        result)
-
+    raise DivergedError(
+        f"training loss became NaN or infinite in epoch {epoch} by step {step}", result
+    )

@@ -143,7 +143,9 @@ class GoogLeNet(nn.Module):
     ``GoogLeNet`` (conv1, maxpool1, conv2, conv3, maxpool2, inception3a, ..., aux1, aux2, fc).
     """
 
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = True, layout: str = "paper") -> None:
+    def __init__(
+        self, num_classes: int = 1000, aux_logits: bool = True, layout: str = "paper"
+    ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
@@ -153,7 +155,9 @@ class GoogLeNet(nn.Module):
         conv = partial(ConvNormAct, bn=spec.bn, bn_eps=spec.bn_eps)
 
         def pool(kernel: int = 3) -> nn.Module:
-            return nn.MaxPool2d(kernel, stride=2, padding=spec.pool_padding, ceil_mode=spec.pool_ceil)
+            return nn.MaxPool2d(
+                kernel, stride=2, padding=spec.pool_padding, ceil_mode=spec.pool_ceil
+            )
 
         def lrn() -> nn.Module:
             # The paper gives no LRN constants; these are AlexNet's (Krizhevsky et al. 2012).
