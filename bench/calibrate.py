@@ -122,6 +122,13 @@ def kendall(a: list[float], b: list[float]) -> float:
     return float(kendalltau(a, b).statistic) if len(a) >= 2 else float("nan")
 
 
+def long_cell(accs: list[float]) -> str:
+    """One design's longer-budget accuracy: the value, or the mean and each seed's."""
+    if len(accs) == 1:
+        return f"{accs[0]:.4f}"
+    return f"{statistics.fmean(accs):.4f} ({' / '.join(f'{v:.4f}' for v in accs)})"
+
+
 def kendall_interval(
     a: list[float], b: list[float], resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
@@ -215,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         "how the short budget validates need not retrain them",
     )
     parser.add_argument(
+        "--long-seeds",
+        type=int,
+        default=1,
+        help="train the longer budget with this many seeds and rank by their mean; with 2 or "
+        "more the report also gives tau between two longer-budget seeds, the ceiling of any "
+        "agreement with one longer run (default: 1)",
+    )
+    parser.add_argument(
         "--part",
         default=None,
         metavar="K/N",
@@ -243,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reuse-short needs --cache")
     if args.quick:
         args.designs, args.factor, args.no_write = 2, 2, True
-    if args.factor < 2 or args.designs < 0:
-        parser.error("--factor must be at least 2 and --designs at least 0")
+    if args.factor < 2 or args.designs < 0 or args.long_seeds < 1:
+        parser.error("--factor must be at least 2, --designs at least 0, --long-seeds at least 1")
 
     try:
         device = resolve_device(args.device)
@@ -290,18 +305,25 @@ def main(argv: list[str] | None = None) -> int:
             quick = trial_seconds(net, data, short, device)
             if cache is not None:
                 cache.put(short_key, quick)
-        long_key = json.dumps([net.to_dict(), long.to_dict(), device.type], sort_keys=True)
-        cached = cache.get(long_key) if cache is not None else None
-        if cached is not None:
-            long_acc, long_train_s = cached["long_acc"], cached["long_train_s"]
-            reused["long"] += 1
-        else:
-            torch.manual_seed(long.seed)
-            model = build_network(net)
-            long_train_s = train(model, data, long, device).train_time_s
-            long_acc = evaluate(model, data, device, "val")[1]
-            if cache is not None:
-                cache.put(long_key, {"long_acc": long_acc, "long_train_s": long_train_s})
+        long_accs, long_secs = [], []
+        for offset in range(args.long_seeds):
+            config = dataclasses.replace(long, seed=long.seed + offset)
+            long_key = json.dumps([net.to_dict(), config.to_dict(), device.type], sort_keys=True)
+            cached = cache.get(long_key) if cache is not None else None
+            if cached is not None:
+                reused["long"] += 1
+            else:
+                torch.manual_seed(config.seed)
+                model = build_network(net)
+                cached = {
+                    "long_train_s": train(model, data, config, device).train_time_s,
+                    "long_acc": evaluate(model, data, device, "val")[1],
+                }
+                if cache is not None:
+                    cache.put(long_key, cached)
+            long_accs.append(cached["long_acc"])
+            long_secs.append(cached["long_train_s"])
+        long_acc, long_train_s = statistics.fmean(long_accs), statistics.fmean(long_secs)
         row = {
             "name": name,
             "block": net.block.short(),
@@ -309,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             "params": network_params(net),
             **quick,
             "long_acc": long_acc,
+            "long_accs": long_accs,
             "long_train_s": long_train_s,
         }
         rows.append(row)
@@ -331,6 +354,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     n_bn = sum(r["bn"] for r in rows)
     low, high = kendall_interval([r["val_acc"] for r in rows], [r["long_acc"] for r in rows])
+    seeds_lines = []
+    if args.long_seeds >= 2:
+        first = [r["long_accs"][0] for r in rows]
+        second = [r["long_accs"][1] for r in rows]
+        first_bn = [r["long_accs"][0] for r in rows if r["bn"]]
+        second_bn = [r["long_accs"][1] for r in rows if r["bn"]]
+        spread = statistics.fmean(statistics.stdev(r["long_accs"]) for r in rows)
+        seeds_lines = [
+            f"the {args.factor}x accuracy is the mean of {args.long_seeds} seeds (seed-to-seed "
+            f"standard deviation {spread:.4f}, mean over designs); one {args.factor}x seed against "
+            f"another ranks the designs with tau {kendall(first, second):.3f} over all and "
+            f"{kendall(first_bn, second_bn):.3f} over the batch-norm ones: the most any short "
+            f"budget can agree with a single {args.factor}x run",
+            f"{args.budget} against the first {args.factor}x seed alone: tau "
+            f"{kendall([r['val_acc'] for r in rows], first):.3f} over all, "
+            f"{kendall([r['val_acc'] for r in rows if r['bn']], first_bn):.3f} over the "
+            f"batch-norm ones",
+        ]
     v1 = next(r for r in rows if r["name"] == "v1")
     v1_ratio = v1["val_acc"] / v1["long_acc"]
     a, b = fit_seconds(rows)
@@ -342,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(target >= 0.6: {'met' if taus['all'] >= 0.6 else 'not met'}; 95% bootstrap interval "
         f"{low:.2f} to {high:.2f}), {taus['bn']:.3f} over the "
         f"{n_bn} batch-norm designs (target >= 0.5: {'met' if taus['bn'] >= 0.5 else 'not met'})",
+        *seeds_lines,
         f"v1 (no batch norm) reaches {v1_ratio:.0%} of its {args.factor}x accuracy (target >= 80%)",
         f"{args.budget} trial, measured: {statistics.fmean(r['train_s'] for r in rows):.1f} s training, "
         f"{statistics.fmean(r['trial_s'] for r in rows):.1f} s with validation and cost metrics "
@@ -368,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python bench/calibrate.py " + " ".join(argv if argv is not None else sys.argv[1:])
     cfg = ", ".join(f"{k}={v}" for k, v in short.to_dict().items())
+    seeds_head = ", mean (per seed)" if args.long_seeds > 1 else ""
     body = [
         f"Command: `{command.strip()}`",
         "",
@@ -385,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         + ".",
         "",
         f"| design | params | fwd MFLOPs | BN | {args.budget} val acc | per-epoch val acc | "
-        f"train s | trial s | {args.factor}x val acc | {args.factor}x train s | block |",
+        f"train s | trial s | {args.factor}x val acc{seeds_head} | {args.factor}x train s | block |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -393,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         body.append(
             f"| {r['name']} | {r['params']:,} | {r['flops'] / 1e6:.1f} | {'yes' if r['bn'] else 'no'} "
             f"| {r['val_acc']:.4f} | {curve} | {r['train_s']:.1f} | {r['trial_s']:.1f} "
-            f"| {r['long_acc']:.4f} | {r['long_train_s']:.0f} | `{r['block']}` |"
+            f"| {long_cell(r['long_accs'])} | {r['long_train_s']:.0f} "
+            f"| `{r['block']}` |"
         )
     body += [""] + [f"- {line}" for line in summary]
     update_section(Path(args.output), SECTION, "\n".join(body))
