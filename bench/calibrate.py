@@ -222,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         "how the short budget validates need not retrain them",
     )
     parser.add_argument(
+        "--short-images",
+        type=int,
+        default=None,
+        help="train the short runs on this many images per epoch instead of the budget's own, "
+        "against the same longer budget (factor x the budget's own): to try a longer or shorter "
+        "variant of a budget without retraining the reference",
+    )
+    parser.add_argument(
         "--long-seeds",
         type=int,
         default=1,
@@ -258,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reuse-short needs --cache")
     if args.quick:
         args.designs, args.factor, args.no_write = 2, 2, True
+    if args.short_images is not None and args.short_images < 1:
+        parser.error("--short-images must be at least 1")
     if args.factor < 2 or args.designs < 0 or args.long_seeds < 1:
         parser.error("--factor must be at least 2, --designs at least 0, --long-seeds at least 1")
 
@@ -277,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     long = dataclasses.replace(
         short, train_images=short.train_images * args.factor, val_images=1, final_val_images=1
     )
+    if args.short_images:  # a variant of the budget against the same longer reference
+        short = dataclasses.replace(short, train_images=args.short_images)
     designs = [
         ("v1", NetworkConfig(block=REFERENCES["v1"])),
         ("v2", NetworkConfig(block=REFERENCES["v2"])),
@@ -417,7 +429,14 @@ def main(argv: list[str] | None = None) -> int:
         *environment_lines(device, threads, load_start[0]),
         "",
         f"Budget `{args.budget}`: {cfg}. The longer budget trains {args.factor}x the images per "
-        f"epoch (same epochs and schedule) and validates on the whole validation split; "
+        f"epoch (same epochs and schedule"
+        + (
+            f"; {long.train_images:,} images, {args.factor}x the budget's own, while --short-images "
+            f"sets the short runs' {args.short_images:,}"
+            if args.short_images
+            else ""
+        )
+        + ") and validates on the whole validation split; "
         f"`{args.budget}` validates on its own `val_images` slice, as the search does. Random "
         f"designs: the default space, seed {args.seed}"
         + (
