@@ -411,7 +411,8 @@ def create_or_load_study(
         raise UsageError(f"study {s.study_name!r}: {exc}") from None
     attrs = study.user_attrs
     if not attrs.get("objectives"):
-        study.set_user_attr("objectives", list(s.objectives))
+        # Workers started together may all get here. "objectives" goes last, as the mark that the
+        # settings are complete: a worker that sees it sees the rest.
         study.set_user_attr("dataset", s.dataset)
         study.set_user_attr("budget", budget)
         study.set_user_attr("space", DEFAULT_SPACE.name)
@@ -419,8 +420,11 @@ def create_or_load_study(
         if s.width is not None:
             study.set_user_attr("width", s.width)
         if s.references:
+            queued = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)}
             for ref in DEFAULT_REFERENCES:
-                enqueue_reference(study, ref)
+                if ref not in queued:
+                    enqueue_reference(study, ref)
+        study.set_user_attr("objectives", list(s.objectives))
         return study
     for key, want in (
         ("objectives", list(s.objectives)),

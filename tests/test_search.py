@@ -445,3 +445,22 @@ def test_a_design_proposed_again_is_not_retrained(tmp_path, tiny_fmnist, capsys)
     assert second.params == first.params and second.user_attrs["duplicate_of"] == 0
     assert second.values == first.values and second.state == first.state
     assert second.user_attrs["curves"] == first.user_attrs["curves"]
+
+
+def test_second_worker_mid_setup_neither_fails_nor_queues_references_twice(tmp_path):
+    """A worker that opens the study while another is still writing its settings (both started
+    together on a shared storage) must join it, not call the settings different."""
+    s = search.SearchSettings(trials=3, study="race", storage=str(tmp_path / "j.journal"))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
+    )
+    first = optuna.create_study(study_name="race", storage=storage, directions=["maximize"] * 2)
+    first.set_user_attr("dataset", s.dataset)  # the first worker stopped half-way through
+    search.enqueue_reference(first, "v1")
+    study = search.create_or_load_study(s, storage, "quick")
+    refs = [t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)]
+    assert sorted(r for r in refs if r) == sorted(search.DEFAULT_REFERENCES)
+    assert study.user_attrs["objectives"] == list(s.objectives)
+    assert study.user_attrs["dataset"] == s.dataset
+    again = search.create_or_load_study(s, storage, "quick")  # a later worker: same study, no error
+    assert len(again.trials) == len(refs)
