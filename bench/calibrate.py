@@ -96,6 +96,30 @@ class Cache:
             os.replace(tmp, self.path)
 
 
+def parse_fields(pairs: list[str], config: TrainConfig) -> dict:
+    """``FIELD=VALUE`` strings as TrainConfig changes, each value read as its field's type."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    changes = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"expected FIELD=VALUE with a TrainConfig field, got {pair!r}")
+        current = getattr(config, name)
+        if text.lower() == "none":
+            changes[name] = None
+        elif isinstance(current, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"{name} takes true or false, got {text!r}")
+            changes[name] = text.lower() == "true"
+        elif isinstance(current, int) or name in ("train_images", "val_images", "final_val_images"):
+            changes[name] = int(text)
+        elif isinstance(current, float):
+            changes[name] = float(text)
+        else:
+            changes[name] = text
+    return changes
+
+
 def trial_seconds(net: NetworkConfig, data, config: TrainConfig, device: torch.device) -> dict:
     """Train one design as a search trial would (plus its cost metrics) and time it."""
     torch.manual_seed(config.seed)
@@ -230,6 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         "variant of a budget without retraining the reference",
     )
     parser.add_argument(
+        "--short-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one TrainConfig field of the short runs only (repeatable; e.g. lr=0.003), "
+        "against the same longer budget: to try other shapes of a budget without retraining the "
+        "reference",
+    )
+    parser.add_argument(
         "--long-seeds",
         type=int,
         default=1,
@@ -289,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.short_images:  # a variant of the budget against the same longer reference
         short = dataclasses.replace(short, train_images=args.short_images)
+    if args.short_set:
+        try:
+            short = dataclasses.replace(short, **parse_fields(args.short_set, short))
+        except ValueError as exc:
+            parser.error(f"--short-set: {exc}")
     designs = [
         ("v1", NetworkConfig(block=REFERENCES["v1"])),
         ("v2", NetworkConfig(block=REFERENCES["v2"])),
@@ -434,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
             f"; {long.train_images:,} images, {args.factor}x the budget's own, while --short-images "
             f"sets the short runs' {args.short_images:,}"
             if args.short_images
+            else ""
+        )
+        + (
+            f"; the budget's own {', '.join(sorted(parse_fields(args.short_set, short)))}, while "
+            f"--short-set gives the short runs {', '.join(args.short_set)}"
+            if args.short_set
             else ""
         )
         + ") and validates on the whole validation split; "
