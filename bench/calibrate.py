@@ -98,7 +98,7 @@ class Cache:
 
 def parse_fields(pairs: list[str], config: TrainConfig) -> dict:
     """``FIELD=VALUE`` strings as TrainConfig changes, each value read as its field's type."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     changes = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
@@ -475,8 +475,12 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
         + (
-            f"; the budget's own {', '.join(sorted(parse_fields(args.short_set, short)))}, while "
-            f"--short-set gives the short runs {', '.join(args.short_set)}"
+            "; the budget's own "
+            + ", ".join(
+                f"{name}={getattr(BUDGETS[args.budget], name)}"
+                for name in sorted(parse_fields(args.short_set, short))
+            )
+            + f", while --short-set gives the short runs {', '.join(args.short_set)}"
             if args.short_set
             else ""
         )
