@@ -171,6 +171,26 @@ def kendall_interval(
     return taus[int(0.025 * len(taus))], taus[int(0.975 * len(taus)) - 1]
 
 
+def kendall_gain_interval(
+    a: list[float], b: list[float], ref: list[float], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% paired bootstrap interval of tau(a, ref) - tau(b, ref): designs drawn again."""
+    import random
+
+    rng = random.Random(seed)
+    n = len(a)
+    gains = []
+    for _ in range(resamples):
+        pick = [rng.randrange(n) for _ in range(n)]
+        gain = kendall([a[i] for i in pick], [ref[i] for i in pick]) - kendall(
+            [b[i] for i in pick], [ref[i] for i in pick]
+        )
+        if gain == gain:
+            gains.append(gain)
+    gains.sort()
+    return gains[int(0.025 * len(gains))], gains[int(0.975 * len(gains)) - 1]
+
+
 def fit_seconds(rows: list[dict]) -> tuple[float, float]:
     """Least squares trial seconds = a + b * forward MFLOPs, over the measured designs."""
     xs = [r["flops"] / 1e6 for r in rows]
@@ -374,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             long_accs.append(cached["long_acc"])
             long_secs.append(cached["long_train_s"])
         long_acc, long_train_s = statistics.fmean(long_accs), statistics.fmean(long_secs)
+        own = None  # a variant's design under the budget itself, when the cache has it
+        if cache is not None and short != BUDGETS[args.budget]:
+            own_key = [net.to_dict(), BUDGETS[args.budget].to_dict(), device.type]
+            own = cache.get(json.dumps(own_key, sort_keys=True))
         row = {
             "name": name,
             "block": net.block.short(),
@@ -383,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "long_acc": long_acc,
             "long_accs": long_accs,
             "long_train_s": long_train_s,
+            "own_acc": own["val_acc"] if own else None,
         }
         rows.append(row)
         print(
@@ -405,13 +430,25 @@ def main(argv: list[str] | None = None) -> int:
     n_bn = sum(r["bn"] for r in rows)
     low, high = kendall_interval([r["val_acc"] for r in rows], [r["long_acc"] for r in rows])
     seeds_lines = []
+    if rows and all(r["own_acc"] is not None for r in rows):
+        variant = [r["val_acc"] for r in rows]
+        own = [r["own_acc"] for r in rows]
+        ref = [r["long_acc"] for r in rows]
+        gain = kendall(variant, ref) - kendall(own, ref)
+        gain_low, gain_high = kendall_gain_interval(variant, own, ref)
+        seeds_lines.append(
+            f"against {args.budget} itself (its runs from the cache): this variant ranks the "
+            f"designs with tau {kendall(variant, own):.3f} against it; {args.budget} ranks them "
+            f"with tau {kendall(own, ref):.3f} against {args.factor}x, so the variant gains "
+            f"{gain:+.3f} (95% paired bootstrap interval {gain_low:+.2f} to {gain_high:+.2f})"
+        )
     if args.long_seeds >= 2:
         first = [r["long_accs"][0] for r in rows]
         second = [r["long_accs"][1] for r in rows]
         first_bn = [r["long_accs"][0] for r in rows if r["bn"]]
         second_bn = [r["long_accs"][1] for r in rows if r["bn"]]
         spread = statistics.fmean(statistics.stdev(r["long_accs"]) for r in rows)
-        seeds_lines = [
+        seeds_lines += [
             f"the {args.factor}x accuracy is the mean of {args.long_seeds} seeds (seed-to-seed "
             f"standard deviation {spread:.4f}, mean over designs); one {args.factor}x seed against "
             f"another ranks the designs with tau {kendall(first, second):.3f} over all and "
