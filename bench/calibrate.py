@@ -153,42 +153,33 @@ def long_cell(accs: list[float]) -> str:
     return f"{statistics.fmean(accs):.4f} ({' / '.join(f'{v:.4f}' for v in accs)})"
 
 
-def kendall_interval(
-    a: list[float], b: list[float], resamples: int = 2000, seed: int = 0
+def bootstrap_interval(
+    statistic, columns: list[list[float]], resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
-    """A 95% bootstrap interval of Kendall's tau: designs drawn again with replacement."""
+    """A 95% bootstrap interval of `statistic(*columns)`: designs (rows) drawn again with
+    replacement, the same draw for every column."""
     import random
 
     rng = random.Random(seed)
-    n = len(a)
-    taus = []
+    n = len(columns[0])
+    values = []
     for _ in range(resamples):
         pick = [rng.randrange(n) for _ in range(n)]
-        tau = kendall([a[i] for i in pick], [b[i] for i in pick])
-        if tau == tau:  # a resample of one repeated design has no tau
-            taus.append(tau)
-    taus.sort()
-    return taus[int(0.025 * len(taus))], taus[int(0.975 * len(taus)) - 1]
+        value = statistic(*([col[i] for i in pick] for col in columns))
+        if value == value:  # a resample of one repeated design has no tau
+            values.append(value)
+    values.sort()
+    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
 
 
-def kendall_gain_interval(
-    a: list[float], b: list[float], ref: list[float], resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """A 95% paired bootstrap interval of tau(a, ref) - tau(b, ref): designs drawn again."""
-    import random
+def kendall_interval(a: list[float], b: list[float]) -> tuple[float, float]:
+    """A 95% bootstrap interval of Kendall's tau between two rankings of the designs."""
+    return bootstrap_interval(kendall, [a, b])
 
-    rng = random.Random(seed)
-    n = len(a)
-    gains = []
-    for _ in range(resamples):
-        pick = [rng.randrange(n) for _ in range(n)]
-        gain = kendall([a[i] for i in pick], [ref[i] for i in pick]) - kendall(
-            [b[i] for i in pick], [ref[i] for i in pick]
-        )
-        if gain == gain:
-            gains.append(gain)
-    gains.sort()
-    return gains[int(0.025 * len(gains))], gains[int(0.975 * len(gains)) - 1]
+
+def kendall_gain_interval(a: list[float], b: list[float], ref: list[float]) -> tuple[float, float]:
+    """A 95% paired bootstrap interval of tau(a, ref) - tau(b, ref)."""
+    return bootstrap_interval(lambda a, b, r: kendall(a, r) - kendall(b, r), [a, b, ref])
 
 
 def fit_seconds(rows: list[dict]) -> tuple[float, float]:
@@ -440,7 +431,14 @@ def main(argv: list[str] | None = None) -> int:
             f"against {args.budget} itself (its runs from the cache): this variant ranks the "
             f"designs with tau {kendall(variant, own):.3f} against it; {args.budget} ranks them "
             f"with tau {kendall(own, ref):.3f} against {args.factor}x, so the variant gains "
-            f"{gain:+.3f} (95% paired bootstrap interval {gain_low:+.2f} to {gain_high:+.2f})"
+            f"{gain:+.3f} (95% paired bootstrap interval {gain_low:+.2f} to {gain_high:+.2f}); "
+            f"the mean of the two ranks them with tau "
+            f"{kendall([(x + y) / 2 for x, y in zip(variant, own)], ref):.3f} against "
+            f"{args.factor}x; one accuracy differs between the two by "
+            f"{statistics.stdev(x - y for x, y in zip(variant, own)) / 2**0.5:.4f} (sd / sqrt 2, "
+            f"the seed noise when only the seed differs), while {args.budget}'s accuracies "
+            f"spread by {statistics.stdev(own):.4f} and the {args.factor}x ones by "
+            f"{statistics.stdev(ref):.4f} (sd over the designs)"
         )
     if args.long_seeds >= 2:
         first = [r["long_accs"][0] for r in rows]
