@@ -1,7 +1,13 @@
 """The Inception block search space: designs, the space, and the PyTorch builders."""
 
 from .blocks import ConvNormAct, InceptionBlock, block_params, conv_params
-from .config import BlockConfig, NetworkConfig
+from .config import (
+    BN_PLACEMENT_DESCRIPTIONS,
+    BN_PLACEMENTS,
+    WIDTH_FIELDS,
+    BlockConfig,
+    NetworkConfig,
+)
 from .fullsize import (
     BNInception,
     GoogLeNet,
@@ -15,6 +21,8 @@ from .references import REFERENCES
 from .space import DEFAULT_SPACE, Dimension, SearchSpace, config_from_trial
 
 __all__ = [
+    "BN_PLACEMENTS",
+    "BN_PLACEMENT_DESCRIPTIONS",
     "BNInception",
     "BlockConfig",
     "ConvNormAct",
@@ -27,6 +35,7 @@ __all__ = [
     "NetworkConfig",
     "REFERENCES",
     "SearchSpace",
+    "WIDTH_FIELDS",
     "block_params",
     "bn_inception",
     "build_network",

@@ -1,11 +1,12 @@
 """The Inception block builder: one `ConvNormAct` unit and one `InceptionBlock` for every design.
 
-The batch-norm placement strings (Ioffe & Szegedy 2015 put BN between convolution and ReLU):
+The batch-norm placement strings order one unit as `config.BN_PLACEMENT_DESCRIPTIONS` says
+(Ioffe & Szegedy 2015 put BN between convolution and ReLU). Whether the convolution keeps its bias:
 
-- ``none``: conv -> ReLU (GoogLeNet, v1), conv with bias.
-- ``post``: conv -> BN -> ReLU (BN-Inception, v2), conv without bias (BN's shift replaces it).
-- ``pre``: BN -> ReLU -> conv (pre-activation), conv without bias (the next BN absorbs it).
-- ``post_act``: conv -> ReLU -> BN, conv with bias (it acts before the ReLU).
+- ``none`` (GoogLeNet, v1): with bias.
+- ``post`` (BN-Inception, v2): without (BN's shift replaces it).
+- ``pre`` (pre-activation): without (the next unit's BN absorbs it).
+- ``post_act``: with (it acts before the ReLU, where BN cannot take its place).
 
 Submodules are named as in torchvision's GoogLeNet (``branch1`` .. ``branch4``, units with
 ``conv`` and ``bn`` children), so its state dicts load into our modules without renaming.
@@ -136,9 +137,9 @@ class InceptionBlock(nn.Module):
         return torch.cat(self._forward(x), 1)
 
 
-def block_params(config: BlockConfig, in_channels: int, bn: str | None = None) -> int:
+def block_params(config: BlockConfig, in_channels: int) -> int:
     """Parameters of `InceptionBlock(in_channels, config)`, from arithmetic alone."""
-    bn = config.bn if bn is None else bn
+    bn = config.bn
     n = 0
     if config.ch1x1:
         n += conv_params(in_channels, config.ch1x1, (1, 1), bn)

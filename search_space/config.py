@@ -27,16 +27,39 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+WIDTH_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj")
 WIDE_KINDS = ("5x5", "double3x3", "asym", "3x3")
-BN_PLACEMENTS = ("none", "post", "pre", "post_act")
+# How one convolution unit orders conv, BN and ReLU under each placement: the one spelling the
+# builder's docstring, the exporter and the dashboard share (see `search_space.blocks`).
+BN_PLACEMENT_DESCRIPTIONS: dict[str, str] = {
+    "none": "conv -> ReLU",
+    "post": "conv -> BN -> ReLU",
+    "pre": "BN -> ReLU -> conv",
+    "post_act": "conv -> ReLU -> BN",
+}
+BN_PLACEMENTS = tuple(BN_PLACEMENT_DESCRIPTIONS)
 POOL_TYPES = ("max", "avg")
 ASYM_SIZES = (3, 5, 7)
 DOWNSAMPLES = ("max", "avg")
 
+# Upper bounds, generous for the space (GoogLeNet's widest branch has 384 channels, the search
+# space's 256 at paper scale): a design read from someone else's study must not ask for a network
+# that takes hours to count or build.
+MAX_CHANNELS = 8192  # any branch width, and the stem, after scaling
+MAX_STAGES = 8
+MAX_DEPTH = 16  # blocks per stage
+MAX_IMAGE_SIZE = 512
+MAX_CLASSES = 100_000
+
 
 def _check_width(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CHANNELS:
+        raise ValueError(f"{name} must be an integer in 0..{MAX_CHANNELS}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -66,7 +89,7 @@ class BlockConfig:
     stride: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj"):
+        for name in WIDTH_FIELDS:
             _check_width(name, getattr(self, name))
         _check_choice("wide_kind", self.wide_kind, WIDE_KINDS)
         _check_choice("asym_n", self.asym_n, ASYM_SIZES)
@@ -120,8 +143,9 @@ class BlockConfig:
 
     def scaled(self, factor: float) -> BlockConfig:
         """The same design with every width multiplied by `factor` (rounded, removed stays 0)."""
-        widths = ("ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj")
-        return dataclasses.replace(self, **{w: _scale(getattr(self, w), factor) for w in widths})
+        return dataclasses.replace(
+            self, **{w: _scale(getattr(self, w), factor) for w in WIDTH_FIELDS}
+        )
 
     def short(self) -> str:
         """A one-line summary, e.g. ``1x1:64 3x3:96>128 5x5:16>32 maxpool:32 bn:none``."""
@@ -198,26 +222,22 @@ class NetworkConfig:
                 f"block.stride must be 1 in the search skeleton, got {self.block.stride}"
             )
         _check_choice("in_channels", self.in_channels, (1, 3))
-        if (
-            isinstance(self.num_classes, bool)
-            or not isinstance(self.num_classes, int)
-            or (self.num_classes < 2)
-        ):
-            raise ValueError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
-        if not isinstance(self.image_size, int) or self.image_size < 8:
-            raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
-        if not isinstance(self.stem_channels, int) or self.stem_channels < 1:
-            raise ValueError(
-                f"stem_channels must be a positive integer, got {self.stem_channels!r}"
-            )
+        _check_int("num_classes", self.num_classes, 2, MAX_CLASSES)
+        _check_int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
+        _check_int("stem_channels", self.stem_channels, 1, MAX_CHANNELS)
         stages = tuple(self.stages) if isinstance(self.stages, (list, tuple)) else self.stages
         if (
             not isinstance(stages, tuple)
-            or not stages
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in stages)
+            or not 1 <= len(stages) <= MAX_STAGES
+            or any(
+                isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= MAX_DEPTH
+                for s in stages
+            )
         ):
+            shown = self.stages if len(repr(self.stages)) <= 80 else f"{repr(self.stages)[:80]}..."
             raise ValueError(
-                f"stages must be a non-empty list of positive integers, got {self.stages!r}"
+                f"stages must be a list of 1..{MAX_STAGES} integers in 1..{MAX_DEPTH} "
+                f"(blocks per stage), got {shown}"
             )
         object.__setattr__(self, "stages", stages)
         if self.image_size >> (len(stages) - 1) < 2:
@@ -225,8 +245,23 @@ class NetworkConfig:
                 f"stages has {len(stages)} entries, too many downsamplings for "
                 f"image_size={self.image_size}"
             )
-        if not isinstance(self.width, (int, float)) or not 0 < self.width <= 8:
+        if (
+            isinstance(self.width, bool)
+            or not isinstance(self.width, (int, float))
+            or not 0 < self.width <= 8
+        ):
             raise ValueError(f"width must be in (0, 8], got {self.width!r}")
+        widest = max(getattr(self.block, f) for f in WIDTH_FIELDS)
+        if _scale(widest, self.width * 2 ** (len(stages) - 1)) > MAX_CHANNELS:
+            raise ValueError(
+                f"width={self.width} with {len(stages)} stages scales the block's widest branch "
+                f"({widest}) beyond {MAX_CHANNELS} channels in the last stage"
+            )
+        if self.stem_width > MAX_CHANNELS:
+            raise ValueError(
+                f"stem_channels={self.stem_channels} at width={self.width} gives "
+                f"{self.stem_width} channels, above {MAX_CHANNELS}"
+            )
         _check_choice("downsample", self.downsample, DOWNSAMPLES)
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")

@@ -71,16 +71,17 @@ def build_network(config: NetworkConfig) -> InceptionNet:
 
 
 def network_params(config: NetworkConfig) -> int:
-    """Trainable parameters of `build_network(config)`, from arithmetic alone."""
+    """Trainable parameters of `build_network(config)`, from arithmetic alone (one pass over the
+    blocks, so linear in depth)."""
     n = conv_params(
         config.in_channels, config.stem_width, (3, 3), "post" if config.use_stem_bn else "none"
     )
+    channels = config.stem_width
     for s, depth in enumerate(config.stages):
         block = config.stage_block(s)
-        for d in range(depth):
-            _, cin, _ = config.channel_plan()[1 + sum(config.stages[:s]) + d]
-            n += block_params(block, cin)
-    channels = config.out_channels
+        for _ in range(depth):
+            n += block_params(block, channels)
+            channels = block.out_channels(channels)
     if config.block.bn == "pre":
         n += 2 * channels
     return n + channels * config.num_classes + config.num_classes

@@ -9,6 +9,7 @@ import functools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -32,7 +33,14 @@ from search_space import (
     conv_params,
     network_params,
 )
-from search_space.config import BN_PLACEMENTS
+from search_space.config import (
+    BN_PLACEMENT_DESCRIPTIONS,
+    BN_PLACEMENTS,
+    MAX_CHANNELS,
+    MAX_DEPTH,
+    MAX_STAGES,
+    WIDTH_FIELDS,
+)
 
 SEED = 0
 N_SAMPLES = 50
@@ -226,6 +234,53 @@ def test_stride2_block_halves_even_and_odd_maps(kind: str, size: int) -> None:
     assert block_params(cfg, 10) == _numel(block)
 
 
+def test_parameter_count_is_linear_in_depth(monkeypatch) -> None:
+    """The deepest network the bounds allow counts in one pass and agrees with the module."""
+    net = NetworkConfig(block=REFERENCES["v2"], stages=(MAX_DEPTH,) * 3)
+    calls = 0
+    out_channels = BlockConfig.out_channels
+
+    def counting(self: BlockConfig, in_channels: int) -> int:
+        nonlocal calls
+        calls += 1
+        return out_channels(self, in_channels)
+
+    monkeypatch.setattr(BlockConfig, "out_channels", counting)
+    n = network_params(net)
+    # A count that re-walks the channel plan for every block would call this 48 x 48 times.
+    assert calls <= 2 * sum(net.stages)
+    monkeypatch.undo()
+    assert n == _numel(build_network(net))
+
+
+@pytest.mark.parametrize("placement", BN_PLACEMENTS)
+def test_bn_placement_descriptions_match_the_unit(placement: str) -> None:
+    """Each description spells the order in which `ConvNormAct` really runs its layers."""
+    assert tuple(BN_PLACEMENT_DESCRIPTIONS) == BN_PLACEMENTS
+    unit = ConvNormAct(4, 4, 3, bn=placement).eval()
+    order: list[str] = []
+    names = {"conv": "conv", "bn": "BN", "act": "ReLU"}
+    for attr, label in names.items():
+        if hasattr(unit, attr):
+            getattr(unit, attr).register_forward_hook(
+                lambda _m, _i, _o, label=label: order.append(label)
+            )
+    with torch.no_grad():
+        unit(torch.randn(1, 4, 5, 5))
+    assert " -> ".join(order) == BN_PLACEMENT_DESCRIPTIONS[placement]
+
+
+def test_width_fields_are_the_scaled_fields() -> None:
+    scaled = V1.scaled(2.0)
+    changed = {
+        f.name
+        for f in dataclasses.fields(BlockConfig)
+        if getattr(scaled, f.name) != getattr(V1, f.name)
+    }
+    assert changed == set(WIDTH_FIELDS)
+    assert len(WIDTH_FIELDS) == len(set(WIDTH_FIELDS)) == 6
+
+
 # --- the sample itself -----------------------------------------------------------------------
 
 
@@ -275,6 +330,7 @@ V1 = REFERENCES["v1"]
         (dict(stride=2), "ch1x1"),  # stride 2 forbids the 1x1 branch ...
         (dict(stride=2, ch1x1=0), "pool_proj"),  # ... and the pool projection
         (dict(ch1x1=0, wide_reduce=0, wide=0, pool_proj=0), "branches"),
+        (dict(ch3x3=MAX_CHANNELS + 1), "ch3x3"),
     ],
 )
 def test_invalid_block_raises(changes: dict, field: str) -> None:
@@ -315,11 +371,28 @@ def test_invalid_block_dict_raises(data, field: str) -> None:
         (dict(downsample="conv"), "downsample"),
         (dict(dropout=1.0), "dropout"),
         (dict(stem_bn="yes"), "stem_bn"),
+        (dict(stages=(MAX_DEPTH + 1,)), "stages"),
+        (dict(image_size=512, stages=(1,) * (MAX_STAGES + 1)), "stages"),
+        (dict(num_classes=10**6), "num_classes"),
+        (dict(image_size=10**5), "image_size"),
+        (dict(stem_channels=MAX_CHANNELS + 1), "stem_channels"),
+        (dict(width=8, stem_channels=MAX_CHANNELS), "stem_channels"),
+        (dict(width=8, image_size=64, stages=(1,) * 5), "width"),  # 128 x 8 x 2**4 at the end
     ],
 )
 def test_invalid_network_raises(changes: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         NetworkConfig(**{"block": V1, **changes})
+
+
+def test_out_of_bound_depth_from_a_stored_design_raises_quickly() -> None:
+    """A design read from someone else's study must fail fast, not hang the exporter."""
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"stages .*100000"):
+        NetworkConfig.from_dict({"block": V1.to_dict(), "stages": [100000]})
+    with pytest.raises(ValueError, match="stages"):
+        NetworkConfig.from_dict({"block": V1.to_dict(), "stages": [1] * 100000})
+    assert time.perf_counter() - start < 1.0
 
 
 def test_invalid_network_dict_raises() -> None:
