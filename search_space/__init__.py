@@ -8,7 +8,7 @@ from .config import (
     BlockConfig,
     NetworkConfig,
 )
-from .fullsize import (
+from .models import (
     BNInception,
     GoogLeNet,
     GoogLeNetOutputs,
