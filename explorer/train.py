@@ -183,6 +183,24 @@ def budget(name: str) -> TrainConfig:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {name!r}") from None
 
 
+LONG_FACTOR = 10
+
+
+def long_budget(base: TrainConfig, factor: int = LONG_FACTOR) -> TrainConfig:
+    """`base` with `factor` times the training images, for re-evaluating what it searched.
+
+    Optimiser, schedule, batch size and augmentation stay the base's, so the longer run ranks the
+    designs the search approximated, only less noisily. With a per-epoch image count, each epoch
+    draws `factor` times as many images (the "10x" budget BENCHMARKS.md calibrates ``quick``
+    against); on the whole split, there are `factor` times as many epochs. The final validation
+    uses the whole validation split: it is what the re-evaluation selects on.
+    """
+    _positive_int("factor", factor)
+    if base.train_images is None:
+        return dataclasses.replace(base, epochs=base.epochs * factor, final_val_images=None)
+    return dataclasses.replace(base, train_images=base.train_images * factor, final_val_images=None)
+
+
 def default_budget(device: torch.device | str) -> str:
     """``standard`` on a CUDA device, ``quick`` elsewhere (CPU, MPS)."""
     return "standard" if torch.device(device).type == "cuda" else "quick"
