@@ -3,25 +3,37 @@
 A search trains each design once, briefly, and ranks designs by one validation accuracy: a
 difference of a point can be seed noise. This command retrains the chosen designs (the Pareto
 front, given trial numbers or the top K by validation accuracy) and the v1/v2 reference designs
-from scratch, with a longer budget (``long`` by default: ten times the images of ``quick``), once
-per seed, and records the test accuracy of each run (whole test split), their mean and standard
-deviation, and the last-epoch validation accuracy the trainer measured (as in the search).
+from scratch, once per seed, with a longer budget: ``long`` by default, `train.long_budget` of the
+budget the study was searched with (ten times its training images). Each run records the
+validation accuracy the trainer measured after the last epoch (the whole validation split, the
+one the search used) and the test accuracy (whole test split).
+
+Validation chooses, test reports. `comparisons` picks, for each reference, the design with the
+highest mean re-evaluation *validation* accuracy among those with no more parameters, and only
+then reports its test accuracy against the reference's: a paired difference over the seeds both
+ran (seed ``s`` is the same seed for every design), with its standard error.
 
 Where the results live. Optuna does not let a finished trial's attributes change, so each
 design's results are a *study* user attribute::
 
     study.user_attrs["reeval:<trial number>"] = {
-        "test_acc_mean": float, "test_acc_std": float,   # std over seeds, n - 1 in the denominator
         "test_acc": [per-seed floats], "val_acc": [per-seed floats],   # seed 0, 1, ... in order
-        "seeds": int, "budget": str,
+        "test_acc_mean": float, "test_acc_std": float,   # std over seeds, n - 1 in the denominator
+        "val_acc_mean": float, "val_acc_std": float,
+        "seeds": int, "budget": str,   # "long" or a name of train.BUDGETS
+        "train_config": {TrainConfig fields},   # what each seed trained under
     }
+
+Entries written before ``val_acc_mean``, ``val_acc_std`` and ``train_config`` existed still read
+(`Reeval.from_dict` recomputes the means); their ``long`` was a fixed quick x 10 at batch 16, so
+seeds are not added to them under today's ``long`` (``--restart`` retrains them).
 
 A reference design with no trial in the study (a study searched with ``--no-references``) is
 stored as ``reeval:v1`` / ``reeval:v2``. Read them all with `reeval_results(study)`. The
 validation split is the one the search used (the study's dataset seed). Seed ``s`` initialises the
-network with ``torch.manual_seed(s)`` and seeds the training stream with ``s``. Each finished seed is stored at
-once, so an interrupted run resumes where it stopped, and asking for more seeds later trains only
-the new ones. Run one re-evaluation per study at a time.
+network with ``torch.manual_seed(s)`` and seeds the training stream with ``s``. Each finished seed
+is stored at once, so an interrupted run resumes where it stopped, and asking for more seeds later
+trains only the new ones. Run one re-evaluation per study at a time.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -48,22 +60,99 @@ DEFAULT_SEEDS = 3
 DEFAULT_REFERENCES = ("v1", "v2")
 
 
-def _budgets() -> dict[str, Any]:
-    """The training budgets a re-evaluation may use: `explorer.train.BUDGETS` plus ``long``."""
+LONG = "long"
+
+
+def budget_names() -> list[str]:
+    """What ``--budget`` accepts: ``long`` (derived from the study's budget) or a named budget."""
     from . import train
 
-    budgets = dict(train.BUDGETS)
-    if "long" not in budgets:
-        # Ten times quick's 4 x 1,024 training images (10 x 4,096), same optimiser and schedule,
-        # so the ranking it gives is the one the search approximated, only less noisy.
-        budgets["long"] = dataclasses.replace(
-            budgets["quick"], epochs=10, train_images=4096, val_images=1000
+    return [LONG, *train.BUDGETS]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A re-evaluation's training budget: its name, its `TrainConfig`, and a line saying what it is."""
+
+    name: str
+    config: Any  # train.TrainConfig (imported lazily: torch is slow to import)
+    text: str
+
+
+def _size(config: Any) -> str:
+    images = (
+        "the whole training split"
+        if config.train_images is None
+        else f"{config.train_images:,} training images"
+    )
+    val = (
+        "the whole validation split"
+        if config.final_val_images is None
+        else f"{config.final_val_images:,} validation images"
+    )
+    return f"{images} x {config.epochs} epochs at batch {config.batch_size}, validated on {val}"
+
+
+def base_budget(stored: Any) -> tuple[Any, str]:
+    """The `TrainConfig` a study was searched with, and its name, from what the study stores: a
+    dict of `TrainConfig` fields or a budget name of `train.BUDGETS`. `UsageError` otherwise."""
+    from . import train
+
+    if isinstance(stored, dict):
+        try:
+            config = train.TrainConfig.from_dict(stored)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"the study's stored training config is not valid: {exc}") from None
+        same = (
+            n
+            for n, c in train.BUDGETS.items()
+            if dataclasses.replace(c, seed=config.seed) == config
         )
-    return budgets
+        return config, next(same, "searched")
+    if isinstance(stored, str):
+        try:
+            return train.budget(stored), stored
+        except ValueError as exc:
+            raise UsageError(f"the study's stored {exc}") from None
+    raise UsageError(
+        "the study stores no training budget to make 'long' from; pass --budget with one of "
+        + ", ".join(train.BUDGETS)
+    )
+
+
+def resolve_budget(study: optuna.Study, name: str) -> Budget:
+    """``long``: `train.long_budget` of the study's own budget (its stored ``train_config``
+    fields, else its ``budget`` name); any other name: that budget of `train.BUDGETS`."""
+    from . import train
+
+    if name == LONG:
+        stored = study.user_attrs.get("train_config", study.user_attrs.get("budget"))
+        base, base_name = base_budget(stored)
+        config = train.long_budget(base)
+        text = f"{train.LONG_FACTOR}x the study's {base_name} budget: {_size(config)}"
+        return Budget(name, config, text)
+    try:
+        config = train.budget(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return Budget(name, config, f"the {name} budget: {_size(config)}")
+
+
+def _budget(study: optuna.Study, budget: str | Budget) -> Budget:
+    return budget if isinstance(budget, Budget) else resolve_budget(study, budget)
 
 
 class UsageError(Exception):
     """Bad input from the command line: printed as one line, exit status 2."""
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation (0 for a single value)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +162,8 @@ class Reeval:
     test_acc: tuple[float, ...]
     val_acc: tuple[float, ...]
     budget: str
+    # The TrainConfig fields every seed trained under; None in entries older code wrote.
+    train_config: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def seeds(self) -> int:
@@ -80,29 +171,52 @@ class Reeval:
 
     @property
     def test_acc_mean(self) -> float:
-        return statistics.fmean(self.test_acc) if self.test_acc else math.nan
+        return _mean(self.test_acc)
 
     @property
     def test_acc_std(self) -> float:
         """Sample standard deviation over seeds (0 for a single seed)."""
-        return statistics.stdev(self.test_acc) if len(self.test_acc) > 1 else 0.0
+        return _std(self.test_acc)
+
+    @property
+    def val_acc_mean(self) -> float:
+        return _mean(self.val_acc)
+
+    @property
+    def val_acc_std(self) -> float:
+        return _std(self.val_acc)
 
     def added(self, val_acc: float, test_acc: float) -> Reeval:
-        return Reeval(self.test_acc + (test_acc,), self.val_acc + (val_acc,), self.budget)
+        return dataclasses.replace(
+            self, test_acc=self.test_acc + (test_acc,), val_acc=self.val_acc + (val_acc,)
+        )
+
+    def same_budget(self, budget: Budget) -> bool:
+        """Whether more seeds under `budget` may join these: same name and same training."""
+        if self.budget != budget.name:
+            return False
+        if self.train_config is None:  # older code's "long" was quick x 10 whatever the study
+            return budget.name != LONG
+        return self.train_config == budget.config.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "test_acc_mean": self.test_acc_mean,
             "test_acc_std": self.test_acc_std,
+            "val_acc_mean": self.val_acc_mean,
+            "val_acc_std": self.val_acc_std,
             "test_acc": list(self.test_acc),
             "val_acc": list(self.val_acc),
             "seeds": self.seeds,
             "budget": self.budget,
         }
+        if self.train_config is not None:
+            out["train_config"] = dict(self.train_config)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Reeval:
-        """Parse a stored attribute; `ValueError` says what is wrong with it."""
+        """Parse a stored attribute, of this code or older; `ValueError` says what is wrong."""
         if not isinstance(data, dict):
             raise ValueError(f"a re-evaluation must be a mapping, got {type(data).__name__}")
         test, val, budget = data.get("test_acc"), data.get("val_acc"), data.get("budget")
@@ -112,10 +226,13 @@ class Reeval:
             raise ValueError("accuracies must be numbers")
         if not isinstance(budget, str):
             raise ValueError(f"budget must be a string, got {budget!r}")
-        return cls(tuple(map(float, test)), tuple(map(float, val)), budget)
+        config = data.get("train_config")
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"train_config must be a mapping, got {type(config).__name__}")
+        return cls(tuple(map(float, test)), tuple(map(float, val)), budget, config)
 
     def short(self) -> str:
-        """``0.8812 ± 0.0031 (3 seeds, long)``."""
+        """``0.8812 ± 0.0031 (3 seeds, long)``: test accuracy, mean ± standard deviation."""
         return f"{self.test_acc_mean:.4f} ± {self.test_acc_std:.4f} ({self.seeds} seeds, {self.budget})"
 
 
@@ -225,8 +342,8 @@ def train_and_test(
 ) -> tuple[float, float]:
     """(validation accuracy, test accuracy) of the design trained from scratch with `seed`.
 
-    Validation accuracy is the trainer's last-epoch figure (the first ``config.val_images`` of the
-    validation split, as in the search); test accuracy is over the whole test split.
+    Validation accuracy is the trainer's last-epoch figure (the first ``config.final_val_images``
+    of the validation split, as in the search); test accuracy is over the whole test split.
     """
     import torch
 
@@ -241,7 +358,7 @@ def train_and_test(
         val_acc = train.train(model, data, config, device).val_acc[-1]
     except train.DivergedError as exc:  # a real outcome of this design and seed: scored as it is
         print(f"  diverged ({exc}); scored as it stands", file=sys.stderr)
-        _, val_acc = train.evaluate(model, data, device, "val", config.val_images)
+        _, val_acc = train.evaluate(model, data, device, "val", config.final_val_images)
     _, test_acc = train.evaluate(model, data, device, "test")
     return float(val_acc), float(test_acc)
 
@@ -250,7 +367,7 @@ def reevaluate(
     study: optuna.Study,
     targets: Sequence[Target],
     seeds: int,
-    budget: str,
+    budget: str | Budget,
     data: Any,
     device: Any,
     restart: bool = False,
@@ -259,10 +376,11 @@ def reevaluate(
 ) -> dict[int | str, Reeval]:
     """Train each target until it has `seeds` runs under `budget`, storing each run as it ends.
 
-    Raises `UsageError` before training anything if a target holds results of another budget
-    (unless `restart`, which discards them).
+    Every target trains seeds 0..seeds-1, so designs and references pair seed by seed. Raises
+    `UsageError` before training anything if a target holds results of another budget (unless
+    `restart`, which discards them).
     """
-    config = _budgets()[budget]
+    budget = _budget(study, budget)
     run = run or train_and_test
     log = log or (lambda line: None)
     check_stored(study, targets, budget, restart)
@@ -270,11 +388,11 @@ def reevaluate(
     results: dict[int | str, Reeval] = {}
     for t in targets:
         result = stored.get(t.key)
-        if result is None or restart or result.budget != budget:
-            result = Reeval((), (), budget)
+        if result is None or restart or not result.same_budget(budget):
+            result = Reeval((), (), budget.name, budget.config.to_dict())
         for seed in range(result.seeds, seeds):
             start = time.perf_counter()
-            val_acc, test_acc = run(t.network, data, config, device, seed)
+            val_acc, test_acc = run(t.network, data, budget.config, device, seed)
             result = result.added(val_acc, test_acc)
             study.set_user_attr(reeval_key(t.key), result.to_dict())
             log(
@@ -286,35 +404,50 @@ def reevaluate(
 
 
 def check_stored(
-    study: optuna.Study, targets: Sequence[Target], budget: str, restart: bool = False
+    study: optuna.Study, targets: Sequence[Target], budget: str | Budget, restart: bool = False
 ) -> None:
     """`UsageError` if a target holds results of another budget (and `restart` is not set)."""
+    if restart:
+        return
+    budget = _budget(study, budget)
     stored = reeval_results(study)
     for t in targets:
         old = stored.get(t.key)
-        if old is not None and old.budget != budget and not restart:
+        if old is None or not old.seeds or old.same_budget(budget):
+            continue
+        if old.budget != budget.name:
             raise UsageError(
                 f"{t.label} was re-evaluated with budget {old.budget!r} ({old.seeds} seeds); "
                 f"pass --budget {old.budget} to add seeds, or --restart to discard them"
             )
+        raise UsageError(
+            f"{t.label} was re-evaluated under another definition of budget {old.budget!r} "
+            f"({old.seeds} seeds, not {budget.text}); pass --restart to discard them"
+        )
 
 
 def runs_needed(
-    study: optuna.Study, targets: Sequence[Target], seeds: int, budget: str, restart: bool = False
+    study: optuna.Study,
+    targets: Sequence[Target],
+    seeds: int,
+    budget: str | Budget,
+    restart: bool = False,
 ) -> int:
     """How many training runs `reevaluate` would do."""
+    budget = _budget(study, budget)
     stored = reeval_results(study)
     done = 0
     for t in targets:
         old = stored.get(t.key)
-        if old is not None and old.budget == budget and not restart:
+        if old is not None and old.same_budget(budget) and not restart:
             done += min(old.seeds, seeds)
     return len(targets) * seeds - done
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """The most accurate re-evaluated design with no more parameters than a reference."""
+    """The design chosen on re-evaluation validation accuracy among those with no more
+    parameters than a reference, and its test accuracy against the reference's, seed by seed."""
 
     reference: Target
     reference_result: Reeval
@@ -322,18 +455,35 @@ class Comparison:
     design_result: Reeval
 
     @property
+    def paired_seeds(self) -> int:
+        """How many seeds both ran (seeds 0..n-1): what the difference rests on."""
+        return min(self.design_result.seeds, self.reference_result.seeds)
+
+    @property
+    def differences(self) -> tuple[float, ...]:
+        """Design minus reference test accuracy, seed by seed."""
+        n = self.paired_seeds
+        return tuple(
+            d - r
+            for d, r in zip(self.design_result.test_acc[:n], self.reference_result.test_acc[:n])
+        )
+
+    @property
     def difference(self) -> float:
-        return self.design_result.test_acc_mean - self.reference_result.test_acc_mean
+        """Paired mean difference of test accuracy (design minus reference)."""
+        return _mean(self.differences)
 
     @property
     def standard_error(self) -> float:
-        """Of the difference of the two means (unequal variances)."""
-        a, b = self.design_result, self.reference_result
-        return math.sqrt(a.test_acc_std**2 / a.seeds + b.test_acc_std**2 / b.seeds)
+        """Of the paired mean difference: sd of the per-seed differences / sqrt(n); NaN for n < 2."""
+        n = self.paired_seeds
+        return _std(self.differences) / math.sqrt(n) if n > 1 else math.nan
 
 
 def comparisons(targets: Sequence[Target], results: dict[int | str, Reeval]) -> list[Comparison]:
-    """For each reference, the best searched design at equal or fewer parameters, if any."""
+    """For each reference, the searched design with the best mean re-evaluation validation
+    accuracy at equal or fewer parameters (fewer parameters breaks ties), if any. Test accuracy
+    plays no part in the choice."""
     out = []
     designs = [t for t in targets if t.reference is None and results.get(t.key, None)]
     for ref in (t for t in targets if t.reference is not None):
@@ -342,33 +492,63 @@ def comparisons(targets: Sequence[Target], results: dict[int | str, Reeval]) -> 
             continue
         fits = [t for t in designs if t.params <= ref.params and results[t.key].seeds]
         if fits:
-            best = max(fits, key=lambda t: results[t.key].test_acc_mean)
+            best = max(fits, key=lambda t: (results[t.key].val_acc_mean, -t.params))
             out.append(Comparison(ref, r, best, results[best.key]))
     return out
 
 
-def report(study: optuna.Study, targets: Sequence[Target], results: dict[int | str, Reeval]) -> str:
-    """The closing table: each design's test accuracy with its spread, then the comparisons."""
-    lines = [
-        f"re-evaluation of study {study.study_name!r}: test accuracy, mean ± standard deviation "
-        "over seeds",
+def _seed_range(n: int) -> str:
+    return "seed 0" if n == 1 else f"seeds 0..{n - 1}"
+
+
+def report(
+    study: optuna.Study,
+    targets: Sequence[Target],
+    results: dict[int | str, Reeval],
+    budget: Budget | None = None,
+) -> str:
+    """The closing table (validation and test accuracy of each design), then the verdicts:
+    chosen on validation, reported on test."""
+    counts = sorted({r.seeds for r in results.values() if r.seeds})
+    lines = [f"re-evaluation of study {study.study_name!r}"]
+    if budget is not None:
+        lines.append(f"budget {budget.name}: {budget.text}")
+    if counts:
+        seeds = _seed_range(counts[-1]) if len(counts) == 1 else "seeds 0..n-1"
+        lines.append(f"{seeds}, the same for every design; mean ± standard deviation over seeds")
+    lines += [
         "",
-        f"{'design':<12} {'params':>8} {'search val':>10} {'re-eval val':>11}  test accuracy",
+        f"{'design':<12} {'params':>8} {'search val':>10} {'re-eval val':>11}  re-eval test",
+        f"{'':<12} {'':>8} {'':>10} {'(chooses)':>11}  (reports)",
     ]
     for t in targets:
         r = results.get(t.key)
         search = f"{t.search_val_acc:.4f}" if t.search_val_acc is not None else "-"
-        val = f"{statistics.fmean(r.val_acc):.4f}" if r and r.seeds else "-"
+        val = f"{r.val_acc_mean:.4f}" if r and r.seeds else "-"
         lines.append(
             f"{t.label:<12} {t.params:>8,} {search:>10} {val:>11}  {r.short() if r and r.seeds else '-'}"
         )
-    lines.append("")
-    for c in comparisons(targets, results):
+    found = comparisons(targets, results)
+    if found:
+        lines += [
+            "",
+            "chosen on re-evaluation validation accuracy among designs with no more parameters "
+            "than each reference; test accuracy is only reported, never used to choose:",
+        ]
+    for c in found:
+        n = c.paired_seeds
+        where = f"#{c.reference.key}, " if isinstance(c.reference.key, int) else ""
+        se = (
+            f"± {c.standard_error:.4f} (standard error over {n} paired seeds)"
+            if n > 1
+            else "(1 paired seed: no standard error)"
+        )
         lines.append(
-            f"best design with no more parameters than {c.reference.reference}: {c.design.label} "
-            f"({c.design.params:,} vs {c.reference.params:,} params), "
-            f"{c.design_result.test_acc_mean:.4f} vs {c.reference_result.test_acc_mean:.4f}: "
-            f"{c.difference:+.4f} ± {c.standard_error:.4f} (standard error)"
+            f"vs {c.reference.reference} ({where}{c.reference.params:,} params): "
+            f"{c.design.label} ({c.design.params:,} params), "
+            f"val {c.design_result.val_acc_mean:.4f} vs {c.reference_result.val_acc_mean:.4f}; "
+            f"test {c.design_result.test_acc_mean:.4f} vs {c.reference_result.test_acc_mean:.4f}, "
+            f"paired difference {c.difference:+.4f} {se}"
         )
     return "\n".join(lines).rstrip()
 
@@ -389,9 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Retrain designs of a finished search, and the v1 (GoogLeNet) and v2 (BN-Inception)\n"
-            "reference blocks, from scratch with a longer budget over several seeds; report test\n"
-            "accuracy as mean ± standard deviation and store it on the study (study attribute\n"
-            "reeval:<trial>), where the search summary, the exporter and the dashboard read it.\n"
+            "reference blocks, from scratch with a longer budget over several seeds (the same\n"
+            "seeds for all); store per-seed validation and test accuracy on the study (study\n"
+            "attribute reeval:<trial>), where the search summary, the exporter and the dashboard\n"
+            "read it. The verdict against each reference chooses on validation accuracy and\n"
+            "reports test accuracy, as a paired difference over seeds with its standard error.\n"
             "Seeds already done are not trained again: rerun to resume, or raise --seeds."
         ),
         epilog=(
@@ -399,8 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m explorer.evaluate --pareto                     # the front, 3 seeds, long\n"
             "  python -m explorer.evaluate --study NAME --trial 17 42 --seeds 5\n"
             "  python -m explorer.evaluate --top 3 --budget quick --dry-run\n"
-            "budgets: long = 10 x quick's training images (about 10 x a quick trial's time each\n"
-            "run); quick, smoke and standard as in the search."
+            "budgets: long = the budget the study was searched with, with 10 x its training\n"
+            "images (10 x its epochs where it trains on the whole split), so each run takes about\n"
+            "10 x a search trial's time; smoke, quick and standard as in the search."
         ),
     )
     p.add_argument(
@@ -428,8 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget",
         default="long",
-        choices=sorted(_budgets()),
-        help="training budget of each run (default long)",
+        choices=budget_names(),
+        help="training budget of each run (default long: 10 x the study's own budget)",
     )
     p.add_argument(
         "--references",
@@ -496,12 +679,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = select_targets(
             study, pareto=ns.pareto, trials=ns.trial or (), top=ns.top, references=ns.references
         )
-        check_stored(study, targets, ns.budget, ns.restart)
-        needed = runs_needed(study, targets, ns.seeds, ns.budget, ns.restart)
+        budget = resolve_budget(study, ns.budget)
+        check_stored(study, targets, budget, ns.restart)
+        needed = runs_needed(study, targets, ns.seeds, budget, ns.restart)
         if ns.dry_run:
             print(
                 f"{len(targets)} designs ({', '.join(t.label for t in targets)}), "
-                f"{needed} runs to train under budget {ns.budget}"
+                f"{needed} runs to train under budget {budget.name} ({budget.text})"
             )
             return 0
         from . import train
@@ -515,14 +699,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ns.quiet:
             print(
                 f"study {study.study_name!r}: {len(targets)} designs, {needed} runs to train "
-                f"(budget {ns.budget}, {ns.seeds} seeds, {device})",
+                f"({ns.seeds} seeds, {device}); budget {budget.name}: {budget.text}",
                 file=sys.stderr,
             )
         results = reevaluate(
             study,
             targets,
             ns.seeds,
-            ns.budget,
+            budget,
             data,
             device,
             restart=ns.restart,
@@ -537,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    print(report(study, targets, results))
+    print(report(study, targets, results, budget))
     return 0
 
 

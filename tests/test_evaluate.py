@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ import optuna
 import pytest
 import torch
 
-from explorer import evaluate
+from explorer import evaluate, train
 from explorer.evaluate import Reeval, Target, main, reeval_results, select_targets
 from explorer.storage import open_storage
 from search_space import REFERENCES, NetworkConfig
@@ -91,6 +93,8 @@ def test_real_runs_then_resume_then_more_seeds(study_path, tiny_fmnist, monkeypa
     assert len(stored["test_acc"]) == len(stored["val_acc"]) == 1
     assert all(0 <= a <= 1 for a in stored["test_acc"] + stored["val_acc"])
     assert stored["test_acc_mean"] == stored["test_acc"][0] and stored["test_acc_std"] == 0
+    assert stored["val_acc_mean"] == stored["val_acc"][0] and stored["val_acc_std"] == 0
+    assert stored["train_config"] == train.BUDGETS["smoke"].to_dict()
     out = capsys.readouterr().out
     assert f"#{n}" in out and "#0 (v1)" in out and "± " in out
 
@@ -154,34 +158,138 @@ def test_stored_results_of_another_budget_are_kept_unless_restart(study_path, ti
     assert calls == [0] and results[n].budget == "smoke" and results[n].test_acc == (0.4,)
 
 
-def test_comparison_finds_the_best_design_no_larger_than_each_reference(study_path):
+def _targets() -> tuple[Target, ...]:
     v1, v2 = (Target(i, NetworkConfig(block=REFERENCES[r]), r) for i, r in enumerate(("v1", "v2")))
     small = Target(5, NetworkConfig(block=REFERENCES["v2"].scaled(0.5)))  # fewer params than v1
     middle = Target(6, NetworkConfig(block=REFERENCES["v2"].scaled(0.9)))  # between v1 and v2
     large = Target(7, NetworkConfig(block=REFERENCES["v2"].scaled(2.0)))  # more than both
     assert small.params < v1.params < middle.params < v2.params < large.params
-    targets = [v1, v2, small, middle, large]
+    return v1, v2, small, middle, large
+
+
+def test_comparison_chooses_on_validation_and_reports_a_paired_test_difference(study_path):
+    v1, v2, small, middle, large = targets = _targets()
+    # (test per seed, validation per seed). `middle` has the best test accuracy of the designs
+    # no larger than v2 but a worse validation accuracy than `small`: choosing on test would
+    # pick it; choosing on validation must not.
     results = {
-        0: Reeval((0.80, 0.82), (0.8, 0.8), "smoke"),
-        1: Reeval((0.84, 0.86), (0.8, 0.8), "smoke"),
-        5: Reeval((0.81, 0.81), (0.8, 0.8), "smoke"),
-        6: Reeval((0.70, 0.70), (0.7, 0.7), "smoke"),
-        7: Reeval((0.99, 0.99), (0.9, 0.9), "smoke"),
+        0: Reeval((0.80, 0.82, 0.78), (0.80, 0.80, 0.80), "smoke"),
+        1: Reeval((0.84, 0.86, 0.83), (0.85, 0.85, 0.85), "smoke"),
+        5: Reeval((0.81, 0.81, 0.80), (0.82, 0.83, 0.84), "smoke"),
+        6: Reeval((0.90, 0.91, 0.92), (0.81, 0.81, 0.81), "smoke"),
+        7: Reeval((0.99, 0.99, 0.99), (0.99, 0.99, 0.99), "smoke"),  # larger than both
     }
     found = {c.reference.reference: c for c in evaluate.comparisons(targets, results)}
-    assert found["v1"].design is small and math.isclose(found["v1"].difference, 0.0)
-    assert found["v2"].design is small  # middle is no larger but worse; large is larger
-    assert math.isclose(found["v2"].difference, -0.04)
-    assert math.isclose(found["v2"].standard_error, math.sqrt(0.0002 / 2))
+    assert found["v1"].design is small  # the only design no larger than v1
+    assert found["v2"].design is small  # best validation, though middle has the best test
+
+    # The verdict against v2, by hand from the per-seed numbers: design minus reference, seed by
+    # seed, then the mean and the standard error of that mean.
+    diffs = [0.81 - 0.84, 0.81 - 0.86, 0.80 - 0.83]
+    mean = sum(diffs) / 3
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2) / math.sqrt(3)
+    c = found["v2"]
+    assert c.paired_seeds == 3
+    assert c.differences == pytest.approx(diffs)
+    assert math.isclose(c.difference, mean) and math.isclose(c.standard_error, se)
+    # Paired, not the unpaired standard error of two means: the seeds move together here.
+    unpaired = math.sqrt(
+        statistics.variance(results[5].test_acc) / 3 + statistics.variance(results[1].test_acc) / 3
+    )
+    assert not math.isclose(c.standard_error, unpaired)
+
     text = evaluate.report(_study(study_path), targets, results)
-    assert "0.8500 ± 0.0141 (2 seeds, smoke)" in text
-    assert "best design with no more parameters than v2: #5" in text
+    assert "0.8433 ± 0.0153 (3 seeds, smoke)" in text
+    assert "chosen on re-evaluation validation accuracy" in text
+    assert "test accuracy is only reported, never used to choose" in text
+    assert f"vs v2 (#1, {v2.params:,} params): #5 ({small.params:,} params)" in text
+    assert f"paired difference {mean:+.4f} ± {se:.4f} (standard error over 3 paired seeds)" in text
+
+
+def test_comparison_pairs_only_the_seeds_both_ran():
+    v1, _, small, _, _ = _targets()
+    results = {
+        0: Reeval((0.80, 0.82), (0.8, 0.8), "smoke"),
+        5: Reeval((0.81, 0.85, 0.60), (0.8, 0.8, 0.8), "smoke"),  # a third seed v1 lacks
+    }
+    (c,) = evaluate.comparisons([v1, small], results)
+    assert c.paired_seeds == 2
+    assert math.isclose(c.difference, ((0.81 - 0.80) + (0.85 - 0.82)) / 2)
+    one = {0: Reeval((0.80,), (0.8,), "smoke"), 5: Reeval((0.81,), (0.8,), "smoke")}
+    (c,) = evaluate.comparisons([v1, small], one)
+    assert c.paired_seeds == 1 and math.isnan(c.standard_error)
+    assert "1 paired seed: no standard error" in evaluate.report(
+        optuna.create_study(study_name="x"), [v1, small], one
+    )
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "standard"])
+def test_long_budget_is_ten_times_the_studys_own(study_path, name):
+    base = train.BUDGETS[name]
+    long = train.long_budget(base)
+    images = (base.train_images or 50_000) * base.epochs  # any split size: both scale alike
+    long_images = (long.train_images or 50_000) * long.epochs
+    assert long_images == 10 * images
+    same = ("optimizer", "lr", "schedule", "batch_size", "augment", "weight_decay")
+    assert all(getattr(long, f) == getattr(base, f) for f in same)
+    assert long.final_val_images is None  # selection uses the whole validation split
+
+    study = _study(study_path)
+    study.set_user_attr("budget", name)
+    budget = evaluate.resolve_budget(study, "long")
+    assert budget.config == long
+    assert budget.text.startswith(f"10x the study's {name} budget: ")
+    if base.train_images is None:
+        assert f"the whole training split x {base.epochs * 10} epochs" in budget.text
+    else:
+        assert f"{base.train_images * 10:,} training images x {base.epochs} epochs" in budget.text
+    assert f"at batch {base.batch_size}" in budget.text
+
+
+def test_long_budget_reads_a_stored_train_config(study_path):
+    study = _study(study_path)
+    custom = dataclasses.replace(train.BUDGETS["quick"], epochs=3, seed=4)
+    study.set_user_attr("train_config", custom.to_dict())  # wins over the budget name
+    budget = evaluate.resolve_budget(study, "long")
+    assert budget.config == train.long_budget(custom)
+    assert "the study's searched budget" in budget.text
+    study.set_user_attr(
+        "train_config", dataclasses.replace(train.BUDGETS["smoke"], seed=3).to_dict()
+    )
+    assert "the study's smoke budget" in evaluate.resolve_budget(study, "long").text
+    study.set_user_attr("train_config", {"epochs": 0})
+    with pytest.raises(evaluate.UsageError, match="epochs"):
+        evaluate.resolve_budget(study, "long")
+
+
+def test_older_stored_results_still_read_but_old_long_is_not_extended(study_path, capsys):
+    """Entries older code wrote (no validation means, no train config) parse, and are
+    re-evaluated from scratch rather than extended under today's ``long``."""
+    old = {
+        "test_acc_mean": 0.5,
+        "test_acc_std": 0.0,
+        "test_acc": [0.5],
+        "val_acc": [0.6],
+        "seeds": 1,
+        "budget": "long",
+    }
+    study = _study(study_path)
+    n = _smallest_design(study_path)
+    study.set_user_attr(f"reeval:{n}", old)
+    r = reeval_results(study)[n]
+    assert r == Reeval((0.5,), (0.6,), "long") and r.val_acc_mean == 0.6
+    targets = select_targets(study, trials=[n], references=())
+    assert evaluate.runs_needed(study, targets, 1, "long") == 1
+    args = ["--storage", study_path, "--trial", str(n), "--references", "none", "--dry-run"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "another definition of budget 'long'" in err and "--restart" in err
 
 
 def test_dry_run_trains_nothing(study_path, capsys):
     assert main(["--storage", study_path, "--pareto", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "runs to train under budget long" in out
+    assert "runs to train under budget long (10x the study's smoke budget: 5,120 training" in out
     assert not reeval_results(_study(study_path))
 
 
