@@ -99,7 +99,7 @@ EOF
 step "inception-explorer info"
 timeout 120 inception-explorer info >info.txt || fail "info: $(tail -n 5 info.txt)"
 grep -q "search space 'inception-block'" info.txt || fail "info printed no search space"
-grep -q "^studies: $TMP/work/studies/explorer.journal" info.txt \
+grep -q "^studies: $(pwd -P)/studies/explorer.journal" info.txt \
   || fail "info does not look for studies in the current folder: $(grep studies: info.txt)"
 timeout 60 inception-explorer bogus 2>err.txt && fail "a bad command exited 0"
 [ $? -eq 2 ] && [ "$(wc -l <err.txt)" -eq 1 ] || fail "a bad command: $(cat err.txt)"
