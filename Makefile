@@ -32,8 +32,10 @@ data:
 search: setup
 	$(BIN)/python -m explorer.search $(ARGS)
 
+# The dashboard through the console command (the same page as `streamlit run app/main.py`);
+# ARGS takes its flags: make app ARGS="--study NAME --port 8502".
 app: setup
-	$(BIN)/streamlit run app/main.py $(if $(ARGS),-- $(ARGS),)
+	$(BIN)/inception-explorer dashboard $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -48,4 +50,4 @@ lint: setup
 	$(BIN)/ruff format --check search_space explorer app tests bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

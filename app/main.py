@@ -1,4 +1,5 @@
-"""The dashboard: ``streamlit run app/main.py [-- --storage URL --study NAME]``.
+"""The dashboard: ``inception-explorer dashboard [--storage URL --study NAME]``, or in a checkout
+``streamlit run app/main.py [-- --storage URL --study NAME]``.
 
 Opens the study given by ``--study`` / ``EXPLORER_STUDY`` in the storage given by ``--storage`` /
 ``EXPLORER_STORAGE`` (default ``studies/explorer.journal``), else the newest study there; both
@@ -13,15 +14,23 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `streamlit run app/main.py` puts app/ on the path, not the repo
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):
+    # `streamlit run` executes this file as a script; name its package so that the relative
+    # imports below work (PEP 366): `app` in a checkout, whose root streamlit does not put on the
+    # path, or `explorer.dashboard` where the distribution installed it.
+    if Path(__file__).resolve().parent.name == "app":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        __package__ = "app"
+    else:
+        __package__ = "explorer.dashboard"
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, data, loaders  # noqa: E402
 from explorer.results import TrialRecord  # noqa: E402
 from explorer.storage import StorageError, default_storage, is_journal, redact  # noqa: E402
+
+from . import charts, data, loaders  # noqa: E402
 
 TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare")
 X_LABELS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}

@@ -1,0 +1,10 @@
+"""`python -m explorer`: the same command as `inception-explorer` (see `explorer.cli`)."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import MODULE_PROG, main
+
+if __name__ == "__main__":  # spawned search workers re-import this file as __mp_main__
+    sys.exit(main(prog=MODULE_PROG))

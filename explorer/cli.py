@@ -1,0 +1,348 @@
+"""`inception-explorer` (or `python -m explorer`): one command for the whole tool.
+
+``search``, ``evaluate`` and ``export`` hand their arguments to the module entry points
+(`explorer.search`, `explorer.evaluate`, `explorer.export`), which stay runnable on their own as
+``python -m explorer.search`` and so on. ``dashboard`` serves the Streamlit page from wherever the
+package is installed, and ``info`` prints what this install sees: the search space, the budgets,
+where studies, weights and data are found, and the device.
+
+`command_prefix`, `command` and `dashboard_command` spell the commands to run next, as this
+install is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import shlex
+import shutil
+import sys
+import sysconfig
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "inception-explorer"
+MODULE_PROG = "python -m explorer"
+
+# Subcommands that are a module's `main(argv)`: imported only when run, since each pulls in torch
+# or Optuna (and their files change under other hands; the name and `main(argv)` are the contract).
+DELEGATED = {
+    "search": "explorer.search",
+    "evaluate": "explorer.evaluate",
+    "export": "explorer.export",
+}
+
+COMMANDS = {  # name -> what it does, for --help
+    "search": "run or resume a search: train designs and record them in a study",
+    "evaluate": "retrain a study's best designs longer, over several seeds",
+    "export": "write designs of a study as standalone PyTorch code",
+    "dashboard": "serve the Streamlit dashboard on a study",
+    "info": "the search space, the budgets, where studies, weights and data are found, the device",
+}
+
+# Streamlit options every dashboard start gets: a viewer needs no deploy or developer menu.
+STREAMLIT_OPTIONS = {"client.toolbarMode": "minimal"}
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2 from main(), without the usage
+        raise UsageError(message)
+
+
+# --------------------------------------------------------------------------------------------
+# Spelling the next commands
+
+
+def command_prefix() -> str:
+    """How to start this install's command: ``inception-explorer`` where that console script is on
+    PATH and belongs to this interpreter's install, else ``python -m explorer``."""
+    found = shutil.which(PROG)
+    if found is None:
+        return MODULE_PROG
+    scripts = {sysconfig.get_path("scripts")}
+    try:
+        scripts.add(sysconfig.get_path("scripts", f"{os.name}_user"))
+    except KeyError:  # a platform without a user scheme
+        pass
+    here = {Path(p).resolve() for p in scripts if p}
+    return PROG if Path(found).resolve().parent in here else MODULE_PROG
+
+
+def command(*args: str) -> str:
+    """A shell command line: this install's command (`command_prefix`) with `args`, quoted."""
+    return " ".join([command_prefix(), *(shlex.quote(str(a)) for a in args)])
+
+
+def dashboard_command(storage: str | None, study: str) -> str:
+    """The command that opens `study` in the dashboard.
+
+    storage: the journal file or URL; None leaves ``--storage`` out (the default storage). A URL's
+    password is replaced by ``***``, as everywhere the project prints a storage.
+    """
+    from .storage import redact
+
+    args = ["dashboard"]
+    if storage is not None:
+        args += ["--storage", redact(storage)]
+    return command(*args, "--study", study)
+
+
+# --------------------------------------------------------------------------------------------
+# dashboard
+
+
+def dashboard_page() -> Path:
+    """The dashboard's page file: ``explorer/dashboard/main.py`` where the package is installed
+    (editable installs map it to the checkout's ``app/``), else ``app/main.py`` of this checkout."""
+    candidates = []
+    try:
+        spec = importlib.util.find_spec("explorer.dashboard")
+    except ImportError:
+        spec = None
+    if spec is not None and spec.origin:
+        candidates.append(Path(spec.origin).with_name("main.py"))
+    candidates.append(Path(__file__).resolve().parents[1] / "app" / "main.py")
+    for page in candidates:
+        if page.is_file():
+            return page
+    raise FileNotFoundError(
+        f"the dashboard page is missing (looked for {', '.join(map(str, candidates))}); "
+        "reinstall the package"
+    )
+
+
+def streamlit_args(
+    page: Path,
+    storage: str | None = None,
+    study: str | None = None,
+    port: int | None = None,
+    address: str | None = None,
+    browser: bool = True,
+) -> list[str]:
+    """The arguments of ``streamlit`` that serve `page` with the shipped options."""
+    options: dict[str, object] = dict(STREAMLIT_OPTIONS)
+    if port is not None:
+        options["server.port"] = port
+    if address is not None:
+        options["server.address"] = address
+    if not browser:
+        options["server.headless"] = "true"
+    args = ["run", str(page), *(f"--{k}={v}" for k, v in options.items())]
+    page_args = []
+    if storage is not None:
+        page_args += ["--storage", storage]
+    if study is not None:
+        page_args += ["--study", study]
+    return args + (["--", *page_args] if page_args else [])
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text!r}")
+    return value
+
+
+def _dashboard(ns: argparse.Namespace) -> int:
+    try:
+        from streamlit.web import cli as streamlit_cli
+    except ImportError as exc:
+        raise UsageError(f"the dashboard needs streamlit ({exc}); pip install streamlit") from None
+    args = streamlit_args(
+        dashboard_page(), ns.storage, ns.study, ns.port, ns.address, browser=ns.browser
+    )
+    try:  # streamlit's own command line, in this process, so that stopping us stops the server
+        streamlit_cli.main(args=args, prog_name="streamlit")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# info
+
+
+def _images(n: int | None) -> str:
+    return "all" if n is None else f"{n:,}"
+
+
+def _budget_line(name: str, c) -> str:
+    return (
+        f"  {name:<9} {c.optimizer} lr {c.lr:g}, batch {c.batch_size}, {c.epochs} epochs of "
+        f"{_images(c.train_images)} training images, validated on {_images(c.val_images)} "
+        f"({_images(c.final_val_images)} after the last)" + (", augmented" if c.augment else "")
+    )
+
+
+def info_text() -> str:
+    """What ``info`` prints: the install, the search space, the budgets, where studies, weights
+    and data are found (from the current folder and environment), and the device."""
+    import torch
+
+    from search_space import DEFAULT_SPACE
+
+    from .data import DATASETS, ENV_VAR, DataError, cache_dir, find_dataset
+    from .storage import artifact_dir, default_storage, is_journal, redact, study_names
+    from .train import BUDGETS, default_budget, resolve_device
+
+    try:
+        page = str(dashboard_page())
+    except FileNotFoundError as exc:
+        page = str(exc)
+    lines = [
+        f"{PROG} {_version()}: package {Path(__file__).resolve().parent}",
+        f"  command: {command_prefix()}; dashboard page: {page}",
+        "",
+        DEFAULT_SPACE.describe(),
+        "",
+        "budgets (--budget; images per epoch):",
+        *(_budget_line(name, c) for name, c in BUDGETS.items()),
+        "",
+    ]
+
+    storage = default_storage()
+    source = "$EXPLORER_STORAGE" if os.environ.get("EXPLORER_STORAGE") else "default"
+    if is_journal(storage):
+        path = Path(storage).expanduser().resolve()
+        if path.is_file():
+            try:
+                names = study_names(storage)
+                held = f"{len(names)} studies" + (f": {', '.join(names)}" if names else "")
+            except Exception as exc:  # an unreadable journal is worth a line, not a traceback
+                held = (
+                    f"unreadable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+                )
+        else:
+            held = "not created yet; the first search makes it"
+        lines.append(f"studies: {path} ({source}, {held})")
+    else:
+        lines.append(f"studies: {redact(storage)} ({source})")
+    lines.append(f"weights: {artifact_dir().expanduser().resolve()} ($EXPLORER_ARTIFACTS to move)")
+
+    env = os.environ.get(ENV_VAR)
+    lines.append(
+        f"data: --data-dir, then ${ENV_VAR} ({env or 'unset'}), system packages, the cache "
+        f"{cache_dir()} (downloads go there)"
+    )
+    for name in DATASETS:
+        try:
+            where = str(find_dataset(name, download=False))
+        except DataError:
+            where = "not found (downloaded on first use, if the network allows)"
+        lines.append(f"  {name:<14} {where}")
+
+    lines.append("")
+    device = resolve_device("auto")
+    detail = f"torch {torch.__version__}"
+    if device.type == "cuda":
+        detail += f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(device)}"
+    else:
+        detail += f", {torch.get_num_threads()} CPU threads"
+    lines.append(f"device: {device} ({detail}); default budget: {default_budget(device)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argparse parser of `inception-explorer`; the delegated commands parse their own flags."""
+    p = _Parser(
+        prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Multi-objective architecture search over Inception blocks. Studies, weights and\n"
+            "data are looked for from the current folder (studies/) and the environment; see\n"
+            f"'{prog} info'.\n\n"
+            "commands:\n"
+            + "".join(f"  {name:<10} {text}\n" for name, text in COMMANDS.items())
+            + f"\nEach has its own --help ({prog} search --help). search, evaluate and export are\n"
+            "also python -m explorer.search, python -m explorer.evaluate, python -m explorer.export."
+        ),
+        usage="%(prog)s [-h] [--version] COMMAND [ARGS ...]",
+        epilog="examples:\n"
+        + "".join(
+            f"  {prog} {cmd:<38} # {why}\n"
+            for cmd, why in (
+                ("search --trials 20 --budget smoke", "a minute, to try it"),
+                ("dashboard", "the newest study in studies/"),
+                ("evaluate --pareto", "retrain the front longer"),
+                ("export --study NAME --best -o net.py", "standalone PyTorch code"),
+                ("info", "what this install sees"),
+            )
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # listed in the description: argparse's own list wraps names longer than eight letters
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
+    for name in DELEGATED:
+        sub.add_parser(name, add_help=False)
+    d = sub.add_parser(
+        "dashboard",
+        description="Serve the dashboard (Streamlit) on a study; stop it with Ctrl-C.",
+    )
+    d.add_argument(
+        "--storage",
+        default=None,
+        help="journal file or SQLAlchemy URL (default: $EXPLORER_STORAGE or studies/explorer.journal)",
+    )
+    d.add_argument(
+        "--study", default=None, help="study to open (default: $EXPLORER_STUDY, else the newest)"
+    )
+    d.add_argument("--port", type=_port, default=None, help="port to serve on (default: 8501)")
+    d.add_argument(
+        "--address", default=None, help="address to listen on, e.g. 0.0.0.0 (default: all)"
+    )
+    d.add_argument(
+        "--no-browser", dest="browser", action="store_false", help="do not open a browser tab"
+    )
+    sub.add_parser(
+        "info",
+        description="Print the search space, the training budgets, where studies, weights and "
+        "data are found from here, and the device a search would use.",
+    )
+    return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PROG)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]])
+        return module.main(argv[1:])
+    try:
+        ns = build_parser(prog).parse_args(argv)
+        if ns.command is None:
+            raise UsageError(f"a command is needed: {', '.join(COMMANDS)} (see {prog} --help)")
+        if ns.command == "info":
+            print(info_text())
+            return 0
+        return _dashboard(ns)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:  # a broken install rather than bad input
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
