@@ -23,6 +23,8 @@ import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 
+from .usage import Parser, UsageError
+
 PROG = "inception-explorer"
 MODULE_PROG = "python -m explorer"
 
@@ -44,15 +46,6 @@ COMMANDS = {  # name -> what it does, for --help
 
 # Streamlit options every dashboard start gets: a viewer needs no deploy or developer menu.
 STREAMLIT_OPTIONS = {"client.toolbarMode": "minimal"}
-
-
-class UsageError(Exception):
-    """Bad command-line input; printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2 from main(), without the usage
-        raise UsageError(message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +250,7 @@ def info_text() -> str:
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The argparse parser of `inception-explorer`; the delegated commands parse their own flags."""
-    p = _Parser(
+    p = Parser(
         prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(

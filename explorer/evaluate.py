@@ -52,8 +52,11 @@ import optuna
 
 from search_space import REFERENCES, NetworkConfig, network_params
 
-from .results import DEFAULT_OBJECTIVES, REEVAL_PREFIX, TrialRecord, pareto_front, study_records
+from .records import REEVAL_PREFIX, TrialRecord
+from .results import DEFAULT_OBJECTIVES, pareto_front, study_records
 from .storage import StorageError, default_storage, load_study, open_storage, study_names
+from .study import study_config
+from .usage import Parser, UsageError
 
 ATTR_PREFIX = REEVAL_PREFIX
 DEFAULT_SEEDS = 3
@@ -126,7 +129,8 @@ def resolve_budget(study: optuna.Study, name: str) -> Budget:
     from . import train
 
     if name == LONG:
-        stored = study.user_attrs.get("train_config", study.user_attrs.get("budget"))
+        config = study_config(study)
+        stored = (config.train_config or config.budget) if config is not None else None
         base, base_name = base_budget(stored)
         config = train.long_budget(base)
         text = f"{train.LONG_FACTOR}x the study's {base_name} budget: {_size(config)}"
@@ -140,10 +144,6 @@ def resolve_budget(study: optuna.Study, name: str) -> Budget:
 
 def _budget(study: optuna.Study, budget: str | Budget) -> Budget:
     return budget if isinstance(budget, Budget) else resolve_budget(study, budget)
-
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -282,7 +282,7 @@ def _target(record: TrialRecord) -> Target:
         raise UsageError(
             f"trial {record.number} has no valid design ({record.problem or 'none stored'})"
         )
-    return Target(record.number, record.network, record.reference, record.get("val_acc"))
+    return Target(record.number, record.network, record.reference, record.val_acc)
 
 
 def select_targets(
@@ -298,7 +298,8 @@ def select_targets(
     by_number = {r.number: r for r in records}
     chosen: list[TrialRecord] = []
     if pareto:
-        objectives = tuple(study.user_attrs.get("objectives") or DEFAULT_OBJECTIVES)
+        config = study_config(study)
+        objectives = config.objectives if config is not None else DEFAULT_OBJECTIVES
         chosen = [r for r in pareto_front(records, objectives) if not r.reference]
         if not chosen:
             raise UsageError(
@@ -311,12 +312,10 @@ def select_targets(
             )
         chosen.append(by_number[n])
     if top is not None:
-        done = [
-            r for r in records if r.complete and not r.reference and r.get("val_acc") is not None
-        ]
+        done = [r for r in records if r.complete and not r.reference and r.val_acc is not None]
         if not done:
             raise UsageError(f"study {study.study_name!r} has no complete searched design")
-        chosen += sorted(done, key=lambda r: (-r.get("val_acc"), r.number))[:top]
+        chosen += sorted(done, key=lambda r: (-r.val_acc, r.number))[:top]
     targets = [_reference_target(records, name) for name in references]
     for record in chosen:
         target = _target(record)
@@ -557,14 +556,9 @@ def report(
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2 from main(), without the usage
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m explorer.evaluate`."""
-    p = _Parser(
+    p = Parser(
         prog="python -m explorer.evaluate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -693,8 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = train.resolve_device(ns.device)
         data = None
         if needed:
-            dataset = study.user_attrs.get("dataset", "fashion-mnist")
-            seed = int(study.user_attrs.get("seed", 0))  # the search's validation split
+            config = study_config(study)
+            dataset = config.dataset if config is not None else "fashion-mnist"
+            seed = config.split_seed if config is not None else 0  # the search's validation split
             data = load_dataset(dataset, data_dir=ns.data_dir, seed=seed).on(device)
         if not ns.quiet:
             print(

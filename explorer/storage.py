@@ -16,6 +16,8 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from .usage import first_line
+
 STUDIES_DIR = Path(os.environ.get("EXPLORER_STUDIES_DIR", "studies"))
 DEFAULT_STORAGE = str(STUDIES_DIR / "explorer.journal")
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql")
@@ -65,7 +67,7 @@ def open_storage(
         try:
             return JournalStorage(JournalFileBackend(str(path)))
         except Exception as exc:  # noqa: BLE001 - any reader failure is one clear line
-            raise StorageError(f"cannot read journal storage {url!r}: {_first_line(exc)}") from None
+            raise StorageError(f"cannot read journal storage {url!r}: {first_line(exc)}") from None
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme == "postgres":
         url = "postgresql" + url[len("postgres") :]
@@ -77,17 +79,19 @@ def open_storage(
     kwargs = {}
     if heartbeat and scheme != "sqlite":
         kwargs = {"heartbeat_interval": heartbeat, "grace_period": 2 * heartbeat}
+    engine = {"pool_pre_ping": True}
+    if scheme.startswith("postgres"):  # a host that drops packets fails in 10 s, not minutes
+        engine["connect_args"] = {"connect_timeout": 10}
+    from .locking import study_lock
+
     try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            engine = {"pool_pre_ping": True}
-            if scheme.startswith(
-                "postgres"
-            ):  # a host that drops packets fails in 10 s, not minutes
-                engine["connect_args"] = {"connect_timeout": 10}
+        # Optuna creates the schema of a fresh database on first open; two processes doing it
+        # at once collide (a duplicate-key error on PostgreSQL), so they take turns.
+        with study_lock(url, "schema"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
             return RDBStorage(url, engine_kwargs=engine, **kwargs)
     except Exception as exc:  # noqa: BLE001
-        raise StorageError(f"cannot open storage {redact(url)!r}: {_first_line(exc)}") from None
+        raise StorageError(f"cannot open storage {redact(url)!r}: {first_line(exc)}") from None
 
 
 def load_study(storage: str | BaseStorage | None, study_name: str) -> optuna.Study:
@@ -100,7 +104,7 @@ def load_study(storage: str | BaseStorage | None, study_name: str) -> optuna.Stu
     try:
         return optuna.load_study(study_name=study_name, storage=store)
     except Exception as exc:  # noqa: BLE001
-        raise StorageError(f"cannot load study {study_name!r}: {_first_line(exc)}") from None
+        raise StorageError(f"cannot load study {study_name!r}: {first_line(exc)}") from None
 
 
 def study_names(storage: str | BaseStorage | None) -> list[str]:
@@ -111,12 +115,7 @@ def study_names(storage: str | BaseStorage | None) -> list[str]:
             s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)
         ]
     except Exception as exc:  # noqa: BLE001
-        raise StorageError(f"cannot read studies: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise StorageError(f"cannot read studies: {first_line(exc)}") from None
 
 
 def artifact_dir(storage: str | None = None) -> Path:

@@ -64,8 +64,9 @@ def _postgres_url() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A reachable PostgreSQL URL; outside CI the test is skipped when there is none."""
+def postgres_server() -> str:
+    """A reachable PostgreSQL URL (its database is only used to create and drop others);
+    outside CI the test is skipped when there is none."""
     url = _postgres_url()
     if url is None:
         if os.environ.get("CI"):
@@ -75,16 +76,25 @@ def postgres_url() -> str:
 
 
 @pytest.fixture
-def pg_study_name(postgres_url):
-    """A fresh study name, deleted from the database afterwards."""
-    import optuna
+def postgres_url(postgres_server) -> str:
+    """A URL to a freshly created, empty database (no Optuna tables yet), dropped afterwards:
+    every test goes through the first-start path that a new team database goes through."""
+    import psycopg
 
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    yield name
-    try:
-        optuna.delete_study(study_name=name, storage=postgres_url)
-    except Exception:  # noqa: BLE001 - a test that failed early may have made none
-        pass
+    plain = postgres_server.replace("postgresql+psycopg", "postgresql")
+    base, _, _ = plain.rpartition("/")
+    name = f"explorer_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{base}/{name}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_study_name(postgres_url):
+    """A study name for a test's fresh database."""
+    return f"test-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")

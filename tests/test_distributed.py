@@ -1,4 +1,6 @@
-"""Optuna's distributed mode on PostgreSQL: several workers, and a worker killed mid-trial."""
+"""Shared studies: processes started at the same moment on a fresh storage, workers that die
+mid-trial, and recoverers racing for the same dead trial. Each PostgreSQL test gets a freshly
+created database (`postgres_url`), so the first-start path runs every time."""
 
 from __future__ import annotations
 
@@ -13,24 +15,57 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 # The timeouts below only guard against a hung worker. They are generous because a smoke trial
 # takes from about 10 s on a quiet machine to a minute on a slow one shared with other jobs.
 
 WORKER = """
 import sys
-from explorer.search import SearchSettings, run_worker
+from explorer.settings import SearchSettings
+from explorer.workers import run_worker
 s = SearchSettings(trials=int(sys.argv[4]), study=sys.argv[1], storage=sys.argv[2], budget="smoke",
-                   device="cpu", data_dir=sys.argv[3], references=False, quiet=True, keep_weights=False)
+                   device="cpu", data_dir=sys.argv[3], references=False, quiet=True, weights=False,
+                   proxies=False)
 run_worker(s, worker_index=int(sys.argv[5]), n_trials=int(sys.argv[6]) or None)
 """
 
+# Opens the study the way every worker does, at a given moment, and nothing else.
+STARTER = """
+import sys, time
+from explorer.settings import SearchSettings
+from explorer.storage import open_storage
+from explorer.study import open_search_study
+url, name, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, at - time.time()))
+study, config = open_search_study(SearchSettings(study=name, storage=url), open_storage(url, heartbeat=60), url, "smoke")
+print(study.study_name, config.budget)
+"""
+
+RECOVERER = """
+import sys, time
+import optuna
+from explorer.locking import study_lock
+from explorer.recovery import recover
+from explorer.storage import open_storage
+url, name, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+study = optuna.load_study(study_name=name, storage=open_storage(url))
+time.sleep(max(0.0, at - time.time()))
+with study_lock(url, "study:" + name):
+    print(recover(study, url))
+"""
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "EXPLORER_STUDIES_DIR": str(tmp / "studies"),
+    }
+
 
 def start_worker(
-    study: str, url: str, data: Path, target: int, index: int, n_trials: int
+    study: str, url: str, data: Path, target: int, index: int, n_trials: int, tmp: Path
 ) -> subprocess.Popen:
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [
             sys.executable,
@@ -44,28 +79,108 @@ def start_worker(
             str(n_trials),
         ],
         cwd=ROOT,
-        env=env,
+        env=_env(tmp),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def test_two_workers_finish_exactly_their_trials(postgres_url, pg_study_name, tiny_fmnist):
-    k = 2
-    workers = [start_worker(pg_study_name, postgres_url, tiny_fmnist, 1000, i, k) for i in range(2)]
+def _together(script: str, args: list[str], n: int, tmp: Path) -> list[subprocess.CompletedProcess]:
+    """Run `n` copies of `script` that all act at the same wall-clock moment (a few seconds
+    ahead, after each has imported torch and Optuna)."""
+    at = time.time() + 8.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args, str(at)],
+            cwd=ROOT,
+            env=_env(tmp),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+def _storage_url(kind: str, tmp: Path, request) -> str:
+    if kind == "journal":
+        return str(tmp / "fresh" / "shared.journal")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_four_starters_at_once_make_one_study_with_each_reference_once(kind, tmp_path, request):
+    url = _storage_url(kind, tmp_path, request)
+    runs = _together(STARTER, [url, "team"], 4, tmp_path)
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["team", "smoke"]
+    from explorer.storage import open_storage
+
+    study = optuna.load_study(study_name="team", storage=open_storage(url))
+    refs = sorted(t.user_attrs.get("reference") for t in study.trials)
+    assert refs == ["v1", "v2"] and all(t.state == TrialState.WAITING for t in study.trials)
+    assert study.user_attrs["config"]["budget"] == "smoke"
+    assert len(optuna.get_all_study_names(open_storage(url))) == 1
+
+
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_recoverers_at_once_retry_a_dead_trial_exactly_once(kind, tmp_path, request):
+    url = _storage_url(kind, tmp_path, request)
+    env = _env(tmp_path)
+    setup = f"""
+import optuna
+from explorer.locking import WorkerToken
+from explorer.storage import open_storage
+from explorer.study import enqueue_reference
+study = optuna.create_study(study_name="r", storage=open_storage({url!r}), directions=["maximize"] * 2)
+enqueue_reference(study, "v2")
+trial = study.ask()
+token = WorkerToken({url!r})
+trial.set_user_attr("worker", token.id)
+"""  # the process ends holding its trial: a worker killed mid-trial
+    subprocess.run([sys.executable, "-c", setup], cwd=ROOT, env=env, check=True, timeout=300)
+    runs = _together(RECOVERER, [url, "r"], 2, tmp_path)
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    assert sorted(r.stdout.strip() for r in runs) == ["[0]", "[]"]
+    from explorer.storage import open_storage
+
+    trials = optuna.load_study(study_name="r", storage=open_storage(url)).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert "died" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["reference"] == "v2"
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_workers_finish_exactly_the_requested_trials(
+    postgres_url, pg_study_name, tiny_fmnist, tmp_path
+):
+    workers = [
+        start_worker(pg_study_name, postgres_url, tiny_fmnist, 3, i, 0, tmp_path) for i in range(2)
+    ]
     for w in workers:
         _, err = w.communicate(timeout=1800)
         assert w.returncode == 0, err
     study = optuna.load_study(study_name=pg_study_name, storage=postgres_url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(study.trials) == len(finished) == 2 * k
-    assert len({t.number for t in finished}) == 2 * k
-    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers took part
+    assert len(study.trials) == len(finished) == 3
+    seeds = {t.user_attrs["worker"]: t.user_attrs["sampler_seed"] for t in finished}
+    assert len(set(seeds.values())) == len(seeds)  # each worker proposes with its own seed
 
 
-def test_killed_worker_leaves_a_study_another_finishes(postgres_url, pg_study_name, tiny_fmnist):
-    victim = start_worker(pg_study_name, postgres_url, tiny_fmnist, 3, 0, 0)
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_killed_worker_leaves_a_study_another_finishes(
+    postgres_url, pg_study_name, tiny_fmnist, tmp_path
+):
+    victim = start_worker(pg_study_name, postgres_url, tiny_fmnist, 3, 0, 0, tmp_path)
     deadline = time.time() + 600
     running = None
     while time.time() < deadline and running is None:
@@ -88,7 +203,7 @@ def test_killed_worker_leaves_a_study_another_finishes(postgres_url, pg_study_na
     study = optuna.load_study(study_name=pg_study_name, storage=postgres_url)
     running = next(t for t in study.trials if t.state == TrialState.RUNNING)  # left by the kill
 
-    rescuer = start_worker(pg_study_name, postgres_url, tiny_fmnist, 3, 1, 0)
+    rescuer = start_worker(pg_study_name, postgres_url, tiny_fmnist, 3, 1, 0, tmp_path)
     _, err = rescuer.communicate(timeout=1800)
     assert rescuer.returncode == 0, err
     study = optuna.load_study(study_name=pg_study_name, storage=postgres_url)

@@ -12,8 +12,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from explorer import search
+from explorer import objective, search, workers
+from explorer import study as study_mod
+from explorer.locking import WorkerToken
 from explorer.proxies import PROXY_NAMES
+from explorer.recovery import recover
 from explorer.results import study_records
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
 
@@ -109,7 +112,7 @@ def test_help_shows_defaults():
         "--timeout",
     ):
         assert flag in out
-    assert "default: 100" in out and "default: tpe" in out
+    assert "default: 100" in out and "tpe for a new study" in out
     # The examples keep their lines, so they can be copied.
     assert "\n  python -m explorer.search --trials 20 --budget smoke " in out
     assert "\n  python -m explorer.evaluate --pareto " in out
@@ -141,7 +144,7 @@ def test_search_trains_references_first_and_records_everything(tmp_path, tiny_fm
         assert set(a["proxies"]) == set(PROXY_NAMES)  # scored before training
         assert all(v is None or math.isfinite(v) for v in a["proxies"].values())
     # the closing summary shows the references and what to run next
-    assert "v1" in out and "v2" in out and "explorer.export" in out and "streamlit run" in out
+    assert "v1" in out and "v2" in out and "export --study" in out and "dashboard" in out
 
 
 def test_rerun_resumes_without_retraining(tmp_path, tiny_fmnist, capsys):
@@ -247,10 +250,10 @@ def test_workers_default_to_one_per_core_on_a_cpu(monkeypatch):
     assert search.parse_settings([]).workers is None  # auto, resolved once the device is known
     assert search.parse_settings(["--workers", "3"]).workers == 3
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert search.auto_workers(torch.device("cpu")) == 2
-    assert search.cpu_threads(2) == 1 and search.cpu_threads(1) == 2
+    assert workers.auto_workers(torch.device("cpu")) == 2
+    assert workers.cpu_threads(2) == 1 and workers.cpu_threads(1) == 2
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert search.auto_workers(torch.device("cpu")) == 8 and search.cpu_threads(8) == 8
+    assert workers.auto_workers(torch.device("cpu")) == 8 and workers.cpu_threads(8) == 8
 
 
 def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
@@ -271,27 +274,28 @@ def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
         },
     )
     again = {r.number: r for r in study_records(study)}
-    assert again[v1.number].attrs["reeval"]["test_acc"] == [0.8, 0.82]
-    assert all("reeval" not in r.attrs for n, r in again.items() if n != v1.number)
+    assert again[v1.number].reeval["test_acc"] == [0.8, 0.82]
+    assert all(r.reeval is None for n, r in again.items() if n != v1.number)
     text = search.summary(study, str(tmp_path / "s.journal"))
     assert "re-evaluated test acc" in text
     row = next(line for line in text.splitlines() if " v1 " in line)
     assert "0.8100 ± 0.0141 (2x)" in row
-    storage = f"--storage {tmp_path / 's.journal'}"
-    assert f"python -m explorer.evaluate --study demo {storage} --pareto" in text
-    assert f"python -m explorer.export --study demo {storage} --best" in text
+    from explorer.cli import command
+
+    storage = ["--storage", str(tmp_path / "s.journal")]
+    assert command("evaluate", "--study", "demo", *storage, "--pareto") in text
+    assert command("export", "--study", "demo", *storage, "--best") in text
+    assert command("dashboard", *storage, "--study", "demo") in text
 
 
 def _record(acc_curve, params):
     from explorer.results import TrialRecord
 
-    return TrialRecord(
-        0, "COMPLETE", None, None, attrs={"curves": {"val_acc": acc_curve}, "params": params}
-    )
+    return TrialRecord(0, "COMPLETE", curves={"val_acc": acc_curve}, params=params)
 
 
 def test_prune_rule_needs_enough_dominating_trials():
-    rule = search.PruneRule(min_dominators=2, warmup=3)
+    rule = objective.PruneRule(min_dominators=2, warmup=3)
     completed = [_record([0.5, 0.7], 1000), _record([0.6, 0.8], 2000), _record([0.1, 0.2], 500)]
     assert rule.should_prune(0, 0.40, {"params": 5000}, completed)  # two better and smaller
     assert not rule.should_prune(0, 0.40, {"params": 1500}, completed)  # only one is smaller
@@ -301,7 +305,7 @@ def test_prune_rule_needs_enough_dominating_trials():
 
 
 def test_pruned_trials_keep_their_curves(tmp_path, tiny_fmnist, capsys, monkeypatch):
-    monkeypatch.setattr(search.PruneRule, "should_prune", lambda self, *a: True)
+    monkeypatch.setattr(objective.PruneRule, "should_prune", lambda self, *a: True)
     assert run_cli(base_args(tmp_path, tiny_fmnist, trials=2), capsys)[0] == 0
     study = optuna.load_study(
         study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
@@ -314,22 +318,43 @@ def test_pruned_trials_keep_their_curves(tmp_path, tiny_fmnist, capsys, monkeypa
 
 
 def test_recover_fails_and_requeues_trials_of_dead_workers(tmp_path):
-    storage = search.open_storage(str(tmp_path / "s.journal"))
+    url = str(tmp_path / "s.journal")
+    storage = search.open_storage(url)
     study = optuna.create_study(
         study_name="r", storage=storage, directions=["maximize", "minimize"]
     )
-    search.enqueue_reference(study, "v1")
+    study_mod.enqueue_reference(study, "v1")
+    live, dead = WorkerToken(url), WorkerToken(url)
     trial = study.ask()
-    trial.set_user_attr("worker", "somehost:1")
+    trial.set_user_attr("worker", dead.id)
+    other = study.ask()
+    other.set_user_attr("worker", live.id)
+    dead._file.close()  # the process holding it died: its lock is gone, its file stays
     assert config_from_trial(trial) == REFERENCES["v1"]
-    queued = search.recover(study, live_check=lambda worker: False)
+    queued = recover(study, url)
     assert queued == [trial.number]
     frozen = study.trials
     assert frozen[0].state == TrialState.FAIL and "died" in frozen[0].user_attrs["fail_reason"]
-    assert frozen[1].state == TrialState.WAITING
-    assert frozen[1].user_attrs["reference"] == "v1"
-    assert frozen[1].system_attrs["fixed_params"] == frozen[0].params
-    assert search.recover(study, live_check=lambda worker: False) == []  # not queued twice
+    assert frozen[1].state == TrialState.RUNNING  # its worker lives
+    assert frozen[2].state == TrialState.WAITING
+    assert frozen[2].user_attrs["reference"] == "v1" and frozen[2].user_attrs["retry_of"] == 0
+    assert frozen[2].system_attrs["fixed_params"] == frozen[0].params
+    assert recover(study, url) == []  # not queued twice
+    retry = study.ask()  # the retry dies too: it is not retried again
+    retry.set_user_attr("worker", dead.id)
+    dead.path.touch()
+    assert recover(study, url) == [] and study.trials[2].state == TrialState.FAIL
+    live.release()
+
+
+def test_failed_trials_of_their_own_are_not_retried(tmp_path):
+    url = str(tmp_path / "s.journal")
+    study = optuna.create_study(storage=search.open_storage(url), directions=["maximize"] * 2)
+    for reason in ("diverged: loss is nan", "error: KeyError: 'x'", "out of memory"):
+        t = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        t.set_user_attr("fail_reason", reason)
+        study.tell(t, state=TrialState.FAIL)
+    assert recover(study, url) == []
 
 
 def test_study_opens_with_plain_optuna(tmp_path, tiny_fmnist, capsys):
@@ -366,7 +391,8 @@ def test_two_local_workers_share_a_journal(tmp_path, tiny_fmnist):
     search_done = [
         t for t in study.trials if not t.user_attrs.get("reference") and t.state.is_finished()
     ]
-    assert 4 <= len(search_done) <= 5  # a second worker may start one trial before the first stops
+    assert len(search_done) == 4  # slots are claimed under the study's lock
+    assert len({t.user_attrs["sampler_seed"] for t in search_done}) == 2  # one per worker
 
 
 def test_study_opens_in_optuna_dashboard(tmp_path, tiny_fmnist, capsys):
@@ -448,19 +474,131 @@ def test_a_design_proposed_again_is_not_retrained(tmp_path, tiny_fmnist, capsys)
 
 
 def test_second_worker_mid_setup_neither_fails_nor_queues_references_twice(tmp_path):
-    """A worker that opens the study while another is still writing its settings (both started
-    together on a shared storage) must join it, not call the settings different."""
-    s = search.SearchSettings(trials=3, study="race", storage=str(tmp_path / "j.journal"))
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
-    )
+    """A worker that opens a study whose first worker died before writing its settings (both
+    started together on a shared storage) completes the set-up instead of failing."""
+    url = str(tmp_path / "j.journal")
+    s = search.SearchSettings(trials=3, study="race", storage=url)
+    storage = search.open_storage(url)
     first = optuna.create_study(study_name="race", storage=storage, directions=["maximize"] * 2)
-    first.set_user_attr("dataset", s.dataset)  # the first worker stopped half-way through
-    search.enqueue_reference(first, "v1")
-    study = search.create_or_load_study(s, storage, "quick")
+    study_mod.enqueue_reference(first, "v1")  # the first worker stopped half-way through
+    study, config = study_mod.open_search_study(s, storage, url, "quick")
     refs = [t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)]
-    assert sorted(r for r in refs if r) == sorted(search.DEFAULT_REFERENCES)
-    assert study.user_attrs["objectives"] == list(s.objectives)
-    assert study.user_attrs["dataset"] == s.dataset
-    again = search.create_or_load_study(s, storage, "quick")  # a later worker: same study, no error
+    assert sorted(r for r in refs if r) == sorted(study_mod.DEFAULT_REFERENCES)
+    assert config.objectives == ("val_acc", "params") and config.dataset == "fashion-mnist"
+    again, _ = study_mod.open_search_study(s, storage, url, "quick")  # a later worker
     assert len(again.trials) == len(refs)
+
+
+def _made(tmp_path, *flags: str) -> list[str]:
+    """Make study 't' (settings and queued references only, no training); the args to resume it."""
+    from explorer.search import parse_settings
+
+    args = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--device", "cpu",
+            "--budget", "smoke", "--quiet", *flags]  # fmt: skip
+    s = parse_settings(args)
+    url = s.storage
+    study_mod.open_search_study(s, search.open_storage(url), url, "smoke")
+    return args[: -len(flags) or None] if flags else args
+
+
+@pytest.mark.parametrize(
+    "flags, field, stored, keep",
+    [
+        (["--seed", "7"], "split_seed", "0", "--seed 0"),
+        (["--width", "0.5"], "width", "0.25", "--width 0.25"),
+        (["--dataset", "mnist"], "dataset", "'fashion-mnist'", "--dataset fashion-mnist"),
+        (["--objectives", "val_acc,flops"], "objectives", "val_acc,params", "--objectives val_acc,params"),
+        (["--sampler", "random"], "sampler", "'tpe'", "--sampler tpe"),
+        (["--budget", "quick"], "budget", "'smoke'", "--budget smoke"),
+        (["--max-params", "9000"], "constraints", "{}", "--max-params"),
+    ],
+)  # fmt: skip
+def test_resume_with_other_settings_is_refused_naming_field_values_and_flag(
+    flags, field, stored, keep, tmp_path, capsys
+):
+    args = _made(tmp_path)
+    code, _, err = run_cli([*args, *flags], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert f"made with {field}={stored}" in lines[0] and keep in lines[0], lines[0]
+    assert "--override" in lines[0]
+
+
+def test_override_trains_the_given_settings_into_the_study(tmp_path):
+    from explorer.search import parse_settings
+
+    args = _made(tmp_path)
+    s = parse_settings([*args, "--seed", "7", "--override"])
+    _, config = study_mod.open_search_study(s, search.open_storage(s.storage), s.storage, "smoke")
+    assert config.train_seed == 7 and config.split_seed == 7
+
+
+def test_changed_budget_preset_is_refused_and_the_stored_budget_wins(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from explorer import train
+    from explorer.search import parse_settings
+
+    args = _made(tmp_path)
+    stored_lr = train.BUDGETS["smoke"].lr
+    recalibrated = dataclasses.replace(train.BUDGETS["smoke"], lr=stored_lr / 2)
+    monkeypatch.setitem(train.BUDGETS, "smoke", recalibrated)
+    code, _, err = run_cli(args, capsys)  # --budget smoke given
+    assert code == 2 and "lr" in err and "leave --budget out" in err, err
+    without = [a for a in args if a not in ("--budget", "smoke")]
+    s = parse_settings(without)
+    _, config = study_mod.open_search_study(s, search.open_storage(s.storage), s.storage, "quick")
+    assert config.budget == "smoke" and config.train_config["lr"] == stored_lr
+
+
+def test_sqlite_with_several_workers_runs_one_and_names_the_journal(tmp_path, tiny_fmnist, capsys):
+    args = base_args(tmp_path, tiny_fmnist, trials=1)
+    args[args.index("--storage") + 1] = f"sqlite:///{tmp_path / 's.db'}"
+    args[args.index("--workers") + 1] = "2"
+    code, _, err = run_cli([*args, "--no-references", "--no-weights", "--no-proxies"], capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "SQLite" in line]
+    assert len(notes) == 1 and "s.journal" in notes[0] and "Traceback" not in err
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def test_unexpected_errors_fail_their_trials_unretried_and_stop_the_worker(
+    tmp_path, tiny_fmnist, capsys, monkeypatch
+):
+    def broken(self, trial, model, attrs):
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr(objective.TrialRunner, "_train", broken)
+    args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--no-references", "--no-proxies"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "3 trials in a row failed" in err and "Traceback" not in err, err
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert all(
+        t.user_attrs["fail_reason"] == "error: KeyError: 'no such thing'" for t in study.trials
+    )
+    assert not any("retry_of" in t.user_attrs for t in study.trials)
+
+
+@pytest.mark.slow
+def test_a_worker_process_dying_of_an_error_stops_the_search_with_one_line(tmp_path):
+    bad = tmp_path / "bad-data"
+    bad.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):  # fmt: skip
+        (bad / name).write_bytes(b"not a gzip file")
+    args = base_args(tmp_path, bad, trials=2)
+    args[args.index("--workers") + 1] = "2"
+    proc = subprocess.run(
+        [sys.executable, "-m", "explorer.search", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "stopped:" in x)
+    assert "Traceback" not in proc.stderr
+    log = Path(line.split("traceback in ")[1].split(")")[0])
+    assert log.is_file() and "Traceback" in log.read_text()

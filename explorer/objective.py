@@ -1,0 +1,319 @@
+"""One trial of the search: sample a design, build it, measure it, train it, store its record.
+
+`TrialRunner` is what a worker calls for each trial Optuna hands it. Its results are written as
+the user attributes of `explorer.records.TrialRecord`, each once. `PruneRule` is the early stop of
+dominated trials (Optuna's pruners do not work in multi-objective studies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import io
+import math
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_space import DEFAULT_SPACE, NetworkConfig, config_from_trial, network_params
+
+from .records import StudyConfig, TrialRecord, trial_attr
+from .settings import SearchSettings
+from .storage import artifact_dir
+from .study import FINISHED
+from .usage import first_line
+
+
+class TrialFailed(Exception):
+    """A trial that could not finish (invalid design, divergence, out of memory); recorded, not fatal."""
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """Stop a trial after an epoch when at least `min_dominators` completed trials had a higher
+    validation accuracy at that same epoch while being no worse on every other objective.
+
+    Optuna's pruners do not work in multi-objective studies, hence this rule of our own. It waits
+    for `warmup` completed trials and never stops reference trials or a trial's last epoch.
+    """
+
+    min_dominators: int = 3
+    warmup: int = 8
+
+    def should_prune(
+        self, epoch: int, acc: float, costs: dict[str, float], completed: list[TrialRecord]
+    ) -> bool:
+        if len(completed) < self.warmup:
+            return False
+        dominators = 0
+        for rec in completed:
+            curve = rec.curves.get("val_acc") or []
+            if len(curve) <= epoch or not curve[epoch] > acc:
+                continue
+            if all(rec.value(k) is not None and rec.value(k) <= v for k, v in costs.items()):
+                dominators += 1
+                if dominators >= self.min_dominators:
+                    return True
+        return False
+
+
+def versions() -> dict[str, str]:
+    """The versions a trial was produced with."""
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        package = version("inception-explorer")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        package = "source"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "explorer": package,
+    }
+
+
+class TrialRunner:
+    """The function Optuna's trials go through: sample, build, train, measure, store."""
+
+    def __init__(
+        self,
+        s: SearchSettings,
+        config: StudyConfig,
+        data: Any,
+        device: Any,
+        storage_url: str,
+        worker: str,
+        device_info: dict[str, Any] | None = None,
+    ) -> None:
+        from . import metrics, train
+
+        self.s, self.config, self.data, self.device = s, config, data, device
+        if config.train_config:
+            self.train_config = train.TrainConfig.from_dict(config.train_config)
+        else:  # a study made before the budget was stored whole
+            self.train_config = dataclasses.replace(
+                train.BUDGETS[config.budget], seed=config.train_seed
+            )
+        self.train_mod, self.metrics = train, metrics
+        self.rule = PruneRule() if s.prune else None
+        self.store = None
+        if s.weights:
+            from optuna.artifacts import FileSystemArtifactStore
+
+            folder = artifact_dir(storage_url)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.store = FileSystemArtifactStore(str(folder))
+        self.versions = versions()
+        self.worker = worker
+        self.device_info = device_info
+        self.sampler_seed: int | None = None
+        self.errors_in_a_row = 0
+
+    def network(self, trial: optuna.Trial) -> NetworkConfig:
+        block = config_from_trial(trial, DEFAULT_SPACE)
+        return NetworkConfig(
+            block=block,
+            in_channels=self.data.info.channels,
+            num_classes=self.data.info.num_classes,
+            image_size=self.data.info.image_size,
+            width=self.config.width,
+        )
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        import torch
+
+        first = {"worker": self.worker}
+        if self.sampler_seed is not None:
+            first["sampler_seed"] = self.sampler_seed
+        self._write(trial, first)
+        try:
+            net = self.network(trial)
+        except ValueError as exc:
+            return self._fail(trial, f"invalid design: {exc}")
+        params = network_params(net)
+        over = self._over_static_limits(params, net)
+        twin = None if trial_attr(trial, "reference") else self._trained_twin(trial)
+        if twin is not None:
+            return self._copy(trial, twin)
+        model = None
+        try:
+            model = self._build(net)
+            attrs = self._static_metrics(model, net, params)
+            if self.s.proxies and over is None:
+                attrs["proxies"] = self._proxies(model)
+            attrs["constraint_values"] = self._constraint_values(attrs)
+            self._write(trial, attrs)
+            if over is not None:  # provably infeasible: recorded, not trained
+                return self._fail(trial, f"infeasible: {over}")
+            result = self._train(trial, model, attrs)
+            after = self._after_training(result)
+            if self.store is not None:
+                after["weights"] = self._save_weights(trial, model)
+            self._write(trial, after)
+            self.errors_in_a_row = 0
+            return tuple(float(({**attrs, **after})[o]) for o in self.config.objectives)
+        except self.train_mod.DivergedError as exc:
+            return self._fail(trial, f"diverged: {exc}")
+        except torch.cuda.OutOfMemoryError:
+            return self._fail(trial, "out of memory")
+        except (TrialFailed, optuna.TrialPruned):
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as the trial's reason, not retried
+            if "out of memory" in str(exc).lower():
+                return self._fail(trial, "out of memory")
+            self.errors_in_a_row += 1
+            return self._fail(trial, f"error: {type(exc).__name__}: {first_line(exc)}")
+        finally:
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _write(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """Store attributes, each once (every write is a round trip to the database)."""
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+    def _over_static_limits(self, params: int, net: NetworkConfig) -> str | None:
+        """The first parameter limit the design breaks (known before training), else None.
+        FLOP limits are checked once the FLOPs are counted (`_constraint_values`)."""
+        limit = self.config.constraints.get("params")
+        if limit is not None and params > limit:
+            return f"{params:,} parameters > --max-params {limit:,.0f}"
+        return None
+
+    def _constraint_values(self, attrs: dict[str, Any]) -> list[float]:
+        """Optuna's constraint values, one per limit: value - limit (<= 0 is feasible)."""
+        return [
+            float(attrs[key]) - float(limit)
+            for key, limit in sorted(self.config.constraints.items())
+            if key in attrs
+        ] or [0.0]
+
+    def _trained_twin(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """An earlier finished trial of the same design under the same budget and seed, whose
+        result this trial reuses instead of training again (on a CPU, or with --deterministic,
+        seeded training repeats it exactly; on a GPU it is a cache of the earlier result)."""
+        for t in trial.study.get_trials(deepcopy=False, states=FINISHED):
+            if (
+                t.params == trial.params
+                and trial_attr(t, "budget") == self.config.budget
+                and trial_attr(t, "seed") == self.config.train_seed
+                and trial_attr(t, "curves")
+            ):
+                return t
+        return None
+
+    def _copy(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+        """Record `twin`'s results as this trial's, without training (a pruned twin prunes)."""
+        own = {"worker", "reference", "attempt", "retry_of", "prescreen", "duplicate_of",
+               "sampler_seed"}  # fmt: skip
+        self._write(trial, {k: v for k, v in twin.user_attrs.items() if k not in own})
+        trial.set_user_attr("duplicate_of", twin.number)
+        if twin.state == TrialState.PRUNED:
+            raise optuna.TrialPruned(f"the same design as trial {twin.number}, which was pruned")
+        return tuple(twin.values)
+
+    def _build(self, net: NetworkConfig):
+        import torch
+
+        from search_space import build_network
+
+        torch.manual_seed(self.config.train_seed)
+        return build_network(net).to(self.device)
+
+    def _static_metrics(self, model, net: NetworkConfig, params: int) -> dict[str, Any]:
+        shape = (net.in_channels, net.image_size, net.image_size)
+        batch = self.train_config.batch_size
+        attrs = {
+            "network": net.to_dict(),
+            "params": params,
+            "flops": self.metrics.count_flops(model, shape),
+            # Short timing budgets: a trial on the quick budget trains for only ~10 s.
+            "latency_ms": round(
+                self.metrics.measure_latency(model, shape, 1, self.device, repeats=7, budget_s=0.3),
+                4,
+            ),
+            "latency_batch_ms": round(
+                self.metrics.measure_latency(
+                    model, shape, batch, self.device, repeats=3, budget_s=0.3
+                ),
+                4,
+            ),
+            "device": str(self.device),
+            "budget": self.config.budget,
+            "seed": self.config.train_seed,
+            "dataset": self.config.dataset,
+            "versions": self.versions,
+        }
+        if self.device_info:
+            attrs["device_info"] = self.device_info
+        return attrs
+
+    def _proxies(self, model) -> dict[str, float | None]:
+        """Zero-cost proxy scores at the weights the trial trains from (on a copy of the model,
+        with its own generator: training starts from the same state with or without them)."""
+        from .proxies import compute_proxies, proxy_batch
+
+        x, y = proxy_batch(self.data, self.device, self.config.train_seed)
+        scores = compute_proxies(model, x, y)
+        return {k: (round(v, 6) if math.isfinite(v) else None) for k, v in scores.items()}
+
+    def _train(self, trial: optuna.Trial, model, attrs: dict[str, Any]):
+        costs = {k: attrs[k] for k in self.config.objectives[1:] if k in attrs}
+        reference = trial_attr(trial, "reference")
+
+        def on_epoch(epoch: int, partial) -> None:  # epochs count from 1
+            curves = partial.curves()
+            trial.set_user_attr("curves", curves)
+            if self.rule is None or reference or epoch >= self.train_config.epochs:
+                return
+            completed = [
+                TrialRecord.from_trial(t)
+                for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            ]
+            if self.rule.should_prune(epoch - 1, curves["val_acc"][-1], costs, completed):
+                self._write(
+                    trial,
+                    {"pruned_at_epoch": epoch, "train_time_s": round(partial.wall_time_s, 3)},
+                )
+                raise optuna.TrialPruned(f"dominated at epoch {epoch}")
+
+        return self.train_mod.train(
+            model, self.data, self.train_config, self.device, epoch_callback=on_epoch
+        )
+
+    def _after_training(self, result) -> dict[str, Any]:
+        # The curves were written after the last epoch already.
+        return {
+            "val_acc": float(result.val_acc[-1]),
+            "val_loss": float(result.val_loss[-1]),
+            "train_time_s": round(float(result.wall_time_s), 3),
+            "images_per_s": round(float(result.images_per_s), 1),
+        }
+
+    def _save_weights(self, trial: optuna.Trial, model) -> str:
+        import torch
+        from optuna.artifacts import upload_artifact
+
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial{trial.number}.pt"
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            path.write_bytes(buf.getvalue())
+            return upload_artifact(
+                artifact_store=self.store, file_path=str(path), study_or_trial=trial
+            )
+
+    def _fail(self, trial: optuna.Trial, reason: str):
+        trial.set_user_attr("fail_reason", reason)
+        raise TrialFailed(reason)

@@ -1,0 +1,94 @@
+"""Finding the trials of dead workers, failing them with the reason, and retrying each once.
+
+A trial is left RUNNING when its worker dies (killed, out of memory, a machine lost). Such a trial
+is dead when its worker's lock file on this machine is free (`explorer.locking.worker_dead`) or,
+on an RDB storage with heartbeats, when no heartbeat came within the grace period (any machine).
+`recover` marks it failed with ``interrupted: ...`` and queues its design once more (one retry per
+interrupted trial, ever); a trial that failed for a reason of its own (divergence, out of memory,
+an error in the code, an invalid design) is not retried. Callers hold the study's lock
+(`explorer.locking.study_lock`), so however many workers recover at once, each trial is retried by
+exactly one of them.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from .locking import worker_dead
+from .records import trial_attr
+
+MAX_ATTEMPTS = 2  # the first run and one retry
+
+
+def is_interrupted(trial: FrozenTrial) -> bool:
+    """Whether a failed trial was cut short rather than failing for a reason of its own."""
+    reason = trial_attr(trial, "fail_reason")
+    return reason is None or str(reason).startswith("interrupted")
+
+
+def _fail(storage: BaseStorage, trial: FrozenTrial, reason: str) -> bool:
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # it finished meanwhile
+    return True
+
+
+def _stale_ids(study: optuna.Study) -> set[int]:
+    """Trial ids of RUNNING trials whose heartbeat is overdue (RDB storages with heartbeats)."""
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
+        return set()
+    return set(storage._get_stale_trial_ids(study._study_id))
+
+
+def fail_dead(study: optuna.Study, url: str) -> list[int]:
+    """Mark the RUNNING trials of dead workers as failed; returns their numbers."""
+    stale = _stale_ids(study)
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial_attr(t, "worker")
+        if t._trial_id in stale:
+            reason = f"interrupted: no heartbeat from worker {worker or '?'}"
+        elif isinstance(worker, str) and worker_dead(url, worker):
+            reason = f"interrupted: worker {worker} died"
+        else:
+            continue
+        if _fail(study._storage, t, reason):
+            failed.append(t.number)
+    return failed
+
+
+def recover(study: optuna.Study, url: str) -> list[int]:
+    """Fail dead workers' trials and queue every interrupted trial's design again, once.
+
+    Returns the numbers of the trials queued for a retry. Hold the study's lock while calling.
+    """
+    fail_dead(study, url)
+    trials = study.get_trials(deepcopy=False)
+    retried = {trial_attr(t, "retry_of") for t in trials}
+    queued = []
+    for t in trials:
+        if t.state != TrialState.FAIL or not is_interrupted(t) or t.number in retried:
+            continue
+        if retry(study, t):
+            queued.append(t.number)
+    return queued
+
+
+def retry(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue a trial's design again as its retry, keeping its reference tag; False when it was
+    itself a retry or has no design."""
+    attempt = int(trial_attr(trial, "attempt") or 1)
+    if attempt >= MAX_ATTEMPTS or not trial.params:
+        return False
+    attrs = {"attempt": attempt + 1, "retry_of": trial.number}
+    if trial_attr(trial, "reference"):
+        attrs["reference"] = trial_attr(trial, "reference")
+    study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+    return True

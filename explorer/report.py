@@ -1,0 +1,153 @@
+"""What the search prints: the progress bar with one line per finished trial, and the closing
+summary (the front beside the references, and the commands to run next)."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+
+from .records import StudyConfig, TrialRecord, trial_attr
+from .results import DEFAULT_OBJECTIVES, hypervolume, pareto_front, study_records
+from .storage import default_storage, redact
+from .study import FINISHED
+
+
+class Progress:
+    """A progress bar over search trials, with one line per finished trial."""
+
+    def __init__(self, study: optuna.Study, target: int, quiet: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.study, self.target, self.quiet = study, target, quiet
+        self.seen: set[int] = set()
+        self.start = time.time()
+        done = self._finished_search()
+        self.bar = tqdm(
+            total=target,
+            initial=min(done, target),
+            unit="trial",
+            dynamic_ncols=True,
+            disable=quiet,
+            desc="search",
+        )
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished():
+                self.seen.add(t.number)
+
+    def _finished_search(self) -> int:
+        return sum(
+            1
+            for t in self.study.get_trials(deepcopy=False, states=FINISHED)
+            if not trial_attr(t, "reference")
+        )
+
+    def update(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                if not self.quiet:
+                    self.bar.write(trial_line(TrialRecord.from_trial(t)))
+        done = self._finished_search()
+        self.bar.n = min(done, self.target)
+        accs = [trial_attr(t, "val_acc") for t in trials if t.state.name == "COMPLETE"]
+        best = max((a for a in accs if isinstance(a, (int, float))), default=None)
+        if best is not None:
+            self.bar.set_postfix_str(f"best acc {best:.4f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def trial_line(r: TrialRecord) -> str:
+    """One log line for a finished trial."""
+    tag = f"[{r.reference}]" if r.reference else ""
+    head = f"trial {r.number:>4}{tag:<5} {r.state.lower():<8}"
+    if r.state == "FAIL":
+        return f"{head} {r.fail_reason or 'failed'}"
+    acc = r.val_acc
+    if acc is None:
+        curve = r.curves.get("val_acc") or []
+        acc = curve[-1] if curve else float("nan")
+        head += f" at epoch {r.pruned_at_epoch or len(curve)}"
+    design = r.block.short() if r.block else "?"
+    if r.duplicate_of is not None:
+        design += f"  (same design as trial {r.duplicate_of}, not retrained)"
+    return (
+        f"{head} acc {acc:.4f}  params {r.params or 0:>8,}  "
+        f"time {r.train_time_s or 0:5.1f}s  {design}"
+    )
+
+
+def summary(study: optuna.Study, storage_url: str) -> str:
+    """The closing table: Pareto-optimal designs beside the references, and what to run next."""
+    records = study_records(study)
+    config = StudyConfig.from_study(study.user_attrs)
+    objectives = config.objectives if config else DEFAULT_OBJECTIVES
+    front = pareto_front(records, objectives)
+    refs = [r for r in records if r.reference and r.complete]
+    rows = [(r, "front") for r in front if not r.reference] + [(r, "reference") for r in refs]
+    reevals = {r.number: _reeval_text(r) for r, _ in rows}
+    reeval_col = any(reevals.values())
+    lines = [
+        f"study {study.study_name!r}: {sum(r.complete for r in records)} complete, "
+        f"{sum(r.state == 'PRUNED' for r in records)} pruned, {sum(r.state == 'FAIL' for r in records)} failed; "
+        f"hypervolume {hypervolume(records):.4f}",
+        "",
+        f"{'trial':>7}  {'role':<9} {'val acc':>7} "
+        + (f"{'re-evaluated test acc':<24} " if reeval_col else "")
+        + f"{'params':>9} {'MFLOPs':>8} {'lat ms':>7}  design",
+    ]
+    for r, role in rows:
+        role = r.reference if role == "reference" else "front"
+        nan = float("nan")
+        lines.append(
+            f"{r.number:>7}  {role:<9} {r.val_acc if r.val_acc is not None else nan:7.4f} "
+            + (f"{reevals[r.number] or '-':<24} " if reeval_col else "")
+            + f"{r.params or 0:>9,} "
+            f"{(r.flops or 0) / 1e6:8.2f} {r.latency_ms if r.latency_ms is not None else nan:7.2f}"
+            f"  {r.block.short() if r.block else '?'}"
+        )
+    for r in refs:
+        better = [
+            f for f in front if not f.reference and f.val_acc > r.val_acc and f.params <= r.params
+        ]
+        if better:
+            lines.append(
+                f"{len(better)} front design(s) beat {r.reference}: more accurate with no more parameters"
+                " (single runs at the search budget)"
+            )
+    lines.append(
+        "(FLOPs per image are 2 x multiply-adds; latency at batch 1 on the trial's device"
+        + (
+            "; re-evaluated: test accuracy mean ± std over seeds, python -m explorer.evaluate)"
+            if reeval_col
+            else ")"
+        )
+    )
+    from .cli import command
+
+    where = [] if storage_url == default_storage() else ["--storage", redact(storage_url)]
+    name = study.study_name
+    lines += [
+        "",
+        "next:",
+        f"  {command('dashboard', *where, '--study', name)}",
+        f"  {command('evaluate', '--study', name, *where, '--pareto')}"
+        "   # retrain the front longer (10x the study's budget), 3 seeds",
+        f"  {command('export', '--study', name, *where, '--best', '-o', 'best_block.py')}",
+    ]
+    return "\n".join(lines)
+
+
+def _reeval_text(r: TrialRecord) -> str:
+    """``0.8812 ± 0.0031 (3 seeds)`` from a record's re-evaluation, or "" when it has none."""
+    from .evaluate import Reeval
+
+    try:
+        reeval = Reeval.from_dict(r.reeval)
+    except ValueError:
+        return ""
+    return f"{reeval.test_acc_mean:.4f} ± {reeval.test_acc_std:.4f} ({reeval.seeds}x)"

@@ -1,0 +1,112 @@
+"""`SearchSettings`: what one run of the search was asked to do, validated once, frozen.
+
+The fields that shape the study itself (dataset, width, seed, budget, sampler, objectives and the
+constraints) default to None, which means "as the study was made" when it exists and the defaults
+in `NEW_STUDY_DEFAULTS` for a new one; `explorer.study` turns them into the study's
+`StudyConfig`. The other fields only steer this run (how many trials, which workers, what to keep).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .results import DEFAULT_OBJECTIVES, OBJECTIVES
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+CONSTRAINTS = {"max_params": "params", "max_flops": "flops", "max_latency_ms": "latency_ms"}
+
+# What a new study gets for a study-level setting left at None.
+NEW_STUDY_DEFAULTS = {"dataset": "fashion-mnist", "seed": 0, "sampler": "tpe"}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything one worker needs; picklable so worker processes can receive it."""
+
+    trials: int = 100
+    study: str | None = None
+    storage: str | None = None
+    # study-level: None = as stored, or the new-study default
+    dataset: str | None = None
+    width: float | None = None
+    seed: int | None = None
+    budget: str | None = None
+    sampler: str | None = None
+    objectives: tuple[str, ...] | None = None
+    max_params: float | None = None
+    max_flops: float | None = None
+    max_latency_ms: float | None = None
+    override: bool = False
+    # this run
+    data_dir: str | None = None
+    device: str = "auto"
+    workers: int | None = None  # None: auto (`workers.auto_workers`)
+    workers_per_gpu: int = 1
+    deterministic: bool = False
+    timeout: float | None = None
+    references: bool = True
+    prune: bool = True
+    weights: bool = True
+    proxies: bool = True
+    prescreen: int = 1
+    proxy: str = "naswot"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        from .data import DATASETS
+        from .proxies import PROXY_NAMES
+        from .train import BUDGETS
+
+        if not isinstance(self.trials, int) or self.trials < 0:
+            raise ValueError(f"trials must be >= 0, got {self.trials!r}")
+        if self.dataset is not None and self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.width is not None and not 0 < self.width <= 8:
+            raise ValueError(f"width must be in (0, 8], got {self.width}")
+        if self.budget is not None and self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.objectives is not None:
+            _check_objectives(self.objectives)
+        for name in CONSTRAINTS:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1 or auto, got {self.workers}")
+        if self.workers_per_gpu < 1:
+            raise ValueError(f"workers_per_gpu must be >= 1, got {self.workers_per_gpu}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if self.prescreen < 1:
+            raise ValueError(f"prescreen must be >= 1, got {self.prescreen}")
+        if self.proxy not in PROXY_NAMES:
+            raise ValueError(f"proxy must be one of {', '.join(PROXY_NAMES)}, got {self.proxy!r}")
+
+    @property
+    def study_name(self) -> str:
+        from search_space import DEFAULT_SPACE
+
+        return self.study or f"{self.dataset or NEW_STUDY_DEFAULTS['dataset']}-{DEFAULT_SPACE.name}"
+
+    @property
+    def constraints(self) -> dict[str, float] | None:
+        """The limits given on this run, by objective name; None when none was given."""
+        given = {CONSTRAINTS[k]: getattr(self, k) for k in CONSTRAINTS if getattr(self, k)}
+        return given or None
+
+
+def _check_objectives(objectives: tuple[str, ...]) -> None:
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        raise ValueError(
+            f"unknown objective(s) {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}"
+        )
+    if not objectives or objectives[0] != "val_acc" or len(set(objectives)) != len(objectives):
+        raise ValueError(f"objectives must start with val_acc and not repeat, got {objectives!r}")
+    if len(objectives) < 2:
+        raise ValueError("objectives need at least one cost besides val_acc (e.g. val_acc,params)")
+
+
+__all__ = ["DEFAULT_OBJECTIVES", "NEW_STUDY_DEFAULTS", "SAMPLERS", "SearchSettings"]

@@ -1,0 +1,218 @@
+"""Creating and loading a search study: its sampler, its stored `StudyConfig`, its references.
+
+Every process that starts on a storage, on any machine, goes through `open_search_study`, which
+takes the study's lock (`explorer.locking`) while it creates the study, writes its settings and
+queues the v1/v2 reference trials: however many start at once, the study is made once, its settings
+once and each reference once. A resumed study is checked against its stored settings; a flag that
+would change them is refused with one line naming the field, both values and the flag that
+continues the study as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig
+
+from .locking import study_lock
+from .records import STUDY_CONFIG_ATTR, StudyConfig, trial_attr
+from .results import DEFAULT_OBJECTIVES, OBJECTIVES
+from .settings import NEW_STUDY_DEFAULTS, SAMPLERS, SearchSettings
+from .usage import UsageError
+
+DEFAULT_REFERENCES = ("v1", "v2")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def make_sampler(name: str, seed: int, constraints_func=None) -> optuna.samplers.BaseSampler:
+    """A seeded sampler suited to a ~100-trial multi-objective budget; `constraints_func` (Optuna's
+    hook: values <= 0 are feasible) steers TPE, NSGA-II and GP away from infeasible designs."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    c = {"constraints_func": constraints_func} if constraints_func else {}
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10, **c
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20, **c)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10, **c)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _constraints_func(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+    """Optuna's constraint values for a trial: <= 0 where feasible (see `objective`)."""
+    return tuple(trial.user_attrs.get("constraint_values") or (0.0,))
+
+
+def sampler_for(config: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler, steered away from infeasible designs when the study has limits."""
+    name = config.sampler if config.sampler in SAMPLERS else "tpe"  # "?": an older study
+    return make_sampler(name, seed, _constraints_func if config.constraints else None)
+
+
+def new_config(s: SearchSettings, budget: str) -> StudyConfig:
+    """The `StudyConfig` a new study gets from these settings (None fields take defaults)."""
+    from . import train
+
+    seed = s.seed if s.seed is not None else NEW_STUDY_DEFAULTS["seed"]
+    width = s.width if s.width is not None else NetworkConfig.__dataclass_fields__["width"].default
+    train_config = dataclasses.replace(train.BUDGETS[budget], seed=seed)
+    return StudyConfig(
+        dataset=s.dataset or NEW_STUDY_DEFAULTS["dataset"],
+        width=float(width),
+        split_seed=seed,
+        train_seed=seed,
+        budget=budget,
+        train_config=train_config.to_dict(),
+        space=DEFAULT_SPACE.name,
+        space_dims=tuple(d.describe() for d in DEFAULT_SPACE.dimensions),
+        objectives=tuple(s.objectives or DEFAULT_OBJECTIVES),
+        sampler=s.sampler or NEW_STUDY_DEFAULTS["sampler"],
+        constraints=dict(s.constraints or {}),
+    )
+
+
+def _given(s: SearchSettings, budget_given: bool) -> dict[str, Any]:
+    """The study-level values this run asked for explicitly, by `StudyConfig` field."""
+    given: dict[str, Any] = {}
+    if s.dataset is not None:
+        given["dataset"] = s.dataset
+    if s.width is not None:
+        given["width"] = float(s.width)
+    if s.seed is not None:
+        given["split_seed"] = given["train_seed"] = s.seed
+    if s.sampler is not None:
+        given["sampler"] = s.sampler
+    if s.objectives is not None:
+        given["objectives"] = tuple(s.objectives)
+    if s.constraints is not None:
+        given["constraints"] = dict(s.constraints)
+    if budget_given:
+        given["budget"] = s.budget
+    return given
+
+
+def _flag_value(field: str, value: Any) -> str:
+    if field == "objectives":
+        return ",".join(value)
+    if field == "constraints":
+        return " ".join(f"--max-{k.replace('_', '-')} {v:g}" for k, v in value.items()) or "none"
+    return shlex.quote(str(value))
+
+
+def check_resume(stored: StudyConfig, s: SearchSettings, name: str) -> StudyConfig:
+    """The config a resumed run trains under: the stored one. Raises `UsageError` when a flag
+    asks for another value (unless `s.override`), or when the budget preset named on the
+    command line no longer matches the stored budget's definition."""
+    from . import train
+
+    given = _given(s, s.budget is not None)
+    for field, value in given.items():
+        have = getattr(stored, field)
+        if stored.legacy and field == "sampler":
+            continue
+        if have != value and not s.override:
+            flag = StudyConfig.FLAGS[field]
+            keep = (
+                f"{flag} {_flag_value(field, have)}"
+                if field != "constraints"
+                else (_flag_value(field, have))
+            )
+            raise UsageError(
+                f"study {name!r} was made with {field}={_show(have)}, not {_show(value)}; "
+                f"to continue it as it was, pass {keep} (or leave {flag} out); for new settings "
+                "use another --study, or --override to train the new settings into this study"
+            )
+    if s.budget is not None and not stored.legacy and not s.override:
+        now = dataclasses.replace(train.BUDGETS[s.budget], seed=stored.train_seed).to_dict()
+        changed = sorted(k for k in now if now[k] != stored.train_config.get(k))
+        if s.budget == stored.budget and changed:
+            field = changed[0]
+            raise UsageError(
+                f"study {name!r} was made with budget {s.budget!r} when its {field} was "
+                f"{stored.train_config.get(field)!r}; the preset now has {now[field]!r}; leave "
+                "--budget out to continue under the stored budget, or use another --study"
+            )
+    if s.override and given:
+        return dataclasses.replace(stored, **{k: v for k, v in given.items() if k != "budget"})
+    return stored
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return repr(value)
+
+
+def open_search_study(
+    s: SearchSettings, storage: optuna.storages.BaseStorage, url: str, budget: str
+) -> tuple[optuna.Study, StudyConfig]:
+    """Create the study with its settings and references, or load it and check the settings.
+
+    `budget` is the budget a new study gets (the device's default when --budget was not given).
+    Safe when any number of processes call it at once on the same storage.
+    """
+    name = s.study_name
+    with study_lock(url, f"study:{name}"):
+        objectives = s.objectives or DEFAULT_OBJECTIVES
+        try:
+            existing = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            existing = None
+        if existing is not None:
+            try:
+                stored = StudyConfig.from_study(existing.user_attrs)
+            except ValueError as exc:
+                raise UsageError(f"study {name!r} has unreadable settings: {exc}") from None
+            if stored is not None:
+                config = check_resume(stored, s, name)
+                return existing, config
+            study = existing  # made by a process that died before writing its settings
+        else:
+            directions = [OBJECTIVES[o].direction for o in objectives]
+            study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        config = new_config(s, budget)
+        if len(study.directions) != len(config.objectives):
+            raise UsageError(f"study {name!r} has {len(study.directions)} objectives, not "
+                             f"{len(config.objectives)}; use another --study")  # fmt: skip
+        if s.references:
+            queued = {trial_attr(t, "reference") for t in study.get_trials(deepcopy=False)}
+            for ref in DEFAULT_REFERENCES:
+                if ref not in queued:
+                    enqueue_reference(study, ref)
+        study.set_user_attr(STUDY_CONFIG_ATTR, config.to_dict())
+        return study, config
+
+
+def enqueue_reference(study: optuna.Study, name: str, attempt: int = 1) -> None:
+    params = DEFAULT_SPACE.params_from_config(REFERENCES[name])
+    study.enqueue_trial(
+        params, user_attrs={"reference": name, "attempt": attempt}, skip_if_exists=False
+    )
+
+
+def search_trials_taken(study: optuna.Study) -> int:
+    """Search trials (not references) finished or running: what counts towards --trials."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sum(
+        1 for t in study.get_trials(deepcopy=False, states=states) if not trial_attr(t, "reference")
+    )
+
+
+def waiting_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def study_config(study: optuna.Study) -> StudyConfig | None:
+    """A study's stored settings (None for a study this project did not make)."""
+    try:
+        return StudyConfig.from_study(study.user_attrs)
+    except ValueError:
+        return None

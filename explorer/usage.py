@@ -1,0 +1,28 @@
+"""Command-line plumbing every CLI of the project shares: a bad-input error printed as one line
+with exit status 2, an argparse parser that raises it instead of printing its usage, the help
+formatter, and the first line of an exception for messages."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors become `UsageError` (one line from `main`, exit 2)."""
+
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each flag; the description and examples kept as written."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,323 @@
+"""Running the search's trials: one worker in this process, or several worker processes.
+
+A worker claims its trials one at a time under the study's lock (`explorer.locking`): it first
+recovers dead workers' trials (`explorer.recovery`), then stops if the study already holds the
+requested number of search trials and no queued trial waits, else asks Optuna for the next trial
+(a queued reference or retry first). So however many workers run, on however many machines, the
+study ends with exactly the requested number of search trials. Each worker proposes with its own
+sampler seed, stored on its trials: the first worker of a study gets the study's seed (a one-worker
+run repeats exactly), later ones other seeds.
+
+A worker process that dies of an error writes its traceback to a log file beside the study; the
+parent prints one line with the reason and that file, stops the other workers (their running
+trials are failed as interrupted, and retried by the next run), and the search exits with status 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from .locking import WorkerToken, check_journal_host, study_lock
+from .objective import TrialFailed, TrialRunner
+from .recovery import recover
+from .settings import SearchSettings
+from .storage import STUDIES_DIR, default_storage, is_journal, open_storage
+from .study import open_search_study, sampler_for, search_trials_taken, waiting_trials
+
+MAX_ERRORS_IN_A_ROW = 3
+SEED_STRIDE = 1_000_003  # a prime: worker n's sampler seed is seed + n * stride
+
+
+class WorkerError(RuntimeError):
+    """A worker process stopped with an error; the message is one line."""
+
+
+class Stopped(BaseException):
+    """Raised in a worker process asked to stop (SIGTERM from the parent)."""
+
+
+def auto_workers(device: Any) -> int:
+    """Worker processes for ``--workers auto``: one per GPU, one per CPU core up to 8 on a CPU
+    (the search's networks are small: two one-thread processes train 1.4x as many trials per
+    minute as one two-thread process, BENCHMARKS.md "Threads per trial"), one on MPS."""
+    import torch
+
+    if device.type == "cuda":
+        return max(1, torch.cuda.device_count())
+    if device.type == "cpu":
+        return max(1, min(8, os.cpu_count() or 1))
+    return 1
+
+
+def cpu_threads(workers: int) -> int:
+    """Torch threads per worker process on a CPU: the cores shared out evenly."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def worker_device(device: str, index: int, per_gpu: int = 1) -> str:
+    """Spread workers over the GPUs: `per_gpu` consecutive workers share each GPU."""
+    if device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return f"cuda:{(index // per_gpu) % torch.cuda.device_count()}"
+    return device
+
+
+def single_process_storage(url: str) -> bool:
+    """SQLite has no row locks: Optuna's storage is not safe for several processes on it."""
+    return url.startswith("sqlite")
+
+
+def log_dir(url: str) -> Path:
+    """Where worker tracebacks are written: beside a journal or SQLite file, else ``studies/``."""
+    if is_journal(url):
+        return Path(url).expanduser().parent / "logs"
+    if url.startswith("sqlite:///"):
+        return Path(url.split(":///", 1)[1]).expanduser().parent / "logs"
+    return STUDIES_DIR / "logs"
+
+
+def _claim_sampler_seed(study: optuna.Study, base: int) -> int:
+    """This worker's sampler seed: the study's seed for its first worker, then others (hold the
+    study's lock)."""
+    n = int(study.user_attrs.get("workers_started", 0))
+    study.set_user_attr("workers_started", n + 1)
+    return base + n * SEED_STRIDE
+
+
+def run_worker(
+    s: SearchSettings,
+    worker_index: int = 0,
+    n_trials: int | None = None,
+    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> None:
+    """Run trials in this process until the study has `s.trials` search trials (or `n_trials`
+    were run here, or the timeout passed)."""
+    import torch
+
+    from . import data as data_mod
+    from . import train
+
+    # Failed trials are reported by our own one-line log (trial_line), not by Optuna's tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    workers = s.workers or 1
+    url = s.storage or default_storage()
+    device = train.resolve_device(worker_device(s.device, worker_index, s.workers_per_gpu))
+    budget = s.budget or train.default_budget(device)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(workers))
+    storage = open_storage(url, heartbeat=60)
+    study, config = open_search_study(s, storage, url, budget)
+    token = WorkerToken(url)
+    try:
+        with study_lock(url, f"study:{study.study_name}"):
+            seed = _claim_sampler_seed(study, config.train_seed)
+        study.sampler = sampler_for(config, seed)
+        data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
+        runner = TrialRunner(s, config, data.on(device), device, url, token.id)
+        runner.sampler_seed = seed
+        prescreener = (
+            _prescreener(s, config, runner, data, device, workers) if s.prescreen > 1 else None
+        )
+        start, ran = time.time(), 0
+        while n_trials is None or ran < n_trials:
+            if s.timeout is not None and time.time() - start > s.timeout:
+                break
+            trial = _claim(study, url, s.trials, prescreener)
+            if trial is None:
+                break
+            frozen = _run_trial(study, trial, runner)
+            ran += 1
+            if on_trial is not None:
+                on_trial(study, frozen)
+            if runner.errors_in_a_row >= MAX_ERRORS_IN_A_ROW:
+                raise WorkerError(
+                    f"{runner.errors_in_a_row} trials in a row failed with an error, the last "
+                    f"with: {frozen.user_attrs.get('fail_reason')}"
+                )
+    finally:
+        token.release()
+
+
+def _prescreener(s, config, runner, data, device, workers):
+    from .proxies import Prescreener
+
+    return Prescreener(
+        m=s.prescreen,
+        network=runner.network,
+        make_sampler=lambda n: sampler_for(config, runner.sampler_seed + n),
+        data=data,
+        device=device,
+        proxy=s.proxy,
+        seed=config.train_seed,
+        target=s.trials,
+        max_waiting=workers,
+    )
+
+
+def _claim(study: optuna.Study, url: str, target: int, prescreener=None) -> optuna.Trial | None:
+    """The next trial this worker runs, or None when the study has all it needs."""
+    with study_lock(url, f"study:{study.study_name}"):
+        recover(study, url)
+        waiting = waiting_trials(study)
+        if not waiting and search_trials_taken(study) >= target:
+            return None
+        if prescreener is not None and not waiting:
+            prescreener(study)
+        return study.ask()
+
+
+def _run_trial(
+    study: optuna.Study, trial: optuna.Trial, runner: TrialRunner
+) -> optuna.trial.FrozenTrial:
+    """Run one trial with heartbeats and tell Optuna how it ended."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    state, values = optuna.trial.TrialState.FAIL, None
+    try:
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            values = runner(trial)
+        state = optuna.trial.TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = optuna.trial.TrialState.PRUNED
+    except TrialFailed:
+        pass
+    except (KeyboardInterrupt, Stopped):
+        _tell(study, trial, optuna.trial.TrialState.FAIL, None, "interrupted: worker stopped")
+        raise
+    except Exception as exc:  # the runner records its own errors; this is the worker's
+        from .usage import first_line
+
+        reason = f"error: {type(exc).__name__}: {first_line(exc)}"
+        _tell(study, trial, optuna.trial.TrialState.FAIL, None, reason)
+        raise
+    return _tell(study, trial, state, values)
+
+
+def _tell(study, trial, state, values, reason: str | None = None) -> optuna.trial.FrozenTrial:
+    try:
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        return study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None,
+                          state=state)  # fmt: skip
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker judged ours dead (a stalled machine) and failed the trial meanwhile.
+        return study._storage.get_trial(trial._trial_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Several processes
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Stopped()
+
+
+def _worker_main(s: SearchSettings, index: int, errors: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        run_worker(s, index)
+    except Stopped:
+        sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, traceback kept in a file
+        url = s.storage or default_storage()
+        folder = log_dir(url)
+        path = folder / f"worker-{index}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(traceback.format_exc())
+            where = str(path)
+        except OSError:
+            where = "not written: " + str(folder)
+        from .usage import first_line
+
+        errors.put((index, f"{type(exc).__name__}: {first_line(exc)}", where))
+        sys.exit(1)
+
+
+def run_processes(s: SearchSettings, on_poll: Callable[[], None]) -> None:
+    """Run `s.workers` worker processes until the study is done; raises `WorkerError` (after
+    stopping the others) when one stops with an error."""
+    ctx = mp.get_context("spawn")
+    errors = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_main, args=(s, i, errors), daemon=False)
+        for i in range(s.workers or 1)
+    ]
+    for p in procs:
+        p.start()
+    failure = None
+    try:
+        while any(p.is_alive() for p in procs):
+            on_poll()
+            try:
+                failure = errors.get(timeout=2.0)
+                break
+            except queue.Empty:
+                pass
+        if failure is None:
+            failure = next((e for e in _drain(errors)), None)
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    if failure is not None:
+        _stop(procs)
+        index, reason, where = failure
+        raise WorkerError(f"worker {index} stopped: {reason} (traceback in {where})")
+    for p in procs:
+        p.join()
+    bad = [i for i, p in enumerate(procs) if p.exitcode]
+    if bad:
+        raise WorkerError(f"worker(s) {bad} exited with status {procs[bad[0]].exitcode}")
+
+
+def _drain(q) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except (queue.Empty, OSError, ValueError):
+            return out
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: the worker fails its running trial as interrupted
+    for p in procs:
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+def plan(s: SearchSettings, device: Any) -> tuple[SearchSettings, list[str]]:
+    """The settings this machine runs with (workers resolved), and notes to print."""
+    url = s.storage or default_storage()
+    notes = [n for n in [check_journal_host(url)] if n]
+    workers = s.workers or auto_workers(device) * (
+        s.workers_per_gpu if device.type == "cuda" else 1
+    )
+    if workers > 1 and single_process_storage(url):
+        notes.append(
+            f"note: SQLite is not safe for several worker processes; running 1 worker. For "
+            f"several, use a journal file (--storage {Path(url.split(':///', 1)[-1]).with_suffix('.journal')}) "
+            "or PostgreSQL"
+        )
+        workers = 1
+    return dataclasses.replace(s, workers=workers), notes
