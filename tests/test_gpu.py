@@ -83,6 +83,40 @@ def test_bad_worker_plans_name_the_value(monkeypatch, gpus, device, workers, per
         cpu_threads_per_worker(0)
 
 
+# --- the measurement script (bench/gpu.py), on any machine ------------------------------------
+
+
+def _bench_gpu():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_gpu_measurement_dry_run_writes_every_section(tmp_path, one_torch_thread, capsys):
+    bench = _bench_gpu()
+    out = tmp_path / "gpu-results.md"
+    assert bench.main(["--dry-run", "--skip", "compile", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Benchmarks") and "## GPU" in text and "Command: `" in text
+    for needle in ("Matmul peaks: bf16", "| v1 | eager |", "| v2 | eager |", "v1: eager"):
+        assert needle in text, needle
+    assert "One `standard` trial (v1):" in text and "| 8 | not run |" in text
+    assert "| - | torch.compile | not run |" in text
+
+
+def test_gpu_measurement_refuses_without_cuda(monkeypatch, capsys):
+    bench = _bench_gpu()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err
+
+
 # --- on a CUDA device ---------------------------------------------------------------------------
 
 
