@@ -5,6 +5,10 @@
 channels_last on CUDA, float32 channels_last on CPU and MPS), evaluates on a fixed slice of the
 validation split after every epoch and returns the curves in a `TrainResult`.
 
+Process-wide backend switches (cuDNN autotuning, TF32, deterministic kernels) are not set here:
+a worker sets them once with `configure_backend` when it starts, before it times anything, so
+every latency and every trial of the worker runs under the same settings.
+
 Budgets are named `TrainConfig` presets (`BUDGETS`): ``smoke`` for tests, ``quick`` for a search on
 a CPU (calibrated in BENCHMARKS.md, "Budget calibration"), ``standard`` for a GPU.
 """
@@ -12,8 +16,11 @@ a CPU (calibrated in BENCHMARKS.md, "Budget calibration"), ``standard`` for a GP
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
+import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +35,8 @@ from .metrics import peak_memory_bytes, reset_peak_memory
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
 EVAL_BATCH_SIZE = 256  # larger batches run slower per image on a CPU (cache)
-# How often a GPU run reads its accumulated loss back to look for NaN/inf: each read waits for the
-# device, so not every step; a CPU run has nothing to wait for and checks every step.
-DIVERGENCE_CHECK_STEPS = 10
+# cuBLAS's deterministic setting (CUDA docs, "Results reproducibility"): a fixed workspace.
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 
 
 class DivergedError(RuntimeError):
@@ -262,6 +268,54 @@ class TrainResult:
         }
 
 
+def configure_backend(device: torch.device | str, deterministic: bool = False) -> dict[str, Any]:
+    """Set the process-wide backend switches for training on `device` and return them (see
+    `backend_settings`), for a trial's provenance. Call it once when a worker starts, before it
+    measures anything and before its first CUDA operation (cuBLAS reads its workspace setting
+    when it starts); calling it again with the same arguments changes nothing.
+
+    On CUDA: cuDNN autotuning (shapes are fixed within a trial) and TF32 for float32 matmuls and
+    convolutions (the trainer computes in bf16; TF32 covers what autocast keeps in float32).
+    ``deterministic=True`` asks for run-to-run repeatable results instead: no autotuning,
+    deterministic cuDNN and torch kernels (`torch.use_deterministic_algorithms`) and a fixed
+    cuBLAS workspace; slower. An operation that has no deterministic kernel warns, naming itself,
+    instead of failing every trial (torch's list includes NLLLoss on CUDA, which cross-entropy
+    uses; tests/test_gpu.py checks that a seeded run of the search's blocks repeats bit for bit).
+    A CPU run repeats without the flag; it still turns on torch's deterministic checks there.
+    """
+    device = torch.device(device)
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic must be true or false, got {deterministic!r}")
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls
+    return backend_settings(device)
+
+
+def backend_settings(device: torch.device | str) -> dict[str, Any]:
+    """The backend switches in force for `device`, as JSON-safe values (nothing is changed)."""
+    device = torch.device(device)
+    settings: dict[str, Any] = {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if device.type == "cuda":
+        settings.update(
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+            cudnn_deterministic=torch.backends.cudnn.deterministic,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+            cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        )
+    return settings
+
+
 @dataclass(frozen=True)
 class _Setup:
     """Device, precision and memory format, decided once per run."""
@@ -269,7 +323,11 @@ class _Setup:
     device: torch.device
     autocast_dtype: torch.dtype | None
     memory_format: torch.memory_format
-    check_every: int
+    # Look for a NaN loss after every step, or only at the end of each epoch. Reading a value
+    # back from a GPU waits for all queued work, and a NaN stays NaN in the epoch's summed loss,
+    # so a GPU run reads it once per epoch (the read it makes for the epoch's loss anyway); on a
+    # CPU the read waits for nothing and a diverged run stops at the step it diverged.
+    check_each_step: bool
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -285,16 +343,9 @@ class _Setup:
 
 def _setup(device: torch.device) -> _Setup:
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # shapes are fixed within a trial
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         bf16 = torch.cuda.is_bf16_supported()
-        return _Setup(
-            device, torch.bfloat16 if bf16 else None, torch.channels_last, DIVERGENCE_CHECK_STEPS
-        )
-    if device.type == "mps":
-        return _Setup(device, None, torch.channels_last, DIVERGENCE_CHECK_STEPS)
-    return _Setup(device, None, torch.channels_last, 1)
+        return _Setup(device, torch.bfloat16 if bf16 else None, torch.channels_last, False)
+    return _Setup(device, None, torch.channels_last, device.type == "cpu")
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -427,8 +478,10 @@ def train(
     After each epoch's validation, ``epoch_callback(epoch, result)`` is called with the result so
     far (epochs count from 1); it may raise (the search raises ``optuna.TrialPruned``) to stop
     training, and the result object it was handed then holds the partial curves. A NaN or
-    infinite loss raises `DivergedError` carrying the partial result. Seeds torch's global
-    generator with ``config.seed`` (dropout); data order and augmentation use their own.
+    infinite loss raises `DivergedError` carrying the partial result (on a GPU at the end of the
+    epoch it appeared in). Seeds torch's global generator with ``config.seed`` (dropout); data
+    order and augmentation use their own. Changes no process-wide backend switch: see
+    `configure_backend`.
     """
     setup = _setup(torch.device(device))
     device = setup.device
@@ -464,9 +517,10 @@ def train(
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach().float()
-            if step % setup.check_every == 0 or step == steps_per_epoch:
-                if not torch.isfinite(loss_sum).item():
-                    _stop_diverged(result, setup, epoch, step, epoch_start, start, config)
+            if setup.check_each_step and not torch.isfinite(loss_sum).item():
+                _stop_diverged(result, setup, epoch, step, epoch_start, start, config)
+        if not setup.check_each_step and not torch.isfinite(loss_sum).item():
+            _stop_diverged(result, setup, epoch, steps_per_epoch, epoch_start, start, config)
         setup.sync()
         train_s = time.perf_counter() - epoch_start
         result.train_time_s += train_s
@@ -491,6 +545,22 @@ def train(
         if epoch_callback is not None:
             epoch_callback(epoch, result)
     return result
+
+
+def release_memory(device: torch.device | str, exc: BaseException | None = None) -> None:
+    """Give a failed trial's device memory back, for the next trial and for the other processes
+    on the same GPU: clear the local variables of the frames in `exc`'s traceback and in those of
+    the exceptions it chains to (a caught out-of-memory error keeps every activation of the
+    forward pass alive through them), collect garbage, and return cached CUDA blocks to the
+    driver. Call it after dropping the model, from the handler that caught `exc`."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _stop_diverged(

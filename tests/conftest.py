@@ -52,6 +52,20 @@ def tiny_fmnist(tmp_path_factory) -> Path:
     return folder
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip the tests marked ``gpu`` where torch sees no CUDA device, saying so."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 def _postgres_url() -> str | None:
     url = os.environ.get("EXPLORER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
     try:

@@ -6,9 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from explorer import metrics
 from explorer.metrics import (
     count_flops,
     count_params,
+    device_info,
+    gpu_driver_version,
+    latency_method,
     measure_latency,
     peak_memory_bytes,
 )
@@ -54,5 +58,38 @@ def test_latency_is_positive_and_cheap_on_cpu():
 
 def test_peak_memory_only_where_reported():
     assert peak_memory_bytes("cpu") is None
-    if torch.cuda.is_available():
-        assert isinstance(peak_memory_bytes("cuda"), int)
+
+
+@pytest.mark.gpu
+def test_peak_memory_is_reported_on_cuda():
+    assert isinstance(peak_memory_bytes("cuda"), int)
+
+
+def test_device_info_on_cpu_names_the_processor_and_threads():
+    info = device_info("cpu")
+    assert info["type"] == "cpu" and info["torch"] == torch.__version__
+    assert info["name"] and info["threads"] == torch.get_num_threads() >= 1
+    assert "wall-clock" in latency_method("cpu") and "CUDA-event" in latency_method("cuda")
+
+
+def test_driver_version_falls_back_to_nvidia_smi_then_none(monkeypatch):
+    import builtins
+    import subprocess
+
+    real_import = builtins.__import__
+
+    def no_pynvml(name, *args, **kwargs):
+        if name == "pynvml":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pynvml)
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(
+        metrics.subprocess,
+        "run",
+        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="570.124.06\n", stderr=""),
+    )
+    assert gpu_driver_version(0) == "570.124.06"
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    assert gpu_driver_version(0) is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections import namedtuple
 
 import optuna
@@ -10,16 +12,20 @@ import pytest
 import torch
 from torch import nn
 
+from explorer import train as train_mod
 from explorer.data import DATASETS, Dataset
 from explorer.train import (
     BUDGETS,
     DivergedError,
     TrainConfig,
     TrainResult,
+    backend_settings,
+    configure_backend,
     default_budget,
     evaluate,
     lr_factor,
     recompute_bn_stats,
+    release_memory,
     resolve_device,
     train,
 )
@@ -156,6 +162,115 @@ def test_divergence_stops_at_once():
     with pytest.raises(DivergedError, match="NaN or infinite in epoch 1 by step 1") as err:
         train(NaNNet(), stripes_dataset(n_train=256, n_val=32), config, "cpu")
     assert err.value.result.images_seen == config.batch_size and err.value.result.epoch == []
+
+
+class _ItemCounter:
+    """Counts reads of a tensor's value back to the host (the reads that stall a GPU) made by
+    the explorer's own code; torch's CPU kernels make reads of their own that CUDA's do not."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls = 0
+        for name in ("item", "tolist", "cpu", "__bool__", "__float__"):
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counting(original))
+
+    def _counting(self, original):
+        def wrapper(tensor, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if os.sep + "explorer" + os.sep in caller:
+                self.calls += 1
+            return original(tensor, *args, **kwargs)
+
+        return wrapper
+
+
+def _as_on_a_gpu(monkeypatch) -> None:
+    """Make a CPU run check for divergence as a GPU run does (once per epoch)."""
+    setup = train_mod._setup
+    monkeypatch.setattr(
+        train_mod, "_setup", lambda d: dataclasses.replace(setup(d), check_each_step=False)
+    )
+
+
+@pytest.mark.parametrize("train_images", [64, 256])
+def test_gpu_policy_reads_back_a_fixed_number_of_values_per_epoch(monkeypatch, train_images):
+    _as_on_a_gpu(monkeypatch)
+    config = dataclasses.replace(SMOKE, epochs=1, train_images=train_images, bn_stats_images=0)
+    data = stripes_dataset(n_train=256, n_val=32).on("cpu")
+    model = small_net()
+    counter = _ItemCounter(monkeypatch)
+    train(model, data, config, "cpu")
+    # The epoch's NaN check and loss, and validation's loss and accuracy: none per step.
+    assert counter.calls == 4, f"{counter.calls} reads for {train_images // 16} steps"
+
+
+def test_gpu_policy_still_stops_a_diverged_run_at_the_epoch_end(monkeypatch):
+    _as_on_a_gpu(monkeypatch)
+    config = dataclasses.replace(SMOKE, epochs=2, train_images=64)
+    with pytest.raises(DivergedError, match="NaN or infinite in epoch 1 by step 4") as err:
+        train(NaNNet(), stripes_dataset(n_train=256, n_val=32), config, "cpu")
+    assert err.value.result.images_seen == 64 and err.value.result.epoch == []
+
+
+@pytest.fixture
+def restore_backend():
+    """Put the process-wide switches configure_backend sets back as they were."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.allow_tf32,
+    )
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.set_float32_matmul_precision(before[1])
+    (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.allow_tf32,
+    ) = before[2:]
+
+
+def test_configure_backend_is_idempotent_and_reports_what_it_set(restore_backend):
+    first = configure_backend("cpu", deterministic=True)
+    assert first == configure_backend("cpu", deterministic=True) == backend_settings("cpu")
+    assert first["deterministic"] and torch.are_deterministic_algorithms_enabled()
+    assert not configure_backend("cpu")["deterministic"]
+    with pytest.raises(ValueError, match="deterministic"):
+        configure_backend("cpu", deterministic="yes")
+
+
+def test_train_leaves_backend_switches_alone_and_deterministic_mode_trains(restore_backend):
+    configure_backend("cpu", deterministic=True)
+    before = (backend_settings("cuda"), torch.backends.cudnn.benchmark)
+    config = dataclasses.replace(SMOKE, epochs=1, train_images=64)
+    data = stripes_dataset(n_train=128, n_val=32)
+    a = train(small_net(), data, config, "cpu")
+    assert (backend_settings("cuda"), torch.backends.cudnn.benchmark) == before
+    configure_backend("cpu")
+    b = train(small_net(), data, config, "cpu")
+    assert a.train_loss == b.train_loss  # a CPU run repeats with or without the flag
+
+
+def test_release_memory_frees_what_a_caught_error_keeps_alive():
+    import weakref
+
+    def forward_that_fails() -> weakref.ref:
+        activation = torch.ones(1000)
+        ref = weakref.ref(activation)
+        raise RuntimeError("CUDA out of memory (simulated)", ref)
+
+    try:
+        try:
+            forward_that_fails()
+        except RuntimeError as inner:
+            raise ValueError("trial failed") from inner
+    except ValueError as exc:
+        ref = exc.__cause__.args[1]
+        assert ref() is not None  # the traceback keeps the forward pass's locals
+        release_memory("cpu", exc)
+        assert ref() is None
 
 
 def test_callback_stops_training_and_keeps_partial_curves():

@@ -1,0 +1,690 @@
+"""The GPU measurement of issue 18, in one go: how fast the trainer and the search run on one GPU.
+
+Measures the bf16 and TF32 matmul peaks; `explorer.train`'s images/s and achieved FLOP/s on the
+v1 and v2 reference networks at the ``standard`` budget's batch (MFU against the bf16 peak), in
+eager mode, under torch.compile and with the training step captured in a CUDA graph (the last two
+are candidates, not what the trainer does today); the wall time of one ``standard`` trial; and a
+24-trial ``standard`` search with 1, 2, 4 and 8 workers per GPU (trials per minute). Each step
+runs in its own process under its own time cap, so a step that fails or overruns is reported and
+the others still run; the results file is rewritten after every step. FLOPs are 2 x multiply-adds
+per image, a training step 3 x the forward (see explorer.metrics).
+
+    bash bench/gpu.sh                      # on a GPU machine: under 8 minutes, writes
+                                           # bench/gpu-results.md (a "## GPU" section to paste)
+    python bench/gpu.py --dry-run          # tiny sizes on the CPU, no searches: checks the code
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gzip
+import json
+import os
+import platform
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(ROOT))
+
+from trainer import matmul_peak, update_section  # noqa: E402
+
+from explorer.data import DataError, find_dataset, load_dataset  # noqa: E402
+from explorer.metrics import TRAIN_FLOPS_PER_FORWARD, count_flops, device_info  # noqa: E402
+from explorer.train import (  # noqa: E402
+    BUDGETS,
+    _loss,
+    _param_groups,
+    _setup,
+    configure_backend,
+    train,
+)
+from search_space import REFERENCES, NetworkConfig, build_network  # noqa: E402
+
+SECTION = "GPU"
+DEFAULT_OUTPUT = BENCH / "gpu-results.md"
+WORKERS_PER_GPU = (1, 2, 4, 8)
+SEARCH_TRIALS = 24
+# Seconds each step may take, process start-up included; they add up to 450 s, so the whole run
+# stays under 8 minutes (bench/gpu.sh adds a hard stop at 470 s).
+CAPS = {
+    "env": 20,
+    "peaks": 30,
+    "trainer": 45,
+    "compile": 75,
+    "graphs": 40,
+    "trial": 60,
+    **{f"search{k}": 45 for k in WORKERS_PER_GPU},
+}
+REFS = ("v1", "v2")
+# A dry run's training: two epochs of two steps, on narrow networks, enough to run every line.
+DRY_RUN = dict(
+    batch_size=8, epochs=2, train_images=16, val_images=16, final_val_images=16, bn_stats_images=8
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every step needs: the device, the data folder, and whether this is a dry run."""
+
+    device: str
+    data_dir: str | None
+    dry_run: bool
+    deterministic: bool = False
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def _write_idx(path: Path, array: torch.Tensor) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + array.to(torch.uint8).numpy().tobytes())
+
+
+def synthetic_fmnist(folder: Path, train: int = 60000, test: int = 10000) -> Path:
+    """Random images in Fashion-MNIST's four files: throughput does not depend on what the
+    pixels show (accuracy and pruning do, so a search on them only times the machinery)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", train), ("t10k", test)):
+        _write_idx(
+            folder / f"{prefix}-images-idx3-ubyte.gz",
+            torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
+        )
+        _write_idx(
+            folder / f"{prefix}-labels-idx1-ubyte.gz",
+            torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8),
+        )
+    return folder
+
+
+def resolve_data_dir(data_dir: str | None, tmp: Path, dry_run: bool) -> tuple[str, str]:
+    """(folder, what it is): the real Fashion-MNIST where it can be found (no download), else
+    random images in its format."""
+    if not dry_run:
+        try:
+            return str(find_dataset("fashion-mnist", data_dir, download=False)), "Fashion-MNIST"
+        except DataError:
+            pass
+    size = (600, 100) if dry_run else (60000, 10000)
+    folder = synthetic_fmnist(tmp / "synthetic-fmnist", *size)
+    return str(folder), f"random images in Fashion-MNIST's format ({size[0]:,} train)"
+
+
+def _data(ctx: Context):
+    val = 100 if ctx.dry_run else 5000
+    return load_dataset("fashion-mnist", data_dir=ctx.data_dir, val_size=val, download=False)
+
+
+def _net(ctx: Context, ref: str) -> NetworkConfig:
+    """A reference network at the search's default width (half of it in a dry run)."""
+    return NetworkConfig(block=REFERENCES[ref], **({"width": 0.125} if ctx.dry_run else {}))
+
+
+def _trainer_config(ctx: Context):
+    """The standard budget's step (batch, optimizer, augmentation) over two short epochs."""
+    base = BUDGETS["standard"]
+    if ctx.dry_run:
+        return dataclasses.replace(base, **DRY_RUN)
+    return dataclasses.replace(base, epochs=2, val_images=512, final_val_images=512)
+
+
+# --- steps: each returns a JSON-safe dict --------------------------------------------------------
+
+
+def step_env(ctx: Context) -> dict[str, Any]:
+    backend = configure_backend(ctx.device, ctx.deterministic)
+    return {
+        "device": device_info(ctx.device),
+        "backend": backend,
+        "python": platform.python_version(),
+        "cuda_mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))
+        or Path("/tmp/nvidia-mps").exists(),
+    }
+
+
+def step_peaks(ctx: Context) -> dict[str, Any]:
+    configure_backend(ctx.device, ctx.deterministic)
+    device = torch.device(ctx.device)
+    sizes, seconds = ((128, 256), 0.1) if ctx.dry_run else ((4096, 8192), 2.0)
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("tf32", torch.float32)):
+        if device.type != "cuda" and name == "bf16" and ctx.dry_run:
+            dtype = torch.float32  # a CPU's bf16 matmul is emulated and slow; the code path counts
+        flops, n = matmul_peak(device, dtype, sizes, seconds)
+        out[name] = {"flops": flops, "n": n}
+    return out
+
+
+def trainer_rates(
+    ctx: Context, compile_model: bool = False, refs: tuple[str, ...] = REFS
+) -> dict[str, Any]:
+    """images/s of `explorer.train.train`'s last epoch, per reference network."""
+    configure_backend(ctx.device, ctx.deterministic)
+    data = _data(ctx).on(ctx.device)
+    config = _trainer_config(ctx)
+    out = {}
+    for ref in refs:
+        torch.manual_seed(0)
+        model = build_network(_net(ctx, ref))
+        fwd = count_flops(model, data.input_shape)
+        if compile_model:
+            model = torch.compile(model)
+        result = train(model, data, config, ctx.device)
+        images = result.images_seen // config.epochs
+        out[ref] = {
+            "images_per_s": images / result.epoch_train_s[-1],
+            "first_epoch_s": result.epoch_time_s[0],
+            "fwd_flops": fwd,
+            "batch": config.batch_size,
+            "step_ms": 1000 * result.epoch_train_s[-1] / (images // config.batch_size),
+            "peak_memory_bytes": result.peak_memory_bytes,
+        }
+    return out
+
+
+def step_trainer(ctx: Context) -> dict[str, Any]:
+    return trainer_rates(ctx)
+
+
+def step_compile(ctx: Context) -> dict[str, Any]:
+    # v1 only: compiling both networks (training and evaluation graphs) would not fit its cap.
+    return trainer_rates(ctx, compile_model=True, refs=("v1",))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_graphs(ctx: Context) -> dict[str, Any]:
+    """The trainer's step (bf16 autocast, channels_last, fused AdamW, augmented batches from the
+    device-resident data) at a constant learning rate, timed eager and then captured once in a
+    CUDA graph and replayed: what graphs would win, before the trainer adopts them. On a CPU
+    (dry run) only the eager loop runs."""
+    configure_backend(ctx.device, ctx.deterministic)
+    data = _data(ctx).on(ctx.device)
+    return {ref: _graph_rates(ctx, ref, data) for ref in REFS}
+
+
+def _graph_rates(ctx: Context, ref: str, data) -> dict[str, Any]:
+    device = torch.device(ctx.device)
+    setup = _setup(device)
+    config = _trainer_config(ctx)
+    steps = 2 if ctx.dry_run else 200
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    model = build_network(_net(ctx, ref)).to(device, memory_format=setup.memory_format).train()
+    lr = torch.tensor(config.lr, device=device) if cuda else config.lr
+    extra = {"fused": True, "capturable": True} if cuda else {"foreach": True}
+    opt = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay), lr=lr, betas=(config.momentum, 0.999), **extra
+    )
+    gen = torch.Generator().manual_seed(0)
+
+    def batches():
+        return data.train_batches(
+            config.batch_size, steps * config.batch_size, gen, True, setup.memory_format
+        )
+
+    def eager_step(x, y):
+        with setup.autocast():
+            loss, _ = _loss(model(x), y, config)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for x, y in batches():  # warm-up: autotuning, lazy state
+        eager_step(x, y)
+    _sync(device)
+    t0 = time.perf_counter()
+    for x, y in batches():
+        eager_step(x, y)
+    _sync(device)
+    row: dict[str, Any] = {
+        "eager_images_per_s": steps * config.batch_size / (time.perf_counter() - t0)
+    }
+    if not cuda:
+        return row
+    static_x, static_y = next(iter(batches()))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # capture needs the lazy state made outside it
+            eager_step(static_x, static_y)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        with setup.autocast():
+            static_loss, _ = _loss(model(static_x), static_y, config)
+        static_loss.backward()
+        opt.step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for x, y in batches():
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+    _sync(device)
+    row["graph_images_per_s"] = steps * config.batch_size / (time.perf_counter() - t0)
+    row["graph_loss_finite"] = bool(torch.isfinite(static_loss).item())
+    return row
+
+
+def step_trial(ctx: Context, cap_s: float) -> dict[str, Any]:
+    """One v1 trial on the whole ``standard`` budget, stopped (and extrapolated) past `cap_s`."""
+    configure_backend(ctx.device, ctx.deterministic)
+    start = time.perf_counter()
+    data = _data(ctx).on(ctx.device)
+    config = BUDGETS["standard"]
+    if ctx.dry_run:
+        config = dataclasses.replace(config, **DRY_RUN)
+    deadline = start + cap_s
+
+    class _Stop(Exception):
+        pass
+
+    def stop_late(epoch, partial) -> None:
+        if epoch < config.epochs and time.perf_counter() + partial.epoch_time_s[-1] > deadline:
+            raise _Stop
+
+    torch.manual_seed(0)
+    model = build_network(_net(ctx, "v1"))
+    holder: dict[str, Any] = {}
+
+    def keep(epoch, partial) -> None:
+        holder["result"] = partial
+        stop_late(epoch, partial)
+
+    try:
+        train(model, data, config, ctx.device, epoch_callback=keep)
+        done = True
+    except _Stop:
+        done = False
+    result = holder["result"]
+    per_epoch = sum(result.epoch_time_s) / len(result.epoch)
+    return {
+        "network": "v1",
+        "epochs_run": len(result.epoch),
+        "epochs": config.epochs,
+        "finished": done,
+        "wall_s": result.wall_time_s,
+        "projected_s": result.wall_time_s + per_epoch * (config.epochs - len(result.epoch)),
+        "val_acc": result.val_acc[-1],
+        "images_per_s": result.images_per_s,
+        "peak_memory_bytes": result.peak_memory_bytes,
+    }
+
+
+def step_search(ctx: Context, k: int, cap_s: float, tmp: Path, trials: int) -> dict[str, Any]:
+    """A fresh ``standard`` search with `k` workers per GPU, stopped at `cap_s`; trials per
+    minute from the storage's own timestamps (overall, and between the first and last finished
+    trial, which leaves out the workers' start-up)."""
+    import optuna
+
+    from explorer.storage import open_storage
+
+    journal = tmp / f"search-k{k}" / "explorer.journal"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "explorer.search",
+        "--workers-per-gpu",
+        str(k),
+        "--trials",
+        str(trials),
+        "--budget",
+        "standard",
+        "--storage",
+        str(journal),
+        "--quiet",
+    ]
+    if ctx.data_dir:
+        command += ["--data-dir", ctx.data_dir]
+    start = time.time()
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its worker processes can be stopped with it
+    )
+    try:
+        output, _ = proc.communicate(timeout=cap_s)
+        stopped = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            output, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+        stopped = True
+    wall = time.time() - start
+    row: dict[str, Any] = {
+        "k": k,
+        "command": " ".join(command[1:]),
+        "wall_s": wall,
+        "stopped_at_cap": stopped,
+        "rc": proc.returncode,
+    }
+    if proc.returncode not in (0, None) and not stopped:
+        row["error"] = (output or "").strip().splitlines()[-1:] or ["no output"]
+        row["error"] = row["error"][0][:300]
+        return row
+    if not journal.exists():
+        row["error"] = "no journal written"
+        return row
+    study = optuna.load_study(study_name=None, storage=open_storage(str(journal), create=False))
+    finished = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
+    ends = sorted(t.datetime_complete.timestamp() for t in finished)
+    row.update(
+        finished=len(finished),
+        complete=sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished),
+        failed=sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
+        trials_per_min=60 * len(finished) / wall,
+        steady_trials_per_min=(
+            60 * (len(ends) - 1) / (ends[-1] - ends[0])
+            if len(ends) > 2 and ends[-1] > ends[0]
+            else None
+        ),
+    )
+    return row
+
+
+IN_PROCESS = {
+    "env": step_env,
+    "peaks": step_peaks,
+    "trainer": step_trainer,
+    "compile": step_compile,
+    "graphs": step_graphs,
+}
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def _fmt_bytes(n: int | None) -> str:
+    return "-" if not n else f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def render(results: dict[str, Any], command: str, data_note: str, started: str) -> str:
+    """The results section as markdown; a step that failed or has not run says so."""
+
+    def failed(name: str) -> str | None:
+        r = results.get(name)
+        if r is None:
+            return "not run"
+        return r.get("error") if isinstance(r, dict) and "error" in r and len(r) <= 3 else None
+
+    lines = [f"Command: `{command}`", "", f"- Date: {started}", f"- Data: {data_note}"]
+    env = results.get("env")
+    if env and "device" in env:
+        d = env["device"]
+        if d["type"] == "cuda":
+            lines.append(
+                f"- GPU: {d['name']} ({_fmt_bytes(d['memory_bytes'])}, compute {d['capability']}, "
+                f"{d['multiprocessors']} SMs); CUDA {d['cuda']}, cuDNN {d['cudnn']}, driver "
+                f"{d['driver']}; CUDA MPS {'running' if env['cuda_mps'] else 'not running'}"
+            )
+        else:
+            lines.append(f"- Device: {d['type']}, {d.get('name')} ({d.get('threads')} threads)")
+        lines.append(f"- Software: Python {env['python']}, torch {d['torch']}")
+        lines.append(
+            "- Backend: "
+            + ", ".join(f"{k} {v}" for k, v in env["backend"].items() if v is not None)
+        )
+    elif failed("env"):
+        lines.append(f"- Environment: {failed('env')}")
+    peaks = results.get("peaks") or {}
+    bf16 = peaks.get("bf16", {}).get("flops")
+    if bf16:
+        lines.append(
+            f"- Matmul peaks: bf16 {bf16 / 1e12:.1f} TFLOP/s (n = {peaks['bf16']['n']}), "
+            f"TF32 {peaks['tf32']['flops'] / 1e12:.1f} TFLOP/s (n = {peaks['tf32']['n']})"
+        )
+    elif failed("peaks"):
+        lines.append(f"- Matmul peaks: {failed('peaks')}")
+
+    lines += [
+        "",
+        "Trainer at the `standard` batch, last of two epochs over the training split "
+        f"(training FLOPs = {TRAIN_FLOPS_PER_FORWARD} x forward; MFU against the bf16 peak):",
+        "",
+        "| network | mode | images/s | ms per step | first epoch s | achieved TFLOP/s | MFU "
+        "| peak memory |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for step, mode in (("trainer", "eager"), ("compile", "torch.compile")):
+        r = results.get(step) or {}
+        if failed(step):
+            lines.append(f"| - | {mode} | {failed(step)} | | | | | |")
+            continue
+        for ref, row in r.items():
+            achieved = row["images_per_s"] * TRAIN_FLOPS_PER_FORWARD * row["fwd_flops"]
+            mfu = f"{achieved / bf16:.2%}" if bf16 else "-"
+            lines.append(
+                f"| {ref} | {mode} | {row['images_per_s']:,.0f} | {row['step_ms']:.2f} | "
+                f"{row['first_epoch_s']:.1f} | {achieved / 1e12:.3f} | {mfu} | "
+                f"{_fmt_bytes(row['peak_memory_bytes'])} |"
+            )
+    g = results.get("graphs") or {}
+    lines += ["", "Training step at a constant learning rate, eager against one CUDA graph:", ""]
+    if failed("graphs"):
+        lines.append(f"- {failed('graphs')}")
+    for ref, row in g.items():
+        graphed = row.get("graph_images_per_s")
+        lines.append(
+            f"- {ref}: eager {row['eager_images_per_s']:,.0f} images/s"
+            + (
+                f", graphed {graphed:,.0f} images/s ({graphed / row['eager_images_per_s']:.2f}x; "
+                f"loss finite: {row['graph_loss_finite']})"
+                if graphed
+                else " (no graph off CUDA)"
+            )
+        )
+    t = results.get("trial")
+    lines.append("")
+    if t and "wall_s" in t:
+        how = (
+            f"{t['wall_s']:.1f} s"
+            if t["finished"]
+            else f"{t['projected_s']:.0f} s projected from {t['epochs_run']} of {t['epochs']} "
+            f"epochs ({t['wall_s']:.1f} s)"
+        )
+        lines.append(
+            f"One `standard` trial ({t['network']}): {how}; validation accuracy "
+            f"{t['val_acc']:.3f}, {t['images_per_s']:,.0f} training images/s, peak memory "
+            f"{_fmt_bytes(t['peak_memory_bytes'])}."
+        )
+    else:
+        lines.append(f"One `standard` trial: {failed('trial') or 'not run'}.")
+    lines += [
+        "",
+        f"A {SEARCH_TRIALS}-trial `standard` search per workers-per-GPU count, each stopped at "
+        f"its cap (finished = complete or pruned, references included; steady = between the "
+        f"first and last finished trial):",
+        "",
+        "| workers per GPU | wall s | stopped at cap | finished (complete) | failed | trials/min "
+        "| steady trials/min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in WORKERS_PER_GPU:
+        r = results.get(f"search{k}")
+        if r is None:
+            lines.append(f"| {k} | not run | | | | | |")
+        elif "finished" not in r:
+            lines.append(f"| {k} | {r.get('error', 'failed')} | | | | | |")
+        else:
+            steady = r["steady_trials_per_min"]
+            lines.append(
+                f"| {k} | {r['wall_s']:.0f} | {r['stopped_at_cap']} | {r['finished']} "
+                f"({r['complete']}) | {r['failed']} | {r['trials_per_min']:.1f} | "
+                f"{'-' if steady is None else f'{steady:.1f}'} |"
+            )
+    full = results.get("search_full")
+    if full:
+        lines += [
+            "",
+            f"The default 100-trial search: {full.get('wall_s', 0):.0f} s"
+            + (" (stopped at its cap)" if full.get("stopped_at_cap") else "")
+            + (f", {full['finished']} trials finished" if "finished" in full else "")
+            + (f"; {full['error']}" if "error" in full else ""),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- running the steps --------------------------------------------------------------------------
+
+
+def run_in_child(name: str, ctx: Context, cap_s: float) -> dict[str, Any]:
+    """Run one step in a fresh process (its own CUDA context and backend state) under a cap."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--step", name]
+    command += ["--data-dir", ctx.data_dir] if ctx.data_dir else []
+    command += ["--deterministic"] if ctx.deterministic else []
+    command += ["--cap", str(cap_s)]
+    try:
+        proc = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=cap_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped at its {cap_s:.0f} s cap"}
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {proc.returncode}: {tail[:300]}"}
+
+
+def run_step(name: str, ctx: Context, cap_s: float) -> dict[str, Any]:
+    """One step in this process (the child's side of `run_in_child`, and the dry run)."""
+    if name == "trial":
+        return step_trial(ctx, cap_s)
+    return IN_PROCESS[name](ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="tiny sizes on the CPU, in this process, without the searches: checks the code",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help=f"file whose '## {SECTION}' section is rewritten (default: {DEFAULT_OUTPUT.relative_to(ROOT)}; "
+        "a dry run writes nothing unless given one)",
+    )
+    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated steps to leave out, from: "
+        + ", ".join([*CAPS, "searches"])
+        + " (default: none)",
+    )
+    parser.add_argument(
+        "--search-cap",
+        type=float,
+        default=CAPS["search1"],
+        help=f"seconds each search may run (default: {CAPS['search1']})",
+    )
+    parser.add_argument(
+        "--full-search",
+        type=float,
+        default=None,
+        metavar="CAP_S",
+        help="also time the default 100-trial search, stopped after CAP_S seconds (off by "
+        "default: it does not fit in the 8 minutes)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="measure under configure_backend(deterministic=True) (slower; for comparison)",
+    )
+    parser.add_argument("--step", default=None, help=argparse.SUPPRESS)  # a child's one step
+    parser.add_argument("--cap", type=float, default=60.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.step is not None:  # a child process: one step, one JSON line
+        ctx = Context("cuda", args.data_dir, False, args.deterministic)
+        print(json.dumps(run_step(args.step, ctx, args.cap)), flush=True)
+        return 0
+    if not args.dry_run and not torch.cuda.is_available():
+        print("bench/gpu.py: no CUDA device (torch sees none); use --dry-run", file=sys.stderr)
+        return 2
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if "searches" in skip:
+        skip |= {f"search{k}" for k in WORKERS_PER_GPU}
+    unknown = skip - set(CAPS) - {"searches"}
+    if unknown:
+        print(
+            f"bench/gpu.py: unknown step(s) in --skip: {', '.join(sorted(unknown))}",
+            file=sys.stderr,
+        )
+        return 2
+    output = Path(args.output) if args.output else (None if args.dry_run else DEFAULT_OUTPUT)
+    command = "bash bench/gpu.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        data_dir, data_note = resolve_data_dir(args.data_dir, tmp, args.dry_run)
+        ctx = Context("cpu" if args.dry_run else "cuda", data_dir, args.dry_run, args.deterministic)
+
+        def write() -> None:
+            if output is not None:
+                update_section(
+                    output, SECTION, render(results, command.strip(), data_note, started)
+                )
+
+        for name, cap in CAPS.items():
+            if name in skip or (args.dry_run and name.startswith("search")):
+                continue
+            t0 = time.perf_counter()
+            if name.startswith("search"):
+                k = int(name.removeprefix("search"))
+                results[name] = step_search(ctx, k, args.search_cap, tmp, SEARCH_TRIALS)
+                if "unrecognized arguments" in str(results[name].get("error", "")):
+                    print(f"{name}: {results[name]['error']} - skipping the searches", flush=True)
+                    break
+            elif args.dry_run:
+                results[name] = run_step(name, ctx, cap)
+            else:
+                results[name] = run_in_child(name, ctx, cap)
+            print(f"{name}: {time.perf_counter() - t0:.1f} s  {json.dumps(results[name])[:400]}")
+            write()
+        if args.full_search and not args.dry_run:
+            results["search_full"] = step_search(ctx, 4, args.full_search, tmp, 100)
+            write()
+    print(render(results, command.strip(), data_note, started))
+    if output is not None:
+        print(f"wrote the '## {SECTION}' section of {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

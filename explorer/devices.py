@@ -1,0 +1,95 @@
+"""Which device each search worker process trains on, and how many CPU threads it may use.
+
+The search's networks (3k-400k parameters on 28x28 images) leave a large GPU mostly idle: one
+trial is bound by the CPU launching kernels, not by the GPU running them. Several worker
+processes per GPU fill it (each has its own CUDA context and launch queue; CUDA MPS, where it
+runs, lets their kernels share the GPU at once). `plan_workers` lays the workers out over the
+GPUs, `cpu_threads_per_worker` shares the CPU cores between the processes on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Not measured yet: bench/gpu.sh times a search with 1, 2, 4 and 8 workers per GPU; set this to
+# its best once it has run on a GPU (BENCHMARKS.md, "GPU").
+DEFAULT_WORKERS_PER_GPU = 4
+# On a CPU one single-threaded process per core, up to this many (BENCHMARKS.md, "Threads per
+# trial": two one-thread processes train 1.4x as many trials per minute as one two-thread one).
+MAX_CPU_WORKERS = 8
+
+
+def plan_workers(
+    device_arg: str, workers: int | None, workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU
+) -> list[str]:
+    """The device string of each worker process on this machine, in start order.
+
+    `device_arg` is the search's ``--device``. With ``auto`` or ``cuda`` and CUDA available,
+    workers are dealt round-robin over every visible GPU (2 GPUs, 8 workers: cuda:0, cuda:1,
+    cuda:0, ...), and `workers` None means `workers_per_gpu` per GPU; ``cuda:N`` puts them all on
+    GPU N (`workers_per_gpu` of them by default). On a CPU `workers` None is one per core up to
+    8; on MPS one. `ValueError` names a bad count or a device torch cannot see.
+    """
+    if isinstance(workers_per_gpu, bool) or not isinstance(workers_per_gpu, int):
+        raise ValueError(f"workers_per_gpu must be a positive integer, got {workers_per_gpu!r}")
+    if workers_per_gpu < 1:
+        raise ValueError(f"workers_per_gpu must be a positive integer, got {workers_per_gpu!r}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    if device_arg in ("auto", "cuda") and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        n = workers if workers is not None else gpus * workers_per_gpu
+        return [f"cuda:{i % gpus}" for i in range(n)]
+    if device_arg == "cuda" or device_arg.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device_arg} was asked for, but torch sees no CUDA device")
+        index = _cuda_index(device_arg)
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device_arg} was asked for, but torch sees "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+        return [f"cuda:{index}"] * (workers if workers is not None else workers_per_gpu)
+    if device_arg == "mps" or (device_arg == "auto" and torch.backends.mps.is_available()):
+        return ["mps"] * (workers if workers is not None else 1)
+    if device_arg in ("auto", "cpu"):
+        return ["cpu"] * (workers if workers is not None else min(MAX_CPU_WORKERS, usable_cpus()))
+    raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {device_arg!r}")
+
+
+def _cuda_index(device_arg: str) -> int:
+    try:
+        index = int(device_arg.split(":", 1)[1])
+    except ValueError:
+        index = -1
+    if index < 0:
+        raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {device_arg!r}")
+    return index
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_threads_per_worker(n_workers_on_this_machine: int) -> int:
+    """Torch intra-op threads for each of that many worker processes: the usable cores shared out
+    evenly, at least one, so the processes do not oversubscribe the CPU. A GPU worker needs
+    little more than one thread (it mostly launches kernels), which this also gives it once
+    there are as many workers as cores."""
+    if (
+        isinstance(n_workers_on_this_machine, bool)
+        or not isinstance(n_workers_on_this_machine, int)
+        or n_workers_on_this_machine < 1
+    ):
+        raise ValueError(
+            f"n_workers_on_this_machine must be a positive integer, got {n_workers_on_this_machine!r}"
+        )
+    return max(1, usable_cpus() // n_workers_on_this_machine)
