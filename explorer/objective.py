@@ -162,12 +162,15 @@ class TrialRunner:
             return tuple(float(({**attrs, **after})[o]) for o in self.config.objectives)
         except self.train_mod.DivergedError as exc:
             return self._fail(trial, f"diverged: {exc}")
-        except torch.cuda.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError as exc:
+            # The traceback holds every activation: free them before the next trial.
+            self.train_mod.release_memory(self.device, exc)
             return self._fail(trial, "out of memory")
         except (TrialFailed, optuna.TrialPruned):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's reason, not retried
             if "out of memory" in str(exc).lower():
+                self.train_mod.release_memory(self.device, exc)
                 return self._fail(trial, "out of memory")
             self.errors_in_a_row += 1
             return self._fail(trial, f"error: {type(exc).__name__}: {first_line(exc)}")
@@ -200,8 +203,10 @@ class TrialRunner:
 
     def _trained_twin(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
         """An earlier finished trial of the same design under the same budget and seed, whose
-        result this trial reuses instead of training again (on a CPU, or with --deterministic,
-        seeded training repeats it exactly; on a GPU it is a cache of the earlier result)."""
+        result this trial reuses instead of training again. On a CPU, or on a GPU with
+        --deterministic, seeded training would repeat that result exactly; otherwise the copy is a
+        cache of the earlier result (a GPU run with autotuned kernels differs in the last digits),
+        and the record says which (`reuse`)."""
         for t in trial.study.get_trials(deepcopy=False, states=FINISHED):
             if (
                 t.params == trial.params
@@ -215,9 +220,10 @@ class TrialRunner:
     def _copy(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
         """Record `twin`'s results as this trial's, without training (a pruned twin prunes)."""
         own = {"worker", "reference", "attempt", "retry_of", "prescreen", "duplicate_of",
-               "sampler_seed"}  # fmt: skip
+               "sampler_seed", "reuse"}  # fmt: skip
         self._write(trial, {k: v for k, v in twin.user_attrs.items() if k not in own})
-        trial.set_user_attr("duplicate_of", twin.number)
+        repeats = self.device.type == "cpu" or self.s.deterministic
+        self._write(trial, {"duplicate_of": twin.number, "reuse": "repeat" if repeats else "cache"})
         if twin.state == TrialState.PRUNED:
             raise optuna.TrialPruned(f"the same design as trial {twin.number}, which was pruned")
         return tuple(twin.values)

@@ -192,7 +192,9 @@ class TrialRecord:
     `device_info`, `versions`, `budget`, `seed`, `sampler_seed`, `dataset`, `attempt` and
     `retry_of` (a retry of an interrupted trial). Outcome notes: `fail_reason`,
     `pruned_at_epoch`, `duplicate_of` (the earlier trial of the same design whose result this one
-    reuses), `weights` (artifact id of the trained state dict), `proxies`, `prescreen`. `reeval`
+    reuses; `reuse` says whether training would have repeated it, ``repeat``, or it is a
+    ``cache``), `constraint_values` (value minus limit per limit of the study, <= 0 feasible),
+    `weights` (artifact id of the trained state dict), `proxies`, `prescreen`. `reeval`
     is the study's re-evaluation of this trial (`explorer.evaluate`), when there is one.
     `suggested` is the point of the search space Optuna proposed (the trial's params).
     """
@@ -229,6 +231,8 @@ class TrialRecord:
     fail_reason: str | None = None
     pruned_at_epoch: int | None = None
     duplicate_of: int | None = None
+    reuse: str | None = None
+    constraint_values: list[float] | None = None
     weights: str | None = None
     proxies: dict[str, float | None] | None = None
     prescreen: dict[str, Any] | None = None
@@ -240,13 +244,13 @@ class TrialRecord:
         "reference", "network", "val_acc", "val_loss", "test_acc", "params", "flops",
         "latency_ms", "latency_batch_ms", "train_time_s", "images_per_s", "curves", "worker",
         "device", "device_info", "versions", "budget", "seed", "sampler_seed", "dataset",
-        "attempt", "retry_of", "fail_reason", "pruned_at_epoch", "duplicate_of", "weights",
-        "proxies", "prescreen",
+        "attempt", "retry_of", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse",
+        "constraint_values", "weights", "proxies", "prescreen",
     )  # fmt: skip
     _NUMBERS = ("val_acc", "val_loss", "test_acc", "flops", "latency_ms", "latency_batch_ms",
                 "train_time_s", "images_per_s")  # fmt: skip
     _INTS = ("params", "seed", "sampler_seed", "retry_of", "pruned_at_epoch", "duplicate_of")
-    _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights")
+    _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights", "reuse")
     _DICTS = ("device_info", "versions", "proxies", "prescreen")
 
     @property
@@ -324,6 +328,12 @@ class TrialRecord:
         curves = _dict(attrs.get("curves")) or {}
         values["curves"] = {k: list(v) for k, v in curves.items() if isinstance(v, (list, tuple))}
         values["attempt"] = _int(attrs.get("attempt")) or 1
+        limits = attrs.get("constraint_values")
+        values["constraint_values"] = (
+            [float(v) for v in limits if _number(v) is not None]
+            if isinstance(limits, (list, tuple))
+            else None
+        )
         extra = {k: v for k, v in attrs.items() if k not in cls.ATTRS}
         return cls(
             number=number,

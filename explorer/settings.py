@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .devices import DEFAULT_WORKERS_PER_GPU
 from .results import DEFAULT_OBJECTIVES, OBJECTIVES
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -40,8 +41,8 @@ class SearchSettings:
     # this run
     data_dir: str | None = None
     device: str = "auto"
-    workers: int | None = None  # None: auto (`workers.auto_workers`)
-    workers_per_gpu: int = 1
+    workers: int | None = None  # None: auto (`devices.plan_workers`)
+    workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU
     deterministic: bool = False
     timeout: float | None = None
     references: bool = True

@@ -29,12 +29,14 @@ from typing import Any
 
 import optuna
 
+from . import devices
 from .locking import WorkerToken, check_journal_host, study_lock
 from .objective import TrialFailed, TrialRunner
 from .recovery import recover
 from .settings import SearchSettings
 from .storage import STUDIES_DIR, default_storage, is_journal, open_storage
 from .study import open_search_study, sampler_for, search_trials_taken, waiting_trials
+from .usage import UsageError
 
 MAX_ERRORS_IN_A_ROW = 3
 SEED_STRIDE = 1_000_003  # a prime: worker n's sampler seed is seed + n * stride
@@ -46,35 +48,6 @@ class WorkerError(RuntimeError):
 
 class Stopped(BaseException):
     """Raised in a worker process asked to stop (SIGTERM from the parent)."""
-
-
-def auto_workers(device: Any) -> int:
-    """Worker processes for ``--workers auto``: one per GPU, one per CPU core up to 8 on a CPU
-    (the search's networks are small: two one-thread processes train 1.4x as many trials per
-    minute as one two-thread process, BENCHMARKS.md "Threads per trial"), one on MPS."""
-    import torch
-
-    if device.type == "cuda":
-        return max(1, torch.cuda.device_count())
-    if device.type == "cpu":
-        return max(1, min(8, os.cpu_count() or 1))
-    return 1
-
-
-def cpu_threads(workers: int) -> int:
-    """Torch threads per worker process on a CPU: the cores shared out evenly."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-def worker_device(device: str, index: int, per_gpu: int = 1) -> str:
-    """Spread workers over the GPUs: `per_gpu` consecutive workers share each GPU."""
-    if device not in ("auto", "cuda"):
-        return device
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        return f"cuda:{(index // per_gpu) % torch.cuda.device_count()}"
-    return device
 
 
 def single_process_storage(url: str) -> bool:
@@ -114,12 +87,16 @@ def run_worker(
 
     # Failed trials are reported by our own one-line log (trial_line), not by Optuna's tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    workers = s.workers or 1
+    from . import metrics
+
+    layout = devices.plan_workers(s.device, s.workers or 1, s.workers_per_gpu)
+    workers = len(layout)
     url = s.storage or default_storage()
-    device = train.resolve_device(worker_device(s.device, worker_index, s.workers_per_gpu))
+    device = train.resolve_device(layout[worker_index % workers])
+    # Before anything is timed: the references' latency is measured under the same settings.
+    backend = train.configure_backend(device, s.deterministic)
+    torch.set_num_threads(devices.cpu_threads_per_worker(workers))
     budget = s.budget or train.default_budget(device)
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(workers))
     storage = open_storage(url, heartbeat=60)
     study, config = open_search_study(s, storage, url, budget)
     token = WorkerToken(url)
@@ -128,7 +105,11 @@ def run_worker(
             seed = _claim_sampler_seed(study, config.train_seed)
         study.sampler = sampler_for(config, seed)
         data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
-        runner = TrialRunner(s, config, data.on(device), device, url, token.id)
+        info = metrics.device_info(device) | {
+            "backend": backend,
+            "latency_method": metrics.latency_method(device),
+        }
+        runner = TrialRunner(s, config, data.on(device), device, url, token.id, info)
         runner.sampler_seed = seed
         prescreener = (
             _prescreener(s, config, runner, data, device, workers) if s.prescreen > 1 else None
@@ -310,9 +291,10 @@ def plan(s: SearchSettings, device: Any) -> tuple[SearchSettings, list[str]]:
     """The settings this machine runs with (workers resolved), and notes to print."""
     url = s.storage or default_storage()
     notes = [n for n in [check_journal_host(url)] if n]
-    workers = s.workers or auto_workers(device) * (
-        s.workers_per_gpu if device.type == "cuda" else 1
-    )
+    try:
+        workers = len(devices.plan_workers(s.device, s.workers, s.workers_per_gpu))
+    except ValueError as exc:
+        raise UsageError(f"--device/--workers: {exc}") from None
     if workers > 1 and single_process_storage(url):
         notes.append(
             f"note: SQLite is not safe for several worker processes; running 1 worker. For "

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from explorer import objective, search, workers
+from explorer import objective, search
 from explorer import study as study_mod
 from explorer.locking import WorkerToken
 from explorer.proxies import PROXY_NAMES
@@ -112,7 +112,8 @@ def test_help_shows_defaults():
         "--timeout",
     ):
         assert flag in out
-    assert "default: 100" in out and "tpe for a new study" in out
+    flat = " ".join(out.split())
+    assert "default: 100" in flat and "tpe for a new study" in flat
     # The examples keep their lines, so they can be copied.
     assert "\n  python -m explorer.search --trials 20 --budget smoke " in out
     assert "\n  python -m explorer.evaluate --pareto " in out
@@ -245,15 +246,15 @@ def test_prescreen_trains_the_candidate_the_proxy_chose(tmp_path, tiny_fmnist, c
 
 
 def test_workers_default_to_one_per_core_on_a_cpu(monkeypatch):
-    import torch
+    from explorer import devices
 
     assert search.parse_settings([]).workers is None  # auto, resolved once the device is known
     assert search.parse_settings(["--workers", "3"]).workers == 3
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert workers.auto_workers(torch.device("cpu")) == 2
-    assert workers.cpu_threads(2) == 1 and workers.cpu_threads(1) == 2
-    monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert workers.auto_workers(torch.device("cpu")) == 8 and workers.cpu_threads(8) == 8
+    monkeypatch.setattr(devices, "usable_cpus", lambda: 2)
+    assert len(devices.plan_workers("cpu", None)) == 2
+    assert devices.cpu_threads_per_worker(2) == 1 and devices.cpu_threads_per_worker(1) == 2
+    monkeypatch.setattr(devices, "usable_cpus", lambda: 64)
+    assert len(devices.plan_workers("cpu", None)) == 8 and devices.cpu_threads_per_worker(8) == 8
 
 
 def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
