@@ -689,3 +689,51 @@ def test_the_exporter_knows_every_design_field() -> None:
         "ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj", "wide_kind",
         "asym_n", "pool_type", "bn", "stride",
     }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_fmnist, one_torch_thread) -> tuple[str, optuna.Study, int]:
+    """A real (tiny) search: only the v1 and v2 references (``--trials 0``), trained on the smoke
+    budget with their weights kept; v2 (batch norm) is the one exported."""
+    from explorer import search
+
+    storage = str(tmp_path_factory.mktemp("trained") / "s.journal")
+    argv = ["--trials", "0", "--budget", "smoke", "--device", "cpu", "--workers", "1"]
+    argv += ["--data-dir", str(tiny_fmnist), "--storage", storage, "--study", "t", "--quiet"]
+    assert search.main([*argv, "--no-proxies"]) == 0
+    study = optuna.load_study(study_name="t", storage=open_storage(storage))
+    [v2] = [t.number for t in study.trials if t.user_attrs.get("reference") == "v2"]
+    return storage, study, v2
+
+
+def test_a_trained_export_is_as_accurate_on_images_in_0_1(trained, tiny_fmnist, tmp_path) -> None:
+    """The test split as ToTensor gives it ([0, 1], no normalisation) into the standalone file
+    reaches the accuracy the project's own pipeline measures for the trial's weights."""
+    from explorer.data import load_dataset
+    from explorer.train import evaluate
+
+    storage, study, number = trained
+    data = load_dataset("fashion-mnist", data_dir=tiny_fmnist, download=False)
+    reference = build_network(export_design(study, number).network)
+    reference.load_state_dict(trial_weights(study, number, artifact_dir(storage)))
+    recorded = study.trials[number].user_attrs.get("test_acc")
+    expected = recorded if recorded is not None else evaluate(reference, data, "cpu", "test")[1]
+    assert expected > 0.3  # well above chance (0.1): the comparison means something
+    export_to_file(
+        study, [number], tmp_path / "net.py", weights=True, artifacts=artifact_dir(storage)
+    )
+    images, labels = data.split("test")
+    torch.save((images.float() / 255, labels), tmp_path / "test.pt")
+    script = (
+        _LOAD_MODULE
+        + f"""
+module = load("net.py")
+model = module.load_trial{number}()
+x, y = torch.load("test.pt", weights_only=True)
+assert 0 <= x.min() and x.max() <= 1 and tuple(x.shape[1:]) == module.TRIAL{number}_CFG.input_size
+with torch.no_grad():
+    print((model(x).argmax(1) == y).float().mean().item())
+"""
+    )
+    accuracy = float(_isolated(script, cwd=tmp_path))
+    assert abs(accuracy - expected) <= 0.01, (accuracy, expected)
