@@ -40,9 +40,11 @@ from explorer.export import (
     render_source,
     select_trials,
     standalone,
+    trained_model,
     trial_weights,
     weights_path,
 )
+from explorer.export import files as export_files
 from explorer.results import pareto_front, study_records
 from explorer.storage import artifact_dir, open_storage
 from search_space import REFERENCES, BlockConfig, NetworkConfig, build_network, network_params
@@ -737,3 +739,85 @@ with torch.no_grad():
     )
     accuracy = float(_isolated(script, cwd=tmp_path))
     assert abs(accuracy - expected) <= 0.01, (accuracy, expected)
+
+
+def test_onnx_export_computes_what_pytorch_computes(demo, tmp_path, capsys) -> None:
+    """`--format onnx` of a trained design: onnxruntime on batches of any size gives the PyTorch
+    outputs, and the file's metadata carries the preprocessing."""
+    pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the onnx extra) is not installed")
+    storage, study = demo
+    [best] = select_trials(study, "best")
+    output = tmp_path / "best.onnx"
+    argv = [
+        "--study",
+        "demo",
+        "--storage",
+        storage,
+        "--best",
+        "--format",
+        "onnx",
+        "-o",
+        str(output),
+    ]
+    assert main(argv) == 0
+    assert (
+        capsys.readouterr().out
+        == f"wrote {output}: trial {best} with its trained weights, as ONNX\n"
+    )
+    model = trained_model(
+        export_design(study, best), trial_weights(study, best, artifact_dir(storage))
+    )
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    [images] = session.get_inputs()
+    assert images.name == "images" and images.shape[1:] == [1, 28, 28]
+    for n in (1, 5):
+        x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
+        [logits] = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(logits), model(x), rtol=1e-4, atol=1e-5)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["mean"]) == [0.286] and json.loads(meta["std"]) == [0.353]
+    assert json.loads(meta["class_names"])[9] == "Ankle boot" and meta["input_range"] == "[0, 1]"
+
+
+def test_onnx_without_the_extra_says_how_to_install_it(demo, tmp_path, capsys, monkeypatch):
+    storage, _ = demo
+    monkeypatch.setattr(export_files, "ONNX_PACKAGES", ("onnx_is_not_installed_here",))
+    output = tmp_path / "net.onnx"
+    argv = [
+        "--study",
+        "demo",
+        "--storage",
+        storage,
+        "--best",
+        "--format",
+        "onnx",
+        "-o",
+        str(output),
+    ]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(PROG_ERROR + "--format onnx needs") and "pip install -e '.[onnx]'" in err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pareto", "-o", "front.onnx"], "--format onnx writes one trial, got"),
+        (["--best", "-o", "best.py"], "the output must be a .onnx file"),
+        (["--trial", "12", "-o", "x.onnx"], "trial 12 was pruned"),
+    ],
+)
+def test_onnx_bad_requests_are_one_line_and_status_2(
+    demo, tmp_path, capsys, monkeypatch, args, message
+):
+    storage, _ = demo
+    monkeypatch.chdir(tmp_path)
+    assert main(["--study", "demo", "--storage", storage, "--format", "onnx", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(PROG_ERROR + message) and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

@@ -166,18 +166,22 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         path = Path(tmp) / output.name
         # The exporter reports its progress on stdout: keep the command's output to its own lines.
-        with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                opset_version=ONNX_OPSET,
-                dynamo=True,
-                external_data=False,
-            )
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    input_names=["images"],
+                    output_names=["logits"],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    opset_version=ONNX_OPSET,
+                    dynamo=True,
+                    external_data=False,
+                )
+        except Exception as exc:  # noqa: BLE001 - a failed conversion is one line, not a traceback
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise ExportError(f"torch.onnx.export failed for trial {number}: {lines[0]}") from None
         proto = onnx.load(str(path))
         metadata = {
             "study": study.study_name,
