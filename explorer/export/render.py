@@ -280,7 +280,11 @@ def _loader_unit(design: ExportDesign, filename: str) -> list[str]:
 
 
 def _header(
-    designs: Sequence[ExportDesign], study_name: str, command: str, date: datetime.date, loaders
+    designs: Sequence[ExportDesign],
+    study_name: str,
+    command: str,
+    date: datetime.date,
+    loaders: Sequence[ExportDesign],
 ) -> list[str]:
     first = designs[0]
     if len(designs) == 1:
