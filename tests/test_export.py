@@ -1,10 +1,17 @@
-"""Tests of `explorer.export`: the generated module reproduces `build_network` without the project."""
+"""Tests of `explorer.export`: the generated module reproduces `build_network` without the project.
+
+The standalone building blocks are held against `build_network` directly, and the exported files
+(which are those blocks' text plus the designs as data) in a Python that cannot import the
+project; trained exports take images in [0, 1] and reach the accuracy the project measures;
+ONNX, `torch.export` and TorchScript compute what the PyTorch classes compute.
+"""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
 import datetime
+import importlib.util
 import inspect
 import json
 import py_compile
@@ -14,6 +21,7 @@ import sys
 import sysconfig
 import textwrap
 import types
+import warnings
 from pathlib import Path
 
 import optuna
@@ -23,15 +31,20 @@ import torch
 from explorer.export import (
     ExportDesign,
     ExportError,
+    blocks_source,
     export_design,
     export_source,
     export_to_file,
     main,
+    network_kwargs,
     render_source,
     select_trials,
+    standalone,
+    trained_model,
     trial_weights,
     weights_path,
 )
+from explorer.export import files as export_files
 from explorer.results import pareto_front, study_records
 from explorer.storage import artifact_dir, open_storage
 from search_space import REFERENCES, BlockConfig, NetworkConfig, build_network, network_params
@@ -70,8 +83,43 @@ def _ruff(path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _design(network: NetworkConfig, number: int = 0) -> ExportDesign:
-    return ExportDesign(number=number, network=network, params=network_params(network))
+def _design(network: NetworkConfig, number: int = 0, dataset: str | None = None) -> ExportDesign:
+    """A design as the exporter sees it; without a dataset its network normalises nothing."""
+    return ExportDesign(
+        number=number, network=network, params=network_params(network), dataset=dataset
+    )
+
+
+def _isolated(script: str, *args: str, cwd: Path) -> str:
+    """Run `script` in a Python that has torch (and what is installed beside it) but cannot
+    import this project; returns its stdout."""
+    guard = textwrap.dedent(
+        """
+        import importlib.util, json, sys
+        sys.path.extend(json.loads(sys.argv[1]))
+        for name in ("search_space", "explorer"):
+            if importlib.util.find_spec(name) is not None:
+                raise SystemExit(f"{name} is importable: the check would prove nothing")
+        """
+    )
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            guard + textwrap.dedent(script),
+            json.dumps(site),
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 # Designs covering every BN placement (stem and block), pool type and wide kind, branch removal,
@@ -98,7 +146,81 @@ NETWORKS = {
         stem_bn=False,
     ),
     "none-stem_bn-one_stage": NetworkConfig(block=REFERENCES["v1"], stem_bn=True, stages=(1,)),
+    "post_act-asym3-max": NetworkConfig(
+        block=BlockConfig(8, 4, 8, 4, 8, 4, wide_kind="asym", asym_n=3, bn="post_act"),
+        stages=(1, 2),
+    ),
 }
+
+
+def test_the_designs_cover_every_layer_choice() -> None:
+    blocks = [n.block for n in NETWORKS.values()]
+    assert {b.bn for b in blocks} == {"none", "post", "pre", "post_act"}
+    assert {b.pool_type for b in blocks if b.pool_proj} == {"max", "avg"}
+    wide = {(b.wide_kind, b.asym_n if b.wide_kind == "asym" else None) for b in blocks}
+    assert wide == {
+        ("5x5", None), ("double3x3", None), ("3x3", None), ("asym", 3), ("asym", 5), ("asym", 7)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_standalone_blocks_are_build_network(name: str) -> None:
+    """The blocks every export is made of, built from the design's literal keywords."""
+    design = _design(NETWORKS[name])
+    torch.manual_seed(0)
+    ours = standalone.InceptionNet(**network_kwargs(design))
+    reference = build_network(design.network)
+    assert sum(p.numel() for p in ours.parameters()) == design.params
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()
+    ]
+    ours.load_state_dict(reference.state_dict())
+    size = design.network.image_size
+    x = torch.rand(
+        3, design.network.in_channels, size, size, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        assert torch.equal(ours.eval()(x), reference.eval()(x))  # no dataset: mean 0, std 1
+
+
+def test_the_network_normalises_its_input_and_old_weights_load() -> None:
+    """Images in [0, 1] in, the dataset's standardisation inside; state dicts without it load."""
+    design = _design(NETWORKS["v2"], dataset="fashion-mnist")
+    assert design.inputs.mean == (0.2860,) and design.inputs.std == (0.3530,)
+    assert design.inputs.class_names[0] == "T-shirt/top" and len(design.inputs.class_names) == 10
+    ours = standalone.InceptionNet(**network_kwargs(design))
+    reference = build_network(design.network)
+    assert not any(k.startswith("normalize") for k in ours.state_dict())
+    ours.load_state_dict(reference.state_dict())  # strict: a weights file of the search loads
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()((x - 0.2860) / 0.3530))
+    assert {n for n, _ in ours.named_buffers()} >= {"normalize.mean", "normalize.std"}
+
+
+def test_exported_blocks_are_the_standalone_module_text() -> None:
+    """The building blocks are copied, not generated: the module's text after its docstring."""
+    text = Path(standalone.__file__).read_text(encoding="utf-8")
+    body = blocks_source()
+    assert text.endswith(body) and ast.get_docstring(ast.parse(text)) is not None
+    assert ast.get_docstring(ast.parse(body)) is None
+    source = render_source(
+        [_design(n, i) for i, n in enumerate(NETWORKS.values())],
+        study_name="s",
+        command="c",
+        date=datetime.date.today(),
+    )
+    tree = ast.parse(source)
+    header_end = tree.body[0].end_lineno
+    after_header = "".join(source.splitlines(keepends=True)[header_end:]).lstrip("\n")
+    assert after_header.startswith(body)
+    imported = {
+        (a.name if isinstance(n, ast.Import) else n.module).split(".")[0]
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
+    assert imported == {"pathlib", "typing", "torch"}  # torch and the standard library only
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -179,12 +301,8 @@ def test_one_module_for_many_designs_shares_one_block_class(tmp_path: Path) -> N
     source = render_source(designs, study_name="demo", command="c", date=datetime.date.today())
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-    assert classes == [
-        "ConvNormAct",
-        "Inception",
-        "BlockWidths",
-        *(f"Trial{i}Net" for i in range(len(designs))),
-    ]
+    blocks = [n.name for n in ast.parse(blocks_source()).body if isinstance(n, ast.ClassDef)]
+    assert classes == [*blocks, *(f"Trial{i}Net" for i in range(len(designs)))]
     module = _module(source)
     for d in designs:
         assert sum(p.numel() for p in getattr(module, d.class_name)().parameters()) == d.params
@@ -193,15 +311,15 @@ def test_one_module_for_many_designs_shares_one_block_class(tmp_path: Path) -> N
     _ruff(path)
 
 
-def test_conv_unit_has_only_the_placements_used() -> None:
-    source = render_source(
-        [_design(NETWORKS["v1"])], study_name="s", command="c", date=datetime.date.today()
-    )
-    assert "BatchNorm2d" not in source and "placement" not in source
-    source = render_source(
-        [_design(NETWORKS["v2"])], study_name="s", command="c", date=datetime.date.today()
-    )
-    assert '"pre"' not in source and '"post_act"' not in source
+_LOAD_MODULE = """
+import torch
+
+def load(path):
+    spec = importlib.util.spec_from_file_location("exported", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+"""
 
 
 def test_module_runs_where_the_project_cannot_be_imported(demo, tmp_path: Path) -> None:
@@ -213,63 +331,111 @@ def test_module_runs_where_the_project_cannot_be_imported(demo, tmp_path: Path) 
     front = select_trials(study, "pareto")
     front_file = tmp_path / "front.py"
     export_to_file(study, front, front_file)
-    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # images in [0, 1]
     torch.save(x, tmp_path / "x.pt")
-    script = textwrap.dedent(
-        """
-        import importlib.util, json, sys
-        site, folder = json.loads(sys.argv[1])
-        sys.path.extend(site)
-        try:
-            import search_space  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("search_space is importable: the check would prove nothing")
-        assert importlib.util.find_spec("explorer") is None
-        import torch
-
-        def load(name):
-            spec = importlib.util.spec_from_file_location(name, f"{folder}/{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-
-        result = {}
-        for name in ("best", "front"):
-            module = load(name)
-            for cls in module.__all__:
-                if cls.endswith("Net"):
-                    result[cls] = sum(p.numel() for p in getattr(module, cls)().parameters())
-        best = load("best")
-        [loader] = [n for n in best.__all__ if n.startswith("load_")]
-        model = getattr(best, loader)()
-        x = torch.load(f"{folder}/x.pt", weights_only=True)
-        with torch.no_grad():
-            torch.save(model(x), f"{folder}/y.pt")
-        print(json.dumps(result))
-        """
+    script = (
+        _LOAD_MODULE
+        + """
+result = {}
+for name in ("best", "front"):
+    module = load(f"{name}.py")
+    for cls in module.__all__:
+        if cls.endswith("Net"):
+            result[cls] = sum(p.numel() for p in getattr(module, cls)().parameters())
+best = load("best.py")
+[loader] = [n for n in best.__all__ if n.startswith("load_")]
+with torch.no_grad():
+    torch.save(getattr(best, loader)()(torch.load("x.pt", weights_only=True)), "y.pt")
+print(json.dumps(result))
+"""
     )
-    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script, json.dumps([site, str(tmp_path)])],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    counts = json.loads(done.stdout)
+    counts = json.loads(_isolated(script, cwd=tmp_path))
     recorded = {r.number: r.get("params") for r in study_records(study)}
     assert counts == {f"Trial{n}Net": recorded[n] for n in dict.fromkeys([best, *front])}
     reference = build_network(export_design(study, best).network)
     reference.load_state_dict(trial_weights(study, best, artifact_dir(storage)))
     with torch.no_grad():
-        expected = reference.eval()(x)
+        expected = reference.eval()((x - 0.2860) / 0.3530)  # what the search fed it
     torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), expected)
     for path in (best_file, front_file):
         py_compile.compile(str(path), doraise=True)
         _ruff(path)
+
+
+def test_every_layer_choice_round_trips_without_the_project(tmp_path: Path) -> None:
+    """One module of every design: each class, with `build_network`'s weights loaded through
+    its generated loader in a Python without the project, computes what `build_network` does."""
+    designs = [_design(n, i) for i, n in enumerate(NETWORKS.values())]
+    source = render_source(
+        designs,
+        study_name="all",
+        command="c",
+        date=datetime.date.today(),
+        weights_files={d.number: f"all_trial{d.number}.pt" for d in designs},
+    )
+    (tmp_path / "all.py").write_text(source)
+    expected = {}
+    for d in designs:
+        torch.manual_seed(d.number)
+        reference = build_network(d.network).eval()
+        torch.save(reference.state_dict(), tmp_path / f"all_trial{d.number}.pt")
+        size = d.network.image_size
+        x = torch.rand(
+            2, d.network.in_channels, size, size, generator=torch.Generator().manual_seed(3)
+        )
+        torch.save(x, tmp_path / f"x{d.number}.pt")
+        with torch.no_grad():
+            expected[d.number] = reference(x)
+    script = (
+        _LOAD_MODULE
+        + """
+module = load("all.py")
+counts = {}
+for name in module.__all__:
+    if name.startswith("load_trial"):
+        number = int(name.removeprefix("load_trial"))
+        model = getattr(module, name)()
+        counts[number] = sum(p.numel() for p in model.parameters())
+        with torch.no_grad():
+            y = model(torch.load(f"x{number}.pt", weights_only=True))
+        torch.save(y, f"y{number}.pt")
+print(json.dumps(counts))
+"""
+    )
+    counts = json.loads(_isolated(script, cwd=tmp_path))
+    assert counts == {str(d.number): d.params for d in designs}
+    for d in designs:
+        assert torch.equal(
+            torch.load(tmp_path / f"y{d.number}.pt", weights_only=True), expected[d.number]
+        )
+    _ruff(tmp_path / "all.py")
+
+
+def test_torch_export_and_torchscript_run_every_exported_class(tmp_path: Path) -> None:
+    designs = [
+        _design(n, i, "fashion-mnist" if n.in_channels == 1 else None)
+        for i, n in enumerate(NETWORKS.values())
+    ]
+    path = tmp_path / "every.py"  # TorchScript reads the classes' source: import them from a file
+    path.write_text(render_source(designs, study_name="s", command="c", date=datetime.date.today()))
+    spec = importlib.util.spec_from_file_location("every", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for d in designs:
+        model = getattr(module, d.class_name)().eval()
+        size = d.network.image_size
+        x = torch.rand(
+            3, d.network.in_channels, size, size, generator=torch.Generator().manual_seed(4)
+        )
+        with torch.no_grad():
+            eager = model(x)
+            exported = torch.export.export(model, (x,))
+            torch.testing.assert_close(exported.module()(x), eager)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated"
+                scripted = torch.jit.script(model)
+            torch.testing.assert_close(scripted(x), eager)
+        assert model.cfg is getattr(module, d.cfg_name) and model.cfg == d.inputs
 
 
 def test_pareto_is_one_class_per_front_design(demo) -> None:
@@ -277,9 +443,9 @@ def test_pareto_is_one_class_per_front_design(demo) -> None:
     front = [r.number for r in pareto_front(study_records(study))]
     assert select_trials(study, "pareto") == front and len(front) > 1
     tree = ast.parse(export_source(study, front))
-    assert [n.name for n in tree.body if isinstance(n, ast.ClassDef)][3:] == [
-        f"Trial{n}Net" for n in front
-    ]
+    assert [
+        n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.startswith("Trial")
+    ] == [f"Trial{n}Net" for n in front]
 
 
 @pytest.mark.parametrize(
@@ -391,7 +557,7 @@ def test_storage_text_cannot_break_or_inject_into_the_code(tmp_path: Path) -> No
         if isinstance(n, (ast.Import, ast.ImportFrom))
         for a in n.names
     }
-    assert imported == {"partial", "NamedTuple", "torch", "nn"}
+    assert imported == {"Path", "NamedTuple", "torch", "nn"}
     assert not any(isinstance(n, ast.Name) and n.id == "os" for n in ast.walk(tree))
     doc = ast.get_docstring(tree)
     assert "test accuracy not measured" in doc and "FLOPs not recorded" in doc
@@ -525,3 +691,133 @@ def test_the_exporter_knows_every_design_field() -> None:
         "ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj", "wide_kind",
         "asym_n", "pool_type", "bn", "stride",
     }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_fmnist, one_torch_thread) -> tuple[str, optuna.Study, int]:
+    """A real (tiny) search: only the v1 and v2 references (``--trials 0``), trained on the smoke
+    budget with their weights kept; v2 (batch norm) is the one exported."""
+    from explorer import search
+
+    storage = str(tmp_path_factory.mktemp("trained") / "s.journal")
+    argv = ["--trials", "0", "--budget", "smoke", "--device", "cpu", "--workers", "1"]
+    argv += ["--data-dir", str(tiny_fmnist), "--storage", storage, "--study", "t", "--quiet"]
+    assert search.main([*argv, "--no-proxies"]) == 0
+    study = optuna.load_study(study_name="t", storage=open_storage(storage))
+    [v2] = [t.number for t in study.trials if t.user_attrs.get("reference") == "v2"]
+    return storage, study, v2
+
+
+def test_a_trained_export_is_as_accurate_on_images_in_0_1(trained, tiny_fmnist, tmp_path) -> None:
+    """The test split as ToTensor gives it ([0, 1], no normalisation) into the standalone file
+    reaches the accuracy the project's own pipeline measures for the trial's weights."""
+    from explorer.data import load_dataset
+    from explorer.train import evaluate
+
+    storage, study, number = trained
+    data = load_dataset("fashion-mnist", data_dir=tiny_fmnist, download=False)
+    reference = build_network(export_design(study, number).network)
+    reference.load_state_dict(trial_weights(study, number, artifact_dir(storage)))
+    recorded = study.trials[number].user_attrs.get("test_acc")
+    expected = recorded if recorded is not None else evaluate(reference, data, "cpu", "test")[1]
+    assert expected > 0.3  # well above chance (0.1): the comparison means something
+    export_to_file(
+        study, [number], tmp_path / "net.py", weights=True, artifacts=artifact_dir(storage)
+    )
+    images, labels = data.split("test")
+    torch.save((images.float() / 255, labels), tmp_path / "test.pt")
+    script = (
+        _LOAD_MODULE
+        + f"""
+module = load("net.py")
+model = module.load_trial{number}()
+x, y = torch.load("test.pt", weights_only=True)
+assert 0 <= x.min() and x.max() <= 1 and tuple(x.shape[1:]) == module.TRIAL{number}_CFG.input_size
+with torch.no_grad():
+    print((model(x).argmax(1) == y).float().mean().item())
+"""
+    )
+    accuracy = float(_isolated(script, cwd=tmp_path))
+    assert abs(accuracy - expected) <= 0.01, (accuracy, expected)
+
+
+def test_onnx_export_computes_what_pytorch_computes(demo, tmp_path, capsys) -> None:
+    """`--format onnx` of a trained design: onnxruntime on batches of any size gives the PyTorch
+    outputs, and the file's metadata carries the preprocessing."""
+    pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the onnx extra) is not installed")
+    storage, study = demo
+    [best] = select_trials(study, "best")
+    output = tmp_path / "best.onnx"
+    argv = [
+        "--study",
+        "demo",
+        "--storage",
+        storage,
+        "--best",
+        "--format",
+        "onnx",
+        "-o",
+        str(output),
+    ]
+    assert main(argv) == 0
+    assert (
+        capsys.readouterr().out
+        == f"wrote {output}: trial {best} with its trained weights, as ONNX\n"
+    )
+    model = trained_model(
+        export_design(study, best), trial_weights(study, best, artifact_dir(storage))
+    )
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    [images] = session.get_inputs()
+    assert images.name == "images" and images.shape[1:] == [1, 28, 28]
+    for n in (1, 5):
+        x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
+        [logits] = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(logits), model(x), rtol=1e-4, atol=1e-5)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["mean"]) == [0.286] and json.loads(meta["std"]) == [0.353]
+    assert json.loads(meta["class_names"])[9] == "Ankle boot" and meta["input_range"] == "[0, 1]"
+
+
+def test_onnx_without_the_extra_says_how_to_install_it(demo, tmp_path, capsys, monkeypatch):
+    storage, _ = demo
+    monkeypatch.setattr(export_files, "ONNX_PACKAGES", ("onnx_is_not_installed_here",))
+    output = tmp_path / "net.onnx"
+    argv = [
+        "--study",
+        "demo",
+        "--storage",
+        storage,
+        "--best",
+        "--format",
+        "onnx",
+        "-o",
+        str(output),
+    ]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(PROG_ERROR + "--format onnx needs") and "pip install -e '.[onnx]'" in err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pareto", "-o", "front.onnx"], "--format onnx writes one trial, got"),
+        (["--best", "-o", "best.py"], "the output must be a .onnx file"),
+        (["--trial", "12", "-o", "x.onnx"], "trial 12 was pruned"),
+    ],
+)
+def test_onnx_bad_requests_are_one_line_and_status_2(
+    demo, tmp_path, capsys, monkeypatch, args, message
+):
+    storage, _ = demo
+    monkeypatch.chdir(tmp_path)
+    assert main(["--study", "demo", "--storage", storage, "--format", "onnx", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(PROG_ERROR + message) and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
