@@ -70,7 +70,7 @@ def accuracy(record: TrialRecord) -> tuple[float | None, str]:
     Complete trials report ``val_acc``; pruned and failed ones are placed at the last epoch
     their learning curve reached (``"last epoch"``), so they can be drawn beside the others.
     """
-    value = record.get("val_acc")
+    value = record.val_acc
     if _is_number(value):
         return float(value), "final"
     curve = _curves(record).get("val_acc") or []
@@ -82,7 +82,7 @@ def accuracy(record: TrialRecord) -> tuple[float | None, str]:
 
 def reeval_accuracy(record: TrialRecord) -> tuple[float | None, float | None]:
     """(mean, std) of the re-evaluated test accuracy, or (None, None) without a re-evaluation."""
-    reeval = record.attrs.get("reeval")
+    reeval = record.reeval
     if not isinstance(reeval, dict) or not _is_number(reeval.get("test_acc_mean")):
         return None, None
     std = reeval.get("test_acc_std")
@@ -98,9 +98,9 @@ def design(record: TrialRecord) -> str:
 
 def trial_note(record: TrialRecord) -> str | None:
     """What went wrong with a trial, in one line (a bad stored design, a failure, a pruning)."""
-    note = record.problem or record.attrs.get("fail_reason")
+    note = record.problem or record.fail_reason
     if note is None and record.state == "PRUNED":
-        note = f"pruned at epoch {record.attrs.get('pruned_at_epoch', '?')}"
+        note = f"pruned at epoch {record.pruned_at_epoch or '?'}"
     return None if note is None else str(note)
 
 
@@ -111,7 +111,7 @@ def has_reeval(records: list[TrialRecord]) -> bool:
 def fingerprint(records: list[TrialRecord]) -> tuple:
     """A small key that changes when a trial is added, changes state or reports an epoch."""
     return tuple(
-        (r.number, r.state, len(_curves(r).get("val_acc") or []), "reeval" in r.attrs)
+        (r.number, r.state, len(_curves(r).get("val_acc") or []), r.reeval is not None)
         for r in records
     )
 
@@ -134,8 +134,8 @@ def study_summary(records: list[TrialRecord]) -> StudySummary:
     states: dict[str, int] = {}
     for r in records:
         states[r.state] = states.get(r.state, 0) + 1
-    done = [r for r in records if r.complete and _is_number(r.get("val_acc"))]
-    best = max(done, key=lambda r: r.get("val_acc"), default=None)
+    done = [r for r in records if r.complete and r.val_acc is not None]
+    best = max(done, key=lambda r: r.val_acc, default=None)
     return StudySummary(
         n_trials=len(records),
         states={s: states[s] for s in sorted(states, key=_state_rank)},
@@ -184,9 +184,9 @@ def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
                 "kind": "reference" if r.is_reference else "search",
                 "state": r.state,
                 "val_acc": acc if source == "final" else None,
-                "params": _number_or_none(r.get("params")),
-                "flops": _number_or_none(r.get("flops")),
-                "latency_ms": _number_or_none(r.get("latency_ms")),
+                "params": r.params,
+                "flops": r.flops,
+                "latency_ms": r.latency_ms,
                 "test_acc": test_acc,
                 "test_acc_std": test_std,
                 "on_front": r.number in front,
@@ -195,7 +195,7 @@ def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
                 "wide_kind": block.wide_kind if block and block.wide else None,
                 "pool_type": block.pool_type if block and block.has_pool_branch else None,
                 "epochs": len(curves.get("epoch") or []) or None,
-                "train_time_s": _number_or_none(r.get("train_time_s")),
+                "train_time_s": r.train_time_s,
                 "note": trial_note(r),
             }
         )
@@ -307,7 +307,7 @@ def front_2d(points: list[Point]) -> list[Point]:
 
 
 def _point(r: TrialRecord, x: str, y: str) -> Point | None:
-    xv = r.get(x)
+    xv = r.value(x)
     if not _is_number(xv):
         return None
     error = None
@@ -378,12 +378,12 @@ def proxy_info(records: list[TrialRecord], min_trials: int = MIN_PROXY_TRIALS) -
     (a strong baseline), with final validation accuracy over the complete trials."""
     scored: dict[str, list[tuple[int, float, float]]] = {}
     for r in records:
-        acc = _number_or_none(r.attrs.get("val_acc"))
-        proxies = r.attrs.get("proxies")
+        acc = r.val_acc
+        proxies = r.proxies
         if not r.complete or acc is None or not isinstance(proxies, dict):
             continue
         scores = {str(k): _number_or_none(v) for k, v in proxies.items()}
-        scores["params"] = _number_or_none(r.attrs.get("params"))
+        scores["params"] = r.params
         for name, value in scores.items():
             if value is not None:
                 scored.setdefault(name, []).append((r.number, value, acc))
@@ -479,14 +479,19 @@ _NOT_METRICS = ("network", "curves", "reference", "reeval", "versions")
 def trial_metrics(record: TrialRecord) -> pd.DataFrame:
     """Every scalar attribute of a trial (and its re-evaluation) as ``metric`` / ``value`` rows."""
     rows = [("state", record.state), ("label", record.label())]
-    for key in sorted(record.attrs):
-        if key in _NOT_METRICS:
+    stored = record.to_dict()
+    for key in sorted(stored):
+        if key in _NOT_METRICS or isinstance(stored[key], dict):
             continue
-        rows.append((key, _format(record.attrs[key])))
-    reeval = record.attrs.get("reeval")
+        rows.append((key, _format(stored[key])))
+    reeval = record.reeval
     if isinstance(reeval, dict):
         rows += [(f"reeval.{k}", _format(v)) for k, v in sorted(reeval.items())]
-    versions = record.attrs.get("versions")
+    for group in ("device_info", "proxies"):
+        values = getattr(record, group)
+        if isinstance(values, dict):
+            rows += [(f"{group}.{k}", _format(v)) for k, v in sorted(values.items())]
+    versions = record.versions
     if isinstance(versions, dict):
         rows += [(f"versions.{k}", _format(v)) for k, v in sorted(versions.items())]
     return pd.DataFrame(rows, columns=["metric", "value"])
@@ -593,8 +598,7 @@ def compare_frame(a: TrialRecord, b: TrialRecord) -> pd.DataFrame:
 
 
 def _curves(record: TrialRecord) -> dict[str, list]:
-    curves = record.attrs.get("curves")
-    return curves if isinstance(curves, dict) else {}
+    return record.curves
 
 
 def _is_number(value: Any) -> bool:

@@ -29,6 +29,7 @@ import streamlit as st  # noqa: E402
 
 from explorer.results import TrialRecord  # noqa: E402
 from explorer.storage import StorageError, default_storage, is_journal, redact  # noqa: E402
+from explorer.study import study_config  # noqa: E402
 
 from . import charts, data, loaders  # noqa: E402
 
@@ -113,14 +114,15 @@ def study_view(storage: str, study_name: str) -> None:
             storage, study_name, f"Study `{study_name}` has no trials yet.", watch=False
         )
     summary = data.study_summary(records)
-    attrs = loaded.study.user_attrs
+    config = study_config(loaded.study)
     st.title(study_name)
     st.caption(
         " · ".join(
             str(p)
             for p in (
-                attrs.get("dataset"),
-                attrs.get("budget") and f"budget {attrs['budget']}",
+                config and config.dataset,
+                config and f"budget {config.budget}",
+                config and f"width {config.width:g}",
                 f"storage {redact(storage)}",
             )
             if p
@@ -192,7 +194,7 @@ def _summary_row(summary: data.StudySummary, records: list[TrialRecord]) -> None
         st.caption(
             "References: "
             + " · ".join(
-                f"**{name}** {r.get('val_acc', float('nan')):.2%} at {r.get('params', 0):,} params"
+                f"**{name}** {r.val_acc if r.val_acc is not None else float('nan'):.2%} at {r.params or 0:,} params"
                 for name, r in sorted(refs.items())
             )
         )

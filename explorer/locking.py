@@ -41,11 +41,12 @@ def _sqlite_path(url: str) -> Path | None:
 
 def _lock_file(url: str) -> Path | None:
     """The file whose fcntl lock stands for a file-based storage, or None for a server."""
+    # Not "<file>.lock": Optuna's journal backend takes that name for a lock of its own.
     if is_journal(url):
-        return Path(url).expanduser().with_name(Path(url).name + ".lock")
+        return Path(url).expanduser().with_name(Path(url).name + ".explorer-lock")
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
-        return path.with_name(path.name + ".lock") if path else None
+        return path.with_name(path.name + ".explorer-lock") if path else None
     return None
 
 
@@ -178,7 +179,7 @@ def check_journal_host(url: str) -> str | None:
     mark = Path(url).expanduser().with_name(Path(url).name + ".host")
     me = f"{_machine_id()} {socket.gethostname()}"
     try:
-        with _file_lock(mark.with_name(mark.name + ".lock")):
+        with _file_lock(mark.with_name(mark.name + ".explorer-lock")):
             if not mark.exists():
                 mark.write_text(me + "\n")
                 return None

@@ -49,6 +49,8 @@ from torch import nn
 
 from search_space import NetworkConfig, build_network, network_params
 
+from .records import trial_attr
+
 PROXY_NAMES = ("synflow", "naswot", "jacob_cov", "snip", "grad_norm")
 PROXY_BATCH_SIZE = 64  # Abdelfattah et al.'s batch; NASWOT's kernel is batch x batch
 JACOB_COV_K = 1e-5
@@ -340,13 +342,11 @@ class Prescreener:
             return None
         trials = study.get_trials(deepcopy=False)
         waiting = [t for t in trials if t.state == TrialState.WAITING]
-        if sum("prescreen" in t.user_attrs for t in waiting) >= self.max_waiting:
+        if sum(trial_attr(t, "prescreen") is not None for t in waiting) >= self.max_waiting:
             return None
         if self.target is not None:
             live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-            searched = sum(
-                1 for t in trials if t.state in live and not t.user_attrs.get("reference")
-            )
+            searched = sum(1 for t in trials if t.state in live and not trial_attr(t, "reference"))
             if searched >= self.target:
                 return None
         start = time.perf_counter()

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial
 from search_space import BlockConfig, NetworkConfig
 
 STUDY_CONFIG_ATTR = "config"
+WORKERS_STARTED_ATTR = "workers_started"  # how many workers have joined the study, ever
 REEVAL_PREFIX = "reeval:"
 
 

@@ -85,10 +85,12 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Queue a trial's design again as its retry, keeping its reference tag; False when it was
     itself a retry or has no design."""
     attempt = int(trial_attr(trial, "attempt") or 1)
-    if attempt >= MAX_ATTEMPTS or not trial.params:
+    # A worker that died before sampling leaves no params, only the queued ones it was given.
+    params = trial.params or trial.system_attrs.get("fixed_params")
+    if attempt >= MAX_ATTEMPTS or not params:
         return False
     attrs = {"attempt": attempt + 1, "retry_of": trial.number}
     if trial_attr(trial, "reference"):
         attrs["reference"] = trial_attr(trial, "reference")
-    study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
     return True

@@ -48,7 +48,7 @@ def make_sampler(name: str, seed: int, constraints_func=None) -> optuna.samplers
 
 def _constraints_func(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
     """Optuna's constraint values for a trial: <= 0 where feasible (see `objective`)."""
-    return tuple(trial.user_attrs.get("constraint_values") or (0.0,))
+    return tuple(trial_attr(trial, "constraint_values") or (0.0,))
 
 
 def sampler_for(config: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:

@@ -32,6 +32,7 @@ import optuna
 from . import devices
 from .locking import WorkerToken, check_journal_host, study_lock
 from .objective import TrialFailed, TrialRunner
+from .records import WORKERS_STARTED_ATTR
 from .recovery import recover
 from .settings import SearchSettings
 from .storage import STUDIES_DIR, default_storage, is_journal, open_storage
@@ -67,8 +68,8 @@ def log_dir(url: str) -> Path:
 def _claim_sampler_seed(study: optuna.Study, base: int) -> int:
     """This worker's sampler seed: the study's seed for its first worker, then others (hold the
     study's lock)."""
-    n = int(study.user_attrs.get("workers_started", 0))
-    study.set_user_attr("workers_started", n + 1)
+    n = int(study.user_attrs.get(WORKERS_STARTED_ATTR) or 0)
+    study.set_user_attr(WORKERS_STARTED_ATTR, n + 1)
     return base + n * SEED_STRIDE
 
 

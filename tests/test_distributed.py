@@ -139,9 +139,11 @@ import optuna
 from explorer.locking import WorkerToken
 from explorer.storage import open_storage
 from explorer.study import enqueue_reference
+from search_space import config_from_trial
 study = optuna.create_study(study_name="r", storage=open_storage({url!r}), directions=["maximize"] * 2)
 enqueue_reference(study, "v2")
 trial = study.ask()
+config_from_trial(trial)
 token = WorkerToken({url!r})
 trial.set_user_attr("worker", token.id)
 """  # the process ends holding its trial: a worker killed mid-trial

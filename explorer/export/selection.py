@@ -27,12 +27,12 @@ from search_space.config import BN_PLACEMENTS, DOWNSAMPLES, POOL_TYPES
 from ..data import DATASETS, DEFAULT_DATASET
 from ..results import (
     DEFAULT_OBJECTIVES,
-    OBJECTIVES,
     TrialRecord,
     pareto_front,
     study_records,
 )
 from ..storage import artifact_dir
+from ..study import study_config
 from .standalone import BlockWidths, InputConfig
 
 MODES = ("best", "pareto")
@@ -179,7 +179,8 @@ def network_kwargs(design: ExportDesign) -> dict[str, Any]:
 
 def _dataset(record: TrialRecord, study: optuna.Study) -> str:
     """The dataset a trial trained on: its own record, else the study's, else the default."""
-    for value in (record.attrs.get("dataset"), study.user_attrs.get("dataset")):
+    config = study_config(study)
+    for value in (record.dataset, config.dataset if config else None):
         if isinstance(value, str) and value in DATASETS:
             return value
     return DEFAULT_DATASET
@@ -195,18 +196,17 @@ def _design(record: TrialRecord, dataset: str | None = None) -> ExportDesign:
         raise ExportError(
             f"trial {record.number} cannot be exported: {record.problem or 'it stores no design'}"
         )
-    weights = record.attrs.get("weights")
-    flops = _number(record.attrs.get("flops"))
-    reeval = _reeval(record.attrs.get("reeval"))
+    flops = record.flops
+    reeval = _reeval(record.reeval)
     return ExportDesign(
         number=record.number,
         network=record.network,
         params=network_params(record.network),
         reference=record.reference,
-        val_acc=_number(record.attrs.get("val_acc")),
-        test_acc=_number(record.attrs.get("test_acc")),
+        val_acc=record.val_acc,
+        test_acc=record.test_acc,
         flops=flops if flops is not None and flops >= 0 else None,
-        weights=weights if isinstance(weights, str) else None,
+        weights=record.weights,
         reeval=reeval,
         dataset=dataset,
     )
@@ -248,14 +248,8 @@ def export_design(study: optuna.Study, number: int) -> ExportDesign:
 
 def _objectives(study: optuna.Study) -> tuple[str, ...]:
     """The study's objectives as the search recorded them, if they are known ones."""
-    stored = study.user_attrs.get("objectives")
-    if (
-        isinstance(stored, list)
-        and len(stored) >= 2
-        and all(isinstance(k, str) and k in OBJECTIVES for k in stored)
-    ):
-        return tuple(stored)
-    return DEFAULT_OBJECTIVES
+    config = study_config(study)
+    return config.objectives if config is not None else DEFAULT_OBJECTIVES
 
 
 def select_trials(
@@ -274,7 +268,7 @@ def select_trials(
         for r in study_records(study)
         if r.complete
         and r.network is not None
-        and all(_number(r.get(k)) is not None for k in ("val_acc", "params", *objectives))
+        and all(r.value(k) is not None for k in ("val_acc", "params", *objectives))
     ]
     if not records:
         raise ExportError(
@@ -284,8 +278,8 @@ def select_trials(
     meets = [
         r
         for r in records
-        if (max_params is None or r.get("params") <= max_params)
-        and (min_accuracy is None or r.get("val_acc") >= min_accuracy)
+        if (max_params is None or r.params <= max_params)
+        and (min_accuracy is None or r.val_acc >= min_accuracy)
     ]
     if not meets:
         wanted = []
@@ -293,14 +287,14 @@ def select_trials(
             wanted.append(f"at most {max_params:,} parameters")
         if min_accuracy is not None:
             wanted.append(f"validation accuracy at least {min_accuracy:.4f}")
-        smallest = min(r.get("params") for r in records)
-        best = max(r.get("val_acc") for r in records)
+        smallest = min(r.params for r in records)
+        best = max(r.val_acc for r in records)
         raise ExportError(
             f"none of the {len(records)} complete trials has {' and '.join(wanted)} "
             f"(smallest: {smallest:,} parameters; most accurate: {best:.4f})"
         )
     if mode == "best":
-        top = max(meets, key=lambda r: (r.get("val_acc"), -r.get("params"), -r.number))
+        top = max(meets, key=lambda r: (r.val_acc, -r.params, -r.number))
         return [top.number]
     return [r.number for r in pareto_front(meets, objectives)]
 
