@@ -9,7 +9,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import BlockDiagram, ImportanceInfo, ParetoInfo, Point, ProgressInfo, ProxyInfo
+from .data import ImportanceInfo, ParetoInfo, Point, ProgressInfo, ProxyInfo
+from .details import BlockDiagram
 
 # One look per trial state: complete trials are plain dots, pruned ones hollow, failed ones
 # crosses, so the states stay apart in print and for colour-blind readers too.
@@ -89,6 +90,13 @@ def pareto_figure(info: ParetoInfo) -> go.Figure:
                 customdata=_customdata(points),
                 hovertemplate=hover,
             )
+        )
+    if info.limit is not None:
+        fig.add_vline(
+            x=info.limit,
+            line=dict(color="#b22222", dash="dash", width=1.5),
+            annotation_text=f"limit {info.limit:,g}",
+            annotation_position="top right",
         )
     front = info.front
     fig.add_trace(
@@ -292,7 +300,7 @@ def proxy_scatter_figure(info: ProxyInfo, proxy: str) -> go.Figure:
 
 def curves_figure(curves) -> go.Figure:
     """Training and validation loss, and validation accuracy, per epoch (from
-    `app.data.curves_frame`)."""
+    `app.details.curves_frame`)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation accuracy"))
     for col, color in (("train_loss", "#4c78a8"), ("val_loss", "#f58518")):
         fig.add_trace(

@@ -8,7 +8,6 @@ attribute schema) or of a loaded study, with no Streamlit: `app.loaders` caches 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shlex
 import warnings
@@ -17,15 +16,17 @@ from typing import Any, NamedTuple
 import optuna
 import pandas as pd
 
+from explorer.records import StudyConfig
 from explorer.results import (
+    DEFAULT_OBJECTIVES,
     OBJECTIVES,
     TrialRecord,
     hypervolume,
     hypervolume_curve,
+    hypervolume_spec,
     pareto_front,
 )
 from explorer.storage import DEFAULT_STORAGE, redact
-from search_space import BlockConfig
 
 SEARCH_COMMAND = "python -m explorer.search --trials 100"
 
@@ -127,10 +128,14 @@ class StudySummary(NamedTuple):
     hypervolume: float
     best: TrialRecord | None  # the most accurate complete trial
     references: tuple[str, ...]
+    hypervolume_over: str = ""  # what the hypervolume is measured over and against
+    limits: str = ""  # the study's limits (--max-params ...), "" when it has none
 
 
-def study_summary(records: list[TrialRecord]) -> StudySummary:
-    """Counts by state, the front's size, hypervolume and the most accurate design."""
+def study_summary(records: list[TrialRecord], config: StudyConfig | None = None) -> StudySummary:
+    """Counts by state, the front's size, hypervolume and the most accurate design, on the
+    study's objectives (`config`; accuracy and parameters when None)."""
+    spec = hypervolume_spec(config, records)
     states: dict[str, int] = {}
     for r in records:
         states[r.state] = states.get(r.state, 0) + 1
@@ -139,11 +144,20 @@ def study_summary(records: list[TrialRecord]) -> StudySummary:
     return StudySummary(
         n_trials=len(records),
         states={s: states[s] for s in sorted(states, key=_state_rank)},
-        n_front=len(pareto_front(records)),
-        hypervolume=hypervolume(records),
+        n_front=len(pareto_front(records, spec.objectives)),
+        hypervolume=hypervolume(records, spec),
         best=best,
         references=tuple(sorted({r.reference for r in records if r.is_reference})),
+        hypervolume_over=spec.describe(),
+        limits=limits_text(config),
     )
+
+
+def limits_text(config: StudyConfig | None) -> str:
+    """The study's limits in words (``params <= 50,000``), or ""."""
+    if config is None or not config.constraints:
+        return ""
+    return ", ".join(f"{k} <= {v:,g}" for k, v in sorted(config.constraints.items()))
 
 
 TABLE_COLUMNS = (
@@ -168,9 +182,10 @@ TABLE_COLUMNS = (
 )
 
 
-def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per trial with its state, objectives, design and a note on what went wrong."""
-    front = {r.number for r in pareto_front(records)}
+def trials_frame(records: list[TrialRecord], config: StudyConfig | None = None) -> pd.DataFrame:
+    """One row per trial with its state, objectives, design and a note on what went wrong;
+    ``on_front`` is membership of the front on the study's objectives."""
+    front = {r.number for r in pareto_front(records, _objectives(config))}
     rows = []
     for r in records:
         acc, source = accuracy(r)
@@ -252,15 +267,21 @@ class ParetoInfo(NamedTuple):
     references: list[Point]
     front: list[Point]  # sorted by x
     not_drawn: dict[str, int]  # per state, trials lacking x or y
+    limit: float | None = None  # the study's limit on x, drawn as a line (None: no limit)
 
 
 def pareto_info(
-    records: list[TrialRecord], x: str = "params", y: str = "val_acc", log_x: bool = False
+    records: list[TrialRecord],
+    x: str = "params",
+    y: str = "val_acc",
+    log_x: bool = False,
+    config: StudyConfig | None = None,
 ) -> ParetoInfo:
     """Every trial placed at (x, accuracy), split by state, with the references and the front.
 
-    x: ``params``, ``flops`` or ``latency_ms``. y: ``val_acc`` (the front is that of
-    `explorer.results.pareto_front`) or ``reeval`` (re-evaluated trials only).
+    x: ``params``, ``flops`` or ``latency_ms``. y: ``val_acc`` (the front is the study's own,
+    `explorer.results.pareto_front` on its objectives, the same the summary and the exporter use)
+    or ``reeval`` (re-evaluated trials only).
     """
     if x not in X_AXES:
         raise ValueError(f"x must be one of {list(X_AXES)}, got {x!r}")
@@ -281,7 +302,8 @@ def pareto_info(
         else:
             by_state.setdefault(r.state, []).append(point)
     if y == "val_acc":
-        front = [points[r.number] for r in pareto_front(records, ("val_acc", x))]
+        front = [points[r.number] for r in pareto_front(records, _objectives(config))
+                 if r.number in points]  # fmt: skip
     else:
         front = front_2d([p for p in points.values() if p.state == "COMPLETE"])
     return ParetoInfo(
@@ -294,6 +316,7 @@ def pareto_info(
         references=sorted(references, key=lambda p: p.label),
         front=sorted(front, key=lambda p: (p.x, -p.y)),
         not_drawn={s: not_drawn[s] for s in sorted(not_drawn, key=_state_rank)},
+        limit=(config.constraints.get(x) if config is not None else None),
     )
 
 
@@ -333,7 +356,7 @@ class ProgressInfo(NamedTuple):
     references: dict[str, float]  # reference label -> final accuracy
 
 
-def progress_info(records: list[TrialRecord]) -> ProgressInfo:
+def progress_info(records: list[TrialRecord], config: StudyConfig | None = None) -> ProgressInfo:
     """Hypervolume and accuracy over trial numbers, with the references' accuracies."""
     accuracy_by_state: dict[str, list[Point]] = {}
     best_so_far: list[tuple[int, float]] = []
@@ -354,7 +377,7 @@ def progress_info(records: list[TrialRecord]) -> ProgressInfo:
                 best = acc
             best_so_far.append((r.number, best))
     return ProgressInfo(
-        hypervolume=hypervolume_curve(records),
+        hypervolume=hypervolume_curve(records, hypervolume_spec(config, records)),
         accuracy={s: accuracy_by_state[s] for s in sorted(accuracy_by_state, key=_state_rank)},
         best_so_far=best_so_far,
         references=dict(sorted(references.items())),
@@ -454,147 +477,11 @@ def param_importances(
 
 
 # ---------------------------------------------------------------------------------------------
-# Trial details
-
-
-def curves_frame(record: TrialRecord) -> pd.DataFrame:
-    """The per-epoch learning curves: ``epoch``, ``train_loss``, ``val_loss``, ``val_acc``."""
-    curves = _curves(record)
-    columns = ("train_loss", "val_loss", "val_acc")
-    n = max((len(curves.get(c) or []) for c in ("epoch", *columns)), default=0)
-    epochs = list(curves.get("epoch") or [])
-    if len(epochs) != n:
-        epochs = list(range(1, n + 1))
-    data: dict[str, list] = {"epoch": epochs}
-    for col in columns:
-        values = list(curves.get(col) or [])
-        data[col] = [_number_or_none(v) for v in values] + [None] * (n - len(values))
-    return pd.DataFrame(data, dtype=float).astype({"epoch": int})
-
-
-# Attributes shown elsewhere (the design, curves) or too bulky for the metrics table.
-_NOT_METRICS = ("network", "curves", "reference", "reeval", "versions")
-
-
-def trial_metrics(record: TrialRecord) -> pd.DataFrame:
-    """Every scalar attribute of a trial (and its re-evaluation) as ``metric`` / ``value`` rows."""
-    rows = [("state", record.state), ("label", record.label())]
-    stored = record.to_dict()
-    for key in sorted(stored):
-        if key in _NOT_METRICS or isinstance(stored[key], dict):
-            continue
-        rows.append((key, _format(stored[key])))
-    reeval = record.reeval
-    if isinstance(reeval, dict):
-        rows += [(f"reeval.{k}", _format(v)) for k, v in sorted(reeval.items())]
-    for group in ("device_info", "proxies"):
-        values = getattr(record, group)
-        if isinstance(values, dict):
-            rows += [(f"{group}.{k}", _format(v)) for k, v in sorted(values.items())]
-    versions = record.versions
-    if isinstance(versions, dict):
-        rows += [(f"versions.{k}", _format(v)) for k, v in sorted(versions.items())]
-    return pd.DataFrame(rows, columns=["metric", "value"])
-
-
-class Layer(NamedTuple):
-    label: str  # "3x3 conv" or "3x3 max pool"
-    width: int | None  # output channels; None for a pool
-    kind: str  # "conv" or "pool"
-
-
-class Branch(NamedTuple):
-    name: str  # "1x1", "3x3", the wide kind, "pool"
-    layers: tuple[Layer, ...]  # empty when the branch is removed
-    out: int | None  # channels it contributes; None for a stride-2 pass-through
-
-
-class BlockDiagram(NamedTuple):
-    title: str
-    branches: tuple[Branch, Branch, Branch, Branch]
-    unit: str  # how one conv unit orders conv, BN and ReLU
-    out: int | None  # concatenated channels (None when a pass-through's width is unknown)
-    stride: int
-
-
-# How one convolution unit is ordered under each BN placement (see search_space.blocks).
-BN_UNITS = {
-    "none": "conv → ReLU",
-    "post": "conv → BN → ReLU",
-    "pre": "BN → ReLU → conv",
-    "post_act": "conv → ReLU → BN",
-}
-
-
-def block_diagram(
-    block: BlockConfig, title: str = "", in_channels: int | None = None
-) -> BlockDiagram:
-    """The four branches of a block as layers with kernels and widths, in concatenation order."""
-    s = "/2" if block.stride == 2 else ""
-    b1 = (Layer("1x1 conv", block.ch1x1, "conv"),) if block.ch1x1 else ()
-    b2 = (
-        (Layer("1x1 conv", block.ch3x3_reduce, "conv"), Layer(f"3x3 conv{s}", block.ch3x3, "conv"))
-        if block.ch3x3
-        else ()
-    )
-    b3: tuple[Layer, ...] = ()
-    if block.wide:
-        kernels = block.wide_kernels()
-        b3 = (Layer("1x1 conv", block.wide_reduce, "conv"),) + tuple(
-            Layer(f"{k[0]}x{k[1]} conv{s if i == len(kernels) - 1 else ''}", block.wide, "conv")
-            for i, k in enumerate(kernels)
-        )
-    if block.stride == 2:
-        b4: tuple[Layer, ...] = (Layer("3x3/2 max pool", None, "pool"),)
-        pool_out = in_channels
-    elif block.pool_proj:
-        b4 = (
-            Layer(f"3x3 {block.pool_type} pool", None, "pool"),
-            Layer("1x1 conv", block.pool_proj, "conv"),
-        )
-        pool_out = block.pool_proj
-    else:
-        b4, pool_out = (), 0
-    wide_name = (
-        f"1x{block.asym_n} + {block.asym_n}x1" if block.wide_kind == "asym" else block.wide_kind
-    )
-    branches = (
-        Branch("1x1", b1, block.ch1x1),
-        Branch("3x3", b2, block.ch3x3),
-        Branch(wide_name, b3, block.wide),
-        Branch(f"{block.pool_type} pool", b4, pool_out),
-    )
-    out = None if pool_out is None else block.ch1x1 + block.ch3x3 + block.wide + pool_out
-    return BlockDiagram(title, branches, BN_UNITS[block.bn], out, block.stride)
-
-
-# ---------------------------------------------------------------------------------------------
-# Comparing two designs
-
-COMPARED_METRICS = ("val_acc", "params", "flops", "latency_ms", "test_acc")
-
-
-def compare_frame(a: TrialRecord, b: TrialRecord) -> pd.DataFrame:
-    """Each block field and metric of two trials side by side, with whether they differ."""
-    rows = []
-    fields = [f.name for f in dataclasses.fields(BlockConfig)]
-    for name in fields:
-        va = getattr(a.block, name) if a.block else None
-        vb = getattr(b.block, name) if b.block else None
-        rows.append(("design", name, _format(va), _format(vb), va != vb))
-    for key in COMPARED_METRICS:
-        if key == "test_acc":
-            va, vb = reeval_accuracy(a)[0], reeval_accuracy(b)[0]
-        else:
-            va, vb = _number_or_none(a.get(key)), _number_or_none(b.get(key))
-        if va is None and vb is None:
-            continue
-        rows.append(("metric", key, _format(va), _format(vb), va != vb))
-    return pd.DataFrame(rows, columns=["group", "field", a.label(), b.label(), "differs"])
-
-
-# ---------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _objectives(config: StudyConfig | None) -> tuple[str, ...]:
+    return config.objectives if config is not None else DEFAULT_OBJECTIVES
 
 
 def _curves(record: TrialRecord) -> dict[str, list]:

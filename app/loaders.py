@@ -69,9 +69,9 @@ def load(url: str, study_name: str) -> LoadedStudy:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def progress(
-    url: str, study_name: str, fingerprint: tuple, _records: list[TrialRecord]
+    url: str, study_name: str, fingerprint: tuple, _records: list[TrialRecord], _config=None
 ) -> data.ProgressInfo:
-    return data.progress_info(_records)
+    return data.progress_info(_records, _config)
 
 
 @st.cache_data(show_spinner="Computing parameter importances...", max_entries=16)

@@ -31,7 +31,7 @@ from explorer.results import TrialRecord  # noqa: E402
 from explorer.storage import StorageError, default_storage, is_journal, redact  # noqa: E402
 from explorer.study import study_config  # noqa: E402
 
-from . import charts, data, loaders  # noqa: E402
+from . import charts, data, details, loaders  # noqa: E402
 
 TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare")
 X_LABELS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}
@@ -113,8 +113,8 @@ def study_view(storage: str, study_name: str) -> None:
         return _empty_state(
             storage, study_name, f"Study `{study_name}` has no trials yet.", watch=False
         )
-    summary = data.study_summary(records)
     config = study_config(loaded.study)
+    summary = data.study_summary(records, config)
     st.title(study_name)
     st.caption(
         " · ".join(
@@ -133,13 +133,13 @@ def study_view(storage: str, study_name: str) -> None:
     tabs = dict(zip(TABS, st.tabs(TABS, key="view", on_change="rerun"), strict=True))
     if tabs["Pareto front"].open:
         with tabs["Pareto front"]:
-            _pareto_tab(records)
+            _pareto_tab(records, config)
     if tabs["Search progress"].open:
         with tabs["Search progress"]:
             _progress_tab(storage, study_name, loaded)
     if tabs["Trials"].open:
         with tabs["Trials"]:
-            _trials_tab(records, study_name)
+            _trials_tab(records, study_name, config)
     if tabs["Trial details"].open:
         with tabs["Trial details"]:
             _details_tab(storage, study_name, loaded, summary.best)
@@ -181,12 +181,12 @@ def _summary_row(summary: data.StudySummary, records: list[TrialRecord]) -> None
     cols[3].metric(
         "Hypervolume",
         f"{summary.hypervolume:.3f}",
-        help="area dominated in (validation accuracy, parameters), normalised",
+        help=f"dominated volume, normalised to [0, 1], {summary.hypervolume_over}",
     )
     if summary.best is not None:
         cols[4].metric(
             "Best accuracy",
-            f"{summary.best.get('val_acc'):.2%}",
+            f"{summary.best.val_acc:.2%}",
             help=f"{summary.best.label()}: {data.design(summary.best)}",
         )
     refs = {r.reference: r for r in records if r.is_reference and r.complete}
@@ -211,7 +211,7 @@ def _on_chart_select() -> None:
         _open_trial(int(points[0]["customdata"][0]))
 
 
-def _pareto_tab(records: list[TrialRecord]) -> None:
+def _pareto_tab(records: list[TrialRecord], config) -> None:
     c1, c2, c3 = st.columns([3, 1, 2])
     x = c1.radio("x-axis", data.X_AXES, format_func=X_LABELS.get, horizontal=True, key="x_axis")
     log_x = c2.toggle("log scale", key="log_x")
@@ -224,7 +224,11 @@ def _pareto_tab(records: list[TrialRecord]) -> None:
             key="y_axis",
             format_func={"val_acc": "search", "reeval": "re-evaluated"}.get,
         )
-    info = data.pareto_info(records, x=x, y=y, log_x=log_x)
+    info = data.pareto_info(records, x=x, y=y, log_x=log_x, config=config)
+    if summary_limits := data.limits_text(config):
+        st.caption(
+            f"Limits of this study: {summary_limits}; designs over them are not on the front."
+        )
     st.plotly_chart(
         charts.pareto_figure(info),
         key="pareto",
@@ -250,7 +254,9 @@ def _pareto_tab(records: list[TrialRecord]) -> None:
 
 
 def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> None:
-    info = loaders.progress(storage, study_name, loaded.fingerprint, loaded.records)
+    info = loaders.progress(
+        storage, study_name, loaded.fingerprint, loaded.records, study_config(loaded.study)
+    )
     left, right = st.columns(2)
     left.plotly_chart(charts.hypervolume_figure(info), key="hypervolume")
     right.plotly_chart(charts.accuracy_figure(info), key="accuracy")
@@ -274,8 +280,8 @@ def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) ->
         right.plotly_chart(charts.proxy_scatter_figure(proxies, chosen), key="proxy_scatter")
 
 
-def _trials_tab(records: list[TrialRecord], study_name: str) -> None:
-    frame = data.trials_frame(records)
+def _trials_tab(records: list[TrialRecord], study_name: str, config=None) -> None:
+    frame = data.trials_frame(records, config)
     c1, c2 = st.columns(2)
     present = list(dict.fromkeys(frame["state"]))
     states = c1.multiselect(
@@ -345,19 +351,33 @@ def _details_tab(
     left, right = st.columns([3, 2])
     with left:
         if record.block is not None:
+            stages = details.stage_diagrams(record)
+            picked = 0
+            if len(stages) > 1:
+                picked = st.radio(
+                    "stage",
+                    range(len(stages)),
+                    format_func=lambda i: f"stage {i + 1}",
+                    horizontal=True,
+                    key="detail_stage",
+                )
             st.plotly_chart(
-                charts.block_figure(data.block_diagram(record.block, record.label())),
+                charts.block_figure(stages[picked]),
                 key="block",
                 config={"displayModeBar": False},
             )
+            st.caption(
+                "Channel counts as trained: the design's widths times the network's width in "
+                "stage 1, doubled in each later stage."
+            )
             st.code(data.design(record), language=None)
-        curves = data.curves_frame(record)
+        curves = details.curves_frame(record)
         if len(curves):
             st.plotly_chart(charts.curves_figure(curves), key="curves")
         else:
             st.caption("No learning curves stored for this trial.")
     with right:
-        st.dataframe(data.trial_metrics(record), hide_index=True, key="metrics")
+        st.dataframe(details.trial_metrics(record), hide_index=True, key="metrics")
         if record.block is not None:
             command = data.export_command(storage, study_name, record.number)
             source, why = loaders.export_code(
@@ -390,7 +410,7 @@ def _compare_tab(records: list[TrialRecord], best: TrialRecord | None) -> None:
         )
     with c2:
         b = _trial_picker(records, "Design B", "compare_b", (best or records[-1]).number)
-    frame = data.compare_frame(a, b)
+    frame = details.compare_frame(a, b)
     st.dataframe(
         frame.style.apply(
             lambda row: ["background-color: #fff3cd" if row["differs"] else ""] * len(row), axis=1
@@ -402,7 +422,7 @@ def _compare_tab(records: list[TrialRecord], best: TrialRecord | None) -> None:
         with col:
             if record.block is not None:
                 st.plotly_chart(
-                    charts.block_figure(data.block_diagram(record.block, record.label())),
+                    charts.block_figure(details.stage_diagrams(record)[0]),
                     key=f"compare_block_{i}",
                     config={"displayModeBar": False},
                 )

@@ -96,7 +96,7 @@ def run_arm(
         "trials": len(done),
         "complete": len(complete),
         "front": len(pareto_front(records)),
-        "best_acc": max((r.get("val_acc") for r in complete), default=float("nan")),
+        "best_acc": max((r.val_acc for r in complete), default=float("nan")),
         "screen_s": sum(a["time_s"] for a in pre.log) if pre else 0.0,
     }
 

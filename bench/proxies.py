@@ -35,7 +35,9 @@ from scipy import stats  # noqa: E402
 
 from explorer.data import load_dataset  # noqa: E402
 from explorer.proxies import PROXY_NAMES, proxy_scores  # noqa: E402
+from explorer.results import study_records  # noqa: E402
 from explorer.storage import load_study, open_storage, study_names  # noqa: E402
+from explorer.study import study_config  # noqa: E402
 from search_space import network_params  # noqa: E402
 
 SECTION = "Zero-cost proxies on our space"
@@ -101,9 +103,9 @@ def main() -> None:
     name = args.study or study_names(storage)[0]
     study = load_study(storage, name)
     trials = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state.name == "COMPLETE" and "network" in t.user_attrs and "val_acc" in t.user_attrs
+        r
+        for r in study_records(study)
+        if r.complete and r.network is not None and r.val_acc is not None
     ]
     if len(trials) < args.min_designs:
         sys.exit(
@@ -111,23 +113,20 @@ def main() -> None:
             f"{args.min_designs}; run e.g. python -m explorer.search --trials 60 --budget smoke "
             "--storage /tmp/proxy.journal --no-prune"
         )
-    budget = study.user_attrs.get("budget", "?")
-    dataset = study.user_attrs.get("dataset", "fashion-mnist")
-    data = load_dataset(dataset, data_dir=args.data_dir, seed=int(study.user_attrs.get("seed", 0)))
+    config = study_config(study)
+    budget = config.budget if config else "?"
+    dataset = config.dataset if config else "fashion-mnist"
+    data = load_dataset(dataset, data_dir=args.data_dir, seed=config.split_seed if config else 0)
     data = data.on("cpu")
-
-    from search_space import NetworkConfig
 
     rows, times = [], []
     for t in trials:
-        net = NetworkConfig.from_dict(t.user_attrs["network"])
-        seed = int(t.user_attrs.get("seed", 0))
+        net = t.network
+        seed = t.seed or 0
         start = time.perf_counter()
         scores = proxy_scores(net, data, "cpu", seed, batch_size=args.batch_size)
         times.append(time.perf_counter() - start)
-        rows.append(
-            (t.number, float(t.user_attrs["val_acc"]), network_params(net), scores, net.block.bn)
-        )
+        rows.append((t.number, t.val_acc, network_params(net), scores, net.block.bn))
         print(
             f"trial {t.number:>4} acc {rows[-1][1]:.4f} params {rows[-1][2]:>8,} "
             + " ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in scores.items()),

@@ -6,7 +6,8 @@
 
 Each mode prints a table and replaces its own section of BENCHMARKS.md (command, machine, date).
 Hypervolume is on (validation accuracy, parameters) against the fixed reference point
-`explorer.results.HV_REFERENCE` (accuracy 0, 400,000 parameters), normalised to [0, 1].
+`explorer.results.hypervolume_spec(None)` (accuracy 0, the space's largest design at width 0.25),
+normalised to [0, 1].
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 from report import write_section  # noqa: E402
 
-from explorer.results import HV_REFERENCE, hypervolume, pareto_front, study_records  # noqa: E402
+from explorer.results import (  # noqa: E402
+    hypervolume,
+    hypervolume_spec,
+    pareto_front,
+    study_records,
+)
 from explorer.search import SearchSettings, run_worker  # noqa: E402
 from explorer.storage import open_storage  # noqa: E402
+from explorer.study import study_config  # noqa: E402
 
 
 def machine() -> str:
@@ -92,7 +99,8 @@ def mode_default(args) -> None:
         )
         records = study_records(study)
     states = {s: sum(r.state == s for r in records) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    budget = study.user_attrs.get("budget")
+    config = study_config(study)
+    budget = config.budget if config else "?"
     body = [
         f"Command: `python -m explorer.search --trials {args.trials}` (defaults: Fashion-MNIST, budget "
         f"`{budget}`, sampler tpe, pruning on) via `python bench/search.py default`.",
@@ -187,8 +195,7 @@ def mode_samplers(args) -> None:
         f"--seeds {args.seeds} --parallel {args.parallel}`. Machine: {machine()}. "
         f"Date: {date.today()}. Searches ran {args.parallel} at a time, one torch thread each "
         "per core share, so wall times are comparable within the table only.",
-        f"Hypervolume of (val accuracy, parameters) against the fixed point accuracy "
-        f"{HV_REFERENCE['val_acc']}, {HV_REFERENCE['params']:,} parameters, normalised to [0, 1]; "
+        f"Hypervolume {hypervolume_spec(None).describe()}, normalised to [0, 1]; "
         f"{args.trials} search trials plus v1/v2 each, pruning on.",
         "",
         "| sampler | seed | hypervolume | wall (min) | front dominates v1 and v2 |",

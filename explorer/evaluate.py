@@ -41,220 +41,38 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from search_space import REFERENCES, NetworkConfig, network_params
 
-from .records import REEVAL_PREFIX, TrialRecord
+from .records import TrialRecord
+from .reeval import (  # noqa: F401 - the stored results are part of this command's API
+    ATTR_PREFIX,
+    LONG,
+    Budget,
+    Reeval,
+    _budget,
+    _mean,
+    _std,
+    base_budget,
+    budget_names,
+    reeval_key,
+    reeval_results,
+    resolve_budget,
+)
 from .results import DEFAULT_OBJECTIVES, pareto_front, study_records
 from .storage import StorageError, default_storage, load_study, open_storage, study_names
 from .study import study_config
 from .usage import Parser, UsageError
 
-ATTR_PREFIX = REEVAL_PREFIX
 DEFAULT_SEEDS = 3
 DEFAULT_REFERENCES = ("v1", "v2")
-
-
-LONG = "long"
-
-
-def budget_names() -> list[str]:
-    """What ``--budget`` accepts: ``long`` (derived from the study's budget) or a named budget."""
-    from . import train
-
-    return [LONG, *train.BUDGETS]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A re-evaluation's training budget: its name, its `TrainConfig`, and a line saying what it is."""
-
-    name: str
-    config: Any  # train.TrainConfig (imported lazily: torch is slow to import)
-    text: str
-
-
-def _size(config: Any) -> str:
-    images = (
-        "the whole training split"
-        if config.train_images is None
-        else f"{config.train_images:,} training images"
-    )
-    val = (
-        "the whole validation split"
-        if config.final_val_images is None
-        else f"{config.final_val_images:,} validation images"
-    )
-    return f"{images} x {config.epochs} epochs at batch {config.batch_size}, validated on {val}"
-
-
-def base_budget(stored: Any) -> tuple[Any, str]:
-    """The `TrainConfig` a study was searched with, and its name, from what the study stores: a
-    dict of `TrainConfig` fields or a budget name of `train.BUDGETS`. `UsageError` otherwise."""
-    from . import train
-
-    if isinstance(stored, dict):
-        try:
-            config = train.TrainConfig.from_dict(stored)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"the study's stored training config is not valid: {exc}") from None
-        same = (
-            n
-            for n, c in train.BUDGETS.items()
-            if dataclasses.replace(c, seed=config.seed) == config
-        )
-        return config, next(same, "searched")
-    if isinstance(stored, str):
-        try:
-            return train.budget(stored), stored
-        except ValueError as exc:
-            raise UsageError(f"the study's stored {exc}") from None
-    raise UsageError(
-        "the study stores no training budget to make 'long' from; pass --budget with one of "
-        + ", ".join(train.BUDGETS)
-    )
-
-
-def resolve_budget(study: optuna.Study, name: str) -> Budget:
-    """``long``: `train.long_budget` of the study's own budget (its stored ``train_config``
-    fields, else its ``budget`` name); any other name: that budget of `train.BUDGETS`."""
-    from . import train
-
-    if name == LONG:
-        config = study_config(study)
-        stored = (config.train_config or config.budget) if config is not None else None
-        base, base_name = base_budget(stored)
-        config = train.long_budget(base)
-        text = f"{train.LONG_FACTOR}x the study's {base_name} budget: {_size(config)}"
-        return Budget(name, config, text)
-    try:
-        config = train.budget(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return Budget(name, config, f"the {name} budget: {_size(config)}")
-
-
-def _budget(study: optuna.Study, budget: str | Budget) -> Budget:
-    return budget if isinstance(budget, Budget) else resolve_budget(study, budget)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values) if values else math.nan
-
-
-def _std(values: Sequence[float]) -> float:
-    """Sample standard deviation (0 for a single value)."""
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-@dataclass(frozen=True)
-class Reeval:
-    """One design's re-evaluation: per-seed accuracies, in seed order, under one budget."""
-
-    test_acc: tuple[float, ...]
-    val_acc: tuple[float, ...]
-    budget: str
-    # The TrainConfig fields every seed trained under; None in entries older code wrote.
-    train_config: dict[str, Any] | None = field(default=None, hash=False)
-
-    @property
-    def seeds(self) -> int:
-        return len(self.test_acc)
-
-    @property
-    def test_acc_mean(self) -> float:
-        return _mean(self.test_acc)
-
-    @property
-    def test_acc_std(self) -> float:
-        """Sample standard deviation over seeds (0 for a single seed)."""
-        return _std(self.test_acc)
-
-    @property
-    def val_acc_mean(self) -> float:
-        return _mean(self.val_acc)
-
-    @property
-    def val_acc_std(self) -> float:
-        return _std(self.val_acc)
-
-    def added(self, val_acc: float, test_acc: float) -> Reeval:
-        return dataclasses.replace(
-            self, test_acc=self.test_acc + (test_acc,), val_acc=self.val_acc + (val_acc,)
-        )
-
-    def same_budget(self, budget: Budget) -> bool:
-        """Whether more seeds under `budget` may join these: same name and same training."""
-        if self.budget != budget.name:
-            return False
-        if self.train_config is None:  # older code's "long" was quick x 10 whatever the study
-            return budget.name != LONG
-        return self.train_config == budget.config.to_dict()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "test_acc_mean": self.test_acc_mean,
-            "test_acc_std": self.test_acc_std,
-            "val_acc_mean": self.val_acc_mean,
-            "val_acc_std": self.val_acc_std,
-            "test_acc": list(self.test_acc),
-            "val_acc": list(self.val_acc),
-            "seeds": self.seeds,
-            "budget": self.budget,
-        }
-        if self.train_config is not None:
-            out["train_config"] = dict(self.train_config)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Reeval:
-        """Parse a stored attribute, of this code or older; `ValueError` says what is wrong."""
-        if not isinstance(data, dict):
-            raise ValueError(f"a re-evaluation must be a mapping, got {type(data).__name__}")
-        test, val, budget = data.get("test_acc"), data.get("val_acc"), data.get("budget")
-        if not isinstance(test, list) or not isinstance(val, list) or len(test) != len(val):
-            raise ValueError("test_acc and val_acc must be lists of equal length")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in test + val):
-            raise ValueError("accuracies must be numbers")
-        if not isinstance(budget, str):
-            raise ValueError(f"budget must be a string, got {budget!r}")
-        config = data.get("train_config")
-        if config is not None and not isinstance(config, dict):
-            raise ValueError(f"train_config must be a mapping, got {type(config).__name__}")
-        return cls(tuple(map(float, test)), tuple(map(float, val)), budget, config)
-
-    def short(self) -> str:
-        """``0.8812 ± 0.0031 (3 seeds, long)``: test accuracy, mean ± standard deviation."""
-        return f"{self.test_acc_mean:.4f} ± {self.test_acc_std:.4f} ({self.seeds} seeds, {self.budget})"
-
-
-def reeval_key(key: int | str) -> str:
-    """The study attribute holding a trial's (int) or an unrun reference's (name) results."""
-    return f"{ATTR_PREFIX}{key}"
-
-
-def reeval_results(study: optuna.Study) -> dict[int | str, Reeval]:
-    """Every stored re-evaluation, by trial number (or reference name); bad entries are skipped."""
-    out: dict[int | str, Reeval] = {}
-    for attr, value in study.user_attrs.items():
-        if not attr.startswith(ATTR_PREFIX):
-            continue
-        key: int | str = attr[len(ATTR_PREFIX) :]
-        if key.isdigit():
-            key = int(key)
-        try:
-            out[key] = Reeval.from_dict(value)
-        except ValueError:
-            continue
-    return out
 
 
 @dataclass(frozen=True)

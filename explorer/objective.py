@@ -139,20 +139,25 @@ class TrialRunner:
         except ValueError as exc:
             return self._fail(trial, f"invalid design: {exc}")
         params = network_params(net)
-        over = self._over_static_limits(params, net)
-        twin = None if trial_attr(trial, "reference") else self._trained_twin(trial)
+        reference = trial_attr(trial, "reference")
+        # The references are trained whatever the limits: every comparison needs them.
+        over = None if reference else self._over_static_limits(params, net)
+        twin = None if reference else self._trained_twin(trial)
         if twin is not None:
             return self._copy(trial, twin)
         model = None
         try:
             model = self._build(net)
             attrs = self._static_metrics(model, net, params)
+            flops_limit = self.config.constraints.get("flops")
+            if not reference and over is None and flops_limit and attrs["flops"] > flops_limit:
+                over = f"{attrs['flops']:,.0f} FLOPs > --max-flops {flops_limit:,.0f}"
             if self.s.proxies and over is None:
                 attrs["proxies"] = self._proxies(model)
             attrs["constraint_values"] = self._constraint_values(attrs)
+            if over is not None:
+                return self._skip(trial, attrs, over)
             self._write(trial, attrs)
-            if over is not None:  # provably infeasible: recorded, not trained
-                return self._fail(trial, f"infeasible: {over}")
             result = self._train(trial, model, attrs)
             after = self._after_training(result)
             if self.store is not None:
@@ -319,6 +324,14 @@ class TrialRunner:
             return upload_artifact(
                 artifact_store=self.store, file_path=str(path), study_or_trial=trial
             )
+
+    def _skip(self, trial: optuna.Trial, attrs: dict[str, Any], reason: str) -> tuple[float, ...]:
+        """A design that provably breaks a limit: recorded with its costs, not trained. Optuna
+        gets it as a complete trial with the worst accuracy and its constraint values, so the
+        samplers learn the region is infeasible; it has no accuracy of its own (``val_acc``
+        unset), is on no front and does not count towards --trials."""
+        self._write(trial, {**attrs, "skipped": f"infeasible: {reason}"})
+        return tuple(0.0 if o == "val_acc" else float(attrs[o]) for o in self.config.objectives)
 
     def _fail(self, trial: optuna.Trial, reason: str):
         trial.set_user_attr("fail_reason", reason)

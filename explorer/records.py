@@ -194,7 +194,7 @@ class TrialRecord:
     `retry_of` (a retry of an interrupted trial). Outcome notes: `fail_reason`,
     `pruned_at_epoch`, `duplicate_of` (the earlier trial of the same design whose result this one
     reuses; `reuse` says whether training would have repeated it, ``repeat``, or it is a
-    ``cache``), `constraint_values` (value minus limit per limit of the study, <= 0 feasible),
+    ``cache``), `skipped` (why a design over a limit was not trained), `constraint_values` (value minus limit per limit of the study, <= 0 feasible),
     `weights` (artifact id of the trained state dict), `proxies`, `prescreen`. `reeval`
     is the study's re-evaluation of this trial (`explorer.evaluate`), when there is one.
     `suggested` is the point of the search space Optuna proposed (the trial's params).
@@ -233,6 +233,7 @@ class TrialRecord:
     pruned_at_epoch: int | None = None
     duplicate_of: int | None = None
     reuse: str | None = None
+    skipped: str | None = None
     constraint_values: list[float] | None = None
     weights: str | None = None
     proxies: dict[str, float | None] | None = None
@@ -245,13 +246,13 @@ class TrialRecord:
         "reference", "network", "val_acc", "val_loss", "test_acc", "params", "flops",
         "latency_ms", "latency_batch_ms", "train_time_s", "images_per_s", "curves", "worker",
         "device", "device_info", "versions", "budget", "seed", "sampler_seed", "dataset",
-        "attempt", "retry_of", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse",
+        "attempt", "retry_of", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse", "skipped",
         "constraint_values", "weights", "proxies", "prescreen",
     )  # fmt: skip
     _NUMBERS = ("val_acc", "val_loss", "test_acc", "flops", "latency_ms", "latency_batch_ms",
                 "train_time_s", "images_per_s")  # fmt: skip
     _INTS = ("params", "seed", "sampler_seed", "retry_of", "pruned_at_epoch", "duplicate_of")
-    _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights", "reuse")
+    _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights", "reuse", "skipped")
     _DICTS = ("device_info", "versions", "proxies", "prescreen")
 
     @property
@@ -335,7 +336,8 @@ class TrialRecord:
             if isinstance(limits, (list, tuple))
             else None
         )
-        extra = {k: v for k, v in attrs.items() if k not in cls.ATTRS}
+        values["reeval"] = _dict(attrs.get("reeval"))  # kept on the trial by hand-made studies
+        extra = {k: v for k, v in attrs.items() if k not in cls.ATTRS and k != "reeval"}
         return cls(
             number=number,
             state=state,

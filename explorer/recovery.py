@@ -3,8 +3,8 @@
 A trial is left RUNNING when its worker dies (killed, out of memory, a machine lost). Such a trial
 is dead when its worker's lock file on this machine is free (`explorer.locking.worker_dead`) or,
 on an RDB storage with heartbeats, when no heartbeat came within the grace period (any machine).
-`recover` marks it failed with ``interrupted: ...`` and queues its design once more (one retry per
-interrupted trial, ever); a trial that failed for a reason of its own (divergence, out of memory,
+`recover` marks it failed with ``interrupted: ...`` and queues its design once more: exactly one
+retry per interrupted trial (a retry cut short gets its own, up to `MAX_ATTEMPTS` runs); a trial that failed for a reason of its own (divergence, out of memory,
 an error in the code, an invalid design) is not retried. Callers hold the study's lock
 (`explorer.locking.study_lock`), so however many workers recover at once, each trial is retried by
 exactly one of them.
@@ -19,7 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from .locking import worker_dead
 from .records import trial_attr
 
-MAX_ATTEMPTS = 2  # the first run and one retry
+# A design is tried at most this often: each interrupted run gets exactly one retry, so a design
+# whose every run is cut short (a worker the kernel kills for memory, say) stops after three.
+MAX_ATTEMPTS = 3
 
 
 def is_interrupted(trial: FrozenTrial) -> bool:
@@ -82,8 +84,8 @@ def recover(study: optuna.Study, url: str) -> list[int]:
 
 
 def retry(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Queue a trial's design again as its retry, keeping its reference tag; False when it was
-    itself a retry or has no design."""
+    """Queue a trial's design again as its retry, keeping its reference tag; False when the
+    design has had `MAX_ATTEMPTS` runs or has no design."""
     attempt = int(trial_attr(trial, "attempt") or 1)
     # A worker that died before sampling leaves no params, only the queued ones it was given.
     params = trial.params or trial.system_attrs.get("fixed_params")

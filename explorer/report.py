@@ -8,7 +8,14 @@ import time
 import optuna
 
 from .records import StudyConfig, TrialRecord, trial_attr
-from .results import DEFAULT_OBJECTIVES, hypervolume, pareto_front, study_records
+from .results import (
+    DEFAULT_OBJECTIVES,
+    feasible,
+    hypervolume,
+    hypervolume_spec,
+    pareto_front,
+    study_records,
+)
 from .storage import default_storage, redact
 from .study import FINISHED
 
@@ -91,10 +98,17 @@ def summary(study: optuna.Study, storage_url: str) -> str:
     rows = [(r, "front") for r in front if not r.reference] + [(r, "reference") for r in refs]
     reevals = {r.number: _reeval_text(r) for r, _ in rows}
     reeval_col = any(reevals.values())
+    spec = hypervolume_spec(config, records)
     lines = [
         f"study {study.study_name!r}: {sum(r.complete for r in records)} complete, "
         f"{sum(r.state == 'PRUNED' for r in records)} pruned, {sum(r.state == 'FAIL' for r in records)} failed; "
-        f"hypervolume {hypervolume(records):.4f}",
+        f"hypervolume {hypervolume(records, spec):.4f} {spec.describe()}",
+    ]
+    if config is not None and config.constraints:
+        over = sum(1 for r in records if r.constraint_values and not feasible(r))
+        limits = ", ".join(f"{k} <= {v:,g}" for k, v in sorted(config.constraints.items()))
+        lines.append(f"limits: {limits}; {over} design(s) over them, left off the front")
+    lines += [
         "",
         f"{'trial':>7}  {'role':<9} {'val acc':>7} "
         + (f"{'re-evaluated test acc':<24} " if reeval_col else "")

@@ -7,12 +7,13 @@ What a trial stores, and how it is read back, is `explorer.records`; this module
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from .records import REEVAL_PREFIX, TrialRecord
+from .records import REEVAL_PREFIX, StudyConfig, TrialRecord
 
 
 class ObjectiveInfo(NamedTuple):
@@ -28,10 +29,6 @@ OBJECTIVES: dict[str, ObjectiveInfo] = {
     "latency_ms": ObjectiveInfo("latency_ms", "minimize", "latency at batch 1 (ms)"),
 }
 DEFAULT_OBJECTIVES = ("val_acc", "params")
-
-# The fixed reference point for hypervolume on (validation accuracy, parameters): accuracy 0 and
-# 400,000 parameters, a little above the largest design of the default space (383,698).
-HV_REFERENCE = {"val_acc": 0.0, "params": 400_000}
 
 
 def trial_record(trial: FrozenTrial) -> TrialRecord:
@@ -68,14 +65,20 @@ def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
+def feasible(record: TrialRecord) -> bool:
+    """Whether a trial meets every limit of its study (``--max-params`` and the like)."""
+    return all(v <= 0 for v in record.constraint_values or ())
+
+
 def pareto_front(
     records: list[TrialRecord], objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
 ) -> list[TrialRecord]:
-    """The complete trials no other complete trial dominates, sorted by the last objective."""
+    """The complete, feasible trials no other such trial dominates on `objectives` (the study's,
+    `StudyConfig.objectives`), sorted by the last objective."""
     points = [
         (r, v)
         for r in records
-        if r.complete and r.network is not None
+        if r.complete and r.network is not None and feasible(r)
         for v in [objective_vector(r, objectives)]
         if v is not None
     ]
@@ -83,37 +86,118 @@ def pareto_front(
     return sorted(front, key=lambda r: r.value(objectives[-1]))
 
 
-def hypervolume(records: list[TrialRecord], reference: dict[str, float] | None = None) -> float:
-    """Normalised hypervolume of (validation accuracy, parameters) against a fixed point.
+class HypervolumeSpec(NamedTuple):
+    """What a hypervolume is measured over: the objectives and the reference point, each
+    objective's worst value counted (accuracy 0; the largest design of the space at the study's
+    width for parameters and FLOPs; latency a tenth above the slowest trial's)."""
 
-    The dominated area between the front and `reference` (default `HV_REFERENCE`), divided by the
-    area of the box from (accuracy 1, 0 parameters) to the reference, so it lies in [0, 1].
+    objectives: tuple[str, ...]
+    reference: dict[str, float]
+
+    def describe(self) -> str:
+        parts = [f"{k} {_short(self.reference[k])}" for k in self.objectives]
+        return f"over ({', '.join(self.objectives)}) against ({', '.join(parts)})"
+
+
+def _short(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:g}"
+
+
+@functools.lru_cache(maxsize=32)
+def largest_design(dataset: str = "fashion-mnist", width: float = 0.25) -> tuple[int, float]:
+    """(parameters, FLOPs per image) of the space's largest design at `width` in the network the
+    search builds for `dataset`: every width at its maximum, each choice the costliest."""
+    import itertools
+
+    from search_space import DEFAULT_SPACE, NetworkConfig, network_params
+
+    from .data import DATASETS
+    from .metrics import count_flops
+
+    info = DATASETS[dataset]
+    widest = {d.name: d.high for d in DEFAULT_SPACE.dimensions if d.high is not None}
+    choices = [d for d in DEFAULT_SPACE.dimensions if d.choices]
+    best = None
+    for combo in itertools.product(*(d.choices for d in choices)):
+        params = widest | {d.name: v for d, v in zip(choices, combo)}
+        try:
+            block = DEFAULT_SPACE.config_from_params(params)
+            net = NetworkConfig(block=block, in_channels=info.channels, num_classes=info.num_classes,
+                                image_size=info.image_size, width=width)  # fmt: skip
+        except ValueError:
+            continue
+        count = network_params(net)
+        if best is None or count > best[0]:
+            best = (count, net)
+    assert best is not None, "the space has no valid design"
+    from search_space import build_network
+
+    flops = count_flops(build_network(best[1]), (info.channels, info.image_size, info.image_size))
+    return best[0], float(flops)
+
+
+def hypervolume_spec(
+    config: StudyConfig | None, records: list[TrialRecord] = ()
+) -> HypervolumeSpec:
+    """The hypervolume a study is judged by: over its objectives, against a reference point from
+    its space, dataset and width (`HypervolumeSpec`)."""
+    objectives = config.objectives if config is not None else DEFAULT_OBJECTIVES
+    dataset = config.dataset if config is not None else "fashion-mnist"
+    width = config.width if config is not None else 0.25
+    reference: dict[str, float] = {"val_acc": 0.0}
+    if "params" in objectives or "flops" in objectives:
+        params, flops = largest_design(dataset, width)
+        reference["params"], reference["flops"] = float(params), flops
+    if "latency_ms" in objectives:
+        slowest = max((r.latency_ms for r in records if r.latency_ms is not None), default=1.0)
+        reference["latency_ms"] = 1.1 * slowest
+    return HypervolumeSpec(objectives, {k: reference[k] for k in objectives})
+
+
+def hypervolume(records: list[TrialRecord], spec: HypervolumeSpec | None = None) -> float:
+    """Normalised hypervolume of the front on `spec`'s objectives against its reference point.
+
+    The volume the front dominates inside the box from the ideal point (accuracy 1, every cost 0)
+    to the reference point, divided by that box's volume, so it lies in [0, 1]. Designs beyond the
+    reference point on any objective add nothing. The default spec is (accuracy, parameters) in
+    the default network (`hypervolume_spec(None)`).
     """
-    ref = reference or HV_REFERENCE
-    acc_ref, p_ref = ref["val_acc"], ref["params"]
-    pts = sorted(
-        (r.params, r.val_acc)
-        for r in pareto_front(records, ("val_acc", "params"))
-        if r.params < p_ref and r.val_acc > acc_ref
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    spec = spec or hypervolume_spec(None)
+    ref = np.array(
+        [
+            -spec.reference[k] if OBJECTIVES[k].direction == "maximize" else spec.reference[k]
+            for k in spec.objectives
+        ]  # fmt: skip
     )
-    area, best = 0.0, acc_ref
-    # Sweep from most to fewest parameters would double count; sweep left to right instead.
-    for i, (p, acc) in enumerate(pts):
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else p_ref
-        best = max(best, acc)
-        area += (nxt - p) * (best - acc_ref)
-    return area / ((1.0 - acc_ref) * p_ref)
+    ideal = np.array([-1.0 if OBJECTIVES[k].direction == "maximize" else 0.0
+                      for k in spec.objectives])  # fmt: skip
+    scale = ref - ideal
+    points = [
+        (np.array(v) - ideal) / scale
+        for r in pareto_front(records, spec.objectives)
+        for v in [objective_vector(r, spec.objectives)]
+        if v is not None and all(x < y for x, y in zip(v, ref))
+    ]
+    if not points:
+        return 0.0
+    return float(compute_hypervolume(np.array(points), np.ones(len(ref))))
 
 
-def hypervolume_curve(records: list[TrialRecord]) -> list[tuple[int, float]]:
+def hypervolume_curve(
+    records: list[TrialRecord], spec: HypervolumeSpec | None = None
+) -> list[tuple[int, float]]:
     """(trial number, hypervolume of all complete trials up to it) for each complete trial.
 
     Keeps only the running front, so a long study costs about n x front size, not n squared.
     """
+    spec = spec or hypervolume_spec(None)
     done = sorted((r for r in records if r.complete), key=lambda r: r.number)
     front: list[TrialRecord] = []
     curve = []
     for r in done:
-        front = pareto_front([*front, r], ("val_acc", "params"))
-        curve.append((r.number, hypervolume(front)))
+        front = pareto_front([*front, r], spec.objectives)
+        curve.append((r.number, hypervolume(front, spec)))
     return curve

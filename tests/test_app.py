@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import charts, data
+from app import charts, data, details
 from explorer.results import TrialRecord, hypervolume_curve, pareto_front, study_records
 from explorer.storage import DEFAULT_STORAGE, load_study, open_storage
 from search_space import REFERENCES, NetworkConfig
@@ -40,13 +40,8 @@ def records(demo) -> list[TrialRecord]:
 
 def _record(number: int, state: str = "COMPLETE", **attrs) -> TrialRecord:
     block = attrs.pop("block", REFERENCES["v1"])
-    return TrialRecord(
-        number=number,
-        state=state,
-        reference=attrs.pop("reference", None),
-        network=NetworkConfig(block=block),
-        attrs=attrs,
-    )
+    stored = {"network": NetworkConfig(block=block).to_dict(), **attrs}
+    return TrialRecord.from_dict(stored, number, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,13 +147,14 @@ def test_a_stored_design_that_does_not_validate_is_shown_not_raised():
         state="COMPLETE",
         reference=None,
         network=None,
-        attrs={"params": 10, "val_acc": 0.5},
+        params=10,
+        val_acc=0.5,
         problem="invalid stored design: x",
     )
     frame = data.trials_frame([bad, _record(4, params=20, val_acc=0.6)])
     assert frame["design"].tolist()[0] == "invalid stored design: x"
     assert data.pareto_info([bad])  # drawn where it has values
-    assert data.compare_frame(bad, bad)["differs"].sum() == 0
+    assert details.compare_frame(bad, bad)["differs"].sum() == 0
 
 
 def test_progress_info(records):
@@ -214,7 +210,7 @@ def test_importances_with_too_few_trials_give_a_message(demo):
 
 
 def test_block_diagram_draws_every_branch_with_kernels_and_bn():
-    v1 = data.block_diagram(REFERENCES["v1"], "v1")
+    v1 = details.block_diagram(REFERENCES["v1"], "v1")
     assert [b.name for b in v1.branches] == ["1x1", "3x3", "5x5", "max pool"]
     assert [[layer.label for layer in b.layers] for b in v1.branches] == [
         ["1x1 conv"],
@@ -223,7 +219,7 @@ def test_block_diagram_draws_every_branch_with_kernels_and_bn():
         ["3x3 max pool", "1x1 conv"],
     ]
     assert v1.unit == "conv → ReLU" and v1.out == REFERENCES["v1"].out_channels(192) == 256
-    v3 = data.block_diagram(REFERENCES["v3"])
+    v3 = details.block_diagram(REFERENCES["v3"])
     assert [layer.label for layer in v3.branches[2].layers] == ["1x1 conv", "1x7 conv", "7x1 conv"]
     assert v3.unit == "conv → BN → ReLU" and v3.branches[3].name == "avg pool"
     fig = charts.block_figure(v1)
@@ -234,7 +230,7 @@ def test_block_diagram_draws_every_branch_with_kernels_and_bn():
 
 def test_block_diagram_marks_removed_branches():
     no_pool = REFERENCES["v1"].__class__(**{**REFERENCES["v1"].to_dict(), "pool_proj": 0})
-    diagram = data.block_diagram(no_pool)
+    diagram = details.block_diagram(no_pool)
     assert diagram.branches[3].layers == () and diagram.out == 224
     assert any(
         "no max pool branch" in a.text for a in charts.block_figure(diagram).layout.annotations
@@ -242,7 +238,7 @@ def test_block_diagram_marks_removed_branches():
 
 
 def test_compare_frame_marks_differences(records):
-    frame = data.compare_frame(records[0], records[1])
+    frame = details.compare_frame(records[0], records[1])
     differs = set(frame.loc[frame["differs"], "field"])
     assert {"wide_kind", "bn", "pool_type", "val_acc", "params"} <= differs
     assert not {"ch1x1", "pool_proj", "stride"} & differs
@@ -253,7 +249,7 @@ def test_curves_frame_and_metrics(records):
     pruned = next(r for r in records if r.state == "PRUNED")
     assert data.trial_note(pruned) == "pruned at epoch 1"
     assert data.trial_note(records[0]) is None
-    curves = data.curves_frame(pruned)
+    curves = details.curves_frame(pruned)
     assert curves["epoch"].tolist() == [1] and list(curves.columns) == [
         "epoch",
         "train_loss",
@@ -261,12 +257,12 @@ def test_curves_frame_and_metrics(records):
         "val_acc",
     ]
     ragged = _record(0, curves={"epoch": [1, 2], "val_acc": [0.5, 0.6, 0.7]})
-    assert data.curves_frame(ragged)["epoch"].tolist() == [1, 2, 3]
-    assert data.curves_frame(_record(0)).empty
-    metrics = dict(data.trial_metrics(records[0]).values.tolist())
+    assert details.curves_frame(ragged)["epoch"].tolist() == [1, 2, 3]
+    assert details.curves_frame(_record(0)).empty
+    metrics = dict(details.trial_metrics(records[0]).values.tolist())
     assert metrics["label"] == "v1" and metrics["params"] == f"{records[0].get('params'):,}"
     assert "network" not in metrics and "curves" not in metrics
-    assert len(charts.curves_figure(data.curves_frame(records[0])).data) == 3
+    assert len(charts.curves_figure(details.curves_frame(records[0])).data) == 3
 
 
 def test_commands(tmp_path):
@@ -496,3 +492,20 @@ def test_a_journal_started_afresh_is_read_from_its_start(app, tmp_path):
     assert not at.exception
     assert [e.value for e in at.error] == [] and at.selectbox(key="study").options == ["second"]
     assert at.title[0].value == "second" and at.metric[0].value == "4"
+
+
+def test_block_drawing_shows_the_trained_channel_counts_per_stage():
+    net = NetworkConfig(block=REFERENCES["v1"], width=0.25)
+    record = TrialRecord.from_dict({"network": net.to_dict()}, 7, "COMPLETE")
+    stages = details.stage_diagrams(record)
+    assert len(stages) == len(net.stages)
+    for i, diagram in enumerate(stages):
+        scaled = net.stage_block(i)
+        assert [b.out for b in diagram.branches] == [
+            scaled.ch1x1,
+            scaled.ch3x3,
+            scaled.wide,
+            scaled.pool_proj,
+        ]
+        assert f"stage {i + 1}" in diagram.title
+    assert stages[0].branches[0].out == round(64 * 0.25) and stages[1].branches[0].out == 32

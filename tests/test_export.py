@@ -350,7 +350,7 @@ print(json.dumps(result))
 """
     )
     counts = json.loads(_isolated(script, cwd=tmp_path))
-    recorded = {r.number: r.get("params") for r in study_records(study)}
+    recorded = {r.number: r.params for r in study_records(study)}
     assert counts == {f"Trial{n}Net": recorded[n] for n in dict.fromkeys([best, *front])}
     reference = build_network(export_design(study, best).network)
     reference.load_state_dict(trial_weights(study, best, artifact_dir(storage)))
@@ -457,11 +457,11 @@ def test_best_is_the_most_accurate_design_meeting_the_constraints(demo, max_para
         r
         for r in study_records(study)
         if r.complete
-        and (max_params is None or r.get("params") <= max_params)
-        and (min_accuracy is None or r.get("val_acc") >= min_accuracy)
+        and (max_params is None or r.params <= max_params)
+        and (min_accuracy is None or r.val_acc >= min_accuracy)
     ]
     [best] = select_trials(study, "best", max_params, min_accuracy)
-    assert best == max(meets, key=lambda r: r.get("val_acc")).number
+    assert best == max(meets, key=lambda r: r.val_acc).number
     front = select_trials(study, "pareto", max_params, min_accuracy)
     assert best in front and all(n in {r.number for r in meets} for n in front)
 
@@ -492,7 +492,7 @@ def test_header_states_the_facts(demo) -> None:
     doc = " ".join(ast.get_docstring(ast.parse(source)).split())
     assert "study 'demo'" in doc and f"trial {record.number}" in doc
     assert "reference design 'v2'" in doc
-    assert f"{record.get('val_acc'):.4f}" in doc and f"{record.get('params'):,} parameters" in doc
+    assert f"{record.val_acc:.4f}" in doc and f"{record.params:,} parameters" in doc
     assert "test accuracy not measured" in doc and "MFLOPs" in doc
     assert datetime.date.today().isoformat() in doc
     assert "python -m explorer.export --x" in doc

@@ -341,10 +341,15 @@ def test_recover_fails_and_requeues_trials_of_dead_workers(tmp_path):
     assert frozen[2].user_attrs["reference"] == "v1" and frozen[2].user_attrs["retry_of"] == 0
     assert frozen[2].system_attrs["fixed_params"] == frozen[0].params
     assert recover(study, url) == []  # not queued twice
-    retry = study.ask()  # the retry dies too: it is not retried again
-    retry.set_user_attr("worker", dead.id)
-    dead.path.touch()
-    assert recover(study, url) == [] and study.trials[2].state == TrialState.FAIL
+    for attempt in (2, 3):  # the retry dies too: it gets one retry of its own, up to 3 runs
+        retry = study.ask()
+        assert retry.user_attrs["attempt"] == attempt
+        retry.set_user_attr("worker", dead.id)
+        dead.path.touch()
+        queued = recover(study, url)
+        assert queued == ([retry.number] if attempt < 3 else [])
+        assert study.trials[retry.number].state == TrialState.FAIL
+    assert recover(study, url) == []
     live.release()
 
 
@@ -603,3 +608,30 @@ def test_a_worker_process_dying_of_an_error_stops_the_search_with_one_line(tmp_p
     assert "Traceback" not in proc.stderr
     log = Path(line.split("traceback in ")[1].split(")")[0])
     assert log.is_file() and "Traceback" in log.read_text()
+
+
+def test_designs_over_a_parameter_limit_are_recorded_not_trained(tmp_path, tiny_fmnist, capsys):
+    args = [*base_args(tmp_path, tiny_fmnist, trials=3), "--max-params", "20000", "--no-proxies"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    study = optuna.load_study(
+        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
+    )
+    assert study.user_attrs["config"]["constraints"] == {"params": 20000.0}
+    records = study_records(study)
+    refs = [r for r in records if r.reference]
+    assert all(r.val_acc is not None and r.params > 20000 for r in refs)  # trained anyway
+    for r in records:
+        if r.reference or r.state != "COMPLETE":
+            continue
+        if r.params > 20000:
+            assert r.skipped and r.val_acc is None and r.train_time_s is None
+            assert r.constraint_values[0] > 0
+        else:
+            assert r.skipped is None and r.val_acc is not None
+    trained = [r for r in records if not r.reference and r.state == "COMPLETE" and not r.skipped]
+    assert len(trained) + sum(r.state == "PRUNED" for r in records) == 3  # skips do not count
+    assert "limits: params <= 20,000" in out
+    from explorer.results import pareto_front
+
+    assert all(r.params <= 20000 for r in pareto_front(records))

@@ -1,0 +1,194 @@
+"""Chaos benchmark for shared studies: workers killed with SIGKILL while a search runs.
+
+    python bench/chaos.py --storage journal            # a fresh journal file in a temp folder
+    python bench/chaos.py --storage postgres           # a fresh database on the local server
+    python bench/chaos.py --storage both --trials 40 --workers 4 --kills 10
+
+Four worker processes (one torch thread each) run one study at the smoke budget. Every few
+seconds a random live worker is killed with SIGKILL and a new one started in its place, until the
+requested number of kills; then the survivors finish. At the end the study must hold exactly the
+requested number of finished search trials, each design trained once (no duplicate retries), the
+v1/v2 references once each, nothing left RUNNING, and every killed trial failed with its reason
+and retried exactly once. Prints one result line per storage (kills survived, trials lost,
+duplicates) for BENCHMARKS.md; exits 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORKER = """
+import sys
+from explorer.settings import SearchSettings
+from explorer.workers import run_worker
+s = SearchSettings(trials=int(sys.argv[3]), study="chaos", storage=sys.argv[1], budget="smoke",
+                   device="cpu", data_dir=sys.argv[2] or None, quiet=True, weights=False,
+                   workers=int(sys.argv[4]))
+run_worker(s, worker_index=0)
+"""
+
+
+def start(url: str, data: str, trials: int, workers: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, url, data, str(trials), str(workers)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def fresh_postgres(server: str) -> tuple[str, callable]:
+    import psycopg
+
+    base = server.rpartition("/")[0]
+    name = f"explorer_chaos_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"{base}/{name}", drop
+
+
+def chaos(url: str, args, env: dict, rng: random.Random) -> dict:
+    procs = [start(url, args.data_dir, args.trials, args.workers, env) for _ in range(args.workers)]
+    kills, errors = 0, []
+    deadline = time.time() + args.limit
+    next_kill = time.time() + args.warmup
+    while time.time() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                if p.returncode not in (0, -signal.SIGKILL):
+                    errors.append(p.stderr.read()[-2000:])
+        alive = [p for p in procs if p.poll() is None]
+        if not alive:
+            break
+        if kills < args.kills and time.time() >= next_kill:
+            victim = rng.choice(alive)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            procs.append(start(url, args.data_dir, args.trials, args.workers, env))
+            next_kill = time.time() + rng.uniform(args.every * 0.5, args.every * 1.5)
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            errors.append("a worker was still running at the time limit")
+    return {"kills": kills, "errors": errors}
+
+
+def check(url: str, trials: int) -> dict:
+    import optuna
+
+    from explorer.results import study_records
+    from explorer.storage import open_storage
+
+    study = optuna.load_study(study_name="chaos", storage=open_storage(url))
+    all_trials = study_records(study)
+    done = ("COMPLETE", "PRUNED")
+    search = [t for t in all_trials if t.state in done and not t.reference and not t.skipped]
+    refs = Counter(t.reference for t in all_trials if t.state in done)
+    running = [t.number for t in all_trials if t.state == "RUNNING"]
+    killed = [
+        t
+        for t in all_trials
+        if t.state == "FAIL" and (t.fail_reason is None or t.fail_reason.startswith("interrupted"))
+    ]
+    retries = Counter(t.retry_of for t in all_trials if t.retry_of is not None)
+    trained = [t for t in all_trials if t.state in done and t.duplicate_of is None]
+    by_design = Counter(tuple(sorted(t.suggested.items())) for t in trained)
+    duplicates = sum(n - 1 for n in by_design.values() if n > 1)
+    # A killed run needs exactly one retry (a retry's retry counts for the retry), up to the
+    # attempts a design gets; a design with no finished run at all is lost.
+    from explorer.recovery import MAX_ATTEMPTS
+
+    lost = [t.number for t in killed if retries.get(t.number, 0) != 1 and t.attempt < MAX_ATTEMPTS]
+    lost += [t.number for t in killed if t.attempt >= MAX_ATTEMPTS]
+    return {
+        "search_trials": len(search),
+        "references": dict(refs),
+        "running": running,
+        "killed_trials": len(killed),
+        "retried_twice": [n for n, c in retries.items() if c > 1],
+        "lost": lost,
+        "duplicates": duplicates,
+        "ok": len(search) == trials
+        and refs.get("v1") == 1
+        and refs.get("v2") == 1
+        and not running
+        and not lost
+        and duplicates == 0
+        and all(c == 1 for c in retries.values()),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--storage", choices=("journal", "postgres", "both"), default="both")
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--every", type=float, default=6.0, help="mean seconds between kills")
+    p.add_argument("--warmup", type=float, default=15.0, help="seconds before the first kill")
+    p.add_argument("--limit", type=float, default=1500.0, help="give up after this many seconds")
+    p.add_argument("--data-dir", default="", help="dataset folder (default: the system's)")
+    p.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    ok = True
+    kinds = ("journal", "postgres") if args.storage == "both" else (args.storage,)
+    for kind in kinds:
+        tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
+        env = os.environ | {
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+            "EXPLORER_STUDIES_DIR": str(tmp / "studies"),
+        }
+        drop = None
+        if kind == "journal":
+            url = str(tmp / "chaos.journal")
+        else:
+            url, drop = fresh_postgres(args.postgres)
+        start_s = time.time()
+        try:
+            run = chaos(url, args, env, rng)
+            result = check(url, args.trials)
+        finally:
+            if drop is not None:
+                drop()
+        wall = time.time() - start_s
+        ok &= result["ok"] and not run["errors"]
+        print(
+            f"{kind}: {run['kills']} kills survived, {result['killed_trials']} trials killed, "
+            f"lost {len(result['lost'])}, duplicated {result['duplicates']}, "
+            f"{result['search_trials']}/{args.trials} search trials, references "
+            f"{result['references']}, running {len(result['running'])}, "
+            f"{'ok' if result['ok'] else 'FAILED'} in {wall:.0f} s",
+            flush=True,
+        )
+        for e in run["errors"]:
+            print(f"  worker error: {e.strip().splitlines()[-1] if e.strip() else e}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
