@@ -26,8 +26,8 @@ from .results import DEFAULT_OBJECTIVES, OBJECTIVES
 from .settings import SAMPLERS, SearchSettings
 from .storage import StorageError, default_storage, open_storage, redact
 from .train import BUDGETS
-from .usage import HelpFormatter, Parser, UsageError
-from .workers import WorkerError, plan, run_processes, run_worker
+from .usage import HelpFormatter, Parser, UsageError, first_line
+from .workers import WorkerError, plan, run_processes, run_worker, write_traceback
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,7 +328,16 @@ def run(s: SearchSettings) -> optuna.Study:
     progress = Progress(study, s.trials, s.quiet)
     try:
         if s.workers == 1:
-            run_worker(s, 0, on_trial=lambda st, t: progress.update())
+            try:
+                run_worker(s, 0, on_trial=lambda st, t: progress.update())
+            except (UsageError, StorageError, DataError, WorkerError):
+                raise
+            except Exception as exc:  # the same one line as a worker process's error
+                where = write_traceback(s, 0)
+                raise WorkerError(
+                    f"the worker stopped: {type(exc).__name__}: {first_line(exc)} "
+                    f"(traceback in {where})"
+                ) from None
         else:
             run_processes(s, progress.update)
     except KeyboardInterrupt:

@@ -209,27 +209,33 @@ def _on_sigterm(signum, frame) -> None:
     raise Stopped()
 
 
+def write_traceback(s: SearchSettings, index: int) -> str:
+    """Write the exception being handled to a log file beside the study; returns its path (or
+    why it could not be written)."""
+    folder = log_dir(s.storage or default_storage())
+    path = folder / f"worker-{index}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError as exc:
+        return f"not written: {exc}"
+    return str(path)
+
+
 def _worker_main(s: SearchSettings, index: int, errors: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         run_worker(s, index)
     except Stopped:
-        sys.exit(0)
+        pass
     except Exception as exc:  # noqa: BLE001 - reported by the parent, traceback kept in a file
-        url = s.storage or default_storage()
-        folder = log_dir(url)
-        path = folder / f"worker-{index}-{os.getpid()}.log"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(traceback.format_exc())
-            where = str(path)
-        except OSError:
-            where = "not written: " + str(folder)
         from .usage import first_line
 
-        errors.put((index, f"{type(exc).__name__}: {first_line(exc)}", where))
+        errors.put((index, f"{type(exc).__name__}: {first_line(exc)}", write_traceback(s, index)))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # past here a stop just ends the process
         sys.exit(1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_processes(s: SearchSettings, on_poll: Callable[[], None]) -> None:

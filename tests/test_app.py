@@ -260,7 +260,7 @@ def test_curves_frame_and_metrics(records):
     assert details.curves_frame(ragged)["epoch"].tolist() == [1, 2, 3]
     assert details.curves_frame(_record(0)).empty
     metrics = dict(details.trial_metrics(records[0]).values.tolist())
-    assert metrics["label"] == "v1" and metrics["params"] == f"{records[0].get('params'):,}"
+    assert metrics["label"] == "v1" and metrics["params"] == f"{records[0].params:,}"
     assert "network" not in metrics and "curves" not in metrics
     assert len(charts.curves_figure(details.curves_frame(records[0])).data) == 3
 

@@ -246,18 +246,25 @@ def test_long_budget_is_ten_times_the_studys_own(study_path, name):
     assert f"at batch {base.batch_size}" in budget.text
 
 
+def _store_train_config(study, train_config: dict) -> None:
+    """Give a study the whole-budget settings a study made by today's search has."""
+    from explorer.records import StudyConfig
+
+    legacy = StudyConfig.from_study(study.user_attrs)
+    config = dataclasses.replace(legacy, train_config=train_config, sampler="tpe", legacy=False)
+    study.set_user_attr("config", config.to_dict())
+
+
 def test_long_budget_reads_a_stored_train_config(study_path):
     study = _study(study_path)
     custom = dataclasses.replace(train.BUDGETS["quick"], epochs=3, seed=4)
-    study.set_user_attr("train_config", custom.to_dict())  # wins over the budget name
+    _store_train_config(study, custom.to_dict())  # wins over the budget name
     budget = evaluate.resolve_budget(study, "long")
     assert budget.config == train.long_budget(custom)
     assert "the study's searched budget" in budget.text
-    study.set_user_attr(
-        "train_config", dataclasses.replace(train.BUDGETS["smoke"], seed=3).to_dict()
-    )
+    _store_train_config(study, dataclasses.replace(train.BUDGETS["smoke"], seed=3).to_dict())
     assert "the study's smoke budget" in evaluate.resolve_budget(study, "long").text
-    study.set_user_attr("train_config", {"epochs": 0})
+    _store_train_config(study, {"epochs": 0})
     with pytest.raises(evaluate.UsageError, match="epochs"):
         evaluate.resolve_budget(study, "long")
 

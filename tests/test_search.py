@@ -635,3 +635,15 @@ def test_designs_over_a_parameter_limit_are_recorded_not_trained(tmp_path, tiny_
     from explorer.results import pareto_front
 
     assert all(r.params <= 20000 for r in pareto_front(records))
+
+
+def test_a_journal_made_on_another_machine_is_warned_about_once(tmp_path):
+    from explorer.locking import check_journal_host
+
+    url = str(tmp_path / "s.journal")
+    assert check_journal_host(url) is None  # first open: this machine is recorded
+    assert check_journal_host(url) is None  # the same machine again
+    (tmp_path / "s.journal.host").write_text("another-boot-id otherhost\n")
+    warning = check_journal_host(url)
+    assert warning is not None and "otherhost" in warning and "PostgreSQL" in warning
+    assert "\n" not in warning
