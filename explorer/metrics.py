@@ -27,7 +27,6 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-FLOPS_LABEL = "FLOPs per image (2 x multiply-adds)"
 TRAIN_FLOPS_PER_FORWARD = 3
 
 

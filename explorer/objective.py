@@ -116,6 +116,7 @@ class TrialRunner:
         self.device_info = device_info
         self.sampler_seed: int | None = None
         self.errors_in_a_row = 0
+        self.skips_in_a_row = 0  # designs over the study's limits proposed one after another
 
     def network(self, trial: optuna.Trial) -> NetworkConfig:
         block = config_from_trial(trial, DEFAULT_SPACE)
@@ -155,6 +156,9 @@ class TrialRunner:
             if self.s.proxies and over is None:
                 attrs["proxies"] = self._proxies(model)
             attrs["constraint_values"] = self._constraint_values(attrs)
+            for key, limit in sorted(self.config.constraints.items()):
+                if key in attrs:  # what the samplers read: <= 0 is feasible
+                    trial.set_constraint(key, float(attrs[key]) - float(limit))
             if over is not None:
                 return self._skip(trial, attrs, over)
             self._write(trial, attrs)
@@ -163,7 +167,7 @@ class TrialRunner:
             if self.store is not None:
                 after["weights"] = self._save_weights(trial, model)
             self._write(trial, after)
-            self.errors_in_a_row = 0
+            self.errors_in_a_row = self.skips_in_a_row = 0
             return tuple(float(({**attrs, **after})[o]) for o in self.config.objectives)
         except self.train_mod.DivergedError as exc:
             return self._fail(trial, f"diverged: {exc}")
@@ -227,6 +231,8 @@ class TrialRunner:
         own = {"worker", "reference", "attempt", "retry_of", "prescreen", "duplicate_of",
                "sampler_seed", "reuse"}  # fmt: skip
         self._write(trial, {k: v for k, v in twin.user_attrs.items() if k not in own})
+        for key, value in twin.constraints.items():
+            trial.set_constraint(key, value)
         repeats = self.device.type == "cpu" or self.s.deterministic
         self._write(trial, {"duplicate_of": twin.number, "reuse": "repeat" if repeats else "cache"})
         if twin.state == TrialState.PRUNED:
@@ -331,6 +337,7 @@ class TrialRunner:
         samplers learn the region is infeasible; it has no accuracy of its own (``val_acc``
         unset), is on no front and does not count towards --trials."""
         self._write(trial, {**attrs, "skipped": f"infeasible: {reason}"})
+        self.skips_in_a_row += 1
         return tuple(0.0 if o == "val_acc" else float(attrs[o]) for o in self.config.objectives)
 
     def _fail(self, trial: optuna.Trial, reason: str):

@@ -46,7 +46,7 @@ class Progress:
         return sum(
             1
             for t in self.study.get_trials(deepcopy=False, states=FINISHED)
-            if not trial_attr(t, "reference")
+            if not trial_attr(t, "reference") and not trial_attr(t, "skipped")
         )
 
     def update(self) -> None:
@@ -74,6 +74,8 @@ def trial_line(r: TrialRecord) -> str:
     head = f"trial {r.number:>4}{tag:<5} {r.state.lower():<8}"
     if r.state == "FAIL":
         return f"{head} {r.fail_reason or 'failed'}"
+    if r.skipped:
+        return f"{head} {r.skipped}, not trained"
     acc = r.val_acc
     if acc is None:
         curve = r.curves.get("val_acc") or []
@@ -105,7 +107,7 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         f"hypervolume {hypervolume(records, spec):.4f} {spec.describe()}",
     ]
     if config is not None and config.constraints:
-        over = sum(1 for r in records if r.constraint_values and not feasible(r))
+        over = sum(1 for r in records if not feasible(r))
         limits = ", ".join(f"{k} <= {v:,g}" for k, v in sorted(config.constraints.items()))
         lines.append(f"limits: {limits}; {over} design(s) over them, left off the front")
     lines += [

@@ -30,31 +30,26 @@ DEFAULT_REFERENCES = ("v1", "v2")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def make_sampler(name: str, seed: int, constraints_func=None) -> optuna.samplers.BaseSampler:
-    """A seeded sampler suited to a ~100-trial multi-objective budget; `constraints_func` (Optuna's
-    hook: values <= 0 are feasible) steers TPE, NSGA-II and GP away from infeasible designs."""
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """A seeded sampler suited to a ~100-trial multi-objective budget. The limits of a
+    constrained study reach TPE, NSGA-II and GP through each trial's constraints
+    (`optuna.trial.Trial.set_constraint`, set by `explorer.objective`)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    c = {"constraints_func": constraints_func} if constraints_func else {}
     if name == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10, **c
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10
         )
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20, **c)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10, **c)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _constraints_func(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
-    """Optuna's constraint values for a trial: <= 0 where feasible (see `objective`)."""
-    return tuple(trial_attr(trial, "constraint_values") or (0.0,))
-
-
 def sampler_for(config: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
-    """The study's sampler, steered away from infeasible designs when the study has limits."""
+    """The study's sampler with this worker's seed."""
     name = config.sampler if config.sampler in SAMPLERS else "tpe"  # "?": an older study
-    return make_sampler(name, seed, _constraints_func if config.constraints else None)
+    return make_sampler(name, seed)
 
 
 def new_config(s: SearchSettings, budget: str) -> StudyConfig:
@@ -199,10 +194,13 @@ def enqueue_reference(study: optuna.Study, name: str, attempt: int = 1) -> None:
 
 
 def search_trials_taken(study: optuna.Study) -> int:
-    """Search trials (not references) finished or running: what counts towards --trials."""
+    """Search trials (not references, not designs skipped for breaking a limit) finished or
+    running: what counts towards --trials."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     return sum(
-        1 for t in study.get_trials(deepcopy=False, states=states) if not trial_attr(t, "reference")
+        1
+        for t in study.get_trials(deepcopy=False, states=states)
+        if not trial_attr(t, "reference") and not trial_attr(t, "skipped")
     )
 
 

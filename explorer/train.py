@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, DeviceData
-from .metrics import peak_memory_bytes, reset_peak_memory
+from .metrics import peak_memory_bytes, reset_peak_memory, synchronize
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
@@ -335,10 +335,7 @@ class _Setup:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elif self.device.type == "mps":
-            torch.mps.synchronize()
+        synchronize(self.device)
 
 
 def _setup(device: torch.device) -> _Setup:

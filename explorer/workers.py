@@ -32,7 +32,7 @@ import optuna
 from . import devices
 from .locking import WorkerToken, check_journal_host, study_lock
 from .objective import TrialFailed, TrialRunner
-from .records import WORKERS_STARTED_ATTR
+from .records import WORKERS_STARTED_ATTR, trial_attr
 from .recovery import recover
 from .settings import SearchSettings
 from .storage import STUDIES_DIR, default_storage, is_journal, open_storage
@@ -40,6 +40,7 @@ from .study import open_search_study, sampler_for, search_trials_taken, waiting_
 from .usage import UsageError
 
 MAX_ERRORS_IN_A_ROW = 3
+MAX_SKIPS_IN_A_ROW = 300  # proposals over the limits without one trained design between
 SEED_STRIDE = 1_000_003  # a prime: worker n's sampler seed is seed + n * stride
 
 
@@ -126,10 +127,16 @@ def run_worker(
             ran += 1
             if on_trial is not None:
                 on_trial(study, frozen)
+            if runner.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+                raise WorkerError(
+                    f"{runner.skips_in_a_row} designs in a row were over the study's limits "
+                    f"({trial_attr(frozen, 'skipped')}); the limits leave too little of the "
+                    "space: loosen them (a new --study)"
+                )
             if runner.errors_in_a_row >= MAX_ERRORS_IN_A_ROW:
                 raise WorkerError(
                     f"{runner.errors_in_a_row} trials in a row failed with an error, the last "
-                    f"with: {frozen.user_attrs.get('fail_reason')}"
+                    f"with: {trial_attr(frozen, 'fail_reason')}"
                 )
     finally:
         token.release()

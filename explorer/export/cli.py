@@ -13,16 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from ..storage import StorageError, artifact_dir, load_study, redact
+from ..usage import Parser, UsageError
 from .files import export_onnx, export_to_file
 from .selection import ExportError, select_trials
 
 PROG = "python -m explorer.export"
 FORMATS = ("py", "onnx")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2 from main(), without the usage
-        raise ExportError(f"{message} (see --help)")
 
 
 def _accuracy(text: str) -> float:
@@ -47,7 +43,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m explorer.export`."""
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description=(
             "Write trials of a study as a standalone PyTorch module that needs only torch: a\n"
@@ -186,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             artifacts=artifact_dir(args.storage),
             command=_command(args),
         )
-    except (ExportError, StorageError) as exc:
+    except (ExportError, StorageError, UsageError) as exc:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     code, *pts = written

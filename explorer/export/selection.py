@@ -33,6 +33,7 @@ from ..results import (
 )
 from ..storage import artifact_dir
 from ..study import study_config
+from ..usage import first_line
 from .standalone import BlockWidths, InputConfig
 
 MODES = ("best", "pareto")
@@ -335,12 +336,12 @@ def trial_weights(
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(
-            f"the weights of trial {number} are not a readable state dict: {_first_line(exc)}"
+            f"the weights of trial {number} are not a readable state dict: {first_line(exc)}"
         ) from None
     try:
         expected = expected_state_shapes(design.network)
     except Exception as exc:  # noqa: BLE001 - an absurd stored design
-        raise ExportError(f"trial {number}'s design cannot be built: {_first_line(exc)}") from None
+        raise ExportError(f"trial {number}'s design cannot be built: {first_line(exc)}") from None
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
     ):
@@ -358,8 +359,3 @@ def trial_weights(
             f"the weights of trial {number} do not fit its design: {'; '.join(parts)}"
         )
     return {k: state[k] for k in expected}
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
