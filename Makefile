@@ -15,7 +15,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,onnx]'
 	@touch $(STAMP)
 
 # The embedded default dataset: Debian's dataset-fashion-mnist, where apt is there and we may use it.

@@ -52,7 +52,9 @@ import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 tops = sorted({n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")})
 assert tops == ["explorer", "search_space"], f"top-level names in the wheel: {tops}"
-for need in ("explorer/cli.py", "explorer/__main__.py", "explorer/dashboard/main.py"):
+for need in ("explorer/cli.py", "explorer/__main__.py", "explorer/dashboard/main.py",
+             "explorer/dashboard/details.py", "explorer/export/standalone.py",
+             "search_space/models/googlenet.py"):
     assert need in names, f"{need} is not in the wheel"
 entry = [n for n in names if n.endswith("entry_points.txt")]
 assert entry and b"inception-explorer = explorer.cli:main" in zipfile.ZipFile(sys.argv[1]).read(entry[0])

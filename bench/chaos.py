@@ -105,7 +105,7 @@ def check(url: str, trials: int) -> dict:
     all_trials = study_records(study)
     done = ("COMPLETE", "PRUNED")
     search = [t for t in all_trials if t.state in done and not t.reference and not t.skipped]
-    refs = Counter(t.reference for t in all_trials if t.state in done)
+    refs = Counter(t.reference for t in all_trials if t.state in done and t.reference)
     running = [t.number for t in all_trials if t.state == "RUNNING"]
     killed = [
         t

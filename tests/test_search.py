@@ -341,13 +341,15 @@ def test_recover_fails_and_requeues_trials_of_dead_workers(tmp_path):
     assert frozen[2].user_attrs["reference"] == "v1" and frozen[2].user_attrs["retry_of"] == 0
     assert frozen[2].system_attrs["fixed_params"] == frozen[0].params
     assert recover(study, url) == []  # not queued twice
-    for attempt in (2, 3):  # the retry dies too: it gets one retry of its own, up to 3 runs
+    from explorer.recovery import MAX_ATTEMPTS
+
+    for attempt in range(2, MAX_ATTEMPTS + 1):  # a retry that dies gets one retry of its own
         retry = study.ask()
         assert retry.user_attrs["attempt"] == attempt
         retry.set_user_attr("worker", dead.id)
         dead.path.touch()
         queued = recover(study, url)
-        assert queued == ([retry.number] if attempt < 3 else [])
+        assert queued == ([retry.number] if attempt < MAX_ATTEMPTS else [])
         assert study.trials[retry.number].state == TrialState.FAIL
     assert recover(study, url) == []
     live.release()
