@@ -156,6 +156,6 @@ def stage_diagrams(record: TrialRecord) -> list[BlockDiagram]:
     out = []
     for stage in range(len(net.stages)):
         factor = net.width * 2**stage
-        title = f"{record.label()}, stage {stage + 1} ({net.stages[stage]}x, widths x{factor:g})"
+        title = f"{record.label()}, stage {stage + 1} of {len(net.stages)}, widths x{factor:g}"
         out.append(block_diagram(net.stage_block(stage), title))
     return out

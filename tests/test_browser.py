@@ -292,7 +292,8 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
                 trials = int(_metric(driver))
                 _add_trial(str(tmp_path / DEMO_JOURNAL))  # the live refresh picks it up
                 wait.until(lambda d: _metric(d) == str(trials + 1))
-                assert click_reference_marker(driver, "v1") == "v1 · each conv: conv → ReLU"
+                drawn = click_reference_marker(driver, "v1")  # its block, at stage 1's widths
+                assert drawn == "v1, stage 1 of 2, widths x0.25 · each conv: conv → ReLU"
             except Exception:
                 # what the page and the server looked like, shown with the failure
                 driver.save_screenshot(str(tmp_path / "failure.png"))
