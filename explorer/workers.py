@@ -79,6 +79,7 @@ def run_worker(
     worker_index: int = 0,
     n_trials: int | None = None,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    in_child: bool = False,
 ) -> None:
     """Run trials in this process until the study has `s.trials` search trials (or `n_trials`
     were run here, or the timeout passed)."""
@@ -117,7 +118,10 @@ def run_worker(
             _prescreener(s, config, runner, data, device, workers) if s.prescreen > 1 else None
         )
         start, ran = time.time(), 0
+        parent = os.getppid()
         while n_trials is None or ran < n_trials:
+            if in_child and os.getppid() != parent:
+                break  # the search that started this process is gone: stop after a trial
             if s.timeout is not None and time.time() - start > s.timeout:
                 break
             trial = _claim(study, url, s.trials, prescreener)
@@ -216,6 +220,10 @@ def _on_sigterm(signum, frame) -> None:
     raise Stopped()
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt()
+
+
 def write_traceback(s: SearchSettings, index: int) -> str:
     """Write the exception being handled to a log file beside the study; returns its path (or
     why it could not be written)."""
@@ -233,7 +241,7 @@ def _worker_main(s: SearchSettings, index: int, errors: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        run_worker(s, index)
+        run_worker(s, index, in_child=True)
     except Stopped:
         pass
     except Exception as exc:  # noqa: BLE001 - reported by the parent, traceback kept in a file
@@ -256,6 +264,9 @@ def run_processes(s: SearchSettings, on_poll: Callable[[], None]) -> None:
     ]
     for p in procs:
         p.start()
+    # A parent stopped with SIGTERM (a scheduler, `kill`) stops its workers as Ctrl-C does,
+    # instead of leaving them to train on alone.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     failure = None
     try:
         while any(p.is_alive() for p in procs):
@@ -270,6 +281,8 @@ def run_processes(s: SearchSettings, on_poll: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         _stop(procs)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if failure is not None:
         _stop(procs)
         index, reason, where = failure
