@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.data import DataError, load_dataset  # noqa: E402
-from explorer.metrics import TRAIN_FLOPS_PER_FORWARD, count_flops  # noqa: E402
+from explorer.metrics import TRAIN_FLOPS_PER_FORWARD, count_flops, cpu_name  # noqa: E402
 from explorer.train import BUDGETS, TrainConfig, resolve_device, train  # noqa: E402
 from search_space import REFERENCES, NetworkConfig, build_network  # noqa: E402
 
@@ -43,16 +43,6 @@ def set_threads(threads: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment_lines(
