@@ -514,3 +514,68 @@ def _format(value: Any) -> str:
 
 def _state_rank(state: str) -> tuple[int, str]:
     return (STATES.index(state) if state in STATES else len(STATES), state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Successive-halving rungs
+
+
+def rung_label(config: StudyConfig | None, rung: int) -> str:
+    """``rung 2 (top): quickx9`` / ``rung 0: 1/9 of quickx9``."""
+    if config is None or config.rungs <= 1:
+        return "the study's budget"
+    factor = config.eta ** (config.rungs - 1 - rung)
+    if factor == 1:
+        return f"rung {rung} (top): {config.budget}"
+    return f"rung {rung}: 1/{factor} of {config.budget}"
+
+
+RUNG_COLUMNS = ("rung", "budget", "designs finished", "complete", "pruned", "running",
+                "queued", "failed")  # fmt: skip
+
+
+def rung_counts_frame(
+    by_rung: dict[int, list[TrialRecord]], config: StudyConfig | None
+) -> pd.DataFrame:
+    """One row per rung, bottom first: how many searched designs finished, ran or wait there
+    (references, which run at every rung, not counted)."""
+    from explorer.rungs import rung_counts
+
+    rows = [
+        (
+            rung,
+            rung_label(config, rung),
+            c["finished"],
+            c["complete"],
+            c["pruned"],
+            c["running"],
+            c["waiting"],
+            c["failed"],
+        )  # fmt: skip
+        for rung, c in rung_counts(by_rung).items()
+    ]
+    return pd.DataFrame(rows, columns=list(RUNG_COLUMNS))
+
+
+PATH_COLUMNS = ("rung", "trial", "state", "val_acc", "last-epoch train loss", "train_time_s",
+                "promoted as")  # fmt: skip
+
+
+def design_path_frame(
+    by_rung: dict[int, list[TrialRecord]], rung: int, number: int
+) -> pd.DataFrame:
+    """A design's trials across rungs, bottom first: accuracy, training loss and time at each,
+    and its rank where it was promoted from."""
+    from explorer.rungs import design_path
+
+    rows = []
+    for k, r in design_path(by_rung, rung, number):
+        acc, source = accuracy(r)
+        promo = r.promotion or {}
+        promoted = (
+            f"#{promo.get('rank', 0) + 1} of {promo['among']} at rung {promo.get('from_rung', k - 1)}"
+            if isinstance(promo.get("among"), int)
+            else ""
+        )
+        rows.append((k, r.label(), r.state, acc, r.final_train_loss, r.train_time_s, promoted))
+    return pd.DataFrame(rows, columns=list(PATH_COLUMNS))

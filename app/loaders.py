@@ -26,6 +26,17 @@ class LoadedStudy(NamedTuple):
     study: optuna.Study
     records: list[TrialRecord]
     fingerprint: tuple  # changes whenever a trial is added or changes state
+    # A successive-halving study's rungs (explorer.rungs), bottom first; {top: records} otherwise.
+    rung_studies: dict[int, optuna.Study] | None = None
+    by_rung: dict[int, list[TrialRecord]] | None = None
+
+    def rung(self, rung: int) -> LoadedStudy:
+        """The same study seen at one rung: its records (the top rung is the study itself)."""
+        if not self.rung_studies or rung not in self.rung_studies:
+            return self
+        study, records = self.rung_studies[rung], (self.by_rung or {})[rung]
+        return LoadedStudy(study, records, data.fingerprint(records), self.rung_studies,
+                           self.by_rung)  # fmt: skip
 
 
 def get_storage(url: str) -> BaseStorage:
@@ -62,9 +73,23 @@ def list_studies(url: str) -> list[str]:
 
 def load(url: str, study_name: str) -> LoadedStudy:
     """The study and its trials as records, read afresh; raises `StorageError`."""
-    study = load_study(get_storage(url), study_name)
+    from explorer.rungs import rung_number, rung_studies
+    from explorer.study import study_config
+
+    storage = get_storage(url)
+    study = load_study(storage, study_name)
     records = study_records(study)
-    return LoadedStudy(study, records, data.fingerprint(records))
+    config = study_config(study)
+    if config is None or config.rungs <= 1:
+        return LoadedStudy(study, records, data.fingerprint(records))
+    studies = {rung_number(s, config): s for s in rung_studies(storage, study, config)}
+    by_rung = {
+        k: records
+        if s is study
+        else [TrialRecord.from_trial(t) for t in s.get_trials(deepcopy=False)]
+        for k, s in studies.items()
+    }
+    return LoadedStudy(study, records, data.fingerprint(records), studies, by_rung)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -107,14 +107,7 @@ def study_view(storage: str, study_name: str) -> None:
     except StorageError as exc:
         st.error(f"Cannot read study {study_name!r}: {exc}", icon="⚠️")
         return
-    records = loaded.records
-    if not records:
-        # this view is live already: it shows the first trial when it comes
-        return _empty_state(
-            storage, study_name, f"Study `{study_name}` has no trials yet.", watch=False
-        )
     config = study_config(loaded.study)
-    summary = data.study_summary(records, config)
     st.title(study_name)
     st.caption(
         " · ".join(
@@ -122,12 +115,34 @@ def study_view(storage: str, study_name: str) -> None:
             for p in (
                 config and config.dataset,
                 config and f"budget {config.budget}",
+                config and config.rungs > 1 and f"{config.rungs} rungs, eta {config.eta}",
                 config and f"width {config.width:g}",
                 f"storage {redact(storage)}",
             )
             if p
         )
     )
+    if loaded.rung_studies:
+        # Every view below shows one rung; the top rung (the study's result) by default.
+        rungs = sorted(loaded.rung_studies, reverse=True)
+        rung = st.radio(
+            "Rung",
+            rungs,
+            format_func=lambda k: data.rung_label(config, k),
+            horizontal=True,
+            key="rung",
+            help="Successive halving: new designs train at rung 0, the best 1/eta of each "
+            "rung are retrained at the next. v1 and v2 train at every rung.",
+        )
+        loaded = loaded.rung(rung)
+        study_name = loaded.study.study_name
+    records = loaded.records
+    if not records:
+        # this view is live already: it shows the first trial when it comes
+        return _empty_state(
+            storage, study_name, f"Study `{study_name}` has no trials yet.", watch=False
+        )
+    summary = data.study_summary(records, config)
     _summary_row(summary, records)
 
     tabs = dict(zip(TABS, st.tabs(TABS, key="view", on_change="rerun"), strict=True))
@@ -136,7 +151,7 @@ def study_view(storage: str, study_name: str) -> None:
             _pareto_tab(records, config)
     if tabs["Search progress"].open:
         with tabs["Search progress"]:
-            _progress_tab(storage, study_name, loaded)
+            _progress_tab(storage, study_name, loaded, config)
     if tabs["Trials"].open:
         with tabs["Trials"]:
             _trials_tab(records, study_name, config)
@@ -253,10 +268,15 @@ def _pareto_tab(records: list[TrialRecord], config) -> None:
         )
 
 
-def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy) -> None:
-    info = loaders.progress(
-        storage, study_name, loaded.fingerprint, loaded.records, study_config(loaded.study)
-    )
+def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy, config) -> None:
+    info = loaders.progress(storage, study_name, loaded.fingerprint, loaded.records, config)
+    if loaded.by_rung:
+        st.markdown("**Designs per rung**")
+        st.dataframe(
+            data.rung_counts_frame(loaded.by_rung, config),
+            hide_index=True,
+            key="rung_counts",
+        )
     left, right = st.columns(2)
     left.plotly_chart(charts.hypervolume_figure(info), key="hypervolume")
     right.plotly_chart(charts.accuracy_figure(info), key="accuracy")
@@ -396,6 +416,19 @@ def _details_tab(
                 st.caption(f"the same file as `{command}`")
             else:
                 st.caption(why)
+        if loaded.by_rung:
+            rung = next((k for k, s in loaded.rung_studies.items() if s is loaded.study), None)
+            path = data.design_path_frame(loaded.by_rung, rung, record.number)
+            if len(path):
+                st.markdown("**Across rungs**")
+                st.dataframe(
+                    path,
+                    hide_index=True,
+                    key="rung_path",
+                    column_config={
+                        "val_acc": st.column_config.NumberColumn("val acc", format="percent")
+                    },
+                )
         if record.network is not None:
             with st.expander("Stored design (NetworkConfig)"):
                 st.json(record.network.to_dict())

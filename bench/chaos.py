@@ -34,7 +34,7 @@ WORKER = """
 import sys
 from explorer.settings import SearchSettings
 from explorer.workers import run_worker
-s = SearchSettings(trials=int(sys.argv[3]), study="chaos", storage=sys.argv[1], budget="smoke",
+s = SearchSettings(trials=int(sys.argv[3]), study="chaos", storage=sys.argv[1], budget="smoke", rungs=1,
                    device="cpu", data_dir=sys.argv[2] or None, quiet=True, weights=False,
                    workers=int(sys.argv[4]))
 run_worker(s, worker_index=0)

@@ -184,6 +184,7 @@ def info_text() -> str:
     from search_space import DEFAULT_SPACE
 
     from .data import DATASETS, ENV_VAR, DataError, cache_dir, find_dataset
+    from .rungs import DEFAULT_ETA, DEFAULT_RUNGS
     from .storage import artifact_dir, default_storage, is_journal, redact, study_names
     from .train import BUDGETS, default_budget, resolve_device
 
@@ -240,7 +241,12 @@ def info_text() -> str:
         detail += f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(device)}"
     else:
         detail += f", {torch.get_num_threads()} CPU threads"
-    lines.append(f"device: {device} ({detail}); default budget: {default_budget(device)}")
+    top = default_budget(device, DEFAULT_RUNGS, DEFAULT_ETA)
+    lines.append(
+        f"device: {device} ({detail}); a new study's default: {DEFAULT_RUNGS} rungs (eta "
+        f"{DEFAULT_ETA}) up to budget {top}, bottom rung 1/{DEFAULT_ETA ** (DEFAULT_RUNGS - 1)} "
+        f"of it; with --rungs 1, budget {default_budget(device)}"
+    )
     return "\n".join(lines)
 
 

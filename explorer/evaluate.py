@@ -393,9 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m explorer.evaluate --pareto                     # the front, 3 seeds, long\n"
             "  python -m explorer.evaluate --study NAME --trial 17 42 --seeds 5\n"
             "  python -m explorer.evaluate --top 3 --budget quick --dry-run\n"
-            "budgets: long = the budget the study was searched with, with 10 x its training\n"
-            "images (10 x its epochs where it trains on the whole split), so each run takes about\n"
-            "10 x a search trial's time; smoke, quick and standard as in the search."
+            "budgets: long = the budget the study was searched with (its top rung), with 10 x its\n"
+            "training images (10 x its epochs where it trains on the whole split), so each run\n"
+            "takes about 10 x a top-rung trial's time; smoke, quick and standard as in the search,\n"
+            "and any of them with xK (quickx10: 10 x quick's images)."
         ),
     )
     p.add_argument(
@@ -423,8 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget",
         default="long",
-        choices=budget_names(),
-        help="training budget of each run (default long: 10 x the study's own budget)",
+        type=_budget_arg,
+        metavar="BUDGET",
+        help=f"training budget of each run: {', '.join(budget_names())}, or a preset with xK for "
+        "K times its training images (quickx10) (default long: 10 x the study's own budget, "
+        "its top rung's in a successive-halving study)",
     )
     p.add_argument(
         "--references",
@@ -445,6 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no line per finished run")
     return p
+
+
+def _budget_arg(text: str) -> str:
+    from . import train
+
+    if text == LONG or train.is_budget(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from {', '.join(budget_names())}, or one with xK)"
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

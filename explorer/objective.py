@@ -97,11 +97,18 @@ class TrialRunner:
 
         self.s, self.config, self.data, self.device = s, config, data, device
         if config.train_config:
-            self.train_config = train.TrainConfig.from_dict(config.train_config)
+            self.top_config = train.TrainConfig.from_dict(config.train_config)
         else:  # a study made before the budget was stored whole
-            self.train_config = dataclasses.replace(
-                train.BUDGETS[config.budget], seed=config.train_seed
+            self.top_config = dataclasses.replace(
+                train.budget(config.budget), seed=config.train_seed
             )
+        # Each rung's budget (`train.rung_budget`); a single-budget study has only the top one.
+        self.rung_configs = [
+            train.rung_budget(self.top_config, k, config.rungs, config.eta, data.size("train"))
+            for k in range(config.rungs)
+        ]
+        self.rung = config.rungs - 1
+        self.train_config = self.top_config
         self.train_mod, self.metrics = train, metrics
         self.rule = PruneRule() if s.prune else None
         self.store = None
@@ -128,10 +135,16 @@ class TrialRunner:
             width=self.config.width,
         )
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+    def __call__(self, trial: optuna.Trial, rung: int | None = None) -> tuple[float, ...]:
+        """Run `trial` at `rung` (default: the top rung, the whole budget of a single-budget
+        study)."""
         import torch
 
+        self.rung = self.config.rungs - 1 if rung is None else rung
+        self.train_config = self.rung_configs[self.rung]
         first = {"worker": self.worker}
+        if self.config.rungs > 1:
+            first["rung"] = self.rung
         if self.sampler_seed is not None:
             first["sampler_seed"] = self.sampler_seed
         self._write(trial, first)
@@ -153,7 +166,8 @@ class TrialRunner:
             flops_limit = self.config.constraints.get("flops")
             if not reference and over is None and flops_limit and attrs["flops"] > flops_limit:
                 over = f"{attrs['flops']:,.0f} FLOPs > --max-flops {flops_limit:,.0f}"
-            if self.s.proxies and over is None:
+            # A promoted design's proxies are its parent's: the same weights it starts from.
+            if self.s.proxies and over is None and self.rung == 0:
                 attrs["proxies"] = self._proxies(model)
             attrs["constraint_values"] = self._constraint_values(attrs)
             for key, limit in sorted(self.config.constraints.items()):
@@ -273,6 +287,8 @@ class TrialRunner:
         }
         if self.device_info:
             attrs["device_info"] = self.device_info
+        if self.config.rungs > 1:  # the rung's own budget: the top one with fewer images
+            attrs["train_images"] = self.train_config.train_images
         return attrs
 
     def _proxies(self, model) -> dict[str, float | None]:

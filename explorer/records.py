@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial
 from search_space import BlockConfig, NetworkConfig
 
 STUDY_CONFIG_ATTR = "config"
+MAX_RUNGS = 6
 WORKERS_STARTED_ATTR = "workers_started"  # how many workers have joined the study, ever
 REEVAL_PREFIX = "reeval:"
 
@@ -81,6 +82,10 @@ class StudyConfig:
     objectives: tuple[str, ...]
     sampler: str
     constraints: dict[str, float] = field(default_factory=dict)
+    # Successive halving: `rungs` budgets, each 1/eta of the training images of the one above;
+    # `budget` and `train_config` are the top rung's. One rung is a single-budget search.
+    rungs: int = 1
+    eta: int = 3
     legacy: bool = False
 
     def __post_init__(self) -> None:
@@ -96,6 +101,10 @@ class StudyConfig:
         for key, value in self.constraints.items():
             if _number(value) is None or value <= 0:
                 raise ValueError(f"constraint {key} must be a positive number, got {value!r}")
+        if _int(self.rungs) is None or not 1 <= self.rungs <= MAX_RUNGS:
+            raise ValueError(f"rungs must be in 1..{MAX_RUNGS}, got {self.rungs!r}")
+        if _int(self.eta) is None or not self.eta >= 2:
+            raise ValueError(f"eta must be an integer >= 2, got {self.eta!r}")
 
     # Fields a resumed run is checked against, with the flag that sets each.
     FLAGS = {
@@ -110,6 +119,8 @@ class StudyConfig:
         "objectives": "--objectives",
         "sampler": "--sampler",
         "constraints": "--max-params/--max-flops/--max-latency-ms",
+        "rungs": "--rungs",
+        "eta": "--eta",
     }
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,7 +202,8 @@ class TrialRecord:
     `train_time_s`, `images_per_s`; `curves` holds per-epoch lists (``epoch``, ``train_loss``,
     ``val_loss``, ``val_acc``). Provenance: `worker` (a unique id per worker process), `device`,
     `device_info`, `versions`, `budget`, `seed`, `sampler_seed`, `dataset`, `attempt` and
-    `retry_of` (a retry of an interrupted trial). Outcome notes: `fail_reason`,
+    `retry_of` (a retry of an interrupted trial); in a successive-halving study `rung`, `parent` and
+    `promotion` (see `explorer.rungs`). Outcome notes: `fail_reason`,
     `pruned_at_epoch`, `duplicate_of` (the earlier trial of the same design whose result this one
     reuses; `reuse` says whether training would have repeated it, ``repeat``, or it is a
     ``cache``), `skipped` (why a design over a limit was not trained), `constraint_values` (value minus limit per limit of the study, <= 0 feasible),
@@ -228,6 +240,12 @@ class TrialRecord:
     dataset: str | None = None
     attempt: int = 1
     retry_of: int | None = None
+    # successive halving: the rung (0 is the bottom), the trial of the rung below this design was
+    # promoted from, and how it ranked there when it was promoted
+    rung: int | None = None
+    train_images: int | None = None  # images per epoch at the trial's rung
+    parent: int | None = None
+    promotion: dict[str, Any] | None = None
     # outcome notes
     fail_reason: str | None = None
     pruned_at_epoch: int | None = None
@@ -246,14 +264,15 @@ class TrialRecord:
         "reference", "network", "val_acc", "val_loss", "test_acc", "params", "flops",
         "latency_ms", "latency_batch_ms", "train_time_s", "images_per_s", "curves", "worker",
         "device", "device_info", "versions", "budget", "seed", "sampler_seed", "dataset",
-        "attempt", "retry_of", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse", "skipped",
+        "attempt", "retry_of", "rung", "train_images", "parent", "promotion", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse", "skipped",
         "constraint_values", "weights", "proxies", "prescreen",
     )  # fmt: skip
     _NUMBERS = ("val_acc", "val_loss", "test_acc", "flops", "latency_ms", "latency_batch_ms",
                 "train_time_s", "images_per_s")  # fmt: skip
-    _INTS = ("params", "seed", "sampler_seed", "retry_of", "pruned_at_epoch", "duplicate_of")
+    _INTS = ("params", "seed", "sampler_seed", "retry_of", "pruned_at_epoch", "duplicate_of",
+             "rung", "train_images", "parent")  # fmt: skip
     _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights", "reuse", "skipped")
-    _DICTS = ("device_info", "versions", "proxies", "prescreen")
+    _DICTS = ("device_info", "versions", "proxies", "prescreen", "promotion")
 
     @property
     def block(self) -> BlockConfig | None:
@@ -276,6 +295,12 @@ class TrialRecord:
 
     def label(self) -> str:
         return self.reference or f"#{self.number}"
+
+    @property
+    def final_train_loss(self) -> float | None:
+        """The last epoch's mean training loss (lower is better), where training got that far."""
+        losses = self.curves.get("train_loss") or []
+        return _number(losses[-1]) if losses else None
 
     def last_val_acc(self) -> float | None:
         """The final accuracy, or the last epoch's of a trial stopped early."""

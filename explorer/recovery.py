@@ -12,6 +12,8 @@ exactly one of them.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -24,6 +26,9 @@ from .records import trial_attr
 # bench/chaos.py (a worker killed every few seconds) three were not enough: two designs of 40
 # were cut short three times running.
 MAX_ATTEMPTS = 5
+# A RUNNING trial with no worker id this long after it started was taken by a worker that died
+# before writing anything (between Optuna's ask and its first write).
+ORPHAN_GRACE_S = 600
 
 
 def is_interrupted(trial: FrozenTrial) -> bool:
@@ -61,11 +66,23 @@ def fail_dead(study: optuna.Study, url: str) -> list[int]:
             reason = f"interrupted: no heartbeat from worker {worker or '?'}"
         elif isinstance(worker, str) and worker_dead(url, worker):
             reason = f"interrupted: worker {worker} died"
+        elif worker is None and _started_before(t, ORPHAN_GRACE_S):
+            # A worker writes its id first thing after taking a trial; one that never did died
+            # in between, and nothing else would ever end its trial.
+            reason = f"interrupted: no worker claimed it within {ORPHAN_GRACE_S // 60} minutes"
         else:
             continue
         if _fail(study._storage, t, reason):
             failed.append(t.number)
     return failed
+
+
+def _started_before(trial: FrozenTrial, seconds: float) -> bool:
+    start = trial.datetime_start
+    if start is None:
+        return False
+    now = datetime.now(start.tzinfo) if start.tzinfo else datetime.now()
+    return (now - start).total_seconds() > seconds
 
 
 def recover(study: optuna.Study, url: str) -> list[int]:
@@ -94,7 +111,9 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> bool:
     if attempt >= MAX_ATTEMPTS or not params:
         return False
     attrs = {"attempt": attempt + 1, "retry_of": trial.number}
-    if trial_attr(trial, "reference"):
-        attrs["reference"] = trial_attr(trial, "reference")
+    # Its tags: which reference it is, and a promotion's rung, parent and rank.
+    for tag in ("reference", "rung", "parent", "promotion"):
+        if trial_attr(trial, tag) is not None:
+            attrs[tag] = trial_attr(trial, tag)
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
     return True

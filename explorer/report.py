@@ -21,13 +21,17 @@ from .study import FINISHED
 
 
 class Progress:
-    """A progress bar over search trials, with one line per finished trial."""
+    """A progress bar over search trials (new designs at the bottom rung), with one line per
+    finished trial of any rung."""
 
-    def __init__(self, study: optuna.Study, target: int, quiet: bool) -> None:
+    def __init__(
+        self, studies: optuna.Study | list[optuna.Study], target: int, quiet: bool
+    ) -> None:
         from tqdm.auto import tqdm
 
-        self.study, self.target, self.quiet = study, target, quiet
-        self.seen: set[int] = set()
+        self.studies = studies if isinstance(studies, list) else [studies]
+        self.target, self.quiet = target, quiet
+        self.seen: set[tuple[str, int]] = set()
         self.start = time.time()
         done = self._finished_search()
         self.bar = tqdm(
@@ -38,30 +42,38 @@ class Progress:
             disable=quiet,
             desc="search",
         )
-        for t in study.get_trials(deepcopy=False):
-            if t.state.is_finished():
-                self.seen.add(t.number)
+        for study in self.studies:
+            for t in study.get_trials(deepcopy=False):
+                if t.state.is_finished():
+                    self.seen.add((study.study_name, t.number))
 
     def _finished_search(self) -> int:
         return sum(
             1
-            for t in self.study.get_trials(deepcopy=False, states=FINISHED)
+            for t in self.studies[0].get_trials(deepcopy=False, states=FINISHED)
             if not trial_attr(t, "reference") and not trial_attr(t, "skipped")
         )
 
     def update(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        for t in trials:
-            if t.state.is_finished() and t.number not in self.seen:
-                self.seen.add(t.number)
-                if not self.quiet:
-                    self.bar.write(trial_line(TrialRecord.from_trial(t)))
+        rungs = len(self.studies)
+        top = []
+        for rung, study in enumerate(self.studies):
+            trials = study.get_trials(deepcopy=False)
+            for t in trials:
+                if t.state.is_finished() and (study.study_name, t.number) not in self.seen:
+                    self.seen.add((study.study_name, t.number))
+                    if not self.quiet:
+                        line = trial_line(TrialRecord.from_trial(t))
+                        self.bar.write(f"rung {rung} {line}" if rungs > 1 else line)
+            if rung == rungs - 1:
+                top = trials
         done = self._finished_search()
         self.bar.n = min(done, self.target)
-        accs = [trial_attr(t, "val_acc") for t in trials if t.state.name == "COMPLETE"]
+        accs = [trial_attr(t, "val_acc") for t in top if t.state.name == "COMPLETE"]
         best = max((a for a in accs if isinstance(a, (int, float))), default=None)
         if best is not None:
-            self.bar.set_postfix_str(f"best acc {best:.4f}", refresh=False)
+            where = "top rung " if rungs > 1 else ""
+            self.bar.set_postfix_str(f"best {where}acc {best:.4f}", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -106,6 +118,8 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         f"{sum(r.state == 'PRUNED' for r in records)} pruned, {sum(r.state == 'FAIL' for r in records)} failed; "
         f"hypervolume {hypervolume(records, spec):.4f} {spec.describe()}",
     ]
+    if config is not None and config.rungs > 1:
+        lines.append(rungs_line(study, config))
     if config is not None and config.constraints:
         over = sum(1 for r in records if not feasible(r))
         limits = ", ".join(f"{k} <= {v:,g}" for k, v in sorted(config.constraints.items()))
@@ -133,7 +147,7 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         if better:
             lines.append(
                 f"{len(better)} front design(s) beat {r.reference}: more accurate with no more parameters"
-                " (single runs at the search budget)"
+                f" (single runs at the {'top rung' if config and config.rungs > 1 else 'search budget'})"
             )
     lines.append(
         "(FLOPs per image are 2 x multiply-adds; latency at batch 1 on the trial's device"
@@ -152,10 +166,37 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         "next:",
         f"  {command('dashboard', *where, '--study', name)}",
         f"  {command('evaluate', '--study', name, *where, '--pareto')}"
-        "   # retrain the front longer (10x the study's budget), 3 seeds",
+        f"   # retrain the front longer (10x the {_budget_word(config)}), 3 seeds",
         f"  {command('export', '--study', name, *where, '--best', '-o', 'best_block.py')}",
     ]
     return "\n".join(lines)
+
+
+def _budget_word(config: StudyConfig | None) -> str:
+    if config is not None and config.rungs > 1:
+        return f"top rung's budget, {config.budget}"
+    return "study's budget"
+
+
+def rungs_line(study: optuna.Study, config: StudyConfig) -> str:
+    """``rungs (eta 3): 0 quick 100 designs (52 pruned) -> 1 quickx3 34 -> 2 quickx9 12; the
+    table is the top rung's``."""
+    from .rungs import rung_counts, rung_records
+
+    counts = rung_counts(rung_records(study._storage, study, config))
+    parts = []
+    for rung in range(config.rungs):
+        c = counts.get(rung, {"finished": 0, "pruned": 0, "running": 0})
+        factor = config.eta ** (config.rungs - 1 - rung)
+        size = config.budget if factor == 1 else f"1/{factor} of {config.budget}"
+        extra = [f"{c[k]} {k}" for k in ("pruned", "running") if c[k]]
+        parts.append(
+            f"{rung} ({size}): {c['finished']}" + (f" ({', '.join(extra)})" if extra else "")
+        )
+    return (
+        f"rungs (eta {config.eta}), designs finished per rung: {' -> '.join(parts)}; the table is "
+        "the top rung's, v1 and v2 trained at every rung"
+    )
 
 
 def _reeval_text(r: TrialRecord) -> str:

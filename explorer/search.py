@@ -23,6 +23,7 @@ from .data import DATASETS, DataError
 from .proxies import PROXY_NAMES
 from .report import Progress, summary
 from .results import DEFAULT_OBJECTIVES, OBJECTIVES
+from .rungs import rung_studies
 from .settings import SAMPLERS, SearchSettings
 from .storage import StorageError, default_storage, open_storage, redact
 from .train import BUDGETS
@@ -93,9 +94,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget",
         default=None,
-        choices=tuple(BUDGETS),
-        help="training budget per trial (default: the study's own, stored whole when it was "
-        "made; for a new study standard on CUDA, quick otherwise)",
+        type=_budget_arg,
+        metavar="BUDGET",
+        help=f"training budget of the top rung: one of {', '.join(BUDGETS)}, or one with xK for "
+        "K times its training images (quickx9) (default: the study's own, stored whole when it "
+        "was made; for a new study standard on CUDA, otherwise quick x eta^(rungs-1), so that "
+        "the bottom rung is quick: quickx9 with the default 3 rungs)",
+    )
+    p.add_argument(
+        "--rungs",
+        type=int,
+        default=None,
+        metavar="R",
+        help="successive halving over R budgets (default: the study's, 3 for a new study): "
+        "rung R-1 is --budget, each rung below it the same schedule on 1/eta of the images of "
+        "the rung above. New designs train at rung 0; a design finished at rung k moves to "
+        "rung k+1 (retrained from scratch) when it is in the best 1/eta of the designs finished "
+        "at rung k so far (non-dominated sorting on the objectives). v1 and v2 train at every "
+        "rung. With the defaults on a CPU: rung 0 = quick (4 epochs x 1,024 images), rung 1 = "
+        "quickx3 (3,072), rung 2 = quickx9 (9,216); the summary, export and dashboard report "
+        "the top rung. --rungs 1: every design at one budget",
+    )
+    p.add_argument(
+        "--eta",
+        type=int,
+        default=None,
+        help="successive halving's reduction factor: 1/eta of each rung moves up, each rung "
+        "has 1/eta of the images of the one above (default: the study's, 3 for a new study)",
+    )
+    p.add_argument(
+        "--final-seeds",
+        type=int,
+        default=d.final_seeds,
+        metavar="K",
+        help="after the search, retrain the top rung's front designs and v1/v2 with K seeds at "
+        "the top rung's budget and report test accuracy mean ± sd (1: off, the search's own run; "
+        "stored as a re-evaluation, like python -m explorer.evaluate --budget TOP)",
     )
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
@@ -208,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _budget_arg(text: str) -> str:
+    from .train import budget
+
+    try:
+        budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("budget must be", "must be")) from None
+    return text
+
+
 def _workers_arg(text: str) -> int | str:
     if text == "auto":
         return text
@@ -312,20 +356,28 @@ def run(s: SearchSettings) -> optuna.Study:
     for note in notes:
         print(note, file=sys.stderr)
     storage = open_storage(url, heartbeat=60)
-    study, config = open_search_study(s, storage, url, s.budget or train.default_budget(device))
+    budget = s.budget or train.default_budget(device, *s.new_rungs)
+    study, config = open_search_study(s, storage, url, budget)
     # Check the data before starting workers, so a missing dataset is one clear line.
     data_mod.find_dataset(config.dataset, s.data_dir)
+    studies = rung_studies(storage, study, config)
     with study_lock(url, f"study:{study.study_name}"):
-        recover(study, url)
+        for rung_study in studies:
+            recover(rung_study, url)
     if not s.quiet:
+        rungs = (
+            f"{config.rungs} rungs (eta {config.eta}) up to budget {config.budget}"
+            if config.rungs > 1
+            else f"budget {config.budget}"
+        )
         print(
-            f"study {study.study_name!r} in {redact(url)}: budget {config.budget} on {device}, "
+            f"study {study.study_name!r} in {redact(url)}: {rungs} on {device}, "
             f"sampler {config.sampler}, objectives {', '.join(config.objectives)}, "
-            f"{s.workers} worker(s), {search_trials_taken(study)}/{s.trials} search trials done "
-            "or running",
+            f"{s.workers} worker(s), {search_trials_taken(studies[0])}/{s.trials} search trials "
+            "done or running",
             file=sys.stderr,
         )
-    progress = Progress(study, s.trials, s.quiet)
+    progress = Progress(studies, s.trials, s.quiet)
     try:
         if s.workers == 1:
             try:
@@ -349,10 +401,35 @@ def run(s: SearchSettings) -> optuna.Study:
         raise
     finally:
         with study_lock(url, f"study:{study.study_name}"):
-            recover(study, url)
+            for rung_study in studies:
+                recover(rung_study, url)
     progress.update()
     progress.close()
+    if s.final_seeds > 1:
+        final_seeds(study, config, s, device)
     return study
+
+
+def final_seeds(study: optuna.Study, config, s: SearchSettings, device) -> None:
+    """Retrain the top rung's front and the references with `s.final_seeds` seeds at the top
+    rung's budget, stored as the study's re-evaluation (`explorer.evaluate`)."""
+    from . import data as data_mod
+    from . import train
+    from .evaluate import reevaluate, select_targets
+    from .reeval import Budget, _size
+
+    top = train.TrainConfig.from_dict(config.train_config) if config.train_config else (
+        train.budget(config.budget))  # fmt: skip
+    budget = Budget(config.budget, top, f"the top rung, {config.budget}: {_size(top)}")
+    targets = select_targets(study, pareto=True)
+    if not s.quiet:
+        print(
+            f"final seeds: {len(targets)} designs x {s.final_seeds} seeds at {budget.text}",
+            file=sys.stderr,
+        )
+    data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
+    log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
+    reevaluate(study, targets, s.final_seeds, budget, data.on(device), device, log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

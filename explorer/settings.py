@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 from .devices import DEFAULT_WORKERS_PER_GPU
 from .results import DEFAULT_OBJECTIVES, OBJECTIVES
+from .rungs import DEFAULT_ETA, DEFAULT_RUNGS
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 CONSTRAINTS = {"max_params": "params", "max_flops": "flops", "max_latency_ms": "latency_ms"}
 
 # What a new study gets for a study-level setting left at None.
-NEW_STUDY_DEFAULTS = {"dataset": "fashion-mnist", "seed": 0, "sampler": "tpe"}
+NEW_STUDY_DEFAULTS = {"dataset": "fashion-mnist", "seed": 0, "sampler": "tpe", "rungs": DEFAULT_RUNGS,
+                      "eta": DEFAULT_ETA}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class SearchSettings:
     max_params: float | None = None
     max_flops: float | None = None
     max_latency_ms: float | None = None
+    rungs: int | None = None
+    eta: int | None = None
     override: bool = False
     # this run
     data_dir: str | None = None
@@ -51,21 +55,29 @@ class SearchSettings:
     proxies: bool = True
     prescreen: int = 1
     proxy: str = "naswot"
+    final_seeds: int = 1
     quiet: bool = False
 
     def __post_init__(self) -> None:
         from .data import DATASETS
         from .proxies import PROXY_NAMES
-        from .train import BUDGETS
+        from .records import MAX_RUNGS
+        from .rungs import is_rung_study, rung_of_name
+        from .train import budget
 
         if not isinstance(self.trials, int) or self.trials < 0:
             raise ValueError(f"trials must be >= 0, got {self.trials!r}")
+        if self.study is not None and is_rung_study(self.study):
+            raise ValueError(
+                f"study {self.study!r} is a rung of study {rung_of_name(self.study)[0]!r}; "
+                "search that study instead"
+            )
         if self.dataset is not None and self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.width is not None and not 0 < self.width <= 8:
             raise ValueError(f"width must be in (0, 8], got {self.width}")
-        if self.budget is not None and self.budget not in BUDGETS:
-            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.budget is not None:
+            budget(self.budget)  # ValueError names the known budgets
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.objectives is not None:
@@ -80,6 +92,12 @@ class SearchSettings:
             raise ValueError(f"workers_per_gpu must be >= 1, got {self.workers_per_gpu}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if self.rungs is not None and not 1 <= self.rungs <= MAX_RUNGS:
+            raise ValueError(f"rungs must be in 1..{MAX_RUNGS}, got {self.rungs}")
+        if self.eta is not None and self.eta < 2:
+            raise ValueError(f"eta must be >= 2, got {self.eta}")
+        if self.final_seeds < 1:
+            raise ValueError(f"final_seeds must be >= 1, got {self.final_seeds}")
         if self.prescreen < 1:
             raise ValueError(f"prescreen must be >= 1, got {self.prescreen}")
         if self.proxy not in PROXY_NAMES:
@@ -90,6 +108,14 @@ class SearchSettings:
         from search_space import DEFAULT_SPACE
 
         return self.study or f"{self.dataset or NEW_STUDY_DEFAULTS['dataset']}-{DEFAULT_SPACE.name}"
+
+    @property
+    def new_rungs(self) -> tuple[int, int]:
+        """(rungs, eta) a new study gets from these settings."""
+        return (
+            self.rungs if self.rungs is not None else NEW_STUDY_DEFAULTS["rungs"],
+            self.eta if self.eta is not None else NEW_STUDY_DEFAULTS["eta"],
+        )
 
     @property
     def constraints(self) -> dict[str, float] | None:

@@ -107,12 +107,17 @@ def load_study(storage: str | BaseStorage | None, study_name: str) -> optuna.Stu
         raise StorageError(f"cannot load study {study_name!r}: {first_line(exc)}") from None
 
 
-def study_names(storage: str | BaseStorage | None) -> list[str]:
-    """Names of the studies in a storage."""
+def study_names(storage: str | BaseStorage | None, rungs: bool = False) -> list[str]:
+    """Names of the studies in a storage; the lower rungs of successive-halving studies
+    (``NAME@rung0``, see `explorer.rungs`) only with `rungs`."""
+    from .rungs import is_rung_study
+
     store = storage if isinstance(storage, BaseStorage) else open_storage(storage, create=False)
     try:
         return [
-            s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)
+            s.study_name
+            for s in optuna.get_all_study_summaries(store, include_best_trial=False)
+            if rungs or not is_rung_study(s.study_name)
         ]
     except Exception as exc:  # noqa: BLE001
         raise StorageError(f"cannot read studies: {first_line(exc)}") from None

@@ -58,7 +58,8 @@ def new_config(s: SearchSettings, budget: str) -> StudyConfig:
 
     seed = s.seed if s.seed is not None else NEW_STUDY_DEFAULTS["seed"]
     width = s.width if s.width is not None else NetworkConfig.__dataclass_fields__["width"].default
-    train_config = dataclasses.replace(train.BUDGETS[budget], seed=seed)
+    train_config = dataclasses.replace(train.budget(budget), seed=seed)
+    rungs, eta = s.new_rungs
     return StudyConfig(
         dataset=s.dataset or NEW_STUDY_DEFAULTS["dataset"],
         width=float(width),
@@ -71,6 +72,8 @@ def new_config(s: SearchSettings, budget: str) -> StudyConfig:
         objectives=tuple(s.objectives or DEFAULT_OBJECTIVES),
         sampler=s.sampler or NEW_STUDY_DEFAULTS["sampler"],
         constraints=dict(s.constraints or {}),
+        rungs=rungs,
+        eta=eta,
     )
 
 
@@ -89,6 +92,10 @@ def _given(s: SearchSettings, budget_given: bool) -> dict[str, Any]:
         given["objectives"] = tuple(s.objectives)
     if s.constraints is not None:
         given["constraints"] = dict(s.constraints)
+    if s.rungs is not None:
+        given["rungs"] = s.rungs
+    if s.eta is not None:
+        given["eta"] = s.eta
     if budget_given:
         given["budget"] = s.budget
     return given
@@ -113,6 +120,12 @@ def check_resume(stored: StudyConfig, s: SearchSettings, name: str) -> StudyConf
         have = getattr(stored, field)
         if stored.legacy and field == "sampler":
             continue
+        if field in ("rungs", "eta") and have != value:
+            raise UsageError(
+                f"study {name!r} was made with {field}={have}, not {value}; its rungs are fixed "
+                f"when it is made: leave {StudyConfig.FLAGS[field]} out to continue it, or use "
+                "another --study"
+            )
         if have != value and not s.override:
             flag = StudyConfig.FLAGS[field]
             keep = (
@@ -126,7 +139,7 @@ def check_resume(stored: StudyConfig, s: SearchSettings, name: str) -> StudyConf
                 "use another --study, or --override to train the new settings into this study"
             )
     if s.budget is not None and not stored.legacy and not s.override:
-        now = dataclasses.replace(train.BUDGETS[s.budget], seed=stored.train_seed).to_dict()
+        now = dataclasses.replace(train.budget(s.budget), seed=stored.train_seed).to_dict()
         changed = sorted(k for k in now if now[k] != stored.train_config.get(k))
         if s.budget == stored.budget and changed:
             field = changed[0]
@@ -168,6 +181,8 @@ def open_search_study(
                 raise UsageError(f"study {name!r} has unreadable settings: {exc}") from None
             if stored is not None:
                 config = check_resume(stored, s, name)
+                if config.rungs > 1:
+                    _set_up_rungs(storage, existing, config, s.references)
                 return existing, config
             study = existing  # made by a process that died before writing its settings
         else:
@@ -181,16 +196,42 @@ def open_search_study(
             queued = {trial_attr(t, "reference") for t in study.get_trials(deepcopy=False)}
             for ref in DEFAULT_REFERENCES:
                 if ref not in queued:
-                    enqueue_reference(study, ref)
+                    enqueue_reference(
+                        study, ref, rung=config.rungs - 1 if config.rungs > 1 else None
+                    )
+        if config.rungs > 1:
+            _set_up_rungs(storage, study, config, s.references)
         study.set_user_attr(STUDY_CONFIG_ATTR, config.to_dict())
         return study, config
 
 
-def enqueue_reference(study: optuna.Study, name: str, attempt: int = 1) -> None:
+def _set_up_rungs(
+    storage: optuna.storages.BaseStorage,
+    study: optuna.Study,
+    config: StudyConfig,
+    references: bool,
+) -> None:
+    """The lower rungs' studies, each with the references queued once (they run at every rung);
+    under the study's lock. The top rung's references are queued by the caller."""
+    from .rungs import create_lower_rungs
+
+    for rung, lower in enumerate(create_lower_rungs(storage, study, config)):
+        if not references:
+            continue
+        queued = {trial_attr(t, "reference") for t in lower.get_trials(deepcopy=False)}
+        for ref in DEFAULT_REFERENCES:
+            if ref not in queued:
+                enqueue_reference(lower, ref, rung=rung)
+
+
+def enqueue_reference(
+    study: optuna.Study, name: str, attempt: int = 1, rung: int | None = None
+) -> None:
     params = DEFAULT_SPACE.params_from_config(REFERENCES[name])
-    study.enqueue_trial(
-        params, user_attrs={"reference": name, "attempt": attempt}, skip_if_exists=False
-    )
+    attrs: dict[str, Any] = {"reference": name, "attempt": attempt}
+    if rung is not None:
+        attrs["rung"] = rung
+    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
 
 
 def search_trials_taken(study: optuna.Study) -> int:
@@ -209,8 +250,16 @@ def waiting_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def study_config(study: optuna.Study) -> StudyConfig | None:
-    """A study's stored settings (None for a study this project did not make)."""
+    """A study's stored settings (None for a study this project did not make); a lower rung's
+    study (`explorer.rungs`) has those of the study it is a rung of."""
     try:
-        return StudyConfig.from_study(study.user_attrs)
+        config = StudyConfig.from_study(study.user_attrs)
     except ValueError:
         return None
+    of = study.user_attrs.get("rung_of")
+    if config is None and isinstance(of, str) and of != study.study_name:
+        try:
+            return study_config(optuna.load_study(study_name=of, storage=study._storage))
+        except KeyError:
+            return None
+    return config

@@ -19,6 +19,7 @@ import dataclasses
 import gc
 import math
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -181,12 +182,58 @@ BUDGETS: dict[str, TrainConfig] = {
 }
 
 
+# ``quickx9``: the ``quick`` preset with 9 times its training images (see `scaled`).
+SCALED_BUDGET = re.compile(r"(?P<base>[a-z]+)x(?P<factor>[1-9][0-9]{0,3})")
+
+
 def budget(name: str) -> TrainConfig:
-    """The `TrainConfig` of a budget name; `ValueError` names the known ones otherwise."""
-    try:
+    """The `TrainConfig` of a budget name: a preset of `BUDGETS`, or a preset with ``xK``
+    (``quickx9``: `scaled` by K). `ValueError` names the known ones otherwise."""
+    if isinstance(name, str) and name in BUDGETS:
         return BUDGETS[name]
-    except KeyError:
-        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {name!r}") from None
+    match = SCALED_BUDGET.fullmatch(name) if isinstance(name, str) else None
+    if match is not None and match["base"] in BUDGETS:
+        return scaled(BUDGETS[match["base"]], int(match["factor"]))
+    raise ValueError(
+        f"budget must be one of {', '.join(BUDGETS)}, or one of them with xK for K times its "
+        f"training images (e.g. quickx9), got {name!r}"
+    )
+
+
+def is_budget(name: str) -> bool:
+    try:
+        budget(name)
+    except ValueError:
+        return False
+    return True
+
+
+def scaled(base: TrainConfig, factor: int) -> TrainConfig:
+    """`base` trained on `factor` times its images, under the same schedule shape: each epoch
+    draws `factor` times as many images, or, on the whole split, there are `factor` times as many
+    epochs. Validation stays the base's."""
+    _positive_int("factor", factor)
+    if factor == 1:
+        return base
+    if base.train_images is None:
+        return dataclasses.replace(base, epochs=base.epochs * factor)
+    return dataclasses.replace(base, train_images=base.train_images * factor)
+
+
+def rung_budget(top: TrainConfig, rung: int, rungs: int, eta: int, train_size: int) -> TrainConfig:
+    """The budget of rung `rung` (0 is the bottom) of a successive-halving search whose top rung
+    (``rungs - 1``) is `top`: the same `TrainConfig` with 1/eta of the training images per rung
+    below the top (`train_size`, the training split's size, stands in for "the whole split").
+    Every rung's schedule is complete: warm-up and annealing happen within the rung's own steps."""
+    _positive_int("rungs", rungs)
+    _positive_int("eta", eta)
+    if not isinstance(rung, int) or not 0 <= rung < rungs:
+        raise ValueError(f"rung must be in 0..{rungs - 1}, got {rung!r}")
+    divisor = eta ** (rungs - 1 - rung)
+    if divisor == 1:
+        return top
+    images = top.train_images if top.train_images is not None else train_size
+    return dataclasses.replace(top, train_images=max(top.batch_size, round(images / divisor)))
 
 
 LONG_FACTOR = 10
@@ -207,9 +254,14 @@ def long_budget(base: TrainConfig, factor: int = LONG_FACTOR) -> TrainConfig:
     return dataclasses.replace(base, train_images=base.train_images * factor, final_val_images=None)
 
 
-def default_budget(device: torch.device | str) -> str:
-    """``standard`` on a CUDA device, ``quick`` elsewhere (CPU, MPS)."""
-    return "standard" if torch.device(device).type == "cuda" else "quick"
+def default_budget(device: torch.device | str, rungs: int = 1, eta: int = 3) -> str:
+    """The top rung of a new study's search when --budget is not given: ``standard`` on a CUDA
+    device; elsewhere (CPU, MPS) ``quick`` for a single-budget search and, with several rungs,
+    ``quick`` scaled so that the bottom rung is ``quick`` (``quickx9`` for 3 rungs, eta 3)."""
+    if torch.device(device).type == "cuda":
+        return "standard"
+    factor = eta ** (rungs - 1)
+    return "quick" if factor == 1 else f"quickx{factor}"
 
 
 def resolve_device(name: str = "auto") -> torch.device:

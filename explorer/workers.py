@@ -1,10 +1,13 @@
 """Running the search's trials: one worker in this process, or several worker processes.
 
 A worker claims its trials one at a time under the study's lock (`explorer.locking`): it first
-recovers dead workers' trials (`explorer.recovery`), then stops if the study already holds the
-requested number of search trials and no queued trial waits, else asks Optuna for the next trial
-(a queued reference or retry first). So however many workers run, on however many machines, the
-study ends with exactly the requested number of search trials. Each worker proposes with its own
+recovers dead workers' trials (`explorer.recovery`) at every rung, then takes a queued trial (a
+reference, a retry or a promotion; the highest rung first), else promotes a design that has
+earned it (`explorer.rungs`), else asks the bottom rung's sampler for a new design while the
+study holds fewer than the requested number of search trials. With nothing to do while designs
+still train below the top rung (their results may promote them), it looks again every few
+seconds; otherwise it stops. So however many workers run, on however many machines, the study
+ends with exactly the requested number of search trials. Each worker proposes with its own
 sampler seed, stored on its trials: the first worker of a study gets the study's seed (a one-worker
 run repeats exactly), later ones other seeds.
 
@@ -34,6 +37,7 @@ from .locking import WorkerToken, check_journal_host, study_lock
 from .objective import TrialFailed, TrialRunner
 from .records import WORKERS_STARTED_ATTR, trial_attr
 from .recovery import recover
+from .rungs import lower_running, next_promotion, promote, rung_studies
 from .settings import SearchSettings
 from .storage import STUDIES_DIR, default_storage, is_journal, open_storage
 from .study import open_search_study, sampler_for, search_trials_taken, waiting_trials
@@ -42,6 +46,8 @@ from .usage import UsageError
 MAX_ERRORS_IN_A_ROW = 3
 MAX_SKIPS_IN_A_ROW = 300  # proposals over the limits without one trained design between
 SEED_STRIDE = 1_000_003  # a prime: worker n's sampler seed is seed + n * stride
+WAIT = "wait"
+WAIT_S = 2.0  # how often a worker with nothing to do looks again while others still train
 
 
 class WorkerError(RuntimeError):
@@ -99,14 +105,19 @@ def run_worker(
     # Before anything is timed: the references' latency is measured under the same settings.
     backend = train.configure_backend(device, s.deterministic)
     torch.set_num_threads(devices.cpu_threads_per_worker(workers))
-    budget = s.budget or train.default_budget(device)
+    budget = s.budget or train.default_budget(device, *s.new_rungs)
     storage = open_storage(url, heartbeat=60)
     study, config = open_search_study(s, storage, url, budget)
     token = WorkerToken(url)
     try:
         with study_lock(url, f"study:{study.study_name}"):
             seed = _claim_sampler_seed(study, config.train_seed)
-        study.sampler = sampler_for(config, seed)
+        studies = rung_studies(storage, study, config)
+        # The sampler proposes at the bottom rung and learns from that rung's values only; the
+        # rungs above get only queued designs (promotions, references), whose params are fixed.
+        studies[0].sampler = sampler_for(config, seed)
+        for upper in studies[1:]:
+            upper.sampler = optuna.samplers.RandomSampler(seed=seed)
         data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
         info = metrics.device_info(device) | {
             "backend": backend,
@@ -124,10 +135,14 @@ def run_worker(
                 break  # the search that started this process is gone: stop after a trial
             if s.timeout is not None and time.time() - start > s.timeout:
                 break
-            trial = _claim(study, url, s.trials, prescreener)
-            if trial is None:
+            claim = _claim(studies, config, url, s.trials, prescreener)
+            if claim is None:
                 break
-            frozen = _run_trial(study, trial, runner)
+            if claim == WAIT:
+                time.sleep(WAIT_S)
+                continue
+            rung, trial = claim
+            frozen = _run_trial(studies[rung], trial, runner, rung)
             ran += 1
             if on_trial is not None:
                 on_trial(study, frozen)
@@ -162,28 +177,46 @@ def _prescreener(s, config, runner, data, device, workers):
     )
 
 
-def _claim(study: optuna.Study, url: str, target: int, prescreener=None) -> optuna.Trial | None:
-    """The next trial this worker runs, or None when the study has all it needs."""
-    with study_lock(url, f"study:{study.study_name}"):
-        recover(study, url)
-        waiting = waiting_trials(study)
-        if not waiting and search_trials_taken(study) >= target:
-            return None
-        if prescreener is not None and not waiting:
-            prescreener(study)
-        return study.ask()
+def _claim(
+    studies: list[optuna.Study], config, url: str, target: int, prescreener=None
+) -> tuple[int, optuna.Trial] | str | None:
+    """The next trial this worker runs, as (rung, trial); `WAIT` when there is nothing to do now
+    but a design still training below the top rung may be promoted; None when the study has all
+    it needs. `studies` are the study's rungs, bottom first (one for a single-budget study).
+
+    In order: a queued trial (a reference, a retry or a promotion), highest rung first; a design
+    to promote (`explorer.rungs.next_promotion`), highest rung first; a new design at the bottom
+    rung while it has fewer than `target` search trials."""
+    top = studies[-1]
+    with study_lock(url, f"study:{top.study_name}"):
+        for rung_study in studies:
+            recover(rung_study, url)
+        for rung in reversed(range(len(studies))):
+            if waiting_trials(studies[rung]):
+                return rung, studies[rung].ask()
+        found = next_promotion(studies, config) if len(studies) > 1 else None
+        if found is not None:
+            rung, promotion = found
+            promote(studies[rung], rung, promotion)
+            return rung, studies[rung].ask()
+        bottom = studies[0]
+        if search_trials_taken(bottom) < target:
+            if prescreener is not None:
+                prescreener(bottom)
+            return 0, bottom.ask()
+        return WAIT if len(studies) > 1 and lower_running(studies) else None
 
 
 def _run_trial(
-    study: optuna.Study, trial: optuna.Trial, runner: TrialRunner
+    study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, rung: int | None = None
 ) -> optuna.trial.FrozenTrial:
-    """Run one trial with heartbeats and tell Optuna how it ended."""
+    """Run one trial (at `rung`, default the top) with heartbeats and tell Optuna how it ended."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
     state, values = optuna.trial.TrialState.FAIL, None
     try:
         with get_heartbeat_thread(trial._trial_id, study._storage):
-            values = runner(trial)
+            values = runner(trial, rung)
         state = optuna.trial.TrialState.COMPLETE
     except optuna.TrialPruned:
         state = optuna.trial.TrialState.PRUNED

@@ -25,7 +25,7 @@ from explorer.settings import SearchSettings
 from explorer.workers import run_worker
 s = SearchSettings(trials=int(sys.argv[4]), study=sys.argv[1], storage=sys.argv[2], budget="smoke",
                    device="cpu", data_dir=sys.argv[3], references=False, quiet=True, weights=False,
-                   proxies=False)
+                   proxies=False, rungs=1)
 run_worker(s, worker_index=int(sys.argv[5]), n_trials=int(sys.argv[6]) or None)
 """
 
@@ -37,7 +37,7 @@ from explorer.storage import open_storage
 from explorer.study import open_search_study
 url, name, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
 time.sleep(max(0.0, at - time.time()))
-study, config = open_search_study(SearchSettings(study=name, storage=url), open_storage(url, heartbeat=60), url, "smoke")
+study, config = open_search_study(SearchSettings(study=name, storage=url, rungs=1), open_storage(url, heartbeat=60), url, "smoke")
 print(study.study_name, config.budget)
 """
 
@@ -217,3 +217,64 @@ def test_killed_worker_leaves_a_study_another_finishes(
     assert retried[0].params == killed.params
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 3
+
+
+# A worker of a two-rung study with the references, as every machine of a shared study runs it.
+RUNG_WORKER = """
+import sys
+from explorer.settings import SearchSettings
+from explorer.workers import run_worker
+url, name, data, at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+import time
+time.sleep(max(0.0, at - time.time()))
+s = SearchSettings(trials=6, study=name, storage=url, budget="smoke", rungs=2, device="cpu",
+                   data_dir=data, quiet=True, weights=False, proxies=False, prune=False)
+run_worker(s)
+"""
+
+
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.slow
+def test_two_workers_at_once_share_the_rungs_without_promoting_twice(
+    kind, tmp_path, request, tiny_fmnist
+):
+    """Two workers started at the same moment on a fresh storage: rung 0 gets exactly the
+    requested designs, each reference trains once per rung, no design is promoted twice, and
+    every design of rung 0's final best third reaches the top."""
+    from explorer.records import TrialRecord
+    from explorer.rungs import finished_designs, rank_order
+
+    url = _storage_url(kind, tmp_path, request)
+    at = time.time() + 8.0
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUNG_WORKER, url, "mf", str(tiny_fmnist), str(at)],
+            cwd=ROOT,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    for p in runs:
+        _, err = p.communicate(timeout=1200)
+        assert p.returncode == 0, err
+    from explorer.storage import open_storage
+
+    storage = open_storage(url)
+    top = optuna.load_study(study_name="mf", storage=storage)
+    bottom = optuna.load_study(study_name="mf@rung0", storage=storage)
+    for study in (bottom, top):
+        refs = sorted(t.user_attrs.get("reference") for t in study.trials
+                      if t.user_attrs.get("reference"))  # fmt: skip
+        assert refs == ["v1", "v2"]
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    searched = [t for t in bottom.trials if not t.user_attrs.get("reference")]
+    assert len(searched) == 6
+    assert len({t.user_attrs["worker"] for t in bottom.trials}) == 2  # both took part
+    parents = [t.user_attrs["parent"] for t in top.trials if not t.user_attrs.get("reference")]
+    assert parents and len(parents) == len(set(parents))
+    final = rank_order(finished_designs([TrialRecord.from_trial(t) for t in bottom.trials]),
+                       ("val_acc", "params"))  # fmt: skip
+    assert {r.number for r in final[: len(final) // 3]} <= set(parents)

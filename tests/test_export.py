@@ -700,7 +700,18 @@ def trained(tmp_path_factory, tiny_fmnist, one_torch_thread) -> tuple[str, optun
     from explorer import search
 
     storage = str(tmp_path_factory.mktemp("trained") / "s.journal")
-    argv = ["--trials", "0", "--budget", "smoke", "--device", "cpu", "--workers", "1"]
+    argv = [
+        "--trials",
+        "0",
+        "--budget",
+        "smoke",
+        "--rungs",
+        "1",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+    ]
     argv += ["--data-dir", str(tiny_fmnist), "--storage", storage, "--study", "t", "--quiet"]
     assert search.main([*argv, "--no-proxies"]) == 0
     study = optuna.load_study(study_name="t", storage=open_storage(storage))

@@ -35,6 +35,8 @@ def base_args(tmp_path: Path, data: Path, trials: int = 2) -> list[str]:
         str(trials),
         "--budget",
         "smoke",
+        "--rungs",
+        "1",
         "--device",
         "cpu",
         "--data-dir",
@@ -110,10 +112,15 @@ def test_help_shows_defaults():
         "--no-references",
         "--no-prune",
         "--timeout",
+        "--rungs",
+        "--eta",
+        "--final-seeds",
     ):
         assert flag in out
     flat = " ".join(out.split())
     assert "default: 100" in flat and "tpe for a new study" in flat
+    # What each rung of the default search is.
+    assert "rung 0 = quick (4 epochs x 1,024 images)" in flat and "rung 2 = quickx9 (9,216)" in flat
     # The examples keep their lines, so they can be copied.
     assert "\n  python -m explorer.search --trials 20 --budget smoke " in out
     assert "\n  python -m explorer.evaluate --pareto " in out
@@ -485,7 +492,7 @@ def test_second_worker_mid_setup_neither_fails_nor_queues_references_twice(tmp_p
     """A worker that opens a study whose first worker died before writing its settings (both
     started together on a shared storage) completes the set-up instead of failing."""
     url = str(tmp_path / "j.journal")
-    s = search.SearchSettings(trials=3, study="race", storage=url)
+    s = search.SearchSettings(trials=3, study="race", storage=url, rungs=1)
     storage = search.open_storage(url)
     first = optuna.create_study(study_name="race", storage=storage, directions=["maximize"] * 2)
     study_mod.enqueue_reference(first, "v1")  # the first worker stopped half-way through
@@ -502,7 +509,7 @@ def _made(tmp_path, *flags: str) -> list[str]:
     from explorer.search import parse_settings
 
     args = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--device", "cpu",
-            "--budget", "smoke", "--quiet", *flags]  # fmt: skip
+            "--budget", "smoke", "--rungs", "1", "--quiet", *flags]  # fmt: skip
     s = parse_settings(args)
     url = s.storage
     study_mod.open_search_study(s, search.open_storage(url), url, "smoke")
@@ -649,3 +656,19 @@ def test_a_journal_made_on_another_machine_is_warned_about_once(tmp_path):
     warning = check_journal_host(url)
     assert warning is not None and "otherhost" in warning and "PostgreSQL" in warning
     assert "\n" not in warning
+
+
+def test_a_trial_no_worker_ever_claimed_is_recovered_after_the_grace_period(tmp_path, monkeypatch):
+    """A worker that died between Optuna's ask and its first write leaves a RUNNING trial with no
+    worker id; once the grace period has passed it is failed as interrupted and retried."""
+    from explorer import recovery
+
+    url = str(tmp_path / "s.journal")
+    study = optuna.create_study(study_name="o", storage=search.open_storage(url),
+                                directions=["maximize", "minimize"])  # fmt: skip
+    study_mod.enqueue_reference(study, "v1")
+    orphan = study.ask()
+    assert recover(study, url) == []  # just started: its worker may be about to write
+    monkeypatch.setattr(recovery, "ORPHAN_GRACE_S", 0)
+    assert recover(study, url) == [orphan.number]
+    assert "no worker claimed it" in study.trials[orphan.number].user_attrs["fail_reason"]

@@ -1,0 +1,338 @@
+"""Successive halving across budgets: what it costs, whether its front holds, whether it pays.
+
+    python bench/rungs.py time --trials 100            # default search against --rungs 1, wall time
+    python bench/rungs.py hold --storage S             # re-evaluate S's front, Kendall tau, verdicts
+    python bench/rungs.py worth --seeds 0,1 --trials 30    # against single-budget at equal wall time
+    python bench/rungs.py signals --storage S          # bottom rung's accuracy and loss vs the top
+
+Each mode prints its table and replaces its own section of BENCHMARKS.md (command, machine,
+date). `time` runs the two searches one after the other in fresh journals under --dir; `hold`
+runs ``python -m explorer.evaluate`` on the study's front (skipping seeds already stored) and then
+compares; `worth` runs, per seed, a default search, then a single-budget search given the same
+wall time (``--timeout``), re-evaluates both fronts at --long and compares the hypervolumes of the
+re-evaluated fronts; `signals` reads a finished multi-rung study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import optuna  # noqa: E402
+from report import write_section  # noqa: E402
+
+from explorer.evaluate import reeval_results  # noqa: E402
+from explorer.metrics import cpu_name  # noqa: E402
+from explorer.results import hypervolume, hypervolume_spec, pareto_front, study_records  # noqa: E402
+from explorer.rungs import rung_records  # noqa: E402
+from explorer.storage import open_storage  # noqa: E402
+from explorer.study import study_config  # noqa: E402
+
+STUDY = "fashion-mnist-inception-block"
+
+
+def machine() -> str:
+    return (
+        f"{cpu_name()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f} at the start"
+    )
+
+
+def stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b (ties in either list counted as neither concordant nor discordant)."""
+    n = len(x)
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = ((concordant + discordant + ties_x) * (concordant + discordant + ties_y)) ** 0.5
+    return (concordant - discordant) / denom if denom else float("nan")
+
+
+def search(storage: Path, *flags: str, timeout: float | None = None) -> float:
+    """Run ``python -m explorer.search`` into a fresh journal; its wall time in seconds."""
+    if storage.exists():
+        sys.exit(f"{storage} exists: the benchmark needs a fresh study")
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "explorer.search", "--storage", str(storage), "--quiet", *flags]
+    if timeout is not None:
+        cmd += ["--timeout", f"{timeout:.0f}"]
+    print("$", " ".join(cmd[1:]), file=sys.stderr)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def load(storage: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=open_storage(str(storage)))
+
+
+def per_rung(study: optuna.Study) -> str:
+    config = study_config(study)
+    by_rung = rung_records(study._storage, study, config)
+    return " / ".join(
+        f"{sum(1 for r in recs if not r.reference and r.state in ('COMPLETE', 'PRUNED'))}"
+        for _, recs in sorted(by_rung.items())
+    )
+
+
+def mode_time(args) -> None:
+    folder = Path(args.dir)
+    rows = []
+    mf = ["--budget", args.mf_budget] if args.mf_budget else []
+    single = ["--budget", args.single_budget] if args.single_budget else []
+    for label, flags in (("default (3 rungs)", mf), ("--rungs 1", ["--rungs", "1", *single])):
+        storage = folder / f"time-{len(rows)}.journal"
+        wall = search(storage, "--trials", str(args.trials), *flags, *args.search_flags)
+        study = load(storage)
+        rows.append((label, wall, study_config(study).budget, per_rung(study)))
+    ratio = rows[0][1] / rows[1][1]
+    body = [
+        f"Command: `python bench/rungs.py time --trials {args.trials}"
+        + (f" --mf-budget {args.mf_budget}" if args.mf_budget else "")
+        + (f" --single-budget {args.single_budget}" if args.single_budget else "")
+        + f"` (the two searches one after the other, fresh journals). Machine: {machine()}. "
+        f"Date: {stamp()}.",
+        "",
+        "| search | top budget | designs finished per rung | wall time |",
+        "|---|---|---|---|",
+        *[f"| {label} | `{b}` | {n} | {w / 60:.1f} min |" for label, w, b, n in rows],
+        "",
+        f"Ratio: **{ratio:.2f}x** the single-budget search's time (target: at most 3.5x).",
+    ]
+    print("\n".join(body))
+    write_section(f"Successive halving: wall time ({args.trials} trials)", "\n".join(body))
+
+
+def _reevaluate(storage: Path, trials: list[int], seeds: int, budget: str, parallel: int) -> None:
+    """``explorer.evaluate`` on these trials and v1/v2, split over `parallel` processes."""
+    groups = [trials[i::parallel] for i in range(parallel)]
+    refs = [["v1", "v2"][i::parallel] for i in range(parallel)]
+    procs = []
+    for group, ref in zip(groups, refs):
+        cmd = [sys.executable, "-m", "explorer.evaluate", "--storage", str(storage), "--seeds",
+               str(seeds), "--budget", budget, "--quiet",
+               "--references", ",".join(ref) or "none"]  # fmt: skip
+        cmd += ["--trial", *map(str, group)] if group else ["--top", "0"]
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // parallel)))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
+    for p in procs:
+        if p.wait():
+            sys.exit(f"explorer.evaluate failed with status {p.returncode}")
+
+
+def _reevaluated(study: optuna.Study, budget: str) -> dict:
+    return {k: v for k, v in reeval_results(study).items() if v.budget == budget}
+
+
+def mode_hold(args) -> None:
+    storage = Path(args.storage)
+    study = load(storage)
+    config = study_config(study)
+    records = study_records(study)
+    front = [r for r in pareto_front(records, config.objectives) if not r.reference]
+    refs = {r.reference: r for r in records if r.reference and r.complete}
+    start = time.perf_counter()
+    _reevaluate(storage, [r.number for r in front], args.seeds, args.budget, args.parallel)
+    wall = time.perf_counter() - start
+    study = load(storage)
+    results = _reevaluated(study, args.budget)
+    designs = [r for r in [*front, *refs.values()] if r.number in results]
+    search_acc = [r.val_acc for r in designs]
+    test_acc = [results[r.number].test_acc_mean for r in designs]
+    tau = kendall_tau(search_acc, test_acc)
+    lines = []
+    reversed_ = 0
+    for name, ref in sorted(refs.items()):
+        claimed = [f for f in front if f.val_acc > ref.val_acc and f.params <= ref.params]
+        held = [
+            f
+            for f in claimed
+            if results[f.number].test_acc_mean > results[ref.number].test_acc_mean
+        ]
+        reversed_ += len(claimed) - len(held)
+        lines.append(
+            f"- beat {name} (more accurate, no more parameters): the search says {len(claimed)}, "
+            f"{len(held)} still do after re-evaluation"
+        )
+    body = [
+        f"Command: `python bench/rungs.py hold --storage {storage} --budget {args.budget} "
+        f"--seeds {args.seeds}` (`python -m explorer.evaluate` on the front, {args.parallel} "
+        f"processes, {wall / 60:.0f} min). Machine: {machine()}. Date: {stamp()}.",
+        f"Study: {config.rungs} rung(s), top budget `{config.budget}`; re-evaluated at "
+        f"`{args.budget}`, test accuracy on the whole test split, mean over {args.seeds} seeds.",
+        "",
+        "| design | params | search val acc | re-evaluated test acc (mean ± sd) |",
+        "|---|---|---|---|",
+        *[
+            f"| {r.label()} | {r.params:,} | {r.val_acc:.4f} | "
+            f"{results[r.number].test_acc_mean:.4f} ± {results[r.number].test_acc_std:.4f} |"
+            for r in sorted(designs, key=lambda r: r.params)
+        ],
+        "",
+        f"- Kendall tau, search accuracy against re-evaluated accuracy over these {len(designs)} "
+        f"designs: **{tau:.2f}** (target >= 0.7)",
+        *lines,
+        f"- claims reversed: {reversed_} (target: none)",
+    ]
+    print("\n".join(body))
+    write_section(
+        f"Successive halving: does the front hold? ({config.rungs} rungs)", "\n".join(body)
+    )
+
+
+def _front_hypervolume(study: optuna.Study, budget: str) -> tuple[float, int]:
+    """Hypervolume of the study's front with each design's re-evaluated test accuracy."""
+    config = study_config(study)
+    records = study_records(study)
+    results = _reevaluated(study, budget)
+    front = [r for r in pareto_front(records, config.objectives) if r.number in results]
+    again = [dataclasses.replace(r, val_acc=results[r.number].test_acc_mean) for r in front]
+    spec = hypervolume_spec(config, records)
+    return hypervolume(again, spec), len(front)
+
+
+def mode_worth(args) -> None:
+    folder = Path(args.dir)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        mf = folder / f"worth-mf-{seed}.journal"
+        single = folder / f"worth-single-{seed}.journal"
+        common = ["--seed", str(seed), *args.search_flags]
+        mf_budget = ["--budget", args.mf_budget] if args.mf_budget else []
+        single_budget = ["--budget", args.single_budget] if args.single_budget else []
+        wall = search(mf, "--trials", str(args.trials), *mf_budget, *common)
+        search(single, "--rungs", "1", "--trials", "100000", *single_budget, *common,
+               timeout=wall)  # fmt: skip
+        out = []
+        for storage in (mf, single):
+            study = load(storage)
+            front = [
+                r.number
+                for r in pareto_front(study_records(study), study_config(study).objectives)
+                if not r.reference
+            ]
+            _reevaluate(storage, front, 1, args.long, args.parallel)
+            hv, n = _front_hypervolume(load(storage), args.long)
+            trials = sum(1 for t in study_records(study) if not t.reference)
+            out.append((hv, n, trials))
+        rows.append((seed, wall, out))
+    body = [
+        f"Command: `python bench/rungs.py worth --seeds {args.seeds} --trials {args.trials} "
+        f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
+        "Per search seed: the default search (3 rungs) with --trials designs, then a single-budget "
+        "search (--rungs 1) given the same wall time; each front re-evaluated at "
+        f"`{args.long}` (1 seed) and its hypervolume computed with the re-evaluated test accuracy.",
+        "",
+        "| seed | wall time | 3 rungs: hypervolume (front size, trials) | 1 rung: hypervolume "
+        "(front size, trials) |",
+        "|---|---|---|---|",
+        *[
+            f"| {seed} | {wall / 60:.1f} min | {a[0]:.4f} ({a[1]}, {a[2]}) | {b[0]:.4f} ({b[1]}, "
+            f"{b[2]}) |"
+            for seed, wall, (a, b) in rows
+        ],
+        "",
+        f"Multi-fidelity higher on {sum(a[0] > b[0] for _, _, (a, b) in rows)} of {len(rows)} "
+        "seeds (target: every seed).",
+    ]
+    print("\n".join(body))
+    write_section("Successive halving: against single-budget search", "\n".join(body))
+
+
+def mode_signals(args) -> None:
+    study = load(Path(args.storage))
+    config = study_config(study)
+    by_rung = rung_records(study._storage, study, config)
+    top = config.rungs - 1
+    index = {k: {r.number: r for r in recs} for k, recs in by_rung.items()}
+    rows = []
+    for rung in range(top):
+        pairs = []
+        for r in by_rung[top]:
+            if r.reference or not r.complete:
+                continue
+            k, low = top, r
+            while k > rung and low is not None and low.parent is not None:
+                k, low = k - 1, index[k - 1].get(low.parent)
+            if k == rung and low is not None and low.complete and low.final_train_loss is not None:
+                pairs.append((low.val_acc, -low.final_train_loss, r.val_acc))
+        if len(pairs) >= 3:
+            acc_tau = kendall_tau([p[0] for p in pairs], [p[2] for p in pairs])
+            loss_tau = kendall_tau([p[1] for p in pairs], [p[2] for p in pairs])
+            rows.append((rung, len(pairs), acc_tau, loss_tau))
+    body = [
+        f"Command: `python bench/rungs.py signals --storage {args.storage}`. Machine: {machine()}. "
+        f"Date: {stamp()}.",
+        f"Study: {config.rungs} rungs, eta {config.eta}, top budget `{config.budget}`. Over the "
+        "designs that reached the top rung: Kendall tau of each lower rung's validation accuracy, "
+        "and of its last-epoch mean training loss (lower is better), against the top rung's "
+        "validation accuracy.",
+        "",
+        "| rung | designs | tau, validation accuracy | tau, last-epoch training loss |",
+        "|---|---|---|---|",
+        *[f"| {rung} | {n} | {a:.2f} | {b:.2f} |" for rung, n, a, b in rows],
+    ]
+    print("\n".join(body))
+    write_section(f"Successive halving: signals at the bottom rung ({config.rungs} rungs)",
+                  "\n".join(body))  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p.add_argument("mode", choices=("time", "hold", "worth", "signals"))
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--storage", help="hold/signals: the study's journal")
+    p.add_argument("--dir", default="bench-rungs", help="time/worth: where the journals go")
+    p.add_argument("--budget", default="long", help="hold: the re-evaluation budget")
+    p.add_argument(
+        "--mf-budget", help="time/worth: the multi-rung search's top budget (default: its own)"
+    )
+    p.add_argument(
+        "--single-budget", help="time/worth: the --rungs 1 search's budget (default: its own)"
+    )
+    p.add_argument("--long", default="long", help="worth: the re-evaluation budget")
+    p.add_argument("--seeds", default="3", help="hold: seeds per design; worth: search seeds")
+    p.add_argument("--parallel", type=int, default=2, help="evaluate processes at once")
+    p.add_argument("--search-flag", dest="search_flags", action="append", default=[],
+                   help="extra flag for every search (repeat: --search-flag=--budget "
+                   "--search-flag=smokex9)")  # fmt: skip
+    args = p.parse_args()
+    if args.mode in ("hold", "signals") and not args.storage:
+        p.error(f"{args.mode} needs --storage")
+    if args.mode == "hold":
+        args.seeds = int(args.seeds)
+    {"time": mode_time, "hold": mode_hold, "worth": mode_worth, "signals": mode_signals}[args.mode](
+        args
+    )
+
+
+if __name__ == "__main__":
+    main()
