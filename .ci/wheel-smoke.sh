@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project as a user installs it: build the wheel, install it into a fresh virtual environment
-# outside the checkout and, from an empty folder, run `inception-explorer info`, a one-trial smoke
+# outside the checkout and, from an empty folder, run `inception-explorer info`, a three-trial smoke
 # search, an export of that study and the dashboard (its health endpoint and the page itself).
 #
 # The fresh environment reuses the dependencies already installed in $VENV (default .venv) through
@@ -128,8 +128,9 @@ for split, n in (("train", 6000), ("t10k", 1000)):
 EOF
   data=(--data-dir "$TMP/data")
 fi
-step "inception-explorer search --trials 1 --budget smoke ${data[*]}"
-timeout 600 inception-explorer search --trials 1 --budget smoke --device cpu --workers 1 \
+# Three designs over two rungs: the best of the three is promoted, so the top rung has one.
+step "inception-explorer search --trials 3 --rungs 2 --budget smoke ${data[*]}"
+timeout 600 inception-explorer search --trials 3 --rungs 2 --budget smoke --device cpu --workers 1 \
   --no-references --study smoke "${data[@]}" >search.txt 2>&1 || fail "search: $(tail -n 20 search.txt)"
 [ -f studies/explorer.journal ] || fail "the search wrote no studies/explorer.journal here"
 tail -n 6 search.txt
