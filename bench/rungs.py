@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import optuna  # noqa: E402
-from report import write_section  # noqa: E402
+from report import write_section as _write_section  # noqa: E402
 
 from explorer.evaluate import reeval_results  # noqa: E402
 from explorer.metrics import cpu_name  # noqa: E402
@@ -51,6 +51,14 @@ def machine() -> str:
 
 def stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+WRITE = True
+
+
+def write_section(title: str, body: str) -> None:
+    if WRITE:
+        _write_section(title, body)
 
 
 def kendall_tau(x: list[float], y: list[float]) -> float:
@@ -131,14 +139,15 @@ def mode_time(args) -> None:
 
 def _reevaluate(storage: Path, trials: list[int], seeds: int, budget: str, parallel: int) -> None:
     """``explorer.evaluate`` on these trials and v1/v2, split over `parallel` processes."""
-    groups = [trials[i::parallel] for i in range(parallel)]
-    refs = [["v1", "v2"][i::parallel] for i in range(parallel)]
+    if not trials:
+        sys.exit(f"{storage}: no searched design on the front to re-evaluate")
+    groups = [g for g in (trials[i::parallel] for i in range(parallel)) if g]
+    refs = [["v1", "v2"][i :: len(groups)] for i in range(len(groups))]
     procs = []
     for group, ref in zip(groups, refs):
         cmd = [sys.executable, "-m", "explorer.evaluate", "--storage", str(storage), "--seeds",
                str(seeds), "--budget", budget, "--quiet",
-               "--references", ",".join(ref) or "none"]  # fmt: skip
-        cmd += ["--trial", *map(str, group)] if group else ["--top", "0"]
+               "--references", ",".join(ref) or "none", "--trial", *map(str, group)]  # fmt: skip
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // parallel)))
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
     for p in procs:
@@ -324,7 +333,10 @@ def main() -> None:
     p.add_argument("--search-flag", dest="search_flags", action="append", default=[],
                    help="extra flag for every search (repeat: --search-flag=--budget "
                    "--search-flag=smokex9)")  # fmt: skip
+    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args()
+    global WRITE
+    WRITE = not args.no_write
     if args.mode in ("hold", "signals") and not args.storage:
         p.error(f"{args.mode} needs --storage")
     if args.mode == "hold":
