@@ -243,9 +243,9 @@ def info_text() -> str:
         detail += f", {torch.get_num_threads()} CPU threads"
     top = default_budget(device, DEFAULT_RUNGS, DEFAULT_ETA)
     lines.append(
-        f"device: {device} ({detail}); a new study's default: {DEFAULT_RUNGS} rungs (eta "
-        f"{DEFAULT_ETA}) up to budget {top}, bottom rung 1/{DEFAULT_ETA ** (DEFAULT_RUNGS - 1)} "
-        f"of it; with --rungs 1, budget {default_budget(device)}"
+        f"device: {device} ({detail}); default budget: {top}, the top of {DEFAULT_RUNGS} rungs "
+        f"(eta {DEFAULT_ETA}; the bottom rung has 1/{DEFAULT_ETA ** (DEFAULT_RUNGS - 1)} of its "
+        f"images); with --rungs 1, {default_budget(device)}"
     )
     return "\n".join(lines)
 

@@ -91,7 +91,12 @@ def resolve_budget(study: optuna.Study, name: str) -> Budget:
         config = study_config(study)
         stored = (config.train_config or config.budget) if config is not None else None
         base, base_name = base_budget(stored)
-        if base_name == "searched" and config is not None and train.is_budget(config.budget):
+        if (
+            base_name == "searched"
+            and config is not None
+            and train.is_budget(config.budget)
+            and dataclasses.replace(train.budget(config.budget), seed=base.seed) == base
+        ):
             base_name = config.budget  # a scaled preset (quickx9), the top rung of a study
         config = train.long_budget(base)
         text = f"{train.LONG_FACTOR}x the study's {base_name} budget: {_size(config)}"

@@ -269,6 +269,23 @@ def test_long_budget_reads_a_stored_train_config(study_path):
         evaluate.resolve_budget(study, "long")
 
 
+def test_long_budget_of_a_multi_rung_study_is_ten_times_its_top_rung(study_path):
+    from explorer.records import StudyConfig
+
+    study = _study(study_path)
+    top = dataclasses.replace(train.budget("quickx9"), seed=0)
+    legacy = StudyConfig.from_study(study.user_attrs)
+    config = dataclasses.replace(legacy, budget="quickx9", train_config=top.to_dict(), rungs=3,
+                                 sampler="tpe", legacy=False)  # fmt: skip
+    study.set_user_attr("config", config.to_dict())
+    budget = evaluate.resolve_budget(study, "long")
+    assert budget.config == train.long_budget(top)
+    assert budget.config.train_images == 10 * 9 * train.BUDGETS["quick"].train_images
+    assert budget.text.startswith("10x the study's quickx9 budget: 92,160 training images")
+    # And a scaled preset by name, as the benchmarks re-evaluate at 10 x quick.
+    assert evaluate.resolve_budget(study, "quickx10").config == train.budget("quickx10")
+
+
 def test_older_stored_results_still_read_but_old_long_is_not_extended(study_path, capsys):
     """Entries older code wrote (no validation means, no train config) parse, and are
     re-evaluated from scratch rather than extended under today's ``long``."""
