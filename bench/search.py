@@ -57,16 +57,16 @@ def front_vs_refs(records) -> list[str]:
             f
             for f in front
             if not f.reference
-            and f.get("val_acc") > r.get("val_acc")
-            and f.get("params") <= r.get("params")
+            and f.val_acc > r.val_acc
+            and f.params <= r.params
         ]
         on_front = any(f.number == r.number for f in front)
         lines.append(
-            f"- {ref}: val acc {r.get('val_acc'):.4f}, {r.get('params'):,} params, "
+            f"- {ref}: val acc {r.val_acc:.4f}, {r.params:,} params, "
             f"{'on' if on_front else 'behind'} the front; {len(better)} found design(s) dominate it"
             + (
-                f" (best: #{max(better, key=lambda f: f.get('val_acc')).number}, "
-                f"{max(f.get('val_acc') for f in better):.4f})"
+                f" (best: #{max(better, key=lambda f: f.val_acc).number}, "
+                f"{max(f.val_acc for f in better):.4f})"
                 if better
                 else ""
             )
@@ -117,7 +117,7 @@ def mode_default(args) -> None:
         "| trial | val acc | params | design |",
         "|---|---|---|---|",
         *[
-            f"| {r.label()} | {r.get('val_acc'):.4f} | {r.get('params'):,} | `{r.block.short()}` |"
+            f"| {r.label()} | {r.val_acc:.4f} | {r.params:,} | `{r.block.short()}` |"
             for r in pareto_front(records)
         ],
     ]
@@ -141,7 +141,8 @@ def run_one(
             sampler=sampler,
             prune=prune,
             quiet=True,
-            keep_weights=False,
+            weights=False,
+            rungs=1,  # these benchmarks compare single-budget searches
             proxies=False,  # the same for every sampler; not what is compared here
             workers=parallel,  # only sets the torch threads: cores / parallel
         )
@@ -179,8 +180,8 @@ def mode_samplers(args) -> None:
         beats = all(
             any(
                 not f.reference
-                and f.get("val_acc") > ref.get("val_acc")
-                and f.get("params") <= ref.get("params")
+                and f.val_acc > ref.val_acc
+                and f.params <= ref.params
                 for f in front
             )
             for ref in refs.values()
