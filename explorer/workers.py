@@ -278,10 +278,12 @@ def _worker_main(s: SearchSettings, index: int, errors: Any) -> None:
     except Stopped:
         pass
     except Exception as exc:  # noqa: BLE001 - reported by the parent, traceback kept in a file
+        # From here a stop just ends the process: when two workers fail at once, the parent
+        # stops the second while it reports, and that must not print a traceback of its own.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         from .usage import first_line
 
         errors.put((index, f"{type(exc).__name__}: {first_line(exc)}", write_traceback(s, index)))
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # past here a stop just ends the process
         sys.exit(1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
