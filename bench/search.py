@@ -54,11 +54,7 @@ def front_vs_refs(records) -> list[str]:
         if r is None:
             continue
         better = [
-            f
-            for f in front
-            if not f.reference
-            and f.val_acc > r.val_acc
-            and f.params <= r.params
+            f for f in front if not f.reference and f.val_acc > r.val_acc and f.params <= r.params
         ]
         on_front = any(f.number == r.number for f in front)
         lines.append(
@@ -179,9 +175,7 @@ def mode_samplers(args) -> None:
         refs = {r.reference: r for r in records if r.reference and r.complete}
         beats = all(
             any(
-                not f.reference
-                and f.val_acc > ref.val_acc
-                and f.params <= ref.params
+                not f.reference and f.val_acc > ref.val_acc and f.params <= ref.params
                 for f in front
             )
             for ref in refs.values()

@@ -698,22 +698,11 @@ def trained(tmp_path_factory, tiny_fmnist, one_torch_thread) -> tuple[str, optun
     """A real (tiny) search: only the v1 and v2 references (``--trials 0``), trained on the smoke
     budget with their weights kept; v2 (batch norm) is the one exported."""
     from explorer import search
+    from tests.test_search import base_args
 
-    storage = str(tmp_path_factory.mktemp("trained") / "s.journal")
-    argv = [
-        "--trials",
-        "0",
-        "--budget",
-        "smoke",
-        "--rungs",
-        "1",
-        "--device",
-        "cpu",
-        "--workers",
-        "1",
-    ]
-    argv += ["--data-dir", str(tiny_fmnist), "--storage", storage, "--study", "t", "--quiet"]
-    assert search.main([*argv, "--no-proxies"]) == 0
+    folder = tmp_path_factory.mktemp("trained")
+    storage = str(folder / "s.journal")
+    assert search.main([*base_args(folder, tiny_fmnist, trials=0), "--no-proxies"]) == 0
     study = optuna.load_study(study_name="t", storage=open_storage(storage))
     [v2] = [t.number for t in study.trials if t.user_attrs.get("reference") == "v2"]
     return storage, study, v2
