@@ -4,13 +4,16 @@
     python bench/rungs.py hold --storage S             # re-evaluate S's front, Kendall tau, verdicts
     python bench/rungs.py worth --seeds 0,1 --trials 30    # against single-budget at equal wall time
     python bench/rungs.py signals --storage S          # bottom rung's accuracy and loss vs the top
+    python bench/rungs.py prune --seeds 0 --trials 30  # the default search with and without pruning
 
 Each mode prints its table and replaces its own section of BENCHMARKS.md (command, machine,
 date). `time` runs the two searches one after the other in fresh journals under --dir; `hold`
 runs ``python -m explorer.evaluate`` on the study's front (skipping seeds already stored) and then
 compares; `worth` runs, per seed, a default search, then a single-budget search given the same
 wall time (``--timeout``), re-evaluates both fronts at --long and compares the hypervolumes of the
-re-evaluated fronts; `signals` reads a finished multi-rung study.
+re-evaluated fronts; `signals` reads a finished multi-rung study; `prune` runs, per seed, the
+default search with --no-prune beside the same search with pruning (worth's journal when it is
+there), and compares their training time and their fronts re-evaluated at --long.
 """
 
 from __future__ import annotations
@@ -312,23 +315,98 @@ def mode_signals(args) -> None:
                   "\n".join(body))  # fmt: skip
 
 
+def _span_s(storage: Path) -> float:
+    """Seconds from the first trial's start to the last trial's end, over every rung's study."""
+    store = open_storage(str(storage))
+    starts, ends = [], []
+    for summary in optuna.get_all_study_summaries(store):
+        for t in optuna.load_study(study_name=summary.study_name, storage=store).trials:
+            if t.datetime_start is not None:
+                starts.append(t.datetime_start)
+            if t.datetime_complete is not None:
+                ends.append(t.datetime_complete)
+    return (max(ends) - min(starts)).total_seconds()
+
+
+def _pruning(study: optuna.Study) -> str:
+    """Per rung: searched designs pruned of those trained, and the share of epochs pruning saved."""
+    config = study_config(study)
+    by_rung = rung_records(study._storage, study, config)
+    parts = []
+    for _, recs in sorted(by_rung.items()):
+        trained = [r for r in recs if not r.reference and r.state in ("COMPLETE", "PRUNED")]
+        trained = [r for r in trained if r.duplicate_of is None and not r.skipped]
+        pruned = [r for r in trained if r.state == "PRUNED"]
+        epochs = max((len(r.curves.get("val_acc") or []) for r in trained), default=0)
+        done = sum(len(r.curves.get("val_acc") or []) for r in trained)
+        saved = 1 - done / (epochs * len(trained)) if epochs and trained else 0.0
+        parts.append(f"{len(pruned)}/{len(trained)} ({saved:.0%})")
+    return " / ".join(parts)
+
+
+def mode_prune(args) -> None:
+    folder = Path(args.dir)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        common = ["--seed", str(seed), "--trials", str(args.trials), *args.search_flags]
+        if args.mf_budget:
+            common += ["--budget", args.mf_budget]
+        on, off = folder / f"worth-mf-{seed}.journal", folder / f"prune-off-{seed}.journal"
+        if not on.exists():
+            search(on, *common)
+        search(off, "--no-prune", *common)
+        out = []
+        for storage in (on, off):
+            study = load(storage)
+            front = [
+                r.number
+                for r in pareto_front(study_records(study), study_config(study).objectives)
+                if not r.reference
+            ]
+            _reevaluate(storage, front, 1, args.long, args.parallel)
+            hv, n = _front_hypervolume(load(storage), args.long)
+            out.append((_span_s(storage), _pruning(study), hv, n))
+        rows.append((seed, out))
+    body = [
+        f"Command: `python bench/rungs.py prune --seeds {args.seeds} --trials {args.trials} "
+        f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
+        "Per search seed: the default search (3 rungs, dominated-at-epoch pruning at every rung) "
+        "and the same search with --no-prune, same seed and designs asked for; search time from "
+        "the first trial's start to the last trial's end; each front re-evaluated at "
+        f"`{args.long}` (1 seed), hypervolume with the re-evaluated test accuracy. Pruned: "
+        "searched designs pruned of those trained at each rung (rung 0 / 1 / 2), and in brackets "
+        "the share of that rung's epochs pruning saved.",
+        "",
+        "| seed | pruning | search time | pruned per rung | hypervolume (front size) |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {seed} | {label} | {span / 60:.1f} min | {pruned} | {hv:.4f} ({n}) |"
+            for seed, out in rows
+            for label, (span, pruned, hv, n) in zip(("on (default)", "off"), out)
+        ],
+    ]
+    print("\n".join(body))
+    write_section("Successive halving: pruning inside a rung", "\n".join(body))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
-    p.add_argument("mode", choices=("time", "hold", "worth", "signals"))
+    p.add_argument("mode", choices=("time", "hold", "worth", "signals", "prune"))
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--storage", help="hold/signals: the study's journal")
-    p.add_argument("--dir", default="bench-rungs", help="time/worth: where the journals go")
+    p.add_argument("--dir", default="bench-rungs", help="time/worth/prune: where the journals go")
     p.add_argument("--budget", default="long", help="hold: the re-evaluation budget")
     p.add_argument(
-        "--mf-budget", help="time/worth: the multi-rung search's top budget (default: its own)"
+        "--mf-budget",
+        help="time/worth/prune: the multi-rung search's top budget (default: its own)",
     )
     p.add_argument(
         "--single-budget", help="time/worth: the --rungs 1 search's budget (default: its own)"
     )
-    p.add_argument("--long", default="long", help="worth: the re-evaluation budget")
-    p.add_argument("--seeds", default="3", help="hold: seeds per design; worth: search seeds")
+    p.add_argument("--long", default="long", help="worth/prune: the re-evaluation budget")
+    p.add_argument("--seeds", default="3", help="hold: seeds per design; worth/prune: search seeds")
     p.add_argument("--parallel", type=int, default=2, help="evaluate processes at once")
     p.add_argument("--search-flag", dest="search_flags", action="append", default=[],
                    help="extra flag for every search (repeat: --search-flag=--budget "
@@ -341,9 +419,9 @@ def main() -> None:
         p.error(f"{args.mode} needs --storage")
     if args.mode == "hold":
         args.seeds = int(args.seeds)
-    {"time": mode_time, "hold": mode_hold, "worth": mode_worth, "signals": mode_signals}[args.mode](
-        args
-    )
+    modes = {"time": mode_time, "hold": mode_hold, "worth": mode_worth, "signals": mode_signals,
+             "prune": mode_prune}  # fmt: skip
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":
