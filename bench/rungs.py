@@ -172,12 +172,24 @@ def mode_hold(args) -> None:
     config = study_config(study)
     records = study_records(study)
     front = [r for r in pareto_front(records, config.objectives) if not r.reference]
+    front.sort(key=lambda r: r.params)  # smallest (quickest) first, so a stopped run has the most
     refs = {r.reference: r for r in records if r.reference and r.complete}
+    left_out = []
+    if args.up_to:
+        limit = refs[args.up_to].params
+        left_out = [r for r in front if r.params > limit]
+        front = [r for r in front if r.params <= limit]
     start = time.perf_counter()
-    _reevaluate(storage, [r.number for r in front], args.seeds, args.budget, args.parallel)
+    if not args.stored:
+        _reevaluate(storage, [r.number for r in front], args.seeds, args.budget, args.parallel)
     wall = time.perf_counter() - start
     study = load(storage)
     results = _reevaluated(study, args.budget)
+    results = {k: v for k, v in results.items() if v.seeds >= args.seeds}
+    missing = [r for r in front if r.number not in results]
+    front = [r for r in front if r.number in results]
+    if any(ref.number not in results for ref in refs.values()):
+        sys.exit(f"{storage}: v1 and v2 need {args.seeds} seeds at {args.budget} stored")
     designs = [r for r in [*front, *refs.values()] if r.number in results]
     search_acc = [r.val_acc for r in designs]
     test_acc = [results[r.number].test_acc_mean for r in designs]
@@ -198,10 +210,37 @@ def mode_hold(args) -> None:
         )
     body = [
         f"Command: `python bench/rungs.py hold --storage {storage} --budget {args.budget} "
-        f"--seeds {args.seeds}` (`python -m explorer.evaluate` on the front, {args.parallel} "
-        f"processes, {wall / 60:.0f} min). Machine: {machine()}. Date: {stamp()}.",
+        f"--seeds {args.seeds}"
+        + (f" --up-to {args.up_to}" if args.up_to else "")
+        + "` "
+        + (
+            "(what the study has stored, run earlier: see below)"
+            if args.stored
+            else f"(`python -m explorer.evaluate` on the front, {args.parallel} processes, "
+            f"{wall / 60:.0f} min)"
+        )
+        + f". Machine: {machine()}. Date: {stamp()}.",
         f"Study: {config.rungs} rung(s), top budget `{config.budget}`; re-evaluated at "
         f"`{args.budget}`, test accuracy on the whole test split, mean over {args.seeds} seeds.",
+        *(
+            [
+                f"Only the front's designs with no more parameters than {args.up_to} "
+                f"({refs[args.up_to].params:,}); left out: "
+                + ", ".join(f"{r.label()} ({r.params:,})" for r in left_out)
+                + "."
+            ]
+            if left_out
+            else []
+        ),
+        *(
+            [
+                f"Not re-evaluated with all {args.seeds} seeds (left out of the table): "
+                + ", ".join(f"{r.label()} ({r.params:,})" for r in missing)
+                + "."
+            ]
+            if missing
+            else []
+        ),
         "",
         "| design | params | search val acc | re-evaluated test acc (mean ± sd) |",
         "|---|---|---|---|",
@@ -403,6 +442,16 @@ def main() -> None:
     p.add_argument("--storage", help="hold/signals: the study's journal")
     p.add_argument("--dir", default="bench-rungs", help="time/worth/prune: where the journals go")
     p.add_argument("--budget", default="long", help="hold: the re-evaluation budget")
+    p.add_argument(
+        "--stored",
+        action="store_true",
+        help="hold: train nothing; compare the re-evaluations already stored with all --seeds",
+    )
+    p.add_argument(
+        "--up-to",
+        choices=("v1", "v2"),
+        help="hold: only the front's designs with no more parameters than this reference",
+    )
     p.add_argument(
         "--mf-budget",
         help="time/worth/prune: the multi-rung search's top budget (default: its own)",
