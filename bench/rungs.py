@@ -272,6 +272,19 @@ def _front_hypervolume(study: optuna.Study, budget: str) -> tuple[float, int]:
     return hypervolume(again, spec), len(front)
 
 
+def _reevaluated_front(storage: Path, budget: str, parallel: int) -> tuple[float, int]:
+    """Re-evaluate the study's searched front at `budget` (1 seed, no references); its
+    hypervolume with the re-evaluated accuracy and its size."""
+    study = load(storage)
+    front = [
+        r.number
+        for r in pareto_front(study_records(study), study_config(study).objectives)
+        if not r.reference
+    ]
+    _reevaluate(storage, front, 1, budget, parallel, references=False)
+    return _front_hypervolume(load(storage), budget)
+
+
 def mode_worth(args) -> None:
     folder = Path(args.dir)
     rows = []
@@ -290,13 +303,7 @@ def mode_worth(args) -> None:
         out = []
         for storage in (mf, single):
             study = load(storage)
-            front = [
-                r.number
-                for r in pareto_front(study_records(study), study_config(study).objectives)
-                if not r.reference
-            ]
-            _reevaluate(storage, front, 1, args.long, args.parallel, references=False)
-            hv, n = _front_hypervolume(load(storage), args.long)
+            hv, n = _reevaluated_front(storage, args.long, args.parallel)
             trials = sum(1 for t in study_records(study) if not t.reference)
             out.append((hv, n, trials))
         rows.append((seed, wall, out))
@@ -324,6 +331,43 @@ def mode_worth(args) -> None:
     ]
     print("\n".join(body))
     write_section("Successive halving: against single-budget search", "\n".join(body))
+
+
+def _rung_facts(study: optuna.Study, config, by_rung: dict) -> list[str]:
+    """Pruning per rung, how early epochs rank within each rung, what one more seed of the top
+    front would cost, and the references' share of the training."""
+    lines = [f"- Pruned at each rung (designs, share of epochs saved): {_pruning(study)}"]
+    for rung, recs in sorted(by_rung.items()):
+        done = [r for r in recs if r.complete and not r.reference and r.duplicate_of is None]
+        done = [r for r in done if r.curves.get("val_acc")]
+        if len(done) < 3:
+            continue
+        epochs = len(done[0].curves["val_acc"])
+        taus = [
+            kendall_tau([r.curves["val_acc"][e] for r in done], [r.val_acc for r in done])
+            for e in range(epochs - 1)
+        ]
+        lines.append(
+            f"- Rung {rung}, {len(done)} completed designs: Kendall tau of the validation accuracy "
+            "after each earlier epoch against the rung's final one: "
+            + ", ".join(f"{t:.2f}" for t in taus)
+        )
+    records = study_records(study)
+    front = [r for r in pareto_front(records, config.objectives) if not r.reference]
+    again = [*front, *(r for r in records if r.reference and r.complete)]
+    cost = sum(r.train_time_s or 0 for r in again)
+    lines.append(
+        f"- One more seed of the top rung's front ({len(front)} designs) and v1/v2: "
+        f"{cost:,.0f} s of training ({cost / 120:.1f} min over two workers)"
+    )
+    every = [r for recs in by_rung.values() for r in recs]
+    total = sum(r.train_time_s or 0 for r in every)
+    refs = sum(r.train_time_s or 0 for r in every if r.reference)
+    lines.append(
+        f"- v1 and v2 at every rung: {refs:,.0f} s of the study's {total:,.0f} s of training "
+        f"({refs / total:.0%})"
+    )
+    return lines
 
 
 def mode_signals(args) -> None:
@@ -358,6 +402,8 @@ def mode_signals(args) -> None:
         "| rung | designs | tau, validation accuracy | tau, last-epoch training loss |",
         "|---|---|---|---|",
         *[f"| {rung} | {n} | {a:.2f} | {b:.2f} |" for rung, n, a, b in rows],
+        "",
+        *_rung_facts(study, config, by_rung),
     ]
     print("\n".join(body))
     write_section(f"Successive halving: signals at the bottom rung ({config.rungs} rungs)",
@@ -407,13 +453,7 @@ def mode_prune(args) -> None:
         out = []
         for storage in (on, off):
             study = load(storage)
-            front = [
-                r.number
-                for r in pareto_front(study_records(study), study_config(study).objectives)
-                if not r.reference
-            ]
-            _reevaluate(storage, front, 1, args.long, args.parallel, references=False)
-            hv, n = _front_hypervolume(load(storage), args.long)
+            hv, n = _reevaluated_front(storage, args.long, args.parallel)
             out.append((_span_s(storage), _pruning(study), hv, n))
         rows.append((seed, out))
     body = [
