@@ -304,8 +304,7 @@ def mode_worth(args) -> None:
         for storage in (mf, single):
             study = load(storage)
             hv, n = _reevaluated_front(storage, args.long, args.parallel)
-            trials = sum(1 for t in study_records(study) if not t.reference)
-            out.append((hv, n, trials))
+            out.append((hv, n, per_rung(study)))
         rows.append((seed, wall, out))
     body = [
         f"Command: `python bench/rungs.py worth --seeds {args.seeds} --trials {args.trials} "
@@ -317,11 +316,11 @@ def mode_worth(args) -> None:
         "two journals were already there is not searched again; its wall time is then the "
         "three-rung study's first trial start to last trial end.",
         "",
-        "| seed | wall time | 3 rungs: hypervolume (front size, trials) | 1 rung: hypervolume "
-        "(front size, trials) |",
+        "| seed | wall time | 3 rungs: hypervolume (front size; designs per rung) | 1 rung: "
+        "hypervolume (front size; designs) |",
         "|---|---|---|---|",
         *[
-            f"| {seed} | {wall / 60:.1f} min | {a[0]:.4f} ({a[1]}, {a[2]}) | {b[0]:.4f} ({b[1]}, "
+            f"| {seed} | {wall / 60:.1f} min | {a[0]:.4f} ({a[1]}; {a[2]}) | {b[0]:.4f} ({b[1]}; "
             f"{b[2]}) |"
             for seed, wall, (a, b) in rows
         ],
