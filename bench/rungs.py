@@ -261,26 +261,39 @@ def mode_hold(args) -> None:
     )
 
 
+def _distinct(records: list, done: set[int] = frozenset()) -> list:
+    """One record per design the search trained more than once: records with the same parameter
+    count, FLOPs and search accuracy are one seeded training of one network repeated (the sampler
+    can propose a design again), so one re-evaluation stands for all. Prefers a record in `done`."""
+    kept: dict[tuple, object] = {}
+    for r in sorted(records, key=lambda r: (r.number not in done, r.number)):
+        kept.setdefault((r.params, r.flops, r.val_acc), r)
+    return sorted(kept.values(), key=lambda r: r.number)
+
+
 def _front_hypervolume(study: optuna.Study, budget: str) -> tuple[float, int]:
-    """Hypervolume of the study's front with each design's re-evaluated test accuracy."""
+    """Hypervolume of the study's front with each design's re-evaluated test accuracy, and the
+    number of distinct designs on it."""
     config = study_config(study)
     records = study_records(study)
     results = _reevaluated(study, budget)
-    front = [r for r in pareto_front(records, config.objectives) if r.number in results]
+    front = [r for r in _distinct(pareto_front(records, config.objectives), set(results))
+             if r.number in results]  # fmt: skip
     again = [dataclasses.replace(r, val_acc=results[r.number].test_acc_mean) for r in front]
     spec = hypervolume_spec(config, records)
     return hypervolume(again, spec), len(front)
 
 
 def _reevaluated_front(storage: Path, budget: str, parallel: int) -> tuple[float, int]:
-    """Re-evaluate the study's searched front at `budget` (1 seed, no references); its
-    hypervolume with the re-evaluated accuracy and its size."""
+    """Re-evaluate the study's searched front at `budget` (1 seed, no references; a design the
+    search repeated once); its hypervolume with the re-evaluated accuracy and its size."""
     study = load(storage)
-    front = [
-        r.number
+    searched = [
+        r
         for r in pareto_front(study_records(study), study_config(study).objectives)
         if not r.reference
     ]
+    front = [r.number for r in _distinct(searched, set(_reevaluated(study, budget)))]
     _reevaluate(storage, front, 1, budget, parallel, references=False)
     return _front_hypervolume(load(storage), budget)
 
@@ -312,7 +325,9 @@ def mode_worth(args) -> None:
         "Per search seed: the default search (3 rungs) with --trials designs, then a single-budget "
         "search (--rungs 1) given the same wall time; each front re-evaluated at "
         f"`{args.long}` (1 seed) and its hypervolume computed with the re-evaluated test accuracy "
-        "(v1 and v2 do not enter the hypervolume and are not re-evaluated here). A seed whose "
+        "(v1 and v2 do not enter the hypervolume and are not re-evaluated here). Front size counts "
+        "distinct designs: front records with the same parameters, FLOPs and search accuracy "
+        "(one design the sampler proposed again) are re-evaluated once. A seed whose "
         "two journals were already there is not searched again; its wall time is then the "
         "three-rung study's first trial start to last trial end.",
         "",
