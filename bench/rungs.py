@@ -279,6 +279,7 @@ class Front:
     size: int  # distinct designs
     best: float  # the highest re-evaluated test accuracy on it
     tau: float  # Kendall tau, search accuracy against re-evaluated, over its designs
+    designs: list[tuple[int, float, float]]  # (parameters, search accuracy, re-evaluated)
 
 
 def _front_hypervolume(study: optuna.Study, budget: str) -> Front:
@@ -295,6 +296,7 @@ def _front_hypervolume(study: optuna.Study, budget: str) -> Front:
         len(front),
         max((r.val_acc for r in again), default=float("nan")),
         kendall_tau([r.val_acc for r in front], [r.val_acc for r in again]),
+        [(r.params, r.val_acc, a.val_acc) for r, a in zip(front, again)],
     )
 
 
@@ -361,6 +363,15 @@ def mode_worth(args) -> None:
             f"- seed {seed}: best {a.best:.4f} with 3 rungs, {b.best:.4f} with 1; tau "
             f"{a.tau:.2f} over {a.size} designs with 3 rungs, {b.tau:.2f} over {b.size} with 1"
             for seed, _, ((a, _), (b, _)) in rows
+        ],
+        "",
+        "Each front's designs (parameters: search accuracy -> re-evaluated):",
+        "",
+        *[
+            f"- seed {seed}, {label}: "
+            + "; ".join(f"{n:,}: {s:.4f} -> {r:.4f}" for n, s, r in sorted(front.designs))
+            for seed, _, ((a, _), (b, _)) in rows
+            for label, front in (("3 rungs", a), ("1 rung", b))
         ],
         "",
         f"Multi-fidelity higher on {sum(a.hypervolume > b.hypervolume for _, _, ((a, _), (b, _)) in rows)} "
