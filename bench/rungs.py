@@ -282,7 +282,7 @@ class Front:
     designs: list[tuple[int, float, float]]  # (parameters, search accuracy, re-evaluated)
 
 
-def _front_hypervolume(study: optuna.Study, budget: str) -> Front:
+def _judge_front(study: optuna.Study, budget: str) -> Front:
     """The study's front judged by each design's re-evaluated test accuracy."""
     config = study_config(study)
     records = study_records(study)
@@ -311,7 +311,7 @@ def _reevaluated_front(storage: Path, budget: str, parallel: int) -> Front:
     ]
     front = [r.number for r in _distinct(searched, set(_reevaluated(study, budget)))]
     _reevaluate(storage, front, 1, budget, parallel, references=False)
-    return _front_hypervolume(load(storage), budget)
+    return _judge_front(load(storage), budget)
 
 
 def mode_worth(args) -> None:
