@@ -43,11 +43,13 @@ test: setup
 bench: setup
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/calibrate.py
-	$(BIN)/python bench/search.py
+	$(BIN)/python bench/search.py default
 
+# ruff, and import-linter's contracts in pyproject.toml (layers, no cycles): an upward import fails.
 lint: setup
 	$(BIN)/ruff check search_space explorer app tests bench
 	$(BIN)/ruff format --check search_space explorer app tests bench
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Shaping study records into the plain data the dashboard draws: tables and small NamedTuples.
 
-Everything here is a pure function of `TrialRecord`s (see `explorer.results` for the trial
+Everything here is a pure function of `TrialRecord`s (see `explorer.analysis` for the trial
 attribute schema) or of a loaded study, with no Streamlit: `app.loaders` caches these results and
 `app.charts` turns the infos into Plotly figures, in the manner of Optuna's
 ``visualization/_pareto_front.py`` (``_get_..._info`` -> NamedTuple, ``_get_..._plot(info)``).
@@ -16,17 +16,18 @@ from typing import Any, NamedTuple
 import optuna
 import pandas as pd
 
-from explorer.records import StudyConfig
-from explorer.results import (
+from explorer.analysis import (
     DEFAULT_OBJECTIVES,
     OBJECTIVES,
-    TrialRecord,
+    design_path,
     hypervolume,
     hypervolume_curve,
     hypervolume_spec,
+    non_dominated_fronts,
     pareto_front,
+    rung_counts,
 )
-from explorer.storage import DEFAULT_STORAGE, redact
+from explorer.store import DEFAULT_STORAGE, StudyConfig, TrialRecord, redact
 
 SEARCH_COMMAND = "python -m explorer.search --trials 100"
 
@@ -280,7 +281,7 @@ def pareto_info(
     """Every trial placed at (x, accuracy), split by state, with the references and the front.
 
     x: ``params``, ``flops`` or ``latency_ms``. y: ``val_acc`` (the front is the study's own,
-    `explorer.results.pareto_front` on its objectives, the same the summary and the exporter use)
+    `explorer.analysis.pareto_front` on its objectives, the same the summary and the exporter use)
     or ``reeval`` (re-evaluated trials only).
     """
     if x not in X_AXES:
@@ -322,11 +323,8 @@ def pareto_info(
 
 def front_2d(points: list[Point]) -> list[Point]:
     """The points no other point beats (higher or equal y at lower or equal x, one strictly)."""
-    out = []
-    for p in points:
-        if not any(q.x <= p.x and q.y >= p.y and (q.x < p.x or q.y > p.y) for q in points):
-            out.append(p)
-    return sorted(out, key=lambda p: (p.x, -p.y))
+    fronts = non_dominated_fronts([(p.x, -p.y) for p in points])
+    return sorted((points[i] for i in fronts[0]) if fronts else [], key=lambda p: (p.x, -p.y))
 
 
 def _point(r: TrialRecord, x: str, y: str) -> Point | None:
@@ -539,7 +537,6 @@ def rung_counts_frame(
 ) -> pd.DataFrame:
     """One row per rung, bottom first: how many searched designs finished, ran or wait there
     (references, which run at every rung, not counted)."""
-    from explorer.rungs import rung_counts
 
     rows = [
         (
@@ -566,7 +563,6 @@ def design_path_frame(
 ) -> pd.DataFrame:
     """A design's trials across rungs, bottom first: accuracy, training loss and time at each,
     and its rank where it was promoted from."""
-    from explorer.rungs import design_path
 
     rows = []
     for k, r in design_path(by_rung, rung, number):

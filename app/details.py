@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from explorer.results import TrialRecord
+from explorer.store import TrialRecord
 from search_space import BN_PLACEMENT_DESCRIPTIONS, BlockConfig
 
 from .data import _curves, _format, _number_or_none, reeval_accuracy

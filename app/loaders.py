@@ -16,8 +16,17 @@ import optuna
 import streamlit as st
 from optuna.storages import BaseStorage
 
-from explorer.results import TrialRecord, study_records
-from explorer.storage import is_journal, load_study, open_storage, study_names
+from explorer.analysis import study_records
+from explorer.export import ExportError, export_source
+from explorer.store import (
+    TrialRecord,
+    is_journal,
+    load_study,
+    open_storage,
+    rung_studies,
+    study_config,
+    study_names,
+)
 
 from . import data
 
@@ -26,7 +35,7 @@ class LoadedStudy(NamedTuple):
     study: optuna.Study
     records: list[TrialRecord]
     fingerprint: tuple  # changes whenever a trial is added or changes state
-    # A successive-halving study's rungs (explorer.rungs), bottom first; {top: records} otherwise.
+    # A successive-halving study's rungs (explorer.search.rungs), bottom first; {top: records} otherwise.
     rung_studies: dict[int, optuna.Study] | None = None
     by_rung: dict[int, list[TrialRecord]] | None = None
 
@@ -73,8 +82,6 @@ def list_studies(url: str) -> list[str]:
 
 def load(url: str, study_name: str) -> LoadedStudy:
     """The study and its trials as records, read afresh; raises `StorageError`."""
-    from explorer.rungs import rung_number, rung_studies
-    from explorer.study import study_config
 
     storage = get_storage(url)
     study = load_study(storage, study_name)
@@ -82,7 +89,7 @@ def load(url: str, study_name: str) -> LoadedStudy:
     config = study_config(study)
     if config is None or config.rungs <= 1:
         return LoadedStudy(study, records, data.fingerprint(records))
-    studies = {rung_number(s, config): s for s in rung_studies(storage, study, config)}
+    studies = rung_studies(storage, study, config)
     by_rung = {
         k: records
         if s is study
@@ -112,11 +119,8 @@ def exported_source(
 ) -> str:
     """The standalone PyTorch source of one trial, as `python -m explorer.export` writes it.
 
-    Raises `ImportError` where the exporter is not installed and its `ExportError` for a trial it
-    cannot export (neither is cached).
+    Raises the exporter's `ExportError` for a trial it cannot export (not cached).
     """
-    from explorer.export import export_source  # the exporter pulls in torch: load it on demand
-
     return export_source(_study, [number], command=command)
 
 
@@ -124,10 +128,6 @@ def export_code(
     url: str, study_name: str, number: int, command: str, study: optuna.Study
 ) -> tuple[str | None, str | None]:
     """(source, None) for a trial the exporter can write, else (None, why not in one line)."""
-    try:
-        from explorer.export import ExportError
-    except ImportError:
-        return None, "code export needs `explorer.export`, which is not installed here"
     try:
         return exported_source(url, study_name, number, command, study), None
     except ExportError as exc:

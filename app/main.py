@@ -27,9 +27,14 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from explorer.results import TrialRecord  # noqa: E402
-from explorer.storage import StorageError, default_storage, is_journal, redact  # noqa: E402
-from explorer.study import study_config  # noqa: E402
+from explorer.store import (  # noqa: E402
+    StorageError,
+    TrialRecord,  # noqa: E402
+    default_storage,
+    is_journal,
+    redact,
+    study_config,  # noqa: E402
+)
 
 from . import charts, data, details, loaders  # noqa: E402
 

@@ -31,16 +31,20 @@ from pathlib import Path
 
 import optuna
 import torch
+from report import environment_lines, set_threads, update_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trainer import environment_lines, set_threads, update_section  # noqa: E402
-
-from explorer.data import DataError, load_dataset  # noqa: E402
-from explorer.metrics import count_flops, measure_latency  # noqa: E402
-from explorer.train import BUDGETS, TrainConfig, evaluate, resolve_device, train  # noqa: E402
-from search_space import (  # noqa: E402
+from explorer.training import (
+    BUDGETS,
+    DataError,
+    TrainConfig,
+    count_flops,
+    evaluate,
+    load_dataset,
+    measure_latency,
+    resolve_device,
+    train,
+)
+from search_space import (
     REFERENCES,
     NetworkConfig,
     build_network,
@@ -204,7 +208,7 @@ def estimate_search(a: float, b: float, trials: int, seed: int, shape) -> tuple[
     return sum(seconds) / 60, statistics.fmean(seconds)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -295,8 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         help="take the short-budget runs from --cache as well (their accuracies "
         "and seconds as measured then) instead of retraining them",
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked; ``part`` as (K, N) or None, ``short`` and ``long`` the two
+    budgets' TrainConfigs (`calibration_budgets`)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    part = None
     if args.part is not None:
         try:
             part = tuple(int(x) for x in args.part.split("/"))
@@ -304,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError
         except ValueError:
             parser.error(f"--part must be K/N with 1 <= K <= N, not {args.part!r}")
+        args.part = part
         if not args.cache:
             parser.error("--part needs --cache, where its results go")
     if args.reuse_short and not args.cache:
@@ -314,20 +325,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--short-images must be at least 1")
     if args.factor < 2 or args.designs < 0 or args.long_seeds < 1:
         parser.error("--factor must be at least 2, --designs at least 0, --long-seeds at least 1")
-
     try:
-        device = resolve_device(args.device)
-        data = load_dataset(data_dir=args.data_dir).on(device)
-    except (ValueError, DataError) as exc:
-        print(f"calibrate: {exc}", file=sys.stderr)
-        return 2
-    threads = set_threads(args.threads)
+        args.short, args.long = calibration_budgets(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def calibration_budgets(args: argparse.Namespace) -> tuple[TrainConfig, TrainConfig]:
+    """(the short runs' config, the longer runs'); ValueError says why the budget cannot be
+    calibrated as asked."""
     short = BUDGETS[args.budget]
     if short.train_images is None:
-        parser.error(
+        raise ValueError(
             f"budget {args.budget} trains on the whole split; it cannot be made {args.factor}x longer"
         )
-    # The longer run validates once, at its end, on the whole validation split (below).
+    # The longer run validates once, at its end, on the whole validation split (`Calibration`).
     long = dataclasses.replace(
         short, train_images=short.train_images * args.factor, val_images=1, final_val_images=1
     )
@@ -337,70 +350,82 @@ def main(argv: list[str] | None = None) -> int:
         try:
             short = dataclasses.replace(short, **parse_fields(args.short_set, short))
         except ValueError as exc:
-            parser.error(f"--short-set: {exc}")
-    designs = [
-        ("v1", NetworkConfig(block=REFERENCES["v1"])),
-        ("v2", NetworkConfig(block=REFERENCES["v2"])),
-    ]
-    designs += random_designs(args.designs, args.seed, args.max_params or None)
-    load_start = os.getloadavg()
-    started = time.time()
-    print(
-        f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
-        f"{threads} threads, load {load_start[0]:.2f}",
-        flush=True,
-    )
+            raise ValueError(f"--short-set: {exc}") from None
+    return short, long
 
-    cache = Cache(Path(args.cache)) if args.cache else None
-    reused = {"short": 0, "long": 0}
-    rows = []
-    for index, (name, net) in enumerate(designs):
-        if part is not None and index % part[1] != part[0] - 1:
-            continue
-        quick = None
-        short_key = json.dumps([net.to_dict(), short.to_dict(), device.type], sort_keys=True)
-        if cache is not None and args.reuse_short:
-            quick = cache.get(short_key)
-            reused["short"] += quick is not None
-        if quick is None:
-            quick = trial_seconds(net, data, short, device)
-            if cache is not None:
-                cache.put(short_key, quick)
-        long_accs, long_secs = [], []
-        for offset in range(args.long_seeds):
-            config = dataclasses.replace(long, seed=long.seed + offset)
-            long_key = json.dumps([net.to_dict(), config.to_dict(), device.type], sort_keys=True)
-            cached = cache.get(long_key) if cache is not None else None
+
+def _key(net: NetworkConfig, config: TrainConfig, device: torch.device) -> str:
+    return json.dumps([net.to_dict(), config.to_dict(), device.type], sort_keys=True)
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Training the designs at the two budgets, through the cache when there is one."""
+
+    args: argparse.Namespace
+    device: torch.device
+    data: object
+    cache: Cache | None
+    reused: dict[str, int] = dataclasses.field(default_factory=lambda: {"short": 0, "long": 0})
+
+    def short_run(self, net: NetworkConfig) -> dict:
+        """The design at the short budget, as a search trial (`trial_seconds`)."""
+        key = _key(net, self.args.short, self.device)
+        if self.cache is not None and self.args.reuse_short:
+            found = self.cache.get(key)
+            if found is not None:
+                self.reused["short"] += 1
+                return found
+        result = trial_seconds(net, self.data, self.args.short, self.device)
+        if self.cache is not None:
+            self.cache.put(key, result)
+        return result
+
+    def long_runs(self, net: NetworkConfig) -> tuple[list[float], list[float]]:
+        """(validation accuracy, training seconds) of each seed of the longer budget."""
+        accs, secs = [], []
+        for offset in range(self.args.long_seeds):
+            config = dataclasses.replace(self.args.long, seed=self.args.long.seed + offset)
+            key = _key(net, config, self.device)
+            cached = self.cache.get(key) if self.cache is not None else None
             if cached is not None:
-                reused["long"] += 1
+                self.reused["long"] += 1
             else:
                 torch.manual_seed(config.seed)
                 model = build_network(net)
                 cached = {
-                    "long_train_s": train(model, data, config, device).train_time_s,
-                    "long_acc": evaluate(model, data, device, "val")[1],
+                    "long_train_s": train(model, self.data, config, self.device).train_time_s,
+                    "long_acc": evaluate(model, self.data, self.device, "val")[1],
                 }
-                if cache is not None:
-                    cache.put(long_key, cached)
-            long_accs.append(cached["long_acc"])
-            long_secs.append(cached["long_train_s"])
-        long_acc, long_train_s = statistics.fmean(long_accs), statistics.fmean(long_secs)
-        own = None  # a variant's design under the budget itself, when the cache has it
-        if cache is not None and short != BUDGETS[args.budget]:
-            own_key = [net.to_dict(), BUDGETS[args.budget].to_dict(), device.type]
-            own = cache.get(json.dumps(own_key, sort_keys=True))
+                if self.cache is not None:
+                    self.cache.put(key, cached)
+            accs.append(cached["long_acc"])
+            secs.append(cached["long_train_s"])
+        return accs, secs
+
+    def own_run(self, net: NetworkConfig) -> dict | None:
+        """A variant's design under the budget itself, when the cache has it."""
+        if self.cache is None or self.args.short == BUDGETS[self.args.budget]:
+            return None
+        return self.cache.get(_key(net, BUDGETS[self.args.budget], self.device))
+
+    def row(self, name: str, net: NetworkConfig) -> dict:
+        """One design's row of the table, printed as it is measured."""
+        quick = self.short_run(net)
+        long_accs, long_secs = self.long_runs(net)
+        own = self.own_run(net)
         row = {
             "name": name,
             "block": net.block.short(),
             "bn": net.block.bn != "none",
             "params": network_params(net),
             **quick,
-            "long_acc": long_acc,
+            "long_acc": statistics.fmean(long_accs),
             "long_accs": long_accs,
-            "long_train_s": long_train_s,
+            "long_train_s": statistics.fmean(long_secs),
             "own_acc": own["val_acc"] if own else None,
         }
-        rows.append(row)
+        args = self.args
         print(
             f"{name:>5} {row['params']:>7} {row['flops'] / 1e6:6.1f}M  "
             f"{args.budget} {row['val_acc']:.4f} ({row['train_s']:.1f}s train, "
@@ -408,67 +433,80 @@ def main(argv: list[str] | None = None) -> int:
             f"({row['long_train_s']:.0f}s)  load {os.getloadavg()[0]:.2f}  {row['block']}",
             flush=True,
         )
-    if part is not None:
-        print(f"part {part[0]}/{part[1]} done: {len(rows)} designs into the cache {args.cache}")
-        return 0
+        return row
 
-    taus = {
-        "all": kendall([r["val_acc"] for r in rows], [r["long_acc"] for r in rows]),
-        "bn": kendall(
-            [r["val_acc"] for r in rows if r["bn"]], [r["long_acc"] for r in rows if r["bn"]]
-        ),
-    }
+
+def variant_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    """A variant of the budget (--short-images, --short-set) against the budget itself, when the
+    cache holds the budget's own runs of every design."""
+    if not rows or any(r["own_acc"] is None for r in rows):
+        return []
+    variant = [r["val_acc"] for r in rows]
+    own = [r["own_acc"] for r in rows]
+    ref = [r["long_acc"] for r in rows]
+    gain = kendall(variant, ref) - kendall(own, ref)
+    gain_low, gain_high = kendall_gain_interval(variant, own, ref)
+    return [
+        f"against {args.budget} itself (its runs from the cache): this variant ranks the "
+        f"designs with tau {kendall(variant, own):.3f} against it; {args.budget} ranks them "
+        f"with tau {kendall(own, ref):.3f} against {args.factor}x, so the variant gains "
+        f"{gain:+.3f} (95% paired bootstrap interval {gain_low:+.2f} to {gain_high:+.2f}); "
+        f"the mean of the two ranks them with tau "
+        f"{kendall([(x + y) / 2 for x, y in zip(variant, own)], ref):.3f} against "
+        f"{args.factor}x; one accuracy differs between the two by "
+        f"{statistics.stdev(x - y for x, y in zip(variant, own)) / 2**0.5:.4f} (sd / sqrt 2, "
+        f"the seed noise when only the seed differs), while {args.budget}'s accuracies "
+        f"spread by {statistics.stdev(own):.4f} and the {args.factor}x ones by "
+        f"{statistics.stdev(ref):.4f} (sd over the designs)"
+    ]
+
+
+def long_seed_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    """With two or more longer-budget seeds: how well one of them ranks against another."""
+    if args.long_seeds < 2:
+        return []
+    first = [r["long_accs"][0] for r in rows]
+    second = [r["long_accs"][1] for r in rows]
+    first_bn = [r["long_accs"][0] for r in rows if r["bn"]]
+    second_bn = [r["long_accs"][1] for r in rows if r["bn"]]
+    spread = statistics.fmean(statistics.stdev(r["long_accs"]) for r in rows)
+    return [
+        f"the {args.factor}x accuracy is the mean of {args.long_seeds} seeds (seed-to-seed "
+        f"standard deviation {spread:.4f}, mean over designs); one {args.factor}x seed against "
+        f"another ranks the designs with tau {kendall(first, second):.3f} over all and "
+        f"{kendall(first_bn, second_bn):.3f} over the batch-norm ones: the most any short "
+        f"budget can agree with a single {args.factor}x run",
+        f"{args.budget} against the first {args.factor}x seed alone: tau "
+        f"{kendall([r['val_acc'] for r in rows], first):.3f} over all, "
+        f"{kendall([r['val_acc'] for r in rows if r['bn']], first_bn):.3f} over the "
+        f"batch-norm ones",
+    ]
+
+
+def summary_lines(
+    rows: list[dict], args: argparse.Namespace, cal: Calibration, load_start: float, started: float
+) -> list[str]:
+    """The findings: Kendall's tau against the longer budget, v1's share of its longer accuracy,
+    the seconds per trial and the estimated search, what came from the cache, the load."""
+    short_acc, long_acc = [r["val_acc"] for r in rows], [r["long_acc"] for r in rows]
+    tau_all = kendall(short_acc, long_acc)
+    tau_bn = kendall(
+        [r["val_acc"] for r in rows if r["bn"]], [r["long_acc"] for r in rows if r["bn"]]
+    )
     n_bn = sum(r["bn"] for r in rows)
-    low, high = kendall_interval([r["val_acc"] for r in rows], [r["long_acc"] for r in rows])
-    seeds_lines = []
-    if rows and all(r["own_acc"] is not None for r in rows):
-        variant = [r["val_acc"] for r in rows]
-        own = [r["own_acc"] for r in rows]
-        ref = [r["long_acc"] for r in rows]
-        gain = kendall(variant, ref) - kendall(own, ref)
-        gain_low, gain_high = kendall_gain_interval(variant, own, ref)
-        seeds_lines.append(
-            f"against {args.budget} itself (its runs from the cache): this variant ranks the "
-            f"designs with tau {kendall(variant, own):.3f} against it; {args.budget} ranks them "
-            f"with tau {kendall(own, ref):.3f} against {args.factor}x, so the variant gains "
-            f"{gain:+.3f} (95% paired bootstrap interval {gain_low:+.2f} to {gain_high:+.2f}); "
-            f"the mean of the two ranks them with tau "
-            f"{kendall([(x + y) / 2 for x, y in zip(variant, own)], ref):.3f} against "
-            f"{args.factor}x; one accuracy differs between the two by "
-            f"{statistics.stdev(x - y for x, y in zip(variant, own)) / 2**0.5:.4f} (sd / sqrt 2, "
-            f"the seed noise when only the seed differs), while {args.budget}'s accuracies "
-            f"spread by {statistics.stdev(own):.4f} and the {args.factor}x ones by "
-            f"{statistics.stdev(ref):.4f} (sd over the designs)"
-        )
-    if args.long_seeds >= 2:
-        first = [r["long_accs"][0] for r in rows]
-        second = [r["long_accs"][1] for r in rows]
-        first_bn = [r["long_accs"][0] for r in rows if r["bn"]]
-        second_bn = [r["long_accs"][1] for r in rows if r["bn"]]
-        spread = statistics.fmean(statistics.stdev(r["long_accs"]) for r in rows)
-        seeds_lines += [
-            f"the {args.factor}x accuracy is the mean of {args.long_seeds} seeds (seed-to-seed "
-            f"standard deviation {spread:.4f}, mean over designs); one {args.factor}x seed against "
-            f"another ranks the designs with tau {kendall(first, second):.3f} over all and "
-            f"{kendall(first_bn, second_bn):.3f} over the batch-norm ones: the most any short "
-            f"budget can agree with a single {args.factor}x run",
-            f"{args.budget} against the first {args.factor}x seed alone: tau "
-            f"{kendall([r['val_acc'] for r in rows], first):.3f} over all, "
-            f"{kendall([r['val_acc'] for r in rows if r['bn']], first_bn):.3f} over the "
-            f"batch-norm ones",
-        ]
+    low, high = kendall_interval(short_acc, long_acc)
     v1 = next(r for r in rows if r["name"] == "v1")
     v1_ratio = v1["val_acc"] / v1["long_acc"]
     a, b = fit_seconds(rows)
-    total_min, mean_s = estimate_search(a, b, 100, args.seed, data.input_shape)
-    load_end = os.getloadavg()
-    elapsed = (time.time() - started) / 60
-    summary = [
-        f"Kendall tau, {args.budget} vs {args.factor}x: {taus['all']:.3f} over all {len(rows)} designs "
-        f"(target >= 0.6: {'met' if taus['all'] >= 0.6 else 'not met'}; 95% bootstrap interval "
-        f"{low:.2f} to {high:.2f}), {taus['bn']:.3f} over the "
-        f"{n_bn} batch-norm designs (target >= 0.5: {'met' if taus['bn'] >= 0.5 else 'not met'})",
-        *seeds_lines,
+    total_min, mean_s = estimate_search(a, b, 100, args.seed, cal.data.input_shape)
+    reused = cal.reused
+    return [
+        f"Kendall tau, {args.budget} vs {args.factor}x: {tau_all:.3f} over all {len(rows)} designs "
+        f"(target >= 0.6: {'met' if tau_all >= 0.6 else 'not met'}; 95% bootstrap interval "
+        f"{low:.2f} to {high:.2f}), {tau_bn:.3f} over the "
+        f"{n_bn} batch-norm designs (target >= 0.5: {'met' if tau_bn >= 0.5 else 'not met'})",
+        *variant_lines(rows, args),
+        *long_seed_lines(rows, args),
         f"v1 (no batch norm) reaches {v1_ratio:.0%} of its {args.factor}x accuracy (target >= 80%)",
         f"{args.budget} trial, measured: {statistics.fmean(r['train_s'] for r in rows):.1f} s training, "
         f"{statistics.fmean(r['trial_s'] for r in rows):.1f} s with validation and cost metrics "
@@ -485,22 +523,16 @@ def main(argv: list[str] | None = None) -> int:
             if reused["long"] or reused["short"]
             else []
         ),
-        f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end; "
-        f"{elapsed:.1f} min in all",
+        f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
+        f"{(time.time() - started) / 60:.1f} min in all",
     ]
-    for line in summary:
-        print(line)
-    if args.no_write:
-        return 0
 
-    command = "python bench/calibrate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+def budget_sentence(args: argparse.Namespace) -> str:
+    """How the two budgets and the random designs were set up, for the section."""
+    short, long = args.short, args.long
     cfg = ", ".join(f"{k}={v}" for k, v in short.to_dict().items())
-    seeds_head = ", mean (per seed)" if args.long_seeds > 1 else ""
-    body = [
-        f"Command: `{command.strip()}`",
-        "",
-        *environment_lines(device, threads, load_start[0]),
-        "",
+    return (
         f"Budget `{args.budget}`: {cfg}. The longer budget trains {args.factor}x the images per "
         f"epoch (same epochs and schedule"
         + (
@@ -527,7 +559,25 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_params
             else ""
         )
-        + ".",
+        + "."
+    )
+
+
+def section_body(
+    rows: list[dict],
+    args: argparse.Namespace,
+    summary: list[str],
+    environment: list[str],
+    command: str,
+) -> str:
+    """The "Budget calibration" section: command, machine, budgets, the table, the findings."""
+    seeds_head = ", mean (per seed)" if args.long_seeds > 1 else ""
+    body = [
+        f"Command: `{command.strip()}`",
+        "",
+        *environment,
+        "",
+        budget_sentence(args),
         "",
         f"| design | params | fwd MFLOPs | BN | {args.budget} val acc | per-epoch val acc | "
         f"train s | trial s | {args.factor}x val acc{seeds_head} | {args.factor}x train s | block |",
@@ -542,7 +592,50 @@ def main(argv: list[str] | None = None) -> int:
             f"| `{r['block']}` |"
         )
     body += [""] + [f"- {line}" for line in summary]
-    update_section(Path(args.output), SECTION, "\n".join(body))
+    return "\n".join(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        data = load_dataset(data_dir=args.data_dir).on(device)
+    except (ValueError, DataError) as exc:
+        print(f"calibrate: {exc}", file=sys.stderr)
+        return 2
+    threads = set_threads(args.threads)
+    designs = [
+        ("v1", NetworkConfig(block=REFERENCES["v1"])),
+        ("v2", NetworkConfig(block=REFERENCES["v2"])),
+    ]
+    designs += random_designs(args.designs, args.seed, args.max_params or None)
+    load_start = os.getloadavg()[0]
+    started = time.time()
+    print(
+        f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
+        f"{threads} threads, load {load_start:.2f}",
+        flush=True,
+    )
+    cal = Calibration(args, device, data, Cache(Path(args.cache)) if args.cache else None)
+    part = args.part
+    rows = [
+        cal.row(name, net)
+        for index, (name, net) in enumerate(designs)
+        if part is None or index % part[1] == part[0] - 1
+    ]
+    if part is not None:
+        print(f"part {part[0]}/{part[1]} done: {len(rows)} designs into the cache {args.cache}")
+        return 0
+    summary = summary_lines(rows, args, cal, load_start, started)
+    for line in summary:
+        print(line)
+    if args.no_write:
+        return 0
+    command = "python bench/calibrate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    environment = environment_lines(device, threads, load_start)
+    update_section(
+        Path(args.output), SECTION, section_body(rows, args, summary, environment, command)
+    )
     print(f"wrote the '{SECTION}' section of {args.output}")
     return 0
 

@@ -1,12 +1,15 @@
-"""Chaos benchmark for shared studies: workers killed with SIGKILL while a search runs.
+"""Chaos benchmark for shared studies: workers killed (SIGKILL) or paused (SIGSTOP, then SIGCONT)
+while a search runs.
 
     python bench/chaos.py --storage journal            # a fresh journal file in a temp folder
     python bench/chaos.py --storage postgres           # a fresh database on the local server
-    python bench/chaos.py --storage both --trials 40 --workers 4 --kills 10
+    python bench/chaos.py --storage both --trials 40 --workers 4 --kills 10 --pauses 4
 
-Four worker processes (one torch thread each) run one study at the smoke budget. Every few
-seconds a random live worker is killed with SIGKILL and a new one started in its place, until the
-requested number of kills; then the survivors finish. At the end the study must hold exactly the
+Four worker processes (one torch thread each, heartbeats every 2 s) run one study at the smoke
+budget. Every few seconds a random live worker is killed with SIGKILL and a new one started in
+its place, or paused with SIGSTOP for `--pause-s` seconds (past the heartbeat grace, so on
+PostgreSQL another worker fails its trial and retries it) and resumed with SIGCONT, until the
+requested numbers of kills and pauses; then the survivors finish. At the end the study must hold exactly the
 requested number of finished search trials, each design trained once (no duplicate retries), the
 v1/v2 references once each, nothing left RUNNING, and every killed trial failed with its reason
 and retried exactly once. Prints one result line per storage (kills survived, trials lost,
@@ -28,15 +31,13 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 WORKER = """
 import sys
-from explorer.settings import SearchSettings
-from explorer.workers import run_worker
+from explorer.search import SearchSettings, run_worker
 s = SearchSettings(trials=int(sys.argv[3]), study="chaos", storage=sys.argv[1], budget="smoke", rungs=1,
                    device="cpu", data_dir=sys.argv[2] or None, quiet=True, weights=False,
-                   workers=int(sys.argv[4]))
+                   workers=int(sys.argv[4]), heartbeat_s=2)
 run_worker(s, worker_index=0)
 """
 
@@ -69,37 +70,51 @@ def fresh_postgres(server: str) -> tuple[str, callable]:
 
 def chaos(url: str, args, env: dict, rng: random.Random) -> dict:
     procs = [start(url, args.data_dir, args.trials, args.workers, env) for _ in range(args.workers)]
-    kills, errors = 0, []
+    kills, pauses, errors, reported = 0, 0, [], set()
+    paused: dict[subprocess.Popen, float] = {}  # a paused worker -> when it is resumed
     deadline = time.time() + args.limit
-    next_kill = time.time() + args.warmup
+    next_fault = time.time() + args.warmup
     while time.time() < deadline:
+        for p, resume_at in list(paused.items()):
+            if time.time() >= resume_at:
+                p.send_signal(signal.SIGCONT)
+                del paused[p]
         for p in procs:
-            if p.poll() is not None:
-                if p.returncode not in (0, -signal.SIGKILL):
-                    errors.append(p.stderr.read()[-2000:])
+            if p.poll() not in (None, 0, -signal.SIGKILL) and p not in reported:
+                errors.append(p.stderr.read()[-2000:])
+                reported.add(p)
         alive = [p for p in procs if p.poll() is None]
         if not alive:
             break
-        if kills < args.kills and time.time() >= next_kill:
-            victim = rng.choice(alive)
-            victim.send_signal(signal.SIGKILL)
-            victim.wait()
-            kills += 1
-            procs.append(start(url, args.data_dir, args.trials, args.workers, env))
-            next_kill = time.time() + rng.uniform(args.every * 0.5, args.every * 1.5)
+        faults = ["kill"] * (args.kills - kills) + ["pause"] * (args.pauses - pauses)
+        running = [p for p in alive if p not in paused]
+        if faults and running and time.time() >= next_fault:
+            victim = rng.choice(running)
+            if rng.choice(faults) == "kill":
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                kills += 1
+                procs.append(start(url, args.data_dir, args.trials, args.workers, env))
+            else:
+                victim.send_signal(signal.SIGSTOP)
+                paused[victim] = time.time() + args.pause_s
+                pauses += 1
+            next_fault = time.time() + rng.uniform(args.every * 0.5, args.every * 1.5)
         time.sleep(0.2)
+    for p in paused:
+        p.send_signal(signal.SIGCONT)
     for p in procs:
         if p.poll() is None:
             p.kill()
             errors.append("a worker was still running at the time limit")
-    return {"kills": kills, "errors": errors}
+    return {"kills": kills, "pauses": pauses, "errors": errors}
 
 
 def check(url: str, trials: int) -> dict:
     import optuna
 
-    from explorer.results import study_records
-    from explorer.storage import open_storage
+    from explorer.analysis import study_records
+    from explorer.store import open_storage
 
     study = optuna.load_study(study_name="chaos", storage=open_storage(url))
     all_trials = study_records(study)
@@ -118,7 +133,7 @@ def check(url: str, trials: int) -> dict:
     duplicates = sum(n - 1 for n in by_design.values() if n > 1)
     # A killed run needs exactly one retry (a retry's retry counts for the retry), up to the
     # attempts a design gets; a design with no finished run at all is lost.
-    from explorer.recovery import MAX_ATTEMPTS
+    from explorer.search import MAX_ATTEMPTS
 
     lost = [t.number for t in killed if retries.get(t.number, 0) != 1 and t.attempt < MAX_ATTEMPTS]
     lost += [t.number for t in killed if t.attempt >= MAX_ATTEMPTS]
@@ -146,7 +161,11 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=40)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--kills", type=int, default=10)
-    p.add_argument("--every", type=float, default=6.0, help="mean seconds between kills")
+    p.add_argument("--pauses", type=int, default=0, help="workers paused (SIGSTOP) and resumed")
+    p.add_argument("--pause-s", type=float, default=30.0,
+                   help="seconds a paused worker stays paused (past the 4 s heartbeat grace and "
+                   "the 20 s recovery timer)")  # fmt: skip
+    p.add_argument("--every", type=float, default=6.0, help="mean seconds between faults")
     p.add_argument("--warmup", type=float, default=15.0, help="seconds before the first kill")
     p.add_argument("--limit", type=float, default=1500.0, help="give up after this many seconds")
     p.add_argument("--data-dir", default="", help="dataset folder (default: the system's)")
@@ -159,7 +178,6 @@ def main() -> int:
     for kind in kinds:
         tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
         env = os.environ | {
-            "PYTHONPATH": str(ROOT),
             "OMP_NUM_THREADS": "1",
             "EXPLORER_STUDIES_DIR": str(tmp / "studies"),
         }
@@ -178,7 +196,8 @@ def main() -> int:
         wall = time.time() - start_s
         ok &= result["ok"] and not run["errors"]
         print(
-            f"{kind}: {run['kills']} kills survived, {result['killed_trials']} trials killed, "
+            f"{kind}: {run['kills']} kills and {run['pauses']} pauses survived, "
+            f"{result['killed_trials']} trials interrupted, "
             f"lost {len(result['lost'])}, duplicated {result['duplicates']}, "
             f"{result['search_trials']}/{args.trials} search trials, references "
             f"{result['references']}, running {len(result['running'])}, "

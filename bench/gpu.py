@@ -1,13 +1,13 @@
 """The GPU measurement of issue 18, in one go: how fast the trainer and the search run on one GPU.
 
-Measures the bf16 and TF32 matmul peaks; `explorer.train`'s images/s and achieved FLOP/s on the
+Measures the bf16 and TF32 matmul peaks; `explorer.training`'s images/s and achieved FLOP/s on the
 v1 and v2 reference networks at the ``standard`` budget's batch (MFU against the bf16 peak), in
 eager mode, under torch.compile and with the training step captured in a CUDA graph (the last two
 are candidates, not what the trainer does today); the wall time of one ``standard`` trial; and a
 24-trial ``standard`` search with 1, 2, 4 and 8 workers per GPU (trials per minute). Each step
 runs in its own process under its own time cap, so a step that fails or overruns is reported and
 the others still run; the results file is rewritten after every step. FLOPs are 2 x multiply-adds
-per image, a training step 3 x the forward (see explorer.metrics).
+per image, a training step 3 x the forward (see explorer.training.metrics).
 
     bash bench/gpu.sh                      # on a GPU machine: under 8 minutes, writes
                                            # bench/gpu-results.md (a "## GPU" section to paste)
@@ -34,25 +34,29 @@ from typing import Any
 
 import torch
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(ROOT))
+# bench/ on the path for the sibling helpers below: a script run as `python bench/gpu.py` has it
+# already, but tests/test_gpu.py loads this file by its path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trainer import matmul_peak, update_section  # noqa: E402
+from report import update_section
+from trainer import matmul_peak
 
-from explorer.data import DataError, find_dataset, load_dataset  # noqa: E402
-from explorer.metrics import TRAIN_FLOPS_PER_FORWARD, count_flops, device_info  # noqa: E402
-from explorer.train import (  # noqa: E402
+from explorer.training import (
     BUDGETS,
-    _loss,
-    _param_groups,
-    _setup,
+    TRAIN_FLOPS_PER_FORWARD,
+    DataError,
+    TrainConfig,
     configure_backend,
+    count_flops,
+    device_info,
+    find_dataset,
+    load_dataset,
     train,
 )
-from search_space import REFERENCES, NetworkConfig, build_network  # noqa: E402
+from search_space import REFERENCES, NetworkConfig, build_network
 
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
 SECTION = "GPU"
 DEFAULT_OUTPUT = BENCH / "gpu-results.md"
 WORKERS_PER_GPU = (1, 2, 4, 8)
@@ -142,6 +146,53 @@ def _trainer_config(ctx: Context):
     return dataclasses.replace(base, epochs=2, val_images=512, final_val_images=512)
 
 
+# --- the trainer's step, written out here to be timed and captured piece by piece -------------
+# These mirror explorer.training.train's step (its precision and memory format per device, AdamW
+# without decay on biases and norms, label-smoothed cross entropy); keep them in step with it.
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+    """Precision and memory format of a training step on `device`, as the trainer chooses them."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    memory_format: torch.memory_format = torch.channels_last
+
+    @classmethod
+    def on(cls, device: torch.device) -> StepSetup:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return cls(device, torch.bfloat16 if bf16 else None)
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on the weights of convolutions and linear layers, none on biases and norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def step_loss(output: Any, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The training loss; auxiliary outputs (after the main logits) add `aux_weight` times theirs."""
+    if isinstance(output, torch.Tensor):
+        output = (output,)
+    main, *aux = output
+    loss = torch.nn.functional.cross_entropy(main, target, label_smoothing=config.label_smoothing)
+    for logits in aux:
+        if logits is not None:
+            loss = loss + config.aux_weight * torch.nn.functional.cross_entropy(
+                logits, target, label_smoothing=config.label_smoothing
+            )
+    return loss
+
+
 # --- steps: each returns a JSON-safe dict --------------------------------------------------------
 
 
@@ -172,7 +223,7 @@ def step_peaks(ctx: Context) -> dict[str, Any]:
 def trainer_rates(
     ctx: Context, compile_model: bool = False, refs: tuple[str, ...] = REFS
 ) -> dict[str, Any]:
-    """images/s of `explorer.train.train`'s last epoch, per reference network."""
+    """images/s of `explorer.training.train`'s last epoch, per reference network."""
     configure_backend(ctx.device, ctx.deterministic)
     data = _data(ctx).on(ctx.device)
     config = _trainer_config(ctx)
@@ -222,7 +273,7 @@ def step_graphs(ctx: Context) -> dict[str, Any]:
 
 def _graph_rates(ctx: Context, ref: str, data) -> dict[str, Any]:
     device = torch.device(ctx.device)
-    setup = _setup(device)
+    setup = StepSetup.on(device)
     config = _trainer_config(ctx)
     steps = 2 if ctx.dry_run else 200
     cuda = device.type == "cuda"
@@ -231,7 +282,7 @@ def _graph_rates(ctx: Context, ref: str, data) -> dict[str, Any]:
     lr = torch.tensor(config.lr, device=device) if cuda else config.lr
     extra = {"fused": True, "capturable": True} if cuda else {"foreach": True}
     opt = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay), lr=lr, betas=(config.momentum, 0.999), **extra
+        param_groups(model, config.weight_decay), lr=lr, betas=(config.momentum, 0.999), **extra
     )
     gen = torch.Generator().manual_seed(0)
 
@@ -242,7 +293,7 @@ def _graph_rates(ctx: Context, ref: str, data) -> dict[str, Any]:
 
     def eager_step(x, y):
         with setup.autocast():
-            loss, _ = _loss(model(x), y, config)
+            loss = step_loss(model(x), y, config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -270,7 +321,7 @@ def _graph_rates(ctx: Context, ref: str, data) -> dict[str, Any]:
     opt.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
         with setup.autocast():
-            static_loss, _ = _loss(model(static_x), static_y, config)
+            static_loss = step_loss(model(static_x), static_y, config)
         static_loss.backward()
         opt.step()
     _sync(device)
@@ -336,7 +387,7 @@ def step_search(ctx: Context, k: int, cap_s: float, tmp: Path, trials: int) -> d
     trial, which leaves out the workers' start-up)."""
     import optuna
 
-    from explorer.storage import open_storage
+    from explorer.store import open_storage
 
     journal = tmp / f"search-k{k}" / "explorer.journal"
     journal.parent.mkdir(parents=True, exist_ok=True)
@@ -428,16 +479,17 @@ def _fmt_bytes(n: int | None) -> str:
     return "-" if not n else f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def render(results: dict[str, Any], command: str, data_note: str, started: str) -> str:
-    """The results section as markdown; a step that failed or has not run says so."""
+def _failed(results: dict[str, Any], name: str) -> str | None:
+    """Why step `name` has no figures ("not run", or its error), or None when it has them."""
+    r = results.get(name)
+    if r is None:
+        return "not run"
+    return r.get("error") if isinstance(r, dict) and "error" in r and len(r) <= 3 else None
 
-    def failed(name: str) -> str | None:
-        r = results.get(name)
-        if r is None:
-            return "not run"
-        return r.get("error") if isinstance(r, dict) and "error" in r and len(r) <= 3 else None
 
-    lines = [f"Command: `{command}`", "", f"- Date: {started}", f"- Data: {data_note}"]
+def _env_lines(results: dict[str, Any]) -> list[str]:
+    """The device, the software and the backend, and the matmul peaks."""
+    lines = []
     env = results.get("env")
     if env and "device" in env:
         d = env["device"]
@@ -454,19 +506,24 @@ def render(results: dict[str, Any], command: str, data_note: str, started: str) 
             "- Backend: "
             + ", ".join(f"{k} {v}" for k, v in env["backend"].items() if v is not None)
         )
-    elif failed("env"):
-        lines.append(f"- Environment: {failed('env')}")
+    elif _failed(results, "env"):
+        lines.append(f"- Environment: {_failed(results, 'env')}")
     peaks = results.get("peaks") or {}
-    bf16 = peaks.get("bf16", {}).get("flops")
-    if bf16:
+    if peaks.get("bf16", {}).get("flops"):
         lines.append(
-            f"- Matmul peaks: bf16 {bf16 / 1e12:.1f} TFLOP/s (n = {peaks['bf16']['n']}), "
+            f"- Matmul peaks: bf16 {peaks['bf16']['flops'] / 1e12:.1f} TFLOP/s "
+            f"(n = {peaks['bf16']['n']}), "
             f"TF32 {peaks['tf32']['flops'] / 1e12:.1f} TFLOP/s (n = {peaks['tf32']['n']})"
         )
-    elif failed("peaks"):
-        lines.append(f"- Matmul peaks: {failed('peaks')}")
+    elif _failed(results, "peaks"):
+        lines.append(f"- Matmul peaks: {_failed(results, 'peaks')}")
+    return lines
 
-    lines += [
+
+def _trainer_lines(results: dict[str, Any]) -> list[str]:
+    """The trainer's table, eager and under torch.compile."""
+    bf16 = ((results.get("peaks") or {}).get("bf16") or {}).get("flops")
+    lines = [
         "",
         "Trainer at the `standard` batch, last of two epochs over the training split "
         f"(training FLOPs = {TRAIN_FLOPS_PER_FORWARD} x forward; MFU against the bf16 peak):",
@@ -477,8 +534,8 @@ def render(results: dict[str, Any], command: str, data_note: str, started: str) 
     ]
     for step, mode in (("trainer", "eager"), ("compile", "torch.compile")):
         r = results.get(step) or {}
-        if failed(step):
-            lines.append(f"| - | {mode} | {failed(step)} | | | | | |")
+        if _failed(results, step):
+            lines.append(f"| - | {mode} | {_failed(results, step)} | | | | | |")
             continue
         for ref, row in r.items():
             achieved = row["images_per_s"] * TRAIN_FLOPS_PER_FORWARD * row["fwd_flops"]
@@ -488,11 +545,15 @@ def render(results: dict[str, Any], command: str, data_note: str, started: str) 
                 f"{row['first_epoch_s']:.1f} | {achieved / 1e12:.3f} | {mfu} | "
                 f"{_fmt_bytes(row['peak_memory_bytes'])} |"
             )
-    g = results.get("graphs") or {}
-    lines += ["", "Training step at a constant learning rate, eager against one CUDA graph:", ""]
-    if failed("graphs"):
-        lines.append(f"- {failed('graphs')}")
-    for ref, row in g.items():
+    return lines
+
+
+def _graph_and_trial_lines(results: dict[str, Any]) -> list[str]:
+    """Eager against a CUDA graph, and the one ``standard`` trial."""
+    lines = ["", "Training step at a constant learning rate, eager against one CUDA graph:", ""]
+    if _failed(results, "graphs"):
+        lines.append(f"- {_failed(results, 'graphs')}")
+    for ref, row in (results.get("graphs") or {}).items():
         graphed = row.get("graph_images_per_s")
         lines.append(
             f"- {ref}: eager {row['eager_images_per_s']:,.0f} images/s"
@@ -518,8 +579,13 @@ def render(results: dict[str, Any], command: str, data_note: str, started: str) 
             f"{_fmt_bytes(t['peak_memory_bytes'])}."
         )
     else:
-        lines.append(f"One `standard` trial: {failed('trial') or 'not run'}.")
-    lines += [
+        lines.append(f"One `standard` trial: {_failed(results, 'trial') or 'not run'}.")
+    return lines
+
+
+def _search_lines(results: dict[str, Any]) -> list[str]:
+    """The searches per workers-per-GPU count, and the default 100-trial search if it ran."""
+    lines = [
         "",
         f"A {SEARCH_TRIALS}-trial `standard` search per workers-per-GPU count, each stopped at "
         f"its cap (finished = complete or pruned, references included; steady = between the "
@@ -551,6 +617,16 @@ def render(results: dict[str, Any], command: str, data_note: str, started: str) 
             + (f", {full['finished']} trials finished" if "finished" in full else "")
             + (f"; {full['error']}" if "error" in full else ""),
         ]
+    return lines
+
+
+def render(results: dict[str, Any], command: str, data_note: str, started: str) -> str:
+    """The results section as markdown; a step that failed or has not run says so."""
+    lines = [f"Command: `{command}`", "", f"- Date: {started}", f"- Data: {data_note}"]
+    lines += _env_lines(results)
+    lines += _trainer_lines(results)
+    lines += _graph_and_trial_lines(results)
+    lines += _search_lines(results)
     return "\n".join(lines) + "\n"
 
 

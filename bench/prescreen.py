@@ -3,108 +3,99 @@
     python bench/prescreen.py --seconds 100 --seeds 0 1 2 --m 4 --proxy naswot [--write]
 
 For each seed, two searches from scratch on the smoke budget, each given the same wall time: the
-default search (multi-objective TPE), and the same search where every trial trains the candidate
-`explorer.proxies.Prescreener` chooses among M proposals of that sampler (the time spent scoring
-candidates counts against the search). Both without references (they are the same in both arms)
-and without kept weights, with the default search's pruning. The front of each is judged by the hypervolume of (validation accuracy,
-parameters) over the trials finished within the time (`explorer.results.hypervolume`). With
-``--write`` the table replaces the "Pre-screening with a proxy" section of BENCHMARKS.md (for
-another budget, a section of its own); ``--parallel 2`` runs two searches at a time.
+search as `explorer.search.run_worker` runs it (multi-objective TPE, pruning on), and the same
+search with ``--prescreen M``, where every trial trains the candidate
+`explorer.training.Prescreener` chooses among M proposals of that sampler (the time spent scoring
+candidates counts against the search). Both single-budget (``--rungs 1``, as the search was when
+the figures in BENCHMARKS.md were taken), without references (they are the same in both arms),
+kept weights or per-trial proxy scores (neither is what is compared). The front of each is judged
+by the hypervolume of (validation accuracy, parameters) over the trials finished within the time
+(`explorer.analysis.hypervolume`). With ``--write`` the table replaces the "Pre-screening with a
+proxy" section of BENCHMARKS.md (for another budget, a section of its own); ``--parallel 2`` runs
+two searches at a time.
+
+    python bench/prescreen.py --seconds 20 --seeds 0   # a sanity run of under a minute
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import optuna
+from report import machine, write_section
 
-import optuna  # noqa: E402
-import torch  # noqa: E402
-
-from bench.proxies import machine, write_section  # noqa: E402
-from explorer import train  # noqa: E402
-from explorer.data import load_dataset  # noqa: E402
-from explorer.proxies import Prescreener  # noqa: E402
-from explorer.results import hypervolume, pareto_front, study_records  # noqa: E402
-from explorer.search import (  # noqa: E402
-    Objective,
-    SearchSettings,
-    TrialFailed,
-    create_or_load_study,
-    make_sampler,
-)
-from explorer.storage import open_storage  # noqa: E402
+from explorer.analysis import hypervolume, pareto_front, study_records
+from explorer.search import SearchSettings, run_worker
+from explorer.store import load_study, trial_attr
+from explorer.training import PROXY_NAMES, budget, usable_cpus
 
 SECTION = "Pre-screening with a proxy"
+STUDY = "prescreen"
+
+
+def settings(
+    seed: int, m: int, proxy: str, seconds: float, budget_name: str, threads: int, url: str
+) -> SearchSettings:
+    """One arm's search: m = 1 is the plain search, m > 1 pre-screens m candidates per trial."""
+    return SearchSettings(
+        trials=100_000,  # the time stops it
+        study=STUDY,
+        storage=url,
+        budget=budget_name,
+        seed=seed,
+        device="cpu",
+        rungs=1,
+        references=False,
+        weights=False,
+        proxies=False,
+        prescreen=m,
+        proxy=proxy,
+        timeout=seconds,
+        quiet=True,
+        # run_worker gives each worker usable_cpus() // workers torch threads; the one worker
+        # here thus trains with about `threads` of them.
+        workers=max(1, usable_cpus() // threads),
+    )
 
 
 def run_arm(
-    seed: int, m: int, proxy: str, seconds: float, budget: str, folder: str
+    seed: int, m: int, proxy: str, seconds: float, budget_name: str, threads: int, folder: str
 ) -> dict[str, float]:
-    """One search of `seconds` wall time; m = 1 is the plain search."""
+    """One search of `seconds` wall time, counted from the start of `run_worker` (the dataset's
+    loading included, alike in both arms); what it found in that time."""
     url = f"{folder}/s{seed}-m{m}.journal"
-    s = SearchSettings(
-        trials=100_000,
-        storage=url,
-        budget=budget,
-        seed=seed,
-        device="cpu",
-        references=False,
-        keep_weights=False,
-        quiet=True,
-    )
-    device = torch.device("cpu")
-    data = load_dataset(s.dataset, seed=s.seed).on(device)
-    study = create_or_load_study(s, open_storage(url), budget)
-    study.sampler = make_sampler(s.sampler, s.seed)
-    objective = Objective(s, budget, data, device, url)
-    callbacks = []
+    s = settings(seed, m, proxy, seconds, budget_name, threads, url)
     start = time.time()
-    pre = None
-    if m > 1:
-        pre = Prescreener(
-            m=m,
-            network=objective.network,
-            make_sampler=lambda n: make_sampler(s.sampler, s.seed + n),
-            data=data,
-            device=device,
-            proxy=proxy,
-            seed=s.seed,
-        )
-        pre(study)
-        callbacks.append(pre)
-    study.optimize(objective, timeout=seconds, catch=(TrialFailed,), callbacks=callbacks)
+    run_worker(s)
     deadline = start + seconds
+    study = load_study(url, STUDY)
+    trials = study.get_trials(deepcopy=False)
     # Only what finished within the time: the last trial may run past the timeout.
     done = [
         t
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
         if t.datetime_complete is not None and t.datetime_complete.timestamp() <= deadline
     ]
     kept = {t.number for t in done}
     records = [r for r in study_records(study) if r.number in kept]
     complete = [r for r in records if r.complete]
+    screens = [trial_attr(t, "prescreen") for t in trials]  # a queued, unrun choice counts too
     return {
         "hv": hypervolume(records),
         "trials": len(done),
         "complete": len(complete),
         "front": len(pareto_front(records)),
         "best_acc": max((r.val_acc for r in complete), default=float("nan")),
-        "screen_s": sum(a["time_s"] for a in pre.log) if pre else 0.0,
+        "screen_s": sum(a.get("time_s", 0.0) for a in screens if a),
     }
 
 
 def _arm(seed: int, m: int, args: argparse.Namespace, folder: str) -> dict[str, float]:
-    torch.set_num_threads(args.threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are counted, not traced
-    return run_arm(seed, m, args.proxy, args.seconds, args.budget, folder)
+    return run_arm(seed, m, args.proxy, args.seconds, args.budget, args.threads, folder)
 
 
 def run_all(jobs: list[tuple[int, int]], args: argparse.Namespace, folder: str):
@@ -122,33 +113,31 @@ def run_all(jobs: list[tuple[int, int]], args: argparse.Namespace, folder: str):
             yield job, future.result()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="sanity run: python bench/prescreen.py --seconds 20 --seeds 0",
+    )
     p.add_argument("--seconds", type=float, default=100.0, help="wall time of each search")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--m", type=int, default=4, help="candidates per trained trial")
-    p.add_argument("--proxy", default="naswot")
+    p.add_argument("--m", type=int, default=4, help="candidates per trained trial (at least 2)")
+    p.add_argument("--proxy", default="naswot", choices=PROXY_NAMES)
     p.add_argument("--budget", default="smoke")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each search")
     p.add_argument("--parallel", type=int, default=1, help="searches at a time (one process each)")
-    p.add_argument("--write", action="store_true")
+    p.add_argument("--write", action="store_true", help="replace the BENCHMARKS.md section")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    train.budget(args.budget)  # a bad name fails here, before any search
+    if args.m < 2 or args.threads < 1 or args.parallel < 1 or args.seconds <= 0:
+        p.error("--m must be at least 2, --threads and --parallel at least 1, --seconds positive")
+    try:
+        budget(args.budget)  # a bad name fails here, before any search
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
 
-    rows = []
-    jobs = [(seed, m) for seed in args.seeds for m in (1, args.m)]
-    with tempfile.TemporaryDirectory() as folder:
-        # Both arms of a seed start together, so they share the machine's state alike.
-        for (seed, m), r in run_all(jobs, args, folder):
-            rows.append((seed, m, r))
-            print(
-                f"seed {seed} M={m}: hv {r['hv']:.4f}, {r['trials']} trials "
-                f"({r['complete']} complete), front {r['front']}, best acc {r['best_acc']:.4f}, "
-                f"screening {r['screen_s']:.1f} s",
-                flush=True,
-            )
+
+def report(rows: list[tuple[int, int, dict]], args: argparse.Namespace) -> str:
+    """The section: the command, the machine, the table per seed and the verdict."""
     table = [
         "| seed | hypervolume, plain | hypervolume, pre-screened | trials, plain | trials, pre-screened | time spent screening |",
         "|---|---|---|---|---|---|",
@@ -171,17 +160,18 @@ def main() -> None:
         f"{statistics.fmean(diffs):+.4f}, standard deviation over seeds {sd:.4f}); pre-screening "
         f"won on {wins} of {len(diffs)} seeds."
     )
-    body = "\n".join(
+    parallel = args.parallel > 1
+    return "\n".join(
         [
             f"`python bench/prescreen.py --seconds {args.seconds:g} --seeds "
             f"{' '.join(map(str, args.seeds))} --m {args.m} --proxy {args.proxy} --budget {args.budget}"
-            f"{f' --parallel {args.parallel}' if args.parallel > 1 else ''}` "
-            f"({date.today().isoformat()}; {machine()}"
-            f"{f'; {args.parallel} searches at a time' if args.parallel > 1 else ''}).",
+            f"{f' --parallel {args.parallel}' if parallel else ''}` "
+            f"({date.today().isoformat()}; {machine()}, {args.threads} torch thread(s) per search"
+            f"{f'; {args.parallel} searches at a time' if parallel else ''}).",
             "",
             f"Each search ran {timedelta(seconds=args.seconds)} of wall time on the `{args.budget}` budget "
-            "from an empty study (no references, pruning on as in the default search); "
-            "pre-screened: each trained trial is the choice "
+            "from an empty study (single-budget, no references, pruning on as in the default "
+            "search); pre-screened: each trained trial is the choice "
             f"among M = {args.m} proposals of the study's TPE sampler, scored by {args.proxy} "
             "(a candidate is passed over only when another scores higher at no more parameters). "
             "Hypervolume of (validation accuracy, parameters) over the trials finished in time.",
@@ -191,6 +181,24 @@ def main() -> None:
             verdict,
         ]
     )
+
+
+def main() -> None:
+    args = parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    jobs = [(seed, m) for seed in args.seeds for m in (1, args.m)]
+    with tempfile.TemporaryDirectory() as folder:
+        # Both arms of a seed start together, so they share the machine's state alike.
+        for (seed, m), r in run_all(jobs, args, folder):
+            rows.append((seed, m, r))
+            print(
+                f"seed {seed} M={m}: hv {r['hv']:.4f}, {r['trials']} trials "
+                f"({r['complete']} complete), front {r['front']}, best acc {r['best_acc']:.4f}, "
+                f"screening {r['screen_s']:.1f} s",
+                flush=True,
+            )
+    body = report(rows, args)
     print("\n" + body)
     if args.write:
         # The smoke comparison keeps the plain title; other budgets get a section of their own.

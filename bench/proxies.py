@@ -3,7 +3,7 @@
     python bench/proxies.py --storage studies/explorer.journal [--study NAME] [--write]
 
 Takes every complete trial of a study (references included; pruned trials have no final
-accuracy), scores its design with every proxy of `explorer.proxies` at the initial weights that
+accuracy), scores its design with every proxy of `explorer.training.proxies` at the initial weights that
 trial trained from (its seed) on one batch of 64 real training images, and reports the Spearman
 rank correlation of each score, and of the parameter count alone, with the trial's validation
 accuracy, with a 95% bootstrap interval. A proxy that only restates size is no use to a search
@@ -16,39 +16,24 @@ space" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 import warnings
 from collections import Counter
 from datetime import date
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from report import machine, write_section
+from scipy import stats
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from report import write_section  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from explorer.data import load_dataset  # noqa: E402
-from explorer.proxies import PROXY_NAMES, proxy_scores  # noqa: E402
-from explorer.results import study_records  # noqa: E402
-from explorer.storage import load_study, open_storage, study_names  # noqa: E402
-from explorer.study import study_config  # noqa: E402
-from search_space import network_params  # noqa: E402
+from explorer.analysis import study_records
+from explorer.store import load_study, open_storage, study_config, study_names
+from explorer.training import PROXY_NAMES, load_dataset, proxy_scores
+from search_space import network_params
 
 SECTION = "Zero-cost proxies on our space"
 BOOTSTRAP = 2000
-
-
-def machine() -> str:
-    return (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch "
-        f"{torch.__version__}, {torch.get_num_threads()} thread(s)"
-    )
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,12 +67,12 @@ def bootstrap(fn, columns: list[np.ndarray], seed: int = 0) -> tuple[float, floa
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--storage", required=True, help="journal file or URL of a finished study")
     p.add_argument("--study", default=None, help="study name (default: the only one)")
     p.add_argument(
-        "--data-dir", default=None, help="dataset folder (default: explorer.data's search)"
+        "--data-dir", default=None, help="dataset folder (default: explorer.training.data's search)"
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--min-designs", type=int, default=50)
@@ -96,35 +81,17 @@ def main() -> None:
     )
     p.add_argument("--write", action="store_true", help="replace the BENCHMARKS.md section")
     p.add_argument("--note", default="", help="a sentence on where the study came from")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    return p.parse_args()
 
-    storage = open_storage(args.storage, create=False)
-    name = args.study or study_names(storage)[0]
-    study = load_study(storage, name)
-    trials = [
-        r
-        for r in study_records(study)
-        if r.complete and r.network is not None and r.val_acc is not None
-    ]
-    if len(trials) < args.min_designs:
-        sys.exit(
-            f"study {name!r} has {len(trials)} complete trained designs, fewer than "
-            f"{args.min_designs}; run e.g. python -m explorer.search --trials 60 --budget smoke "
-            "--storage /tmp/proxy.journal --no-prune"
-        )
-    config = study_config(study)
-    budget = config.budget if config else "?"
-    dataset = config.dataset if config else "fashion-mnist"
-    data = load_dataset(dataset, data_dir=args.data_dir, seed=config.split_seed if config else 0)
-    data = data.on("cpu")
 
+def score_designs(trials: list, data, batch_size: int) -> tuple[list[tuple], list[float]]:
+    """(rows of (trial number, val acc, params, proxy scores, batch norm), seconds per design)."""
     rows, times = [], []
     for t in trials:
         net = t.network
         seed = t.seed or 0
         start = time.perf_counter()
-        scores = proxy_scores(net, data, "cpu", seed, batch_size=args.batch_size)
+        scores = proxy_scores(net, data, "cpu", seed, batch_size=batch_size)
         times.append(time.perf_counter() - start)
         rows.append((t.number, t.val_acc, network_params(net), scores, net.block.bn))
         print(
@@ -132,7 +99,11 @@ def main() -> None:
             + " ".join(f"{k} {v:.4g}" if v is not None else f"{k} -" for k, v in scores.items()),
             flush=True,
         )
+    return rows, times
 
+
+def correlations(rows: list[tuple]) -> tuple[list[str], dict[str, float], dict[str, float]]:
+    """(the table, each score's Spearman correlation with accuracy, each proxy's partial one)."""
     acc = np.array([r[1] for r in rows])
     params = np.array([r[2] for r in rows], dtype=float)
     table = [
@@ -168,12 +139,39 @@ def main() -> None:
             f"{name_:<10} spearman {rho:+.3f} [{lo:+.2f}, {hi:+.2f}]  partial {prho:+.3f} [{plo:+.2f}, {phi:+.2f}]"
         )
     print(f"params     spearman {results['params']:+.3f}")
+    return table, results, partials
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+
+    storage = open_storage(args.storage, create=False)
+    name = args.study or study_names(storage)[0]
+    study = load_study(storage, name)
+    trials = [
+        r
+        for r in study_records(study)
+        if r.complete and r.network is not None and r.val_acc is not None
+    ]
+    if len(trials) < args.min_designs:
+        sys.exit(
+            f"study {name!r} has {len(trials)} complete trained designs, fewer than "
+            f"{args.min_designs}; run e.g. python -m explorer.search --trials 60 --budget smoke "
+            "--storage /tmp/proxy.journal --no-prune"
+        )
+    config = study_config(study)
+    budget = config.budget if config else "?"
+    dataset = config.dataset if config else "fashion-mnist"
+    data = load_dataset(dataset, data_dir=args.data_dir, seed=config.split_seed if config else 0)
+    rows, times = score_designs(trials, data.on("cpu"), args.batch_size)
+    table, results, partials = correlations(rows)
     best = max(PROXY_NAMES, key=lambda n: results[n])
     best_partial = max(PROXY_NAMES, key=lambda n: partials[n])
     body = "\n".join(
         [
             f"`python bench/proxies.py --storage {args.storage}{' --study ' + name if args.study else ''}`"
-            f" ({date.today().isoformat()}; {machine()}).",
+            f" ({date.today().isoformat()}; {machine(threads=True)}).",
             "",
             f"{len(rows)} trained designs of study `{name}` ({dataset}, budget `{budget}`, "
             f"accuracy = the trial's final validation accuracy). {args.note}".rstrip(),

@@ -21,35 +21,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import optuna
+from report import machine
+from report import write_section as _write_section
+
+from explorer.analysis import (
+    hypervolume,
+    hypervolume_spec,
+    pareto_front,
+    reeval_results,
+    rung_records,
+    study_records,
+)
+from explorer.store import open_storage, storage_of, study_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import optuna  # noqa: E402
-from report import write_section as _write_section  # noqa: E402
-
-from explorer.evaluate import reeval_results  # noqa: E402
-from explorer.metrics import cpu_name  # noqa: E402
-from explorer.results import hypervolume, hypervolume_spec, pareto_front, study_records  # noqa: E402
-from explorer.rungs import rung_records  # noqa: E402
-from explorer.storage import open_storage  # noqa: E402
-from explorer.study import study_config  # noqa: E402
-
 STUDY = "fashion-mnist-inception-block"
-
-
-def machine() -> str:
-    return (
-        f"{cpu_name()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.2f} at the start"
-    )
 
 
 def stamp() -> str:
@@ -105,7 +98,7 @@ def load(storage: Path) -> optuna.Study:
 
 def per_rung(study: optuna.Study) -> str:
     config = study_config(study)
-    by_rung = rung_records(study._storage, study, config)
+    by_rung = rung_records(storage_of(study), study, config)
     return " / ".join(
         f"{sum(1 for r in recs if not r.reference and r.state in ('COMPLETE', 'PRUNED'))}"
         for _, recs in sorted(by_rung.items())
@@ -421,7 +414,7 @@ def _rung_facts(study: optuna.Study, config, by_rung: dict) -> list[str]:
 def mode_signals(args) -> None:
     study = load(Path(args.storage))
     config = study_config(study)
-    by_rung = rung_records(study._storage, study, config)
+    by_rung = rung_records(storage_of(study), study, config)
     top = config.rungs - 1
     index = {k: {r.number: r for r in recs} for k, recs in by_rung.items()}
     rows = []
@@ -474,7 +467,7 @@ def _span_s(storage: Path) -> float:
 def _pruning(study: optuna.Study) -> str:
     """Per rung: searched designs pruned of those trained, and the share of epochs pruning saved."""
     config = study_config(study)
-    by_rung = rung_records(study._storage, study, config)
+    by_rung = rung_records(storage_of(study), study, config)
     parts = []
     for _, recs in sorted(by_rung.items()):
         trained = [r for r in recs if not r.reference and r.state in ("COMPLETE", "PRUNED")]

@@ -6,15 +6,13 @@
 
 Each mode prints a table and replaces its own section of BENCHMARKS.md (command, machine, date).
 Hypervolume is on (validation accuracy, parameters) against the fixed reference point
-`explorer.results.hypervolume_spec(None)` (accuracy 0, the space's largest design at width 0.25),
+`explorer.analysis.hypervolume_spec(None)` (accuracy 0, the space's largest design at width 0.25),
 normalised to [0, 1].
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,27 +21,14 @@ import time
 from datetime import date
 from pathlib import Path
 
+import optuna
+from report import machine, write_section
+
+from explorer.analysis import hypervolume, hypervolume_spec, pareto_front, study_records
+from explorer.search import SearchSettings, run_worker
+from explorer.store import open_storage, study_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import optuna  # noqa: E402
-from report import write_section  # noqa: E402
-
-from explorer.results import (  # noqa: E402
-    hypervolume,
-    hypervolume_spec,
-    pareto_front,
-    study_records,
-)
-from explorer.search import SearchSettings, run_worker  # noqa: E402
-from explorer.storage import open_storage  # noqa: E402
-from explorer.study import study_config  # noqa: E402
-
-
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}, " + (
-        f"load average at start {os.getloadavg()[0]:.2f}"
-    )
 
 
 def front_vs_refs(records) -> list[str]:

@@ -22,11 +22,6 @@ import subprocess
 import sys
 import time
 from datetime import date
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def one(args) -> None:
@@ -35,14 +30,13 @@ def one(args) -> None:
 
     import torch
 
-    from explorer import data as data_mod
-    from explorer import train
+    from explorer.training import BUDGETS, load_dataset, train
     from search_space import REFERENCES, NetworkConfig, build_network
 
     torch.set_num_threads(args.threads)
-    data = data_mod.load_dataset("fashion-mnist", seed=0).on("cpu")
+    data = load_dataset("fashion-mnist", seed=0).on("cpu")
     info = data.info
-    config = dataclasses.replace(train.BUDGETS[args.budget], seed=0)
+    config = dataclasses.replace(BUDGETS[args.budget], seed=0)
     times = []
     for i in range(args.trials):
         ref = ("v1", "v2")[i % 2]
@@ -55,7 +49,7 @@ def one(args) -> None:
         torch.manual_seed(0)
         model = build_network(net)
         start = time.perf_counter()
-        train.train(model, data, config, "cpu")
+        train(model, data, config, "cpu")
         times.append(time.perf_counter() - start)
     print(json.dumps(times))
 
@@ -99,8 +93,7 @@ def main() -> None:
     if args.mode == "_one":
         one(args)
         return
-    from report import write_section
-    from search import machine
+    from report import machine, write_section
 
     cores = os.cpu_count() or 1
     layouts = [(1, 1), (cores, 1), (1, cores)]

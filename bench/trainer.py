@@ -1,10 +1,10 @@
 """How fast does the trainer train, against the machine's matmul peak and a plain DataLoader loop?
 
-Measures, in one run: the float32 matmul peak (bf16 on CUDA), `explorer.train.train`'s images/s
+Measures, in one run: the float32 matmul peak (bf16 on CUDA), `explorer.training.train`'s images/s
 and achieved FLOP/s on the v1 and v2 skeleton networks over a few batch sizes and thread counts,
 the cost of torch.compile, and the same model trained by a plain torchvision ``DataLoader`` +
 transforms loop. Training FLOPs are counted as 3 x the forward FLOPs (forward, plus a backward
-for inputs and weights), forward FLOPs as 2 x multiply-adds (see explorer.metrics). Writes the
+for inputs and weights), forward FLOPs as 2 x multiply-adds (see explorer.training.metrics). Writes the
 "Trainer throughput" section of BENCHMARKS.md with the command, machine, date and load average.
 
     python bench/trainer.py            # the full measurement (a few minutes on 2 CPU cores)
@@ -15,76 +15,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from report import environment_lines, set_threads, update_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.data import DataError, load_dataset  # noqa: E402
-from explorer.metrics import TRAIN_FLOPS_PER_FORWARD, count_flops, cpu_name  # noqa: E402
-from explorer.train import BUDGETS, TrainConfig, resolve_device, train  # noqa: E402
-from search_space import REFERENCES, NetworkConfig, build_network  # noqa: E402
+from explorer.training import (
+    BUDGETS,
+    TRAIN_FLOPS_PER_FORWARD,
+    DataError,
+    TrainConfig,
+    count_flops,
+    load_dataset,
+    resolve_device,
+    train,
+)
+from search_space import REFERENCES, NetworkConfig, build_network
 
 SECTION = "Trainer throughput"
-
-
-# --- shared with bench/calibrate.py ------------------------------------------------------------
-
-
-def set_threads(threads: int | None) -> int:
-    """Set torch's CPU thread count (None keeps its choice) and return the count in force."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
-def environment_lines(
-    device: torch.device, threads: int, load_start: float | None = None
-) -> list[str]:
-    """Machine, software, date and load average, as markdown lines.
-
-    ``load_start`` is the 1-minute load average before the benchmark's own work: the machine
-    counts as shared (and the figures as a lower bound) when it was already half busy then.
-    """
-    if device.type == "cuda":
-        machine = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    else:
-        machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
-    load = os.getloadavg()
-    busy = load_start is None or load_start > 0.5 * (os.cpu_count() or 1)
-    start = "" if load_start is None else f"{load_start:.2f} at the start (1 min), "
-    return [
-        f"- Machine: {machine}; device `{device}`, {threads} torch threads",
-        f"- Software: Python {platform.python_version()}, torch {torch.__version__}",
-        f"- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- Load average: {start}{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} when written "
-        f"(1/5/15 min, the benchmark's own runs included)"
-        + (" - other work shared this machine; re-run on a quiet one to compare" if busy else ""),
-    ]
-
-
-def update_section(path: Path, heading: str, body: str) -> None:
-    """Replace the ``## heading`` section of a markdown file (or add it), keeping all others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.rstrip("\n").split("\n")
-    title = f"## {heading}"
-    new = [title, "", *body.rstrip("\n").split("\n")]
-    if title in lines:
-        start = lines.index(title)
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        lines[start:end] = new + ([""] if end < len(lines) else [])
-    else:
-        lines += ["", *new]
-    path.write_text("\n".join(lines) + "\n")
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -122,7 +75,7 @@ def matmul_peak(
 def trainer_rate(
     net: NetworkConfig, data, config: TrainConfig, device: torch.device, compile_model: bool = False
 ) -> tuple[float, float]:
-    """(images/s of the last epoch, seconds of the first) with `explorer.train.train`; the first
+    """(images/s of the last epoch, seconds of the first) with `explorer.training.train`; the first
     epoch pays for one-off set-up (oneDNN primitives, cuDNN autotuning, compilation)."""
     torch.manual_seed(0)
     model = build_network(net)
@@ -176,7 +129,8 @@ def dataloader_rate(
     return seen / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked; ``batch_sizes`` and ``thread_counts`` as lists of integers."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -209,139 +163,152 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    load_start = os.getloadavg()[0]
     try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-        thread_counts = (
+        args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        args.thread_counts = (
             [int(t) for t in args.threads.split(",")]
             if args.threads
             else sorted({1, os.cpu_count() or 1})
         )
-        if min(batch_sizes) < 1 or min(thread_counts) < 1:
+        if min(args.batch_sizes) < 1 or min(args.thread_counts) < 1:
             raise ValueError
     except ValueError:
         parser.error("--batch-sizes and --threads take comma-separated positive integers")
     if args.quick:
-        args.images, batch_sizes, args.no_compile, args.no_write = 256, [64], True, True
-        thread_counts = thread_counts[-1:]
-    try:
-        device = resolve_device(args.device)
-        dataset = load_dataset(data_dir=args.data_dir)
-    except (ValueError, DataError) as exc:
-        print(f"trainer bench: {exc}", file=sys.stderr)
-        return 2
-    data = dataset.on(device)
-    cuda = device.type == "cuda"
-    shape = dataset.input_shape
-    nets = {ref: NetworkConfig(block=REFERENCES[ref]) for ref in ("v1", "v2")}
-    fwd = {ref: count_flops(build_network(net), shape) for ref, net in nets.items()}
-    base = dataclasses.replace(BUDGETS["quick"], epochs=2, train_images=args.images, val_images=256)
-    rows: list[tuple] = []  # (run, batch, threads, images/s, forward FLOPs, load)
+        args.images, args.batch_sizes, args.no_compile, args.no_write = 256, [64], True, True
+        args.thread_counts = args.thread_counts[-1:]
+    return args
 
-    def record(run: str, batch: int, threads: int, rate: float, ref: str) -> None:
+
+@dataclasses.dataclass
+class Measurement:
+    """What the runs share (device, data, the two networks and their forward FLOPs, the budget
+    they train under) and what they found: rows of (run, batch, threads, images/s, forward FLOPs,
+    load average) and the matmul peak, (FLOP/s, n), per thread count."""
+
+    device: torch.device
+    dataset: Any
+    data: Any
+    nets: dict[str, NetworkConfig]
+    fwd: dict[str, float]
+    base: TrainConfig
+    rows: list[tuple] = dataclasses.field(default_factory=list)
+    peaks: dict[int, tuple[float, int]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def record(self, run: str, batch: int, threads: int, rate: float, ref: str) -> None:
         load = os.getloadavg()[0]
-        rows.append((run, batch, threads, rate, fwd[ref], load))
+        self.rows.append((run, batch, threads, rate, self.fwd[ref], load))
         print(
             f"{run:<46} batch {batch:>4} threads {threads}  {rate:8.0f} img/s  "
-            f"{rate * TRAIN_FLOPS_PER_FORWARD * fwd[ref] / 1e9:6.1f} GFLOP/s  load {load:.2f}",
+            f"{rate * TRAIN_FLOPS_PER_FORWARD * self.fwd[ref] / 1e9:6.1f} GFLOP/s  load {load:.2f}",
             flush=True,
         )
 
-    peaks = {}
-    for threads in thread_counts if not cuda else [set_threads(None)]:
+    def peak_for(self, threads: int) -> float:
+        if threads in self.peaks:
+            return self.peaks[threads][0]
+        return max(p[0] for p in self.peaks.values())
+
+
+def measure_trainer(m: Measurement, args: argparse.Namespace) -> None:
+    """Per thread count (one, the default, on CUDA): the matmul peak, then the trainer on v1 at
+    every batch size and on v2 at the first and last."""
+    for threads in args.thread_counts if not m.cuda else [set_threads(None)]:
         set_threads(threads)
-        if cuda:
-            peak = matmul_peak(device, torch.bfloat16, (4096, 8192), 2.0)
+        if m.cuda:
+            peak = matmul_peak(m.device, torch.bfloat16, (4096, 8192), 2.0)
         else:
             peak = matmul_peak(
-                device, torch.float32, (256, 512, 1024, 2048), 1.0 if args.quick else 3.0
+                m.device, torch.float32, (256, 512, 1024, 2048), 1.0 if args.quick else 3.0
             )
-        peaks[threads] = peak
+        m.peaks[threads] = peak
         print(
-            f"matmul peak ({'bf16' if cuda else 'float32'}, {threads} threads): "
+            f"matmul peak ({'bf16' if m.cuda else 'float32'}, {threads} threads): "
             f"{peak[0] / 1e9:.1f} GFLOP/s at n={peak[1]}  load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
-        for ref in nets:
-            for batch in (
-                batch_sizes
-                if ref == "v1"
-                else dict.fromkeys(batch_sizes[:: len(batch_sizes) - 1 or 1])
-            ):
-                config = dataclasses.replace(base, batch_size=batch)
-                rate, _ = trainer_rate(nets[ref], data, config, device)
-                record(f"explorer.train, {ref}", batch, threads, rate, ref)
-    threads = thread_counts[-1] if not cuda else torch.get_num_threads()
-    set_threads(threads)
-    compile_note = ""
-    if not args.no_compile:
-        config = dataclasses.replace(base, batch_size=batch_sizes[0])
-        try:
-            t0 = time.perf_counter()
-            rate, first = trainer_rate(nets["v1"], data, config, device, compile_model=True)
-            record("explorer.train, v1, torch.compile", batch_sizes[0], threads, rate, "v1")
-            compile_note = (
-                f"torch.compile: first epoch {first:.1f} s (compilation included), "
-                f"{time.perf_counter() - t0:.1f} s for the whole run"
-            )
-        except Exception as exc:  # a missing compiler or an unsupported op: report, don't fail
-            compile_note = f"torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        print(compile_note, flush=True)
-    if not cuda:
-        for cl in (False, True):
-            rate = dataloader_rate(
-                nets["v1"],
-                dataset,
-                dataclasses.replace(base, batch_size=batch_sizes[0]),
-                args.images,
-                channels_last=cl,
-            )
-            record(
-                f"DataLoader + transforms loop, v1{', channels_last' if cl else ''}",
-                batch_sizes[0],
-                threads,
-                rate,
-                "v1",
-            )
+        for ref in m.nets:
+            sizes = args.batch_sizes
+            if ref != "v1":
+                sizes = dict.fromkeys(sizes[:: len(sizes) - 1 or 1])
+            for batch in sizes:
+                config = dataclasses.replace(m.base, batch_size=batch)
+                rate, _ = trainer_rate(m.nets[ref], m.data, config, m.device)
+                m.record(f"explorer.training, {ref}", batch, threads, rate, ref)
 
-    def peak_for(threads: int) -> float:
-        return peaks[threads][0] if threads in peaks else max(p[0] for p in peaks.values())
 
+def measure_compile(m: Measurement, batch: int, threads: int) -> str:
+    """The trainer on v1 under torch.compile; a line on what compiling cost (or why it failed)."""
+    config = dataclasses.replace(m.base, batch_size=batch)
+    try:
+        t0 = time.perf_counter()
+        rate, first = trainer_rate(m.nets["v1"], m.data, config, m.device, compile_model=True)
+        m.record("explorer.training, v1, torch.compile", batch, threads, rate, "v1")
+        return (
+            f"torch.compile: first epoch {first:.1f} s (compilation included), "
+            f"{time.perf_counter() - t0:.1f} s for the whole run"
+        )
+    except Exception as exc:  # a missing compiler or an unsupported op: report, don't fail
+        return f"torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
+def measure_dataloader(m: Measurement, images: int, batch: int, threads: int) -> None:
+    """The plain DataLoader loop on v1, in the default memory format and in channels_last."""
+    config = dataclasses.replace(m.base, batch_size=batch)
+    for cl in (False, True):
+        rate = dataloader_rate(m.nets["v1"], m.dataset, config, images, channels_last=cl)
+        run = f"DataLoader + transforms loop, v1{', channels_last' if cl else ''}"
+        m.record(run, batch, threads, rate, "v1")
+
+
+def results_table(m: Measurement) -> tuple[list[str], str]:
+    """(the markdown table of every run, the verdict on the trainer's best share of the peak)."""
     table = [
         f"| run | batch | threads | images/s | fwd MFLOPs/image | achieved GFLOP/s (3 x fwd) "
-        f"| % of {'bf16' if cuda else 'float32'} matmul peak | load avg (1 min) |",
+        f"| % of {'bf16' if m.cuda else 'float32'} matmul peak | load avg (1 min) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for run, batch, thr, rate, flops, load in rows:
+    for run, batch, thr, rate, flops, load in m.rows:
         achieved = rate * TRAIN_FLOPS_PER_FORWARD * flops
         table.append(
             f"| {run} | {batch} | {thr} | {rate:,.0f} | {flops / 1e6:.1f} | "
-            f"{achieved / 1e9:.1f} | {achieved / peak_for(thr):.0%} | {load:.2f} |"
+            f"{achieved / 1e9:.1f} | {achieved / m.peak_for(thr):.0%} | {load:.2f} |"
         )
     best = max(
-        rows, key=lambda r: r[3] * r[4] / peak_for(r[2]) if r[0].startswith("explorer") else 0
+        m.rows, key=lambda r: r[3] * r[4] / m.peak_for(r[2]) if r[0].startswith("explorer") else 0
     )
-    best_frac = best[3] * TRAIN_FLOPS_PER_FORWARD * best[4] / peak_for(best[2])
+    best_frac = best[3] * TRAIN_FLOPS_PER_FORWARD * best[4] / m.peak_for(best[2])
     verdict = (
         f"Best of the trainer: {best_frac:.0%} of the matmul peak ({best[0]}, batch {best[1]}, "
         f"{best[2]} threads); the target of 75% is {'met' if best_frac >= 0.75 else 'not met'}."
     )
-    print("\n".join(table))
-    print(verdict)
-    if compile_note:
-        print(compile_note)
-    if args.no_write:
-        return 0
-    command = "python bench/trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    return table, verdict
+
+
+def write_results(
+    m: Measurement,
+    args: argparse.Namespace,
+    command: str,
+    threads: int,
+    load_start: float,
+    compile_note: str,
+) -> None:
+    """Rewrite the section of `args.output` with the command, the machine, the peaks and the
+    table."""
+    table, verdict = results_table(m)
     peak_lines = [
-        f"- Matmul peak ({'bf16' if cuda else 'float32'}, {t} threads): "
+        f"- Matmul peak ({'bf16' if m.cuda else 'float32'}, {t} threads): "
         f"{p[0] / 1e9:.1f} GFLOP/s (n = {p[1]})"
-        for t, p in peaks.items()
+        for t, p in m.peaks.items()
     ]
     body = [
         f"Command: `{command.strip()}`",
         "",
-        *environment_lines(device, threads, load_start),
+        *environment_lines(m.device, threads, load_start),
         *peak_lines,
         f"- Trainer runs: budget `quick` settings, {args.images} images per epoch, 2 epochs, the "
         f"last timed (the first builds oneDNN primitives / autotunes); FLOPs = 2 x multiply-adds, "
@@ -355,6 +322,47 @@ def main(argv: list[str] | None = None) -> int:
         body.append(f"- {compile_note}")
     update_section(Path(args.output), SECTION, "\n".join(body))
     print(f"wrote the '{SECTION}' section of {args.output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_start = os.getloadavg()[0]
+    try:
+        device = resolve_device(args.device)
+        dataset = load_dataset(data_dir=args.data_dir)
+    except (ValueError, DataError) as exc:
+        print(f"trainer bench: {exc}", file=sys.stderr)
+        return 2
+    nets = {ref: NetworkConfig(block=REFERENCES[ref]) for ref in ("v1", "v2")}
+    m = Measurement(
+        device=device,
+        dataset=dataset,
+        data=dataset.on(device),
+        nets=nets,
+        fwd={
+            ref: count_flops(build_network(net), dataset.input_shape) for ref, net in nets.items()
+        },
+        base=dataclasses.replace(
+            BUDGETS["quick"], epochs=2, train_images=args.images, val_images=256
+        ),
+    )
+    measure_trainer(m, args)
+    threads = args.thread_counts[-1] if not m.cuda else torch.get_num_threads()
+    set_threads(threads)
+    compile_note = ""
+    if not args.no_compile:
+        compile_note = measure_compile(m, args.batch_sizes[0], threads)
+        print(compile_note, flush=True)
+    if not m.cuda:
+        measure_dataloader(m, args.images, args.batch_sizes[0], threads)
+    table, verdict = results_table(m)
+    print("\n".join(table))
+    print(verdict)
+    if compile_note:
+        print(compile_note)
+    if not args.no_write:
+        command = "python bench/trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_results(m, args, command, threads, load_start, compile_note)
     return 0
 
 

@@ -5,6 +5,14 @@ formatter, and the first line of an exception for messages."""
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
+import sysconfig
+from pathlib import Path
+
+PROG = "inception-explorer"
+MODULE_PROG = "python -m explorer"
 
 
 class UsageError(Exception):
@@ -33,3 +41,23 @@ def first_line(exc: BaseException) -> str:
     """An exception's message cut to its first line (its type's name when it has none)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def command_prefix() -> str:
+    """How to start this install's command: ``inception-explorer`` where that console script is on
+    PATH and belongs to this interpreter's install, else ``python -m explorer``."""
+    found = shutil.which(PROG)
+    if found is None:
+        return MODULE_PROG
+    scripts = {sysconfig.get_path("scripts")}
+    try:
+        scripts.add(sysconfig.get_path("scripts", f"{os.name}_user"))
+    except KeyError:  # a platform without a user scheme
+        pass
+    here = {Path(p).resolve() for p in scripts if p}
+    return PROG if Path(found).resolve().parent in here else MODULE_PROG
+
+
+def command(*args: str) -> str:
+    """A shell command line: this install's command (`command_prefix`) with `args`, quoted."""
+    return " ".join([command_prefix(), *(shlex.quote(str(a)) for a in args)])

@@ -17,7 +17,7 @@ from .models import (
     googlenet_loss,
 )
 from .network import InceptionNet, build_network, network_params
-from .references import REFERENCES
+from .references import DEFAULT_REFERENCES, REFERENCES
 from .space import DEFAULT_SPACE, Dimension, SearchSpace, config_from_trial
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "BNInception",
     "BlockConfig",
     "ConvNormAct",
+    "DEFAULT_REFERENCES",
     "DEFAULT_SPACE",
     "Dimension",
     "GoogLeNet",

@@ -48,3 +48,6 @@ REFERENCES: dict[str, BlockConfig] = {
         bn="post",
     ),
 }
+
+# The references a search trains beside its designs and a re-evaluation compares against.
+DEFAULT_REFERENCES = ("v1", "v2")

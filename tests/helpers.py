@@ -16,7 +16,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from explorer.storage import artifact_dir, open_storage
+from explorer.store import artifact_dir, open_storage
 from search_space import (
     DEFAULT_SPACE,
     REFERENCES,

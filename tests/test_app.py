@@ -14,8 +14,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import charts, data, details
-from explorer.results import TrialRecord, hypervolume_curve, pareto_front, study_records
-from explorer.storage import DEFAULT_STORAGE, load_study, open_storage
+from explorer import export
+from explorer.analysis import hypervolume_curve, pareto_front, study_records
+from explorer.store import DEFAULT_STORAGE, TrialRecord, load_study, open_storage
 from search_space import REFERENCES, NetworkConfig
 from tests.helpers import make_study
 
@@ -276,7 +277,6 @@ def test_commands(tmp_path):
 
 
 def test_export_button_code_is_what_the_cli_writes(demo, tmp_path, monkeypatch):
-    export = pytest.importorskip("explorer.export", reason="explorer/export.py is not written yet")
     from app import loaders
 
     study = load_study(demo, "demo")
@@ -407,7 +407,6 @@ def test_opening_a_trial_shows_its_drawing_curves_and_metrics(app, demo):
 
 
 def test_the_code_button_downloads_a_complete_design(app, demo):
-    pytest.importorskip("explorer.export", reason="explorer/export.py is not written yet")
     at = _open(app(EXPLORER_STORAGE=demo, EXPLORER_STUDY="demo").run(), 3)
     assert [b.label for b in at.get("download_button")] == ["Download PyTorch code"]
     assert f"python -m explorer.export --study demo --storage {demo} --trial 3" in _texts(at)

@@ -27,7 +27,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explorer.storage import load_study
+from explorer.store import load_study
 from tests.helpers import make_study
 
 ROOT = Path(__file__).resolve().parents[1]

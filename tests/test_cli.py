@@ -13,8 +13,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explorer import cli
-from explorer.storage import open_storage
+from explorer import cli, usage
+from explorer.store import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def _clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def _one_error_line(err: str, prog: str = cli.PROG) -> str:
+def _one_error_line(err: str, prog: str = usage.PROG) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{prog}: error: ")
@@ -39,7 +39,7 @@ def test_top_level_help_lists_every_command(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: {cli.PROG} ")
+    assert out.startswith(f"usage: {usage.PROG} ")
     for name in cli.COMMANDS:
         assert f"\n  {name} " in out
 
@@ -89,7 +89,7 @@ def test_python_dash_m_explorer_exits_2_in_its_own_process():
         timeout=60,
     )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert "invalid choice: 'bogus'" in _one_error_line(proc.stderr, cli.MODULE_PROG)
+    assert "invalid choice: 'bogus'" in _one_error_line(proc.stderr, usage.MODULE_PROG)
 
 
 @pytest.mark.parametrize("command", sorted(cli.DELEGATED))
@@ -168,33 +168,62 @@ def test_dashboard_runs_streamlit_on_the_page(monkeypatch):
         raise SystemExit(0)
 
     monkeypatch.setattr(streamlit_cli, "main", fake_main)
-    assert cli.main(["dashboard", "--study", "demo", "--port", "8600", "--no-browser"]) == 0
+    checkout_page = ROOT / "app" / "main.py"
+
+    def check_page(page: str) -> None:
+        """The page is this checkout's app/main.py, or the installed copy of it."""
+        path = Path(page)
+        assert path.is_absolute() and path.is_file() and path.name == "main.py", page
+        assert (
+            path.resolve() == checkout_page.resolve()
+            or path.read_bytes() == checkout_page.read_bytes()
+        ), f"{page} is neither {checkout_page} nor a copy of it"
+
+    argv = ["dashboard", "--storage", "s.journal", "--study", "demo", "--port", "8600"]
+    assert cli.main([*argv, "--address", "0.0.0.0", "--no-browser"]) == 0
     [args] = calls
-    assert args == cli.streamlit_args(cli.dashboard_page(), None, "demo", 8600, None, browser=False)
+    assert args[0] == "run"
+    check_page(args[1])
+    assert "--" in args, args
+    assert sorted(args[2 : args.index("--")]) == sorted(
+        [
+            "--client.toolbarMode=minimal",
+            "--server.port=8600",
+            "--server.address=0.0.0.0",
+            "--server.headless=true",
+        ]
+    )
+    page_args = args[args.index("--") + 1 :]
+    assert len(page_args) == 4 and dict(zip(page_args[::2], page_args[1::2])) == {
+        "--storage": "s.journal",
+        "--study": "demo",
+    }, page_args
+
+    # nothing chosen: the page and the shipped option only, no page arguments
+    calls.clear()
+    assert cli.main(["dashboard"]) == 0
+    [args] = calls
+    assert args[0] == "run" and args[2:] == ["--client.toolbarMode=minimal"], args
+    check_page(args[1])
 
 
 @pytest.mark.parametrize(
     ("found", "prefix"),
     [
         (None, "python -m explorer"),
-        (str(Path(sysconfig.get_path("scripts")) / cli.PROG), "inception-explorer"),
+        (str(Path(sysconfig.get_path("scripts")) / usage.PROG), "inception-explorer"),
         ("/elsewhere/bin/inception-explorer", "python -m explorer"),  # another install's
     ],
 )
 def test_command_prefix_is_the_console_script_only_when_it_is_this_install(
     monkeypatch, found, prefix
 ):
-    monkeypatch.setattr(cli.shutil, "which", lambda name: found)
-    assert cli.command_prefix() == prefix
+    monkeypatch.setattr(usage.shutil, "which", lambda name: found)
+    assert usage.command_prefix() == prefix
 
 
 def test_next_commands_are_quoted_and_redacted(monkeypatch):
-    monkeypatch.setattr(cli, "command_prefix", lambda: "inception-explorer")
-    assert cli.dashboard_command(None, "demo") == "inception-explorer dashboard --study demo"
-    assert (
-        cli.dashboard_command("postgresql://me:secret@db/nas", "my study")
-        == "inception-explorer dashboard --storage 'postgresql://me:***@db/nas' --study 'my study'"
-    )
-    assert cli.command("export", "--study", "a b", "--best") == (
+    monkeypatch.setattr(usage, "command_prefix", lambda: "inception-explorer")
+    assert usage.command("export", "--study", "a b", "--best") == (
         "inception-explorer export --study 'a b' --best"
     )

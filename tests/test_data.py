@@ -1,4 +1,4 @@
-"""explorer.data: reading IDX and CIFAR files made here, the search order, device batches."""
+"""explorer.training.data: reading IDX and CIFAR files made here, the search order, device batches."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import data as D
-from explorer.data import DataError, find_dataset, load_dataset, random_crop_flip, read_idx
+from explorer.training import DataError, find_dataset, load_dataset, random_crop_flip, read_idx
+from explorer.training import data as D
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:

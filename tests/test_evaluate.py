@@ -14,9 +14,12 @@ import optuna
 import pytest
 import torch
 
-from explorer import evaluate, train
-from explorer.evaluate import Reeval, Target, main, reeval_results, select_targets
-from explorer.storage import open_storage
+from explorer import evaluate
+from explorer import training as train
+from explorer.analysis import Reeval, reeval_results
+from explorer.evaluate import Target, main, select_targets
+from explorer.store import open_storage
+from explorer.usage import UsageError
 from search_space import REFERENCES, NetworkConfig
 from tests.helpers import make_study
 
@@ -99,7 +102,7 @@ def test_real_runs_then_resume_then_more_seeds(study_path, tiny_fmnist, monkeypa
     assert f"#{n}" in out and "#0 (v1)" in out and "± " in out
 
     calls: list[int] = []
-    monkeypatch.setattr(evaluate, "train_and_test", fake_run(calls))
+    monkeypatch.setattr(evaluate.runner, "train_and_test", fake_run(calls))
     assert main(args(1)) == 0
     assert calls == []  # every seed was already done
     assert main(args(3)) == 0
@@ -248,7 +251,7 @@ def test_long_budget_is_ten_times_the_studys_own(study_path, name):
 
 def _store_train_config(study, train_config: dict) -> None:
     """Give a study the whole-budget settings a study made by today's search has."""
-    from explorer.records import StudyConfig
+    from explorer.store import StudyConfig
 
     legacy = StudyConfig.from_study(study.user_attrs)
     config = dataclasses.replace(legacy, train_config=train_config, sampler="tpe", legacy=False)
@@ -265,12 +268,12 @@ def test_long_budget_reads_a_stored_train_config(study_path):
     _store_train_config(study, dataclasses.replace(train.BUDGETS["smoke"], seed=3).to_dict())
     assert "the study's smoke budget" in evaluate.resolve_budget(study, "long").text
     _store_train_config(study, {"epochs": 0})
-    with pytest.raises(evaluate.UsageError, match="epochs"):
+    with pytest.raises(UsageError, match="epochs"):
         evaluate.resolve_budget(study, "long")
 
 
 def test_long_budget_of_a_multi_rung_study_is_ten_times_its_top_rung(study_path):
-    from explorer.records import StudyConfig
+    from explorer.store import StudyConfig
 
     study = _study(study_path)
     top = dataclasses.replace(train.budget("quickx9"), seed=0)

@@ -28,6 +28,7 @@ import optuna
 import pytest
 import torch
 
+from explorer.analysis import pareto_front, study_records
 from explorer.export import (
     ExportDesign,
     ExportError,
@@ -45,8 +46,7 @@ from explorer.export import (
     weights_path,
 )
 from explorer.export import files as export_files
-from explorer.results import pareto_front, study_records
-from explorer.storage import artifact_dir, open_storage
+from explorer.store import artifact_dir, open_storage
 from search_space import REFERENCES, BlockConfig, NetworkConfig, build_network, network_params
 from tests.helpers import make_study
 
@@ -73,8 +73,10 @@ def _module(source: str, name: str = "exported") -> types.ModuleType:
 def _ruff(path: Path) -> None:
     """ruff check and ruff format --check under the project's settings."""
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    assert ruff is not None, (
+        f"ruff is not installed beside {sys.executable} nor on PATH: install the dev extra "
+        "(pip install -e '.[dev]'), which the exported files' lint and format checks need"
+    )
     config = str(REPO / "pyproject.toml")
     for cmd in (["check", "--no-cache"], ["format", "--check", "--diff", "--no-cache"]):
         done = subprocess.run(
@@ -711,8 +713,7 @@ def trained(tmp_path_factory, tiny_fmnist, one_torch_thread) -> tuple[str, optun
 def test_a_trained_export_is_as_accurate_on_images_in_0_1(trained, tiny_fmnist, tmp_path) -> None:
     """The test split as ToTensor gives it ([0, 1], no normalisation) into the standalone file
     reaches the accuracy the project's own pipeline measures for the trial's weights."""
-    from explorer.data import load_dataset
-    from explorer.train import evaluate
+    from explorer.training import evaluate, load_dataset
 
     storage, study, number = trained
     data = load_dataset("fashion-mnist", data_dir=tiny_fmnist, download=False)

@@ -15,11 +15,20 @@ import pytest
 import torch
 from torch import nn
 
-from explorer import devices
-from explorer import train as train_mod
-from explorer.devices import cpu_threads_per_worker, plan_workers
-from explorer.metrics import device_info, latency_method, measure_latency
-from explorer.train import BUDGETS, backend_settings, configure_backend, release_memory, train
+from explorer.training import (
+    BUDGETS,
+    backend_settings,
+    configure_backend,
+    cpu_threads_per_worker,
+    device_info,
+    devices,
+    latency_method,
+    measure_latency,
+    plan_workers,
+    release_memory,
+    train,
+)
+from explorer.training import trainer as train_mod
 from tests.test_train import small_net, stripes_dataset
 
 SMOKE = BUDGETS["smoke"]
@@ -207,7 +216,7 @@ def test_out_of_memory_in_training_releases_the_memory(cuda_backend):
 
 @pytest.mark.gpu
 def test_latency_proxies_and_device_info_on_cuda(cuda_backend):
-    from explorer.proxies import compute_proxies, proxy_batch
+    from explorer.training import compute_proxies, proxy_batch
 
     model = small_net().cuda()
     for batch in (1, 256):
@@ -227,7 +236,7 @@ _REPEAT = """
 import dataclasses, json, sys, warnings
 sys.path.insert(0, {root!r})
 import torch
-from explorer.train import BUDGETS, configure_backend, train
+from explorer.training import BUDGETS, configure_backend, train
 from search_space import REFERENCES, NetworkConfig, build_network
 from tests.test_train import stripes_dataset
 configure_backend("cuda", deterministic=True)  # before any CUDA work, as a worker does

@@ -17,9 +17,8 @@ import optuna
 import pytest
 
 from explorer import search
-from explorer.records import StudyConfig
-from explorer.results import pareto_front, study_records
-from explorer.storage import load_study
+from explorer.analysis import pareto_front, study_records
+from explorer.store import StudyConfig, load_study, open_storage
 
 FIXTURE = Path(__file__).parent / "fixtures" / "legacy-study"
 
@@ -90,7 +89,7 @@ def test_it_resumes_under_its_own_settings(legacy, tiny_fmnist, capsys):
     args = ["--storage", legacy, "--study", "legacy", "--trials", "3", "--device", "cpu",
             "--data-dir", str(tiny_fmnist), "--workers", "1", "--quiet", "--no-proxies"]  # fmt: skip
     assert search.main(args) == 0, capsys.readouterr().err
-    study = optuna.load_study(study_name="legacy", storage=search.open_storage(legacy))
+    study = optuna.load_study(study_name="legacy", storage=open_storage(legacy))
     assert len(study.trials) == 3
     new = study.trials[2]
     assert new.user_attrs["budget"] == "smoke" and new.user_attrs["seed"] == 3

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.data import load_dataset
-from explorer.proxies import (
+from explorer.training import (
     PROXY_NAMES,
     Prescreener,
     compute_proxies,
+    load_dataset,
     naswot,
     prescreen,
     proxy_scores,

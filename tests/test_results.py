@@ -7,14 +7,8 @@ import random
 
 import pytest
 
-from explorer.records import StudyConfig, TrialRecord
-from explorer.results import (
-    feasible,
-    hypervolume,
-    hypervolume_spec,
-    largest_design,
-    pareto_front,
-)
+from explorer.analysis import feasible, hypervolume, hypervolume_spec, largest_design, pareto_front
+from explorer.store import StudyConfig, TrialRecord
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, network_params
 
 

@@ -1,4 +1,4 @@
-"""Successive halving across budgets (`explorer.rungs`): budgets per rung, ranking, promotion,
+"""Successive halving across budgets (`explorer.search.rungs`): budgets per rung, ranking, promotion,
 references at every rung, the top rung as the study's result, retries of killed promotions."""
 
 from __future__ import annotations
@@ -11,13 +11,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from explorer import rungs, search, train
-from explorer import study as study_mod
-from explorer.locking import WorkerToken
-from explorer.records import StudyConfig, TrialRecord
-from explorer.recovery import recover
-from explorer.report import summary
-from explorer.storage import study_names
+from explorer import search
+from explorer import training as train
+from explorer.analysis import rung_records
+from explorer.search import recover, rungs, summary
+from explorer.store import (
+    StudyConfig,
+    TrialRecord,
+    WorkerToken,
+    open_storage,
+    study_config,
+    study_names,
+)
 
 # --------------------------------------------------------------------------------------------
 # Budgets
@@ -146,7 +151,7 @@ def two_rungs(tmp_path_factory, tiny_fmnist):
     smoke's images, rung 1 (the top) smoke itself."""
     tmp_path = tmp_path_factory.mktemp("rungs")
     assert search.main(_args(tmp_path, tiny_fmnist, 7)) == 0
-    storage = search.open_storage(str(tmp_path / "s.journal"))
+    storage = open_storage(str(tmp_path / "s.journal"))
     top = optuna.load_study(study_name="t", storage=storage)
     bottom = optuna.load_study(study_name="t@rung0", storage=storage)
     return tmp_path, storage, bottom, top
@@ -154,9 +159,9 @@ def two_rungs(tmp_path_factory, tiny_fmnist):
 
 def test_two_rungs_layout_budgets_and_references(two_rungs):
     _, storage, bottom, top = two_rungs
-    config = study_mod.study_config(top)
+    config = study_config(top)
     assert (config.rungs, config.eta, config.budget) == (2, 3, "smoke")
-    assert study_mod.study_config(bottom) == config  # a lower rung reads its study's settings
+    assert study_config(bottom) == config  # a lower rung reads its study's settings
     assert study_names(storage) == ["t"]  # the rungs are not studies of their own to users
     assert sorted(study_names(storage, rungs=True)) == ["t", "t@rung0"]
     smoke = train.BUDGETS["smoke"].train_images
@@ -179,7 +184,7 @@ def test_two_rungs_layout_budgets_and_references(two_rungs):
 
 def test_promotions_are_only_of_the_best_third_when_they_were_made(two_rungs):
     _, _, bottom, top = two_rungs
-    config = study_mod.study_config(top)
+    config = study_config(top)
     lower = {t.number: t for t in bottom.trials}
     promoted = [t for t in top.trials if t.user_attrs.get("parent") is not None]
     assert promoted, "no design was promoted"
@@ -208,8 +213,8 @@ def test_promotions_are_only_of_the_best_third_when_they_were_made(two_rungs):
 
 
 def test_the_top_rung_is_what_summary_export_and_dashboard_report(two_rungs, tmp_path):
-    from explorer.export.cli import main as export_main
-    from explorer.results import pareto_front, study_records
+    from explorer.analysis import pareto_front, study_records
+    from explorer.export import main as export_main
 
     root, storage, bottom, top = two_rungs
     text = summary(top, str(root / "s.journal"))
@@ -226,9 +231,9 @@ def test_the_top_rung_is_what_summary_export_and_dashboard_report(two_rungs, tmp
 
     from app import data
 
-    by_rung = rungs.rung_records(storage, top, study_mod.study_config(top))
+    by_rung = rung_records(storage, top, study_config(top))
     assert sorted(by_rung) == [0, 1]
-    counts = data.rung_counts_frame(by_rung, study_mod.study_config(top))
+    counts = data.rung_counts_frame(by_rung, study_config(top))
     assert list(counts["designs finished"]) == [
         7,
         len([t for t in top.trials if t.user_attrs.get("parent") is not None]),
@@ -270,10 +275,10 @@ def test_one_rung_is_a_single_budget_search(tmp_path, tiny_fmnist):
     args = [a for a in _args(tmp_path, tiny_fmnist, 2)]
     args[args.index("--rungs") + 1] = "1"
     assert search.main(args) == 0
-    storage = search.open_storage(str(tmp_path / "s.journal"))
+    storage = open_storage(str(tmp_path / "s.journal"))
     assert study_names(storage, rungs=True) == ["t"]
     study = optuna.load_study(study_name="t", storage=storage)
-    assert study_mod.study_config(study).rungs == 1
+    assert study_config(study).rungs == 1
     assert len(study.trials) == 4  # v1, v2 and the two designs, all at the smoke budget
     assert all("rung" not in t.user_attrs for t in study.trials)
 
@@ -283,7 +288,7 @@ def test_a_killed_promotion_is_retried_once_with_its_tags(tmp_path, tiny_fmnist)
     queues the same design at the same rung once, with its parent and rank."""
     assert search.main(_args(tmp_path, tiny_fmnist, 3)) == 0
     url = str(tmp_path / "s.journal")
-    storage = search.open_storage(url)
+    storage = open_storage(url)
     top = optuna.load_study(study_name="t", storage=storage)
     bottom = optuna.load_study(study_name="t@rung0", storage=storage)
     [done] = [t for t in top.trials if t.user_attrs.get("parent") is not None]
@@ -312,11 +317,10 @@ def test_final_seeds_retrain_the_top_front_at_the_top_budget(two_rungs, tiny_fmn
     """``--final-seeds 2`` after the search: the top rung's front and v1/v2, seeds 0 and 1, at
     the top rung's budget; seed 0 is the search's own run again (training is seeded on a CPU).
     (Last in this file: it adds re-evaluations to the shared study.)"""
-    from explorer.evaluate import reeval_results
-    from explorer.results import pareto_front, study_records
+    from explorer.analysis import pareto_front, reeval_results, study_records
 
     root, _, _, top = two_rungs
-    config = study_mod.study_config(top)
+    config = study_config(top)
     s = search.SearchSettings(study="t", storage=str(root / "s.journal"), final_seeds=2,
                               data_dir=str(tiny_fmnist), quiet=True)  # fmt: skip
     search.final_seeds(top, config, s, train.resolve_device("cpu"))

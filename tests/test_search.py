@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -12,12 +13,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from explorer import objective, search
-from explorer import study as study_mod
-from explorer.locking import WorkerToken
-from explorer.proxies import PROXY_NAMES
-from explorer.recovery import recover
-from explorer.results import study_records
+from explorer import search
+from explorer.analysis import study_records
+from explorer.search import SearchSettings, recover
+from explorer.search import runner as objective
+from explorer.search import study as study_mod
+from explorer.store import WorkerToken, open_storage, study_config
+from explorer.training import PROXY_NAMES
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,9 +131,7 @@ def test_help_shows_defaults():
 def test_search_trains_references_first_and_records_everything(tmp_path, tiny_fmnist, capsys):
     code, out, err = run_cli(base_args(tmp_path, tiny_fmnist, trials=3), capsys)
     assert code == 0, err
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     trials = study.get_trials()
     assert [t.user_attrs.get("reference") for t in trials[:2]] == ["v1", "v2"]
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -158,7 +158,7 @@ def test_search_trains_references_first_and_records_everything(tmp_path, tiny_fm
 def test_rerun_resumes_without_retraining(tmp_path, tiny_fmnist, capsys):
     args = base_args(tmp_path, tiny_fmnist, trials=2)
     assert run_cli(args, capsys)[0] == 0
-    storage = search.open_storage(str(tmp_path / "s.journal"))
+    storage = open_storage(str(tmp_path / "s.journal"))
     before = {
         t.number: (t.state, t.values, t.datetime_complete)
         for t in optuna.load_study(study_name="t", storage=storage).trials
@@ -166,9 +166,7 @@ def test_rerun_resumes_without_retraining(tmp_path, tiny_fmnist, capsys):
     assert run_cli(args, capsys)[0] == 0  # nothing to do: the study already has 2
     args[1] = "4"
     assert run_cli(args, capsys)[0] == 0
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     after = {t.number: (t.state, t.values, t.datetime_complete) for t in study.trials}
     assert all(after[n] == v for n, v in before.items())
     assert (
@@ -189,7 +187,7 @@ def test_changed_budget_on_existing_study_is_refused(tmp_path, tiny_fmnist, caps
 
 
 def test_diverging_trial_is_recorded_and_search_goes_on(tmp_path, tiny_fmnist, capsys, monkeypatch):
-    from explorer import train
+    from explorer.training import trainer as train
 
     real_train = train.train
     calls = {"n": 0}
@@ -202,9 +200,7 @@ def test_diverging_trial_is_recorded_and_search_goes_on(tmp_path, tiny_fmnist, c
 
     monkeypatch.setattr(train, "train", flaky)
     assert run_cli(base_args(tmp_path, tiny_fmnist, trials=2), capsys)[0] == 0
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and failed[0].user_attrs["fail_reason"].startswith("diverged")
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -214,9 +210,7 @@ def test_diverging_trial_is_recorded_and_search_goes_on(tmp_path, tiny_fmnist, c
 def test_no_references_and_no_proxies_flags(tmp_path, tiny_fmnist, capsys):
     args = [*base_args(tmp_path, tiny_fmnist, trials=1), "--no-references", "--no-proxies"]
     assert run_cli(args, capsys)[0] == 0
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     assert len(study.trials) == 1 and "reference" not in study.trials[0].user_attrs
     assert "proxies" not in study.trials[0].user_attrs
 
@@ -228,7 +222,7 @@ def test_proxies_do_not_change_what_a_trial_learns(tmp_path, tiny_fmnist, capsys
         assert run_cli(args, capsys)[0] == 0
         study = optuna.load_study(
             study_name="t",
-            storage=search.open_storage(str(tmp_path / str(len(accs)) / "s.journal")),
+            storage=open_storage(str(tmp_path / str(len(accs)) / "s.journal")),
         )
         accs.append(study.trials[0].user_attrs["curves"]["val_acc"])
     assert accs[0] == accs[1]
@@ -237,9 +231,7 @@ def test_proxies_do_not_change_what_a_trial_learns(tmp_path, tiny_fmnist, capsys
 def test_prescreen_trains_the_candidate_the_proxy_chose(tmp_path, tiny_fmnist, capsys):
     args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--no-references", "--prescreen", "3"]
     assert run_cli(args, capsys)[0] == 0
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     assert len(study.trials) == 2  # nothing left queued beyond --trials
     for t in study.trials:
         pre = t.user_attrs["prescreen"]
@@ -253,7 +245,7 @@ def test_prescreen_trains_the_candidate_the_proxy_chose(tmp_path, tiny_fmnist, c
 
 
 def test_workers_default_to_one_per_core_on_a_cpu(monkeypatch):
-    from explorer import devices
+    from explorer.training import devices
 
     assert search.parse_settings([]).workers is None  # auto, resolved once the device is known
     assert search.parse_settings(["--workers", "3"]).workers == 3
@@ -288,7 +280,7 @@ def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
     assert "re-evaluated test acc" in text
     row = next(line for line in text.splitlines() if " v1 " in line)
     assert "0.8100 ± 0.0141 (2x)" in row
-    from explorer.cli import command
+    from explorer.usage import command
 
     storage = ["--storage", str(tmp_path / "s.journal")]
     assert command("evaluate", "--study", "demo", *storage, "--pareto") in text
@@ -297,7 +289,7 @@ def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
 
 
 def _record(acc_curve, params):
-    from explorer.results import TrialRecord
+    from explorer.store import TrialRecord
 
     return TrialRecord(0, "COMPLETE", curves={"val_acc": acc_curve}, params=params)
 
@@ -315,9 +307,7 @@ def test_prune_rule_needs_enough_dominating_trials():
 def test_pruned_trials_keep_their_curves(tmp_path, tiny_fmnist, capsys, monkeypatch):
     monkeypatch.setattr(objective.PruneRule, "should_prune", lambda self, *a: True)
     assert run_cli(base_args(tmp_path, tiny_fmnist, trials=2), capsys)[0] == 0
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert len(pruned) == 2  # both search trials; references are never pruned
     for t in pruned:
@@ -327,7 +317,7 @@ def test_pruned_trials_keep_their_curves(tmp_path, tiny_fmnist, capsys, monkeypa
 
 def test_recover_fails_and_requeues_trials_of_dead_workers(tmp_path):
     url = str(tmp_path / "s.journal")
-    storage = search.open_storage(url)
+    storage = open_storage(url)
     study = optuna.create_study(
         study_name="r", storage=storage, directions=["maximize", "minimize"]
     )
@@ -342,13 +332,14 @@ def test_recover_fails_and_requeues_trials_of_dead_workers(tmp_path):
     queued = recover(study, url)
     assert queued == [trial.number]
     frozen = study.trials
-    assert frozen[0].state == TrialState.FAIL and "died" in frozen[0].user_attrs["fail_reason"]
+    assert frozen[0].state == TrialState.FAIL and "fail_reason" not in frozen[0].user_attrs
+    assert "died" in frozen[2].user_attrs["retry_reason"]  # the reason goes with the retry
     assert frozen[1].state == TrialState.RUNNING  # its worker lives
     assert frozen[2].state == TrialState.WAITING
     assert frozen[2].user_attrs["reference"] == "v1" and frozen[2].user_attrs["retry_of"] == 0
     assert frozen[2].system_attrs["fixed_params"] == frozen[0].params
     assert recover(study, url) == []  # not queued twice
-    from explorer.recovery import MAX_ATTEMPTS
+    from explorer.search import MAX_ATTEMPTS
 
     for attempt in range(2, MAX_ATTEMPTS + 1):  # a retry that dies gets one retry of its own
         retry = study.ask()
@@ -364,7 +355,7 @@ def test_recover_fails_and_requeues_trials_of_dead_workers(tmp_path):
 
 def test_failed_trials_of_their_own_are_not_retried(tmp_path):
     url = str(tmp_path / "s.journal")
-    study = optuna.create_study(storage=search.open_storage(url), directions=["maximize"] * 2)
+    study = optuna.create_study(storage=open_storage(url), directions=["maximize"] * 2)
     for reason in ("diverged: loss is nan", "error: KeyError: 'x'", "out of memory"):
         t = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
         t.set_user_attr("fail_reason", reason)
@@ -400,9 +391,7 @@ def test_two_local_workers_share_a_journal(tmp_path, tiny_fmnist):
         cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)}
     )
     assert proc.returncode == 0, proc.stderr
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     search_done = [
         t for t in study.trials if not t.user_attrs.get("reference") and t.state.is_finished()
     ]
@@ -417,7 +406,7 @@ def test_study_opens_in_optuna_dashboard(tmp_path, tiny_fmnist, capsys):
     from optuna_dashboard import wsgi
 
     assert run_cli(base_args(tmp_path, tiny_fmnist, trials=1), capsys)[0] == 0
-    app = wsgi(search.open_storage(str(tmp_path / "s.journal")))
+    app = wsgi(open_storage(str(tmp_path / "s.journal")))
 
     def get(path: str) -> tuple[str, bytes]:
         env: dict = {"PATH_INFO": path}
@@ -467,16 +456,39 @@ def test_bad_config_is_one_line_and_exit_2(text, needle, tmp_path, capsys):
 
 
 def test_shipped_study_configs_parse():
+    """Each shipped studies/*.toml gives the settings its keys say (read here with tomllib, not
+    through the CLI's reader) and the defaults for every key it leaves out."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    fields = {f.name for f in dataclasses.fields(SearchSettings)}
     configs = sorted((ROOT / "studies").glob("*.toml"))
     assert configs
     for path in configs:
-        search.parse_settings(["--config", str(path)])
+        data = tomllib.loads(path.read_text())
+        assert data, f"{path.name} sets nothing"
+        expected: dict[str, object] = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            assert name in fields, f"{path.name}: {key} is not a SearchSettings field"
+            if isinstance(value, list):
+                value = tuple(value)
+            if name == "workers" and value == "auto":
+                value = None
+            expected[name] = value
+        settings = search.parse_settings(["--config", str(path)])
+        for name, value in expected.items():
+            got = getattr(settings, name)
+            assert got == value and type(got) is type(value), (path.name, name, got, value)
+        assert settings == SearchSettings(**expected), path.name
 
 
 def test_a_design_proposed_again_is_not_retrained(tmp_path, tiny_fmnist, capsys):
     args = [*base_args(tmp_path, tiny_fmnist, trials=1), "--no-references", "--no-weights"]
     assert run_cli(args, capsys)[0] == 0
-    storage = search.open_storage(str(tmp_path / "s.journal"))
+    storage = open_storage(str(tmp_path / "s.journal"))
     study = optuna.load_study(study_name="t", storage=storage)
     first = study.trials[0]
     study.enqueue_trial(first.params)
@@ -493,7 +505,7 @@ def test_second_worker_mid_setup_neither_fails_nor_queues_references_twice(tmp_p
     started together on a shared storage) completes the set-up instead of failing."""
     url = str(tmp_path / "j.journal")
     s = search.SearchSettings(trials=3, study="race", storage=url, rungs=1)
-    storage = search.open_storage(url)
+    storage = open_storage(url)
     first = optuna.create_study(study_name="race", storage=storage, directions=["maximize"] * 2)
     study_mod.enqueue_reference(first, "v1")  # the first worker stopped half-way through
     study, config = study_mod.open_search_study(s, storage, url, "quick")
@@ -512,7 +524,7 @@ def _made(tmp_path, *flags: str) -> list[str]:
             "--budget", "smoke", "--rungs", "1", "--quiet", *flags]  # fmt: skip
     s = parse_settings(args)
     url = s.storage
-    study_mod.open_search_study(s, search.open_storage(url), url, "smoke")
+    study_mod.open_search_study(s, open_storage(url), url, "smoke")
     return args[: -len(flags) or None] if flags else args
 
 
@@ -539,20 +551,28 @@ def test_resume_with_other_settings_is_refused_naming_field_values_and_flag(
     assert "--override" in lines[0]
 
 
-def test_override_trains_the_given_settings_into_the_study(tmp_path):
-    from explorer.search import parse_settings
-
-    args = _made(tmp_path)
-    s = parse_settings([*args, "--seed", "7", "--override"])
-    _, config = study_mod.open_search_study(s, search.open_storage(s.storage), s.storage, "smoke")
-    assert config.train_seed == 7 and config.split_seed == 7
+def test_override_trains_the_given_settings_into_the_study(tmp_path, tiny_fmnist, capsys):
+    """--override: the new trials train under the seed and budget given, and record them; the
+    study's stored settings stay as they were made."""
+    args = base_args(tmp_path, tiny_fmnist, trials=1)
+    assert search.main([*args, "--no-references"]) == 0, capsys.readouterr().err
+    more = [a if a != "1" or i != 1 else "2" for i, a in enumerate(args)]
+    assert more[:2] == ["--trials", "2"]
+    more[more.index("--budget") + 1] = "smokex2"
+    code = search.main([*more, "--seed", "7", "--override", "--no-references"])
+    assert code == 0, capsys.readouterr().err
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
+    first, second = (t.user_attrs for t in study.trials)
+    assert (first["seed"], first["budget"]) == (0, "smoke")
+    assert (second["seed"], second["budget"]) == (7, "smokex2")
+    assert study_config(study).budget == "smoke" and study_config(study).train_seed == 0
 
 
 def test_changed_budget_preset_is_refused_and_the_stored_budget_wins(tmp_path, capsys, monkeypatch):
     import dataclasses
 
-    from explorer import train
     from explorer.search import parse_settings
+    from explorer.training import budgets as train
 
     args = _made(tmp_path)
     stored_lr = train.BUDGETS["smoke"].lr
@@ -562,7 +582,7 @@ def test_changed_budget_preset_is_refused_and_the_stored_budget_wins(tmp_path, c
     assert code == 2 and "lr" in err and "leave --budget out" in err, err
     without = [a for a in args if a not in ("--budget", "smoke")]
     s = parse_settings(without)
-    _, config = study_mod.open_search_study(s, search.open_storage(s.storage), s.storage, "quick")
+    _, config = study_mod.open_search_study(s, open_storage(s.storage), s.storage, "quick")
     assert config.budget == "smoke" and config.train_config["lr"] == stored_lr
 
 
@@ -588,9 +608,7 @@ def test_unexpected_errors_fail_their_trials_unretried_and_stop_the_worker(
     args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--no-references", "--no-proxies"]
     code, _, err = run_cli(args, capsys)
     assert code == 1 and "3 trials in a row failed" in err and "Traceback" not in err, err
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
     assert all(
         t.user_attrs["fail_reason"] == "error: KeyError: 'no such thing'" for t in study.trials
@@ -623,9 +641,7 @@ def test_designs_over_a_parameter_limit_are_recorded_not_trained(tmp_path, tiny_
     args = [*base_args(tmp_path, tiny_fmnist, trials=3), "--max-params", "20000", "--no-proxies"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
-    study = optuna.load_study(
-        study_name="t", storage=search.open_storage(str(tmp_path / "s.journal"))
-    )
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     assert study.user_attrs["config"]["constraints"] == {"params": 20000.0}
     records = study_records(study)
     refs = [r for r in records if r.reference]
@@ -641,13 +657,13 @@ def test_designs_over_a_parameter_limit_are_recorded_not_trained(tmp_path, tiny_
     trained = [r for r in records if not r.reference and r.state == "COMPLETE" and not r.skipped]
     assert len(trained) + sum(r.state == "PRUNED" for r in records) == 3  # skips do not count
     assert "limits: params <= 20,000" in out
-    from explorer.results import pareto_front
+    from explorer.analysis import pareto_front
 
     assert all(r.params <= 20000 for r in pareto_front(records))
 
 
 def test_a_journal_made_on_another_machine_is_warned_about_once(tmp_path):
-    from explorer.locking import check_journal_host
+    from explorer.store import check_journal_host
 
     url = str(tmp_path / "s.journal")
     assert check_journal_host(url) is None  # first open: this machine is recorded
@@ -661,14 +677,15 @@ def test_a_journal_made_on_another_machine_is_warned_about_once(tmp_path):
 def test_a_trial_no_worker_ever_claimed_is_recovered_after_the_grace_period(tmp_path, monkeypatch):
     """A worker that died between Optuna's ask and its first write leaves a RUNNING trial with no
     worker id; once the grace period has passed it is failed as interrupted and retried."""
-    from explorer import recovery
+    from explorer.search import recovery
 
     url = str(tmp_path / "s.journal")
-    study = optuna.create_study(study_name="o", storage=search.open_storage(url),
+    study = optuna.create_study(study_name="o", storage=open_storage(url),
                                 directions=["maximize", "minimize"])  # fmt: skip
     study_mod.enqueue_reference(study, "v1")
     orphan = study.ask()
     assert recover(study, url) == []  # just started: its worker may be about to write
     monkeypatch.setattr(recovery, "ORPHAN_GRACE_S", 0)
     assert recover(study, url) == [orphan.number]
-    assert "no worker claimed it" in study.trials[orphan.number].user_attrs["fail_reason"]
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert "no worker claimed it" in retry.user_attrs["retry_reason"]

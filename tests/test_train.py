@@ -1,4 +1,4 @@
-"""explorer.train: config validation, budgets, learning, divergence, early stops."""
+"""explorer.training: config validation, budgets, learning, divergence, early stops."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from explorer import train as train_mod
-from explorer.data import DATASETS, Dataset
-from explorer.train import (
+from explorer.training import (
     BUDGETS,
+    DATASETS,
+    Dataset,
     DivergedError,
     TrainConfig,
     TrainResult,
@@ -28,6 +28,7 @@ from explorer.train import (
     release_memory,
     resolve_device,
     train,
+    trainer,
 )
 from search_space import REFERENCES, NetworkConfig, build_network
 
@@ -186,9 +187,9 @@ class _ItemCounter:
 
 def _as_on_a_gpu(monkeypatch) -> None:
     """Make a CPU run check for divergence as a GPU run does (once per epoch)."""
-    setup = train_mod._setup
+    setup = trainer._setup
     monkeypatch.setattr(
-        train_mod, "_setup", lambda d: dataclasses.replace(setup(d), check_each_step=False)
+        trainer, "_setup", lambda d: dataclasses.replace(setup(d), check_each_step=False)
     )
 
 

@@ -12,7 +12,9 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from ..storage import StorageError, artifact_dir, load_study, redact
+from ..store.storages import StorageError
+from ..store.studies import load_study
+from ..store.urls import artifact_dir, redact
 from ..usage import Parser, UsageError
 from .files import export_onnx, export_to_file
 from .selection import ExportError, select_trials

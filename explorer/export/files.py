@@ -157,7 +157,7 @@ def export_onnx(
         raise MissingExtra(
             f"--format onnx needs the packages {' and '.join(ONNX_PACKAGES)}: {ONNX_INSTALL}"
         )
-    import onnx
+    import onnx  # the onnx extra, installed only for --format onnx
 
     design = export_design(study, number)
     model = trained_model(design, trial_weights(study, number, artifacts))

@@ -24,15 +24,12 @@ from optuna.artifacts import FileSystemArtifactStore
 from search_space import NetworkConfig, build_network, network_params
 from search_space.config import BN_PLACEMENTS, DOWNSAMPLES, POOL_TYPES
 
-from ..data import DATASETS, DEFAULT_DATASET
-from ..results import (
-    DEFAULT_OBJECTIVES,
-    TrialRecord,
-    pareto_front,
-    study_records,
-)
-from ..storage import artifact_dir
-from ..study import study_config
+from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
+from ..analysis.studies import study_records
+from ..store.records import TrialRecord
+from ..store.studies import study_config
+from ..store.urls import artifact_dir
+from ..training.data import DATASETS, DEFAULT_DATASET
 from ..usage import first_line
 from .standalone import BlockWidths, InputConfig
 
@@ -86,7 +83,7 @@ class ExportDesign:
     flops: float | None = None
     weights: str | None = None  # artifact id of the trained state dict
     reeval: tuple[float, float, int, str] | None = None  # test acc mean, std, seeds, budget
-    dataset: str | None = None  # a key of `explorer.data.DATASETS`, or not recorded
+    dataset: str | None = None  # a key of `explorer.training.data.DATASETS`, or not recorded
 
     @property
     def class_name(self) -> str:

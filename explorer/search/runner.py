@@ -1,42 +1,59 @@
 """One trial of the search: sample a design, build it, measure it, train it, store its record.
 
 `TrialRunner` is what a worker calls for each trial Optuna hands it. Its results are written as
-the user attributes of `explorer.records.TrialRecord`, each once. `PruneRule` is the early stop of
+the user attributes of `explorer.store.records.TrialRecord`, each once. `PruneRule` is the early stop of
 dominated trials (Optuna's pruners do not work in multi-objective studies).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import io
 import math
 import platform
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
-from search_space import DEFAULT_SPACE, NetworkConfig, config_from_trial, network_params
+from search_space import (
+    DEFAULT_SPACE,
+    NetworkConfig,
+    build_network,
+    config_from_trial,
+    network_params,
+)
 
-from .records import StudyConfig, TrialRecord, trial_attr
+from ..analysis.fronts import dominates
+from ..store.records import StudyConfig, TrialRecord, trial_attr
+from ..store.urls import artifact_dir
+from ..training import budgets, metrics, trainer
+from ..training.proxies import compute_proxies, proxy_batch
+from ..usage import first_line
 from .settings import SearchSettings
-from .storage import artifact_dir
 from .study import FINISHED
-from .usage import first_line
 
 
 class TrialFailed(Exception):
     """A trial that could not finish (invalid design, divergence, out of memory); recorded, not fatal."""
 
 
+class TrialTakenOver(Exception):
+    """Another worker failed this trial as interrupted while it ran here (this worker was paused
+    or cut off past the heartbeat grace period); its retry is queued, so this run is dropped."""
+
+
 @dataclass(frozen=True)
 class PruneRule:
-    """Stop a trial after an epoch when at least `min_dominators` completed trials had a higher
-    validation accuracy at that same epoch while being no worse on every other objective.
+    """Stop a trial after an epoch when at least `min_dominators` designs that completed dominated
+    it at that same epoch: no worse on every objective, the accuracy being theirs at that epoch,
+    and better on one. Copies of one design (``duplicate_of``) count once.
 
     Optuna's pruners do not work in multi-objective studies, hence this rule of our own. It waits
     for `warmup` completed trials and never stops reference trials or a trial's last epoch.
@@ -50,12 +67,14 @@ class PruneRule:
     ) -> bool:
         if len(completed) < self.warmup:
             return False
+        mine = (-acc, *costs.values())
         dominators = 0
         for rec in completed:
             curve = rec.curves.get("val_acc") or []
-            if len(curve) <= epoch or not curve[epoch] > acc:
+            theirs = [rec.value(k) for k in costs]
+            if rec.duplicate_of is not None or len(curve) <= epoch or None in theirs:
                 continue
-            if all(rec.value(k) is not None and rec.value(k) <= v for k, v in costs.items()):
+            if dominates((-curve[epoch], *theirs), mine):
                 dominators += 1
                 if dominators >= self.min_dominators:
                     return True
@@ -64,11 +83,8 @@ class PruneRule:
 
 def versions() -> dict[str, str]:
     """The versions a trial was produced with."""
-    import torch
 
     try:
-        from importlib.metadata import version
-
         package = version("inception-explorer")
     except Exception:  # noqa: BLE001 - running from a source tree
         package = "source"
@@ -93,28 +109,19 @@ class TrialRunner:
         worker: str,
         device_info: dict[str, Any] | None = None,
     ) -> None:
-        from . import metrics, train
 
         self.s, self.config, self.data, self.device = s, config, data, device
-        if config.train_config:
-            self.top_config = train.TrainConfig.from_dict(config.train_config)
-        else:  # a study made before the budget was stored whole
-            self.top_config = dataclasses.replace(
-                train.budget(config.budget), seed=config.train_seed
-            )
-        # Each rung's budget (`train.rung_budget`); a single-budget study has only the top one.
+        self.top_config = budgets.study_train_config(config)
+        # Each rung's budget (`budgets.rung_budget`); a single-budget study has only the top one.
         self.rung_configs = [
-            train.rung_budget(self.top_config, k, config.rungs, config.eta, data.size("train"))
+            budgets.rung_budget(self.top_config, k, config.rungs, config.eta, data.size("train"))
             for k in range(config.rungs)
         ]
         self.rung = config.rungs - 1
         self.train_config = self.top_config
-        self.train_mod, self.metrics = train, metrics
         self.rule = PruneRule() if s.prune else None
         self.store = None
         if s.weights:
-            from optuna.artifacts import FileSystemArtifactStore
-
             folder = artifact_dir(storage_url)
             folder.mkdir(parents=True, exist_ok=True)
             self.store = FileSystemArtifactStore(str(folder))
@@ -122,8 +129,6 @@ class TrialRunner:
         self.worker = worker
         self.device_info = device_info
         self.sampler_seed: int | None = None
-        self.errors_in_a_row = 0
-        self.skips_in_a_row = 0  # designs over the study's limits proposed one after another
 
     def network(self, trial: optuna.Trial) -> NetworkConfig:
         block = config_from_trial(trial, DEFAULT_SPACE)
@@ -137,8 +142,13 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial, rung: int | None = None) -> tuple[float, ...]:
         """Run `trial` at `rung` (default: the top rung, the whole budget of a single-budget
-        study)."""
-        import torch
+        study). Raises `TrialFailed` (recorded), `optuna.TrialPruned`, or `TrialTakenOver`."""
+        try:
+            return self._run(trial, rung)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise TrialTakenOver(f"trial {trial.number} was finished by another worker") from None
+
+    def _run(self, trial: optuna.Trial, rung: int | None) -> tuple[float, ...]:
 
         self.rung = self.config.rungs - 1 if rung is None else rung
         self.train_config = self.rung_configs[self.rung]
@@ -155,7 +165,7 @@ class TrialRunner:
         params = network_params(net)
         reference = trial_attr(trial, "reference")
         # The references are trained whatever the limits: every comparison needs them.
-        over = None if reference else self._over_static_limits(params, net)
+        over = None if reference else self._over_static_limits(params)
         twin = None if reference else self._trained_twin(trial)
         if twin is not None:
             return self._copy(trial, twin)
@@ -181,21 +191,19 @@ class TrialRunner:
             if self.store is not None:
                 after["weights"] = self._save_weights(trial, model)
             self._write(trial, after)
-            self.errors_in_a_row = self.skips_in_a_row = 0
             return tuple(float(({**attrs, **after})[o]) for o in self.config.objectives)
-        except self.train_mod.DivergedError as exc:
+        except trainer.DivergedError as exc:
             return self._fail(trial, f"diverged: {exc}")
         except torch.cuda.OutOfMemoryError as exc:
             # The traceback holds every activation: free them before the next trial.
-            self.train_mod.release_memory(self.device, exc)
+            trainer.release_memory(self.device, exc)
             return self._fail(trial, "out of memory")
-        except (TrialFailed, optuna.TrialPruned):
+        except (TrialFailed, optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's reason, not retried
             if "out of memory" in str(exc).lower():
-                self.train_mod.release_memory(self.device, exc)
+                trainer.release_memory(self.device, exc)
                 return self._fail(trial, "out of memory")
-            self.errors_in_a_row += 1
             return self._fail(trial, f"error: {type(exc).__name__}: {first_line(exc)}")
         finally:
             del model
@@ -208,7 +216,7 @@ class TrialRunner:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
-    def _over_static_limits(self, params: int, net: NetworkConfig) -> str | None:
+    def _over_static_limits(self, params: int) -> str | None:
         """The first parameter limit the design breaks (known before training), else None.
         FLOP limits are checked once the FLOPs are counted (`_constraint_values`)."""
         limit = self.config.constraints.get("params")
@@ -254,9 +262,6 @@ class TrialRunner:
         return tuple(twin.values)
 
     def _build(self, net: NetworkConfig):
-        import torch
-
-        from search_space import build_network
 
         torch.manual_seed(self.config.train_seed)
         return build_network(net).to(self.device)
@@ -267,16 +272,14 @@ class TrialRunner:
         attrs = {
             "network": net.to_dict(),
             "params": params,
-            "flops": self.metrics.count_flops(model, shape),
+            "flops": metrics.count_flops(model, shape),
             # Short timing budgets: a trial on the quick budget trains for only ~10 s.
             "latency_ms": round(
-                self.metrics.measure_latency(model, shape, 1, self.device, repeats=7, budget_s=0.3),
+                metrics.measure_latency(model, shape, 1, self.device, repeats=7, budget_s=0.3),
                 4,
             ),
             "latency_batch_ms": round(
-                self.metrics.measure_latency(
-                    model, shape, batch, self.device, repeats=3, budget_s=0.3
-                ),
+                metrics.measure_latency(model, shape, batch, self.device, repeats=3, budget_s=0.3),
                 4,
             ),
             "device": str(self.device),
@@ -294,7 +297,6 @@ class TrialRunner:
     def _proxies(self, model) -> dict[str, float | None]:
         """Zero-cost proxy scores at the weights the trial trains from (on a copy of the model,
         with its own generator: training starts from the same state with or without them)."""
-        from .proxies import compute_proxies, proxy_batch
 
         x, y = proxy_batch(self.data, self.device, self.config.train_seed)
         scores = compute_proxies(model, x, y)
@@ -320,7 +322,7 @@ class TrialRunner:
                 )
                 raise optuna.TrialPruned(f"dominated at epoch {epoch}")
 
-        return self.train_mod.train(
+        return trainer.train(
             model, self.data, self.train_config, self.device, epoch_callback=on_epoch
         )
 
@@ -334,8 +336,6 @@ class TrialRunner:
         }
 
     def _save_weights(self, trial: optuna.Trial, model) -> str:
-        import torch
-        from optuna.artifacts import upload_artifact
 
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with tempfile.TemporaryDirectory() as tmp:
@@ -353,7 +353,6 @@ class TrialRunner:
         samplers learn the region is infeasible; it has no accuracy of its own (``val_acc``
         unset), is on no front and does not count towards --trials."""
         self._write(trial, {**attrs, "skipped": f"infeasible: {reason}"})
-        self.skips_in_a_row += 1
         return tuple(0.0 if o == "val_acc" else float(attrs[o]) for o in self.config.objectives)
 
     def _fail(self, trial: optuna.Trial, reason: str):

@@ -1,7 +1,7 @@
 """Creating and loading a search study: its sampler, its stored `StudyConfig`, its references.
 
 Every process that starts on a storage, on any machine, goes through `open_search_study`, which
-takes the study's lock (`explorer.locking`) while it creates the study, writes its settings and
+takes the study's lock (`explorer.store`) while it creates the study, writes its settings and
 queues the v1/v2 reference trials: however many start at once, the study is made once, its settings
 once and each reference once. A resumed study is checked against its stored settings; a flag that
 would change them is refused with one line naming the field, both values and the flag that
@@ -18,22 +18,23 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig
+from search_space import DEFAULT_REFERENCES, DEFAULT_SPACE, REFERENCES, NetworkConfig
 
-from .locking import study_lock
-from .records import STUDY_CONFIG_ATTR, StudyConfig, trial_attr
-from .results import DEFAULT_OBJECTIVES, OBJECTIVES
+from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
+from ..store.locks import study_lock
+from ..store.records import STUDY_CONFIG_ATTR, StudyConfig, is_search_trial, trial_attr
+from ..training import budgets
+from ..usage import UsageError
+from .rungs import create_lower_rungs
 from .settings import NEW_STUDY_DEFAULTS, SAMPLERS, SearchSettings
-from .usage import UsageError
 
-DEFAULT_REFERENCES = ("v1", "v2")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """A seeded sampler suited to a ~100-trial multi-objective budget. The limits of a
     constrained study reach TPE, NSGA-II and GP through each trial's constraints
-    (`optuna.trial.Trial.set_constraint`, set by `explorer.objective`)."""
+    (`optuna.trial.Trial.set_constraint`, set by `explorer.search.runner`)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "tpe":
         return optuna.samplers.TPESampler(
@@ -54,11 +55,10 @@ def sampler_for(config: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
 
 def new_config(s: SearchSettings, budget: str) -> StudyConfig:
     """The `StudyConfig` a new study gets from these settings (None fields take defaults)."""
-    from . import train
 
     seed = s.seed if s.seed is not None else NEW_STUDY_DEFAULTS["seed"]
     width = s.width if s.width is not None else NetworkConfig.__dataclass_fields__["width"].default
-    train_config = dataclasses.replace(train.budget(budget), seed=seed)
+    train_config = dataclasses.replace(budgets.budget(budget), seed=seed)
     rungs, eta = s.new_rungs
     return StudyConfig(
         dataset=s.dataset or NEW_STUDY_DEFAULTS["dataset"],
@@ -113,7 +113,6 @@ def check_resume(stored: StudyConfig, s: SearchSettings, name: str) -> StudyConf
     """The config a resumed run trains under: the stored one. Raises `UsageError` when a flag
     asks for another value (unless `s.override`), or when the budget preset named on the
     command line no longer matches the stored budget's definition."""
-    from . import train
 
     given = _given(s, s.budget is not None)
     for field, value in given.items():
@@ -139,7 +138,7 @@ def check_resume(stored: StudyConfig, s: SearchSettings, name: str) -> StudyConf
                 "use another --study, or --override to train the new settings into this study"
             )
     if s.budget is not None and not stored.legacy and not s.override:
-        now = dataclasses.replace(train.budget(s.budget), seed=stored.train_seed).to_dict()
+        now = dataclasses.replace(budgets.budget(s.budget), seed=stored.train_seed).to_dict()
         changed = sorted(k for k in now if now[k] != stored.train_config.get(k))
         if s.budget == stored.budget and changed:
             field = changed[0]
@@ -149,7 +148,11 @@ def check_resume(stored: StudyConfig, s: SearchSettings, name: str) -> StudyConf
                 "--budget out to continue under the stored budget, or use another --study"
             )
     if s.override and given:
-        return dataclasses.replace(stored, **{k: v for k, v in given.items() if k != "budget"})
+        config = dataclasses.replace(stored, **{k: v for k, v in given.items() if k != "budget"})
+        if "budget" in given:  # the new trials train under the budget asked for, and record it
+            top = dataclasses.replace(budgets.budget(s.budget), seed=config.train_seed)
+            config = dataclasses.replace(config, budget=s.budget, train_config=top.to_dict())
+        return config
     return stored
 
 
@@ -168,7 +171,7 @@ def open_search_study(
     Safe when any number of processes call it at once on the same storage.
     """
     name = s.study_name
-    with study_lock(url, f"study:{name}"):
+    with study_lock(url, name):
         objectives = s.objectives or DEFAULT_OBJECTIVES
         try:
             existing = optuna.load_study(study_name=name, storage=storage)
@@ -213,7 +216,6 @@ def _set_up_rungs(
 ) -> None:
     """The lower rungs' studies, each with the references queued once (they run at every rung);
     under the study's lock. The top rung's references are queued by the caller."""
-    from .rungs import create_lower_rungs
 
     for rung, lower in enumerate(create_lower_rungs(storage, study, config)):
         if not references:
@@ -238,28 +240,8 @@ def search_trials_taken(study: optuna.Study) -> int:
     """Search trials (not references, not designs skipped for breaking a limit) finished or
     running: what counts towards --trials."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=states)
-        if not trial_attr(t, "reference") and not trial_attr(t, "skipped")
-    )
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if is_search_trial(t))
 
 
 def waiting_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-
-
-def study_config(study: optuna.Study) -> StudyConfig | None:
-    """A study's stored settings (None for a study this project did not make); a lower rung's
-    study (`explorer.rungs`) has those of the study it is a rung of."""
-    try:
-        config = StudyConfig.from_study(study.user_attrs)
-    except ValueError:
-        return None
-    of = study.user_attrs.get("rung_of")
-    if config is None and isinstance(of, str) and of != study.study_name:
-        try:
-            return study_config(optuna.load_study(study_name=of, storage=study._storage))
-        except KeyError:
-            return None
-    return config

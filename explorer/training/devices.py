@@ -93,3 +93,24 @@ def cpu_threads_per_worker(n_workers_on_this_machine: int) -> int:
             f"n_workers_on_this_machine must be a positive integer, got {n_workers_on_this_machine!r}"
         )
     return max(1, usable_cpus() // n_workers_on_this_machine)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; any other name is checked and returned."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device must be auto, cpu, cuda[:N] or mps, got {name!r} ({exc})"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device mps was asked for, but torch sees no MPS device")
+    return device

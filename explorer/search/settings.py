@@ -2,7 +2,7 @@
 
 The fields that shape the study itself (dataset, width, seed, budget, sampler, objectives and the
 constraints) default to None, which means "as the study was made" when it exists and the defaults
-in `NEW_STUDY_DEFAULTS` for a new one; `explorer.study` turns them into the study's
+in `NEW_STUDY_DEFAULTS` for a new one; `explorer.search.study` turns them into the study's
 `StudyConfig`. The other fields only steer this run (how many trials, which workers, what to keep).
 """
 
@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .devices import DEFAULT_WORKERS_PER_GPU
-from .results import DEFAULT_OBJECTIVES, OBJECTIVES
+from search_space import DEFAULT_SPACE
+
+from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
+from ..store.records import MAX_RUNGS
+from ..store.studies import is_rung_study, rung_of_name
+from ..training.budgets import budget
+from ..training.data import DATASETS
+from ..training.devices import DEFAULT_WORKERS_PER_GPU
+from ..training.proxies import PROXY_NAMES
 from .rungs import DEFAULT_ETA, DEFAULT_RUNGS
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -49,6 +56,7 @@ class SearchSettings:
     workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU
     deterministic: bool = False
     timeout: float | None = None
+    heartbeat_s: int = 60  # RDB storages: seconds between heartbeats; twice this is the grace
     references: bool = True
     prune: bool = True
     weights: bool = True
@@ -59,11 +67,6 @@ class SearchSettings:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        from .data import DATASETS
-        from .proxies import PROXY_NAMES
-        from .records import MAX_RUNGS
-        from .rungs import is_rung_study, rung_of_name
-        from .train import budget
 
         if not isinstance(self.trials, int) or self.trials < 0:
             raise ValueError(f"trials must be >= 0, got {self.trials!r}")
@@ -90,6 +93,10 @@ class SearchSettings:
             raise ValueError(f"workers must be >= 1 or auto, got {self.workers}")
         if self.workers_per_gpu < 1:
             raise ValueError(f"workers_per_gpu must be >= 1, got {self.workers_per_gpu}")
+        if not isinstance(self.heartbeat_s, int) or self.heartbeat_s < 1:
+            raise ValueError(
+                f"heartbeat_s must be a whole number of seconds >= 1, got {self.heartbeat_s!r}"
+            )
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
         if self.rungs is not None and not 1 <= self.rungs <= MAX_RUNGS:
@@ -105,7 +112,6 @@ class SearchSettings:
 
     @property
     def study_name(self) -> str:
-        from search_space import DEFAULT_SPACE
 
         return self.study or f"{self.dataset or NEW_STUDY_DEFAULTS['dataset']}-{DEFAULT_SPACE.name}"
 

@@ -2,7 +2,7 @@
 block designs.
 
 Each trial samples a block from the search space, builds the small-image network around it, trains
-it under the study's budget and stores its `explorer.records.TrialRecord`. The v1 and v2 reference
+it under the study's budget and stores its `explorer.store.records.TrialRecord`. The v1 and v2 reference
 designs are trained first in every new study as ordinary trials tagged ``reference``. Running the
 same command again resumes the study up to the requested number of trials (under the settings it
 was made with); several processes or machines may share one storage. The parts: `settings`
@@ -19,16 +19,31 @@ from pathlib import Path
 
 import optuna
 
-from .data import DATASETS, DataError
-from .proxies import PROXY_NAMES
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from optuna.trial import TrialState
+
+from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
+from ..evaluate.budgets import top_rung_budget
+from ..evaluate.runner import reevaluate, select_targets
+from ..store.locks import reeval_lock, study_lock
+from ..store.storages import StorageError, open_storage
+from ..store.studies import rung_studies
+from ..store.urls import default_storage, redact
+from ..training import budgets, devices
+from ..training import data as data_mod
+from ..training.budgets import BUDGETS, budget
+from ..training.data import DATASETS, DataError
+from ..training.proxies import PROXY_NAMES
+from ..usage import HelpFormatter, Parser, UsageError, first_line
+from .processes import plan, run_processes, write_traceback
+from .recovery import recover
 from .report import Progress, summary
-from .results import DEFAULT_OBJECTIVES, OBJECTIVES
-from .rungs import rung_studies
 from .settings import SAMPLERS, SearchSettings
-from .storage import StorageError, default_storage, open_storage, redact
-from .train import BUDGETS
-from .usage import HelpFormatter, Parser, UsageError, first_line
-from .workers import WorkerError, plan, run_processes, run_worker, write_traceback
+from .study import open_search_study, search_trials_taken
+from .workers import WorkerError, run_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
     )
     p.add_argument(
+        "--heartbeat",
+        dest="heartbeat_s",
+        type=int,
+        default=d.heartbeat_s,
+        metavar="SEC",
+        help="on a database storage, each running trial records a heartbeat every SEC seconds; "
+        "a trial silent for twice that is failed as interrupted and retried by another worker "
+        "(a worker paused longer drops that trial when it wakes)",
+    )
+    p.add_argument(
         "--width",
         type=float,
         default=None,
@@ -243,7 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _budget_arg(text: str) -> str:
-    from .train import budget
 
     try:
         budget(text)
@@ -276,10 +300,6 @@ _SWITCHES = {
 def config_args(path: str, parser: argparse.ArgumentParser) -> list[str]:
     """The flags a ``--config`` TOML file stands for, checked by the same parser as the command
     line: ``budget = "smoke"`` is ``--budget smoke``, ``prune = false`` is ``--no-prune``."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as exc:
@@ -340,44 +360,39 @@ def _as_flags(message: str) -> str:
 
 def run(s: SearchSettings) -> optuna.Study:
     """Run a search as the CLI does (in-process for one worker, processes for several)."""
-    from . import data as data_mod
-    from . import train
-    from .locking import study_lock
-    from .recovery import recover
-    from .study import open_search_study, search_trials_taken
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = s.storage or default_storage()
     try:
-        device = train.resolve_device(s.device)
+        device = devices.resolve_device(s.device)
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
-    s, notes = plan(s, device)
+    s, notes = plan(s)
     for note in notes:
         print(note, file=sys.stderr)
-    storage = open_storage(url, heartbeat=60)
-    budget = s.budget or train.default_budget(device, *s.new_rungs)
+    storage = open_storage(url, heartbeat=s.heartbeat_s)
+    budget = s.budget or budgets.default_budget(device, *s.new_rungs)
     study, config = open_search_study(s, storage, url, budget)
     # Check the data before starting workers, so a missing dataset is one clear line.
     data_mod.find_dataset(config.dataset, s.data_dir)
-    studies = rung_studies(storage, study, config)
-    with study_lock(url, f"study:{study.study_name}"):
-        for rung_study in studies:
+    rungs = rung_studies(storage, study, config)
+    with study_lock(url, study.study_name):
+        for rung_study in rungs.values():
             recover(rung_study, url)
     if not s.quiet:
-        rungs = (
+        what = (
             f"{config.rungs} rungs (eta {config.eta}) up to budget {config.budget}"
             if config.rungs > 1
             else f"budget {config.budget}"
         )
         print(
-            f"study {study.study_name!r} in {redact(url)}: {rungs} on {device}, "
+            f"study {study.study_name!r} in {redact(url)}: {what} on {device}, "
             f"sampler {config.sampler}, objectives {', '.join(config.objectives)}, "
-            f"{s.workers} worker(s), {search_trials_taken(studies[0])}/{s.trials} search trials "
+            f"{s.workers} worker(s), {search_trials_taken(rungs[min(rungs)])}/{s.trials} search trials "
             "done or running",
             file=sys.stderr,
         )
-    progress = Progress(studies, s.trials, s.quiet)
+    progress = Progress(rungs, s.trials, s.quiet)
     try:
         if s.workers == 1:
             try:
@@ -400,27 +415,41 @@ def run(s: SearchSettings) -> optuna.Study:
         )
         raise
     finally:
-        with study_lock(url, f"study:{study.study_name}"):
-            for rung_study in studies:
+        with study_lock(url, study.study_name):
+            for rung_study in rungs.values():
                 recover(rung_study, url)
     progress.update()
     progress.close()
     if s.final_seeds > 1:
-        final_seeds(study, config, s, device)
+        unfinished = search_unfinished(rungs, s.trials)
+        if unfinished:
+            print(f"final seeds: not yet, {unfinished}", file=sys.stderr)
+        else:
+            # One machine at a time; a later one finds the seeds stored and adds only missing ones.
+            with reeval_lock(url, study.study_name):
+                final_seeds(study, config, s, device)
     return study
+
+
+def search_unfinished(rungs: dict[int, optuna.Study], target: int) -> str | None:
+    """Why a study's search is not finished (trials still running or queued at some rung, or
+    fewer than `target` search trials), or None when it is."""
+    busy = sum(
+        len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+        for study in rungs.values()
+    )
+    if busy:
+        return f"{busy} trial(s) still run or wait on other workers; the last to finish retrains"
+    taken = search_trials_taken(rungs[min(rungs)])
+    if taken < target:
+        return f"the search stopped at {taken} of {target} trials; rerun to finish it"
+    return None
 
 
 def final_seeds(study: optuna.Study, config, s: SearchSettings, device) -> None:
     """Retrain the top rung's front and the references with `s.final_seeds` seeds at the top
     rung's budget, stored as the study's re-evaluation (`explorer.evaluate`)."""
-    from . import data as data_mod
-    from . import train
-    from .evaluate import reevaluate, select_targets
-    from .reeval import Budget, _size
-
-    top = train.TrainConfig.from_dict(config.train_config) if config.train_config else (
-        train.budget(config.budget))  # fmt: skip
-    budget = Budget(config.budget, top, f"the top rung, {config.budget}: {_size(top)}")
+    budget = top_rung_budget(config)
     targets = select_targets(study, pareto=True)
     if not s.quiet:
         print(

@@ -27,7 +27,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from search_space import BlockConfig, NetworkConfig
+from search_space import DEFAULT_SPACE, BlockConfig, NetworkConfig
 
 STUDY_CONFIG_ATTR = "config"
 MAX_RUNGS = 6
@@ -155,7 +155,6 @@ class StudyConfig:
             return cls.from_dict(attrs[STUDY_CONFIG_ATTR])
         if not attrs.get("objectives"):  # "objectives" was written last by earlier versions
             return None
-        from search_space import DEFAULT_SPACE, NetworkConfig
 
         seed = _int(attrs.get("seed"))
         width = _number(attrs.get("width"))
@@ -175,18 +174,6 @@ class StudyConfig:
             legacy=True,
         )
 
-    def differences(self, other: StudyConfig) -> list[tuple[str, Any, Any]]:
-        """(field, value here, value in `other`) for each field that differs; a legacy config
-        compares only the fields it knows."""
-        out = []
-        for name in self.FLAGS:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if self.legacy and name in ("train_config", "space_dims", "sampler"):
-                continue
-            if mine != theirs:
-                out.append((name, mine, theirs))
-        return out
-
 
 # --------------------------------------------------------------------------------------------
 # A trial
@@ -203,7 +190,7 @@ class TrialRecord:
     ``val_loss``, ``val_acc``). Provenance: `worker` (a unique id per worker process), `device`,
     `device_info`, `versions`, `budget`, `seed`, `sampler_seed`, `dataset`, `attempt` and
     `retry_of` (a retry of an interrupted trial); in a successive-halving study `rung`, `parent` and
-    `promotion` (see `explorer.rungs`). Outcome notes: `fail_reason`,
+    `promotion` (see `explorer.search.rungs`). Outcome notes: `fail_reason`,
     `pruned_at_epoch`, `duplicate_of` (the earlier trial of the same design whose result this one
     reuses; `reuse` says whether training would have repeated it, ``repeat``, or it is a
     ``cache``), `skipped` (why a design over a limit was not trained), `constraint_values` (value minus limit per limit of the study, <= 0 feasible),
@@ -240,6 +227,7 @@ class TrialRecord:
     dataset: str | None = None
     attempt: int = 1
     retry_of: int | None = None
+    retry_reason: str | None = None  # why the trial this one retries was interrupted
     # successive halving: the rung (0 is the bottom), the trial of the rung below this design was
     # promoted from, and how it ranked there when it was promoted
     rung: int | None = None
@@ -264,14 +252,15 @@ class TrialRecord:
         "reference", "network", "val_acc", "val_loss", "test_acc", "params", "flops",
         "latency_ms", "latency_batch_ms", "train_time_s", "images_per_s", "curves", "worker",
         "device", "device_info", "versions", "budget", "seed", "sampler_seed", "dataset",
-        "attempt", "retry_of", "rung", "train_images", "parent", "promotion", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse", "skipped",
+        "attempt", "retry_of", "retry_reason", "rung", "train_images", "parent", "promotion", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse", "skipped",
         "constraint_values", "weights", "proxies", "prescreen",
     )  # fmt: skip
     _NUMBERS = ("val_acc", "val_loss", "test_acc", "flops", "latency_ms", "latency_batch_ms",
                 "train_time_s", "images_per_s")  # fmt: skip
     _INTS = ("params", "seed", "sampler_seed", "retry_of", "pruned_at_epoch", "duplicate_of",
              "rung", "train_images", "parent")  # fmt: skip
-    _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights", "reuse", "skipped")
+    _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights", "reuse", "skipped",
+             "retry_reason")  # fmt: skip
     _DICTS = ("device_info", "versions", "proxies", "prescreen", "promotion")
 
     @property
@@ -281,6 +270,12 @@ class TrialRecord:
     @property
     def is_reference(self) -> bool:
         return self.reference is not None
+
+    @property
+    def is_search(self) -> bool:
+        """A design the search proposed and trained: not a reference, not skipped for breaking
+        a limit (what ``--trials`` counts)."""
+        return self.reference is None and self.skipped is None
 
     @property
     def complete(self) -> bool:
@@ -363,6 +358,9 @@ class TrialRecord:
         )
         values["reeval"] = _dict(attrs.get("reeval"))  # kept on the trial by hand-made studies
         extra = {k: v for k, v in attrs.items() if k not in cls.ATTRS and k != "reeval"}
+        if state == "FAIL" and values["fail_reason"] is None:
+            # Recovery fails a dead worker's trial in one write, the state alone.
+            values["fail_reason"] = "interrupted"
         return cls(
             number=number,
             state=state,
@@ -385,3 +383,8 @@ def trial_attr(trial: FrozenTrial, name: str) -> Any:
     if name not in TrialRecord.ATTRS:
         raise KeyError(f"unknown trial field {name!r}")
     return trial.user_attrs.get(name)
+
+
+def is_search_trial(trial: FrozenTrial) -> bool:
+    """`TrialRecord.is_search` read from a stored trial without building its record."""
+    return trial.user_attrs.get("reference") is None and trial.user_attrs.get("skipped") is None

@@ -49,7 +49,7 @@ from torch import nn
 
 from search_space import NetworkConfig, build_network, network_params
 
-from .records import trial_attr
+from ..store.records import trial_attr
 
 PROXY_NAMES = ("synflow", "naswot", "jacob_cov", "snip", "grad_norm")
 PROXY_BATCH_SIZE = 64  # Abdelfattah et al.'s batch; NASWOT's kernel is batch x batch
@@ -199,7 +199,7 @@ def proxy_batch(
     data: Any, device: torch.device | str, seed: int, batch_size: int = PROXY_BATCH_SIZE
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `batch_size` unaugmented training images of a seeded draw, on `device`, in the
-    channels-last layout `explorer.train` uses (twice as fast as NCHW for these convolutions on
+    channels-last layout `explorer.training` uses (twice as fast as NCHW for these convolutions on
     a CPU)."""
     generator = torch.Generator().manual_seed(seed)
     batches = data.on(device).train_batches(

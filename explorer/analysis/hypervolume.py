@@ -1,89 +1,21 @@
-"""Reading a study back as results: Pareto fronts and hypervolume over `TrialRecord`s.
-
-What a trial stores, and how it is read back, is `explorer.records`; this module ranks records.
-`explorer.evaluate` keeps its re-evaluations as study attributes ``reeval:<trial number>``;
-`study_records` attaches each to its record as ``reeval``.
-"""
+"""The hypervolume a study's front is judged by: its reference point (`HypervolumeSpec`) from the
+space's largest design, and the normalised volume the front dominates."""
 
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Sequence
 from typing import NamedTuple
 
-import optuna
-from optuna.trial import FrozenTrial
+import numpy as np
 
-from .records import REEVAL_PREFIX, StudyConfig, TrialRecord
+from search_space import DEFAULT_SPACE, NetworkConfig, build_network, network_params
 
-
-class ObjectiveInfo(NamedTuple):
-    key: str
-    direction: str  # "maximize" or "minimize"
-    label: str
-
-
-OBJECTIVES: dict[str, ObjectiveInfo] = {
-    "val_acc": ObjectiveInfo("val_acc", "maximize", "validation accuracy"),
-    "params": ObjectiveInfo("params", "minimize", "parameters"),
-    "flops": ObjectiveInfo("flops", "minimize", "FLOPs per image (2 x multiply-adds)"),
-    "latency_ms": ObjectiveInfo("latency_ms", "minimize", "latency at batch 1 (ms)"),
-}
-DEFAULT_OBJECTIVES = ("val_acc", "params")
-
-
-def trial_record(trial: FrozenTrial) -> TrialRecord:
-    """A `TrialRecord` for a stored trial; never raises on bad stored data."""
-    return TrialRecord.from_trial(trial)
-
-
-def study_records(study: optuna.Study) -> list[TrialRecord]:
-    """All trials of a study as records, in trial-number order, each with its re-evaluation
-    (the study attribute ``reeval:<number>``, when there is one) as ``reeval``."""
-    reevals = {}
-    for key, value in study.user_attrs.items():
-        suffix = key[len(REEVAL_PREFIX) :]
-        if key.startswith(REEVAL_PREFIX) and suffix.isdigit() and isinstance(value, dict):
-            reevals[int(suffix)] = value
-    return [
-        TrialRecord.from_trial(t, reevals.get(t.number)) for t in study.get_trials(deepcopy=False)
-    ]
-
-
-def objective_vector(record: TrialRecord, objectives: tuple[str, ...]) -> tuple[float, ...] | None:
-    """Objective values turned to minimisation (accuracy negated); None if any is missing."""
-    out = []
-    for key in objectives:
-        value = record.value(key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return None
-        out.append(-float(value) if OBJECTIVES[key].direction == "maximize" else float(value))
-    return tuple(out)
-
-
-def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    """Whether minimisation vector `a` Pareto-dominates `b`."""
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
-
-def feasible(record: TrialRecord) -> bool:
-    """Whether a trial meets every limit of its study (``--max-params`` and the like)."""
-    return all(v <= 0 for v in record.constraint_values or ())
-
-
-def pareto_front(
-    records: list[TrialRecord], objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
-) -> list[TrialRecord]:
-    """The complete, feasible trials no other such trial dominates on `objectives` (the study's,
-    `StudyConfig.objectives`), sorted by the last objective."""
-    points = [
-        (r, v)
-        for r in records
-        if r.complete and r.network is not None and feasible(r)
-        for v in [objective_vector(r, objectives)]
-        if v is not None
-    ]
-    front = [r for r, v in points if not any(dominates(w, v) for _, w in points)]
-    return sorted(front, key=lambda r: r.value(objectives[-1]))
+from ..store.records import StudyConfig, TrialRecord
+from ..training.data import DATASETS
+from ..training.metrics import count_flops
+from .fronts import DEFAULT_OBJECTIVES, OBJECTIVES, objective_vector, pareto_front
 
 
 class HypervolumeSpec(NamedTuple):
@@ -107,12 +39,6 @@ def _short(value: float) -> str:
 def largest_design(dataset: str = "fashion-mnist", width: float = 0.25) -> tuple[int, float]:
     """(parameters, FLOPs per image) of the space's largest design at `width` in the network the
     search builds for `dataset`: every width at its maximum, each choice the costliest."""
-    import itertools
-
-    from search_space import DEFAULT_SPACE, NetworkConfig, network_params
-
-    from .data import DATASETS
-    from .metrics import count_flops
 
     info = DATASETS[dataset]
     widest = {d.name: d.high for d in DEFAULT_SPACE.dimensions if d.high is not None}
@@ -130,7 +56,6 @@ def largest_design(dataset: str = "fashion-mnist", width: float = 0.25) -> tuple
         if best is None or count > best[0]:
             best = (count, net)
     assert best is not None, "the space has no valid design"
-    from search_space import build_network
 
     flops = count_flops(build_network(best[1]), (info.channels, info.image_size, info.image_size))
     return best[0], float(flops)
@@ -154,6 +79,26 @@ def hypervolume_spec(
     return HypervolumeSpec(objectives, {k: reference[k] for k in objectives})
 
 
+def dominated_volume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """The volume of the region that the minimisation vectors `points` dominate and that
+    dominates `reference`: the exact hypervolume, by slicing along the last objective (HSO; fine
+    for the few dozen points and two to four objectives of a front)."""
+    inside = [tuple(p) for p in points if all(x < r for x, r in zip(p, reference))]
+    if not inside:
+        return 0.0
+    if len(reference) == 1:
+        return reference[0] - min(p[0] for p in inside)
+    inside.sort(key=lambda p: p[-1])
+    volume = 0.0
+    for i, p in enumerate(inside):
+        top = inside[i + 1][-1] if i + 1 < len(inside) else reference[-1]
+        if top > p[-1]:
+            volume += (top - p[-1]) * dominated_volume(
+                [q[:-1] for q in inside[: i + 1]], reference[:-1]
+            )
+    return volume
+
+
 def hypervolume(records: list[TrialRecord], spec: HypervolumeSpec | None = None) -> float:
     """Normalised hypervolume of the front on `spec`'s objectives against its reference point.
 
@@ -162,8 +107,6 @@ def hypervolume(records: list[TrialRecord], spec: HypervolumeSpec | None = None)
     reference point on any objective add nothing. The default spec is (accuracy, parameters) in
     the default network (`hypervolume_spec(None)`).
     """
-    import numpy as np
-    from optuna._hypervolume import compute_hypervolume
 
     spec = spec or hypervolume_spec(None)
     ref = np.array(
@@ -183,7 +126,7 @@ def hypervolume(records: list[TrialRecord], spec: HypervolumeSpec | None = None)
     ]
     if not points:
         return 0.0
-    return float(compute_hypervolume(np.array(points), np.ones(len(ref))))
+    return dominated_volume([tuple(x) for x in points], tuple(np.ones(len(ref))))
 
 
 def hypervolume_curve(

@@ -6,17 +6,16 @@ from __future__ import annotations
 import time
 
 import optuna
+from tqdm.auto import tqdm
 
-from .records import StudyConfig, TrialRecord, trial_attr
-from .results import (
-    DEFAULT_OBJECTIVES,
-    feasible,
-    hypervolume,
-    hypervolume_spec,
-    pareto_front,
-    study_records,
-)
-from .storage import default_storage, redact
+from ..analysis.fronts import DEFAULT_OBJECTIVES, feasible, pareto_front
+from ..analysis.hypervolume import hypervolume, hypervolume_spec
+from ..analysis.reevals import Reeval
+from ..analysis.studies import rung_counts, rung_records, study_records
+from ..store.optuna_api import storage_of
+from ..store.records import StudyConfig, TrialRecord, is_search_trial, trial_attr
+from ..store.urls import default_storage, redact
+from ..usage import command
 from .study import FINISHED
 
 
@@ -25,11 +24,9 @@ class Progress:
     finished trial of any rung."""
 
     def __init__(
-        self, studies: optuna.Study | list[optuna.Study], target: int, quiet: bool
+        self, rungs: optuna.Study | dict[int, optuna.Study], target: int, quiet: bool
     ) -> None:
-        from tqdm.auto import tqdm
-
-        self.studies = studies if isinstance(studies, list) else [studies]
+        self.rungs = rungs if isinstance(rungs, dict) else {0: rungs}
         self.target, self.quiet = target, quiet
         self.seen: set[tuple[str, int]] = set()
         self.start = time.time()
@@ -42,7 +39,7 @@ class Progress:
             disable=quiet,
             desc="search",
         )
-        for study in self.studies:
+        for study in self.rungs.values():
             for t in study.get_trials(deepcopy=False):
                 if t.state.is_finished():
                     self.seen.add((study.study_name, t.number))
@@ -50,29 +47,29 @@ class Progress:
     def _finished_search(self) -> int:
         return sum(
             1
-            for t in self.studies[0].get_trials(deepcopy=False, states=FINISHED)
-            if not trial_attr(t, "reference") and not trial_attr(t, "skipped")
+            for t in self.rungs[min(self.rungs)].get_trials(deepcopy=False, states=FINISHED)
+            if is_search_trial(t)
         )
 
     def update(self) -> None:
-        rungs = len(self.studies)
+        several, top_rung = len(self.rungs) > 1, max(self.rungs)
         top = []
-        for rung, study in enumerate(self.studies):
+        for rung, study in self.rungs.items():
             trials = study.get_trials(deepcopy=False)
             for t in trials:
                 if t.state.is_finished() and (study.study_name, t.number) not in self.seen:
                     self.seen.add((study.study_name, t.number))
                     if not self.quiet:
                         line = trial_line(TrialRecord.from_trial(t))
-                        self.bar.write(f"rung {rung} {line}" if rungs > 1 else line)
-            if rung == rungs - 1:
+                        self.bar.write(f"rung {rung} {line}" if several else line)
+            if rung == top_rung:
                 top = trials
         done = self._finished_search()
         self.bar.n = min(done, self.target)
         accs = [trial_attr(t, "val_acc") for t in top if t.state.name == "COMPLETE"]
         best = max((a for a in accs if isinstance(a, (int, float))), default=None)
         if best is not None:
-            where = "top rung " if rungs > 1 else ""
+            where = "top rung " if several else ""
             self.bar.set_postfix_str(f"best {where}acc {best:.4f}", refresh=False)
         self.bar.refresh()
 
@@ -157,7 +154,6 @@ def summary(study: optuna.Study, storage_url: str) -> str:
             else ")"
         )
     )
-    from .cli import command
 
     where = [] if storage_url == default_storage() else ["--storage", redact(storage_url)]
     name = study.study_name
@@ -181,9 +177,8 @@ def _budget_word(config: StudyConfig | None) -> str:
 def rungs_line(study: optuna.Study, config: StudyConfig) -> str:
     """``rungs (eta 3): 0 quick 100 designs (52 pruned) -> 1 quickx3 34 -> 2 quickx9 12; the
     table is the top rung's``."""
-    from .rungs import rung_counts, rung_records
 
-    counts = rung_counts(rung_records(study._storage, study, config))
+    counts = rung_counts(rung_records(storage_of(study), study, config))
     parts = []
     for rung in range(config.rungs):
         c = counts.get(rung, {"finished": 0, "pruned": 0, "running": 0})
@@ -201,7 +196,6 @@ def rungs_line(study: optuna.Study, config: StudyConfig) -> str:
 
 def _reeval_text(r: TrialRecord) -> str:
     """``0.8812 ± 0.0031 (3 seeds)`` from a record's re-evaluation, or "" when it has none."""
-    from .evaluate import Reeval
 
     try:
         reeval = Reeval.from_dict(r.reeval)

@@ -77,7 +77,7 @@ def measure_latency(
 ) -> float:
     """Median forward latency in milliseconds for a batch of `batch_size` on `device`.
 
-    Eval mode, no gradients, channels_last, and bf16 autocast on CUDA (as `explorer.train` runs);
+    Eval mode, no gradients, channels_last, and bf16 autocast on CUDA (as `explorer.training` runs);
     `warmup` untimed calls first (they also let cuDNN autotune, where `configure_backend` turned
     it on). On CUDA each call is timed by a pair of CUDA events and waited for before the next
     starts; on the CPU and MPS by the wall clock around a synchronised call (`latency_method`).
@@ -182,7 +182,7 @@ def gpu_driver_version(index: int = 0) -> str | None:
     """The NVIDIA driver's version, from pynvml when installed, else from ``nvidia-smi`` when on
     the PATH; None when neither answers."""
     try:
-        import pynvml
+        import pynvml  # optional: nvidia-ml-py is no dependency of the project
     except ImportError:
         pynvml = None
     if pynvml is not None:

@@ -1,10 +1,6 @@
-"""The stored side of a re-evaluation: the budgets it trains under and one `Reeval` per design.
-
-`explorer.evaluate` retrains designs over several seeds; each design's results are a study user
-attribute ``reeval:<trial number>`` (or ``reeval:v1`` for a reference the study never trained),
-read back here as a `Reeval` (see `explorer.evaluate` for the schema). ``long``, the default
-budget, is `train.long_budget` of the budget the study was searched with (`StudyConfig`).
-"""
+"""A study's stored re-evaluations: one `Reeval` per design (per-seed accuracies under one budget),
+kept as the study attribute ``reeval:<trial number>`` (or ``reeval:v1`` for a reference the study
+never trained); `explorer.evaluate` writes them."""
 
 from __future__ import annotations
 
@@ -17,99 +13,9 @@ from typing import Any
 
 import optuna
 
-from .records import REEVAL_PREFIX
-from .study import study_config
-from .usage import UsageError
+from ..store.records import REEVAL_PREFIX
 
 ATTR_PREFIX = REEVAL_PREFIX
-LONG = "long"
-
-
-def budget_names() -> list[str]:
-    """What ``--budget`` accepts: ``long`` (derived from the study's budget) or a named budget."""
-    from . import train
-
-    return [LONG, *train.BUDGETS]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A re-evaluation's training budget: its name, its `TrainConfig`, and a line saying what it is."""
-
-    name: str
-    config: Any  # train.TrainConfig (imported lazily: torch is slow to import)
-    text: str
-
-
-def _size(config: Any) -> str:
-    images = (
-        "the whole training split"
-        if config.train_images is None
-        else f"{config.train_images:,} training images"
-    )
-    val = (
-        "the whole validation split"
-        if config.final_val_images is None
-        else f"{config.final_val_images:,} validation images"
-    )
-    return f"{images} x {config.epochs} epochs at batch {config.batch_size}, validated on {val}"
-
-
-def base_budget(stored: Any) -> tuple[Any, str]:
-    """The `TrainConfig` a study was searched with, and its name, from what the study stores: a
-    dict of `TrainConfig` fields or a budget name of `train.BUDGETS`. `UsageError` otherwise."""
-    from . import train
-
-    if isinstance(stored, dict):
-        try:
-            config = train.TrainConfig.from_dict(stored)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"the study's stored training config is not valid: {exc}") from None
-        same = (
-            n
-            for n, c in train.BUDGETS.items()
-            if dataclasses.replace(c, seed=config.seed) == config
-        )
-        return config, next(same, "searched")
-    if isinstance(stored, str):
-        try:
-            return train.budget(stored), stored
-        except ValueError as exc:
-            raise UsageError(f"the study's stored {exc}") from None
-    raise UsageError(
-        "the study stores no training budget to make 'long' from; pass --budget with one of "
-        + ", ".join(train.BUDGETS)
-    )
-
-
-def resolve_budget(study: optuna.Study, name: str) -> Budget:
-    """``long``: `train.long_budget` of the study's own budget (its stored ``train_config``
-    fields, else its ``budget`` name); any other name: that budget of `train.BUDGETS`."""
-    from . import train
-
-    if name == LONG:
-        config = study_config(study)
-        stored = (config.train_config or config.budget) if config is not None else None
-        base, base_name = base_budget(stored)
-        if (
-            base_name == "searched"
-            and config is not None
-            and train.is_budget(config.budget)
-            and dataclasses.replace(train.budget(config.budget), seed=base.seed) == base
-        ):
-            base_name = config.budget  # a scaled preset (quickx9), the top rung of a study
-        config = train.long_budget(base)
-        text = f"{train.LONG_FACTOR}x the study's {base_name} budget: {_size(config)}"
-        return Budget(name, config, text)
-    try:
-        config = train.budget(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return Budget(name, config, f"the {name} budget: {_size(config)}")
-
-
-def _budget(study: optuna.Study, budget: str | Budget) -> Budget:
-    return budget if isinstance(budget, Budget) else resolve_budget(study, budget)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -221,3 +127,15 @@ def reeval_results(study: optuna.Study) -> dict[int | str, Reeval]:
         except ValueError:
             continue
     return out
+
+
+LONG = "long"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A re-evaluation's training budget: its name, its `TrainConfig`, and a line saying what it is."""
+
+    name: str
+    config: Any  # budgets.TrainConfig (imported lazily: torch is slow to import)
+    text: str

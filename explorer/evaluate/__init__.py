@@ -1,0 +1,53 @@
+"""Re-evaluation: `python -m explorer.evaluate` (`cli`) retrains chosen designs and the references
+over several seeds (`runner`) under a longer budget (`budgets`) and gives the paired verdict
+against each reference (`compare`).
+
+May import: `explorer.analysis`, `explorer.training`, `explorer.store`, `explorer.usage`,
+`search_space`.
+"""
+
+from .budgets import (
+    base_budget,
+    budget_names,
+    resolve_budget,
+    top_rung_budget,
+)
+from .cli import (
+    DEFAULT_SEEDS,
+    build_parser,
+    main,
+    parse_args,
+)
+from .compare import (
+    Comparison,
+    comparisons,
+    report,
+)
+from .runner import (
+    Target,
+    check_stored,
+    reevaluate,
+    runs_needed,
+    select_targets,
+    train_and_test,
+)
+
+__all__ = [
+    "Comparison",
+    "DEFAULT_SEEDS",
+    "Target",
+    "base_budget",
+    "budget_names",
+    "build_parser",
+    "check_stored",
+    "comparisons",
+    "main",
+    "parse_args",
+    "reevaluate",
+    "report",
+    "resolve_budget",
+    "runs_needed",
+    "select_targets",
+    "top_rung_budget",
+    "train_and_test",
+]

@@ -1,0 +1,246 @@
+"""`python -m explorer.evaluate`: retrain chosen designs and the references over several seeds.
+
+A search trains each design once, briefly, and ranks designs by one validation accuracy: a
+difference of a point can be seed noise. This command retrains the chosen designs (the Pareto
+front, given trial numbers or the top K by validation accuracy) and the v1/v2 reference designs
+from scratch, once per seed, with a longer budget: ``long`` by default, `budgets.long_budget` of the
+budget the study was searched with (ten times its training images). Each run records the
+validation accuracy the trainer measured after the last epoch (the whole validation split, the
+one the search used) and the test accuracy (whole test split).
+
+Validation chooses, test reports. `comparisons` picks, for each reference, the design with the
+highest mean re-evaluation *validation* accuracy among those with no more parameters, and only
+then reports its test accuracy against the reference's: a paired difference over the seeds both
+ran (seed ``s`` is the same seed for every design), with its standard error.
+
+Where the results live. Optuna does not let a finished trial's attributes change, so each
+design's results are a *study* user attribute::
+
+    study.user_attrs["reeval:<trial number>"] = {
+        "test_acc": [per-seed floats], "val_acc": [per-seed floats],   # seed 0, 1, ... in order
+        "test_acc_mean": float, "test_acc_std": float,   # std over seeds, n - 1 in the denominator
+        "val_acc_mean": float, "val_acc_std": float,
+        "seeds": int, "budget": str,   # "long" or a name of budgets.BUDGETS
+        "train_config": {TrainConfig fields},   # what each seed trained under
+    }
+
+Entries written before ``val_acc_mean``, ``val_acc_std`` and ``train_config`` existed still read
+(`Reeval.from_dict` recomputes the means); their ``long`` was a fixed quick x 10 at batch 16, so
+seeds are not added to them under today's ``long`` (``--restart`` retrains them).
+
+A reference design with no trial in the study (a study searched with ``--no-references``) is
+stored as ``reeval:v1`` / ``reeval:v2``. Read them all with `reeval_results(study)`. The
+validation split is the one the search used (the study's dataset seed). Seed ``s`` initialises the
+network with ``torch.manual_seed(s)`` and seeds the training stream with ``s``. Each finished seed
+is stored at once, so an interrupted run resumes where it stopped, and asking for more seeds later
+trains only the new ones. One re-evaluation of a study runs at a time (`explorer.store.reeval_lock`),
+on any machine: a second waits, then trains only the seeds the first did not store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import optuna
+
+from search_space import DEFAULT_REFERENCES, REFERENCES
+
+from ..store.locks import reeval_lock
+from ..store.storages import StorageError, open_storage
+from ..store.studies import load_study, study_config, study_names
+from ..store.urls import default_storage
+from ..training import budgets, devices
+from ..training.data import DataError, load_dataset
+from ..usage import Parser, UsageError
+from .budgets import LONG, budget_names, resolve_budget
+from .compare import report
+from .runner import check_stored, reevaluate, runs_needed, select_targets
+
+DEFAULT_SEEDS = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `python -m explorer.evaluate`."""
+    p = Parser(
+        prog="python -m explorer.evaluate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Retrain designs of a finished search, and the v1 (GoogLeNet) and v2 (BN-Inception)\n"
+            "reference blocks, from scratch with a longer budget over several seeds (the same\n"
+            "seeds for all); store per-seed validation and test accuracy on the study (study\n"
+            "attribute reeval:<trial>), where the search summary, the exporter and the dashboard\n"
+            "read it. The verdict against each reference chooses on validation accuracy and\n"
+            "reports test accuracy, as a paired difference over seeds with its standard error.\n"
+            "Seeds already done are not trained again: rerun to resume, or raise --seeds."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m explorer.evaluate --pareto                     # the front, 3 seeds, long\n"
+            "  python -m explorer.evaluate --study NAME --trial 17 42 --seeds 5\n"
+            "  python -m explorer.evaluate --top 3 --budget quick --dry-run\n"
+            "budgets: long = the budget the study was searched with (its top rung), with 10 x its\n"
+            "training images (10 x its epochs where it trains on the whole split), so each run\n"
+            "takes about 10 x a top-rung trial's time; smoke, quick and standard as in the search,\n"
+            "and any of them with xK (quickx10: 10 x quick's images)."
+        ),
+    )
+    p.add_argument(
+        "--study", default=None, help="study name (default: the only study in the storage)"
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help=f"journal file path or SQLAlchemy URL (default: $EXPLORER_STORAGE or {default_storage()})",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--pareto", action="store_true", help="the searched designs on the Pareto front"
+    )
+    which.add_argument("--trial", type=int, nargs="+", metavar="N", help="these trial numbers")
+    which.add_argument(
+        "--top", type=int, metavar="K", help="the K best by search validation accuracy"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=DEFAULT_SEEDS,
+        help=f"runs per design, seeds 0..N-1 (default {DEFAULT_SEEDS})",
+    )
+    p.add_argument(
+        "--budget",
+        default="long",
+        type=_budget_arg,
+        metavar="BUDGET",
+        help=f"training budget of each run: {', '.join(budget_names())}, or a preset with xK for "
+        "K times its training images (quickx10) (default long: 10 x the study's own budget, "
+        "its top rung's in a successive-halving study)",
+    )
+    p.add_argument(
+        "--references",
+        default=",".join(DEFAULT_REFERENCES),
+        help="comma-separated reference designs to re-evaluate beside them, or 'none' (default v1,v2)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the dataset files (default: $EXPLORER_DATA, system packages, download)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument(
+        "--restart", action="store_true", help="discard stored results of these designs first"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the designs and runs, train nothing"
+    )
+    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+    return p
+
+
+def _budget_arg(text: str) -> str:
+
+    if text == LONG or budgets.is_budget(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from {', '.join(budget_names())}, or one with xK)"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; `UsageError` for anything wrong."""
+    ns = build_parser().parse_args(argv)
+    if ns.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {ns.seeds}")
+    if ns.top is not None and ns.top < 1:
+        raise UsageError(f"--top must be at least 1, got {ns.top}")
+    if ns.trial is not None and any(n < 0 for n in ns.trial):
+        raise UsageError(f"--trial numbers must be >= 0, got {' '.join(map(str, ns.trial))}")
+    refs = [r.strip() for r in ns.references.split(",") if r.strip()]
+    if refs == ["none"]:
+        refs = []
+    unknown = [r for r in refs if r not in REFERENCES]
+    if unknown:
+        raise UsageError(
+            f"unknown reference(s) {', '.join(unknown)}; choose from {', '.join(REFERENCES)} or none"
+        )
+    ns.references = tuple(dict.fromkeys(refs))
+    return ns
+
+
+def _open_study(storage_url: str | None, name: str | None) -> optuna.Study:
+    storage = open_storage(storage_url, create=False)
+    if name is None:
+        names = study_names(storage)
+        if len(names) != 1:
+            raise UsageError(
+                f"the storage holds {len(names)} studies ({', '.join(sorted(names)) or 'none'}); "
+                "pick one with --study"
+            )
+        name = names[0]
+    return load_study(storage, name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        ns = parse_args(argv)
+        study = _open_study(ns.storage, ns.study)
+        targets = select_targets(
+            study, pareto=ns.pareto, trials=ns.trial or (), top=ns.top, references=ns.references
+        )
+        budget = resolve_budget(study, ns.budget)
+        check_stored(study, targets, budget, ns.restart)
+        needed = runs_needed(study, targets, ns.seeds, budget, ns.restart)
+        if ns.dry_run:
+            print(
+                f"{len(targets)} designs ({', '.join(t.label for t in targets)}), "
+                f"{needed} runs to train under budget {budget.name} ({budget.text})"
+            )
+            return 0
+
+        try:
+            device = devices.resolve_device(ns.device)
+        except ValueError as exc:
+            raise UsageError(f"--device: {exc}") from None
+        data = None
+        if needed:
+            config = study_config(study)
+            dataset = config.dataset if config is not None else "fashion-mnist"
+            seed = config.split_seed if config is not None else 0  # the search's validation split
+            data = load_dataset(dataset, data_dir=ns.data_dir, seed=seed).on(device)
+        if not ns.quiet:
+            print(
+                f"study {study.study_name!r}: {len(targets)} designs, {needed} runs to train "
+                f"({ns.seeds} seeds, {device}); budget {budget.name}: {budget.text}",
+                file=sys.stderr,
+            )
+        # One re-evaluation of a study at a time, on any machine; a second one waits, then adds
+        # only the seeds the first did not store.
+        with reeval_lock(ns.storage or default_storage(), study.study_name):
+            results = reevaluate(
+                study,
+                targets,
+                ns.seeds,
+                budget,
+                data,
+                device,
+                restart=ns.restart,
+                log=None if ns.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+            )
+    except (UsageError, StorageError, DataError) as exc:
+        print(f"python -m explorer.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished seeds are stored; rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
+    print(report(study, targets, results, budget))
+    return 0

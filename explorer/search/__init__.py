@@ -1,0 +1,148 @@
+"""The search: `python -m explorer.search` (`cli`), what a run asks for (`settings`), creating and
+checking its study (`study`), successive halving's promotions (`rungs`), the claim a worker makes
+one trial (`runner`), the worker loop (`workers`), several worker processes
+(`processes`), dead workers' trials (`recovery`), and what it prints (`report`).
+
+May import: `explorer.evaluate` (the final seeds are a re-evaluation), `explorer.analysis`,
+`explorer.training`, `explorer.store`, `explorer.usage`, `search_space`.
+"""
+
+from .claims import (
+    RECOVER_EVERY_S,
+    Claim,
+    Claimer,
+    Done,
+    Wait,
+)
+from .cli import (
+    build_parser,
+    config_args,
+    final_seeds,
+    main,
+    parse_settings,
+    run,
+    search_unfinished,
+)
+from .processes import (
+    plan,
+    run_processes,
+    write_traceback,
+)
+from .recovery import (
+    MAX_ATTEMPTS,
+    ORPHAN_GRACE_S,
+    fail_dead,
+    is_interrupted,
+    recover,
+    retry,
+)
+from .report import (
+    Progress,
+    rungs_line,
+    summary,
+    trial_line,
+)
+from .rungs import (
+    DEFAULT_ETA,
+    DEFAULT_RUNGS,
+    Promotion,
+    create_lower_rungs,
+    lower_running,
+    parents,
+    promotable,
+    promote,
+    promotion_candidates,
+)
+from .runner import (
+    PruneRule,
+    TrialFailed,
+    TrialRunner,
+    TrialTakenOver,
+    versions,
+)
+from .settings import (
+    CONSTRAINTS,
+    NEW_STUDY_DEFAULTS,
+    SAMPLERS,
+    SearchSettings,
+)
+from .study import (
+    FINISHED,
+    check_resume,
+    enqueue_reference,
+    make_sampler,
+    new_config,
+    open_search_study,
+    sampler_for,
+    search_trials_taken,
+    waiting_trials,
+)
+from .workers import (
+    SEED_STRIDE,
+    WAIT_S,
+    FailureBound,
+    Stopped,
+    WorkerError,
+    run_worker,
+)
+
+__all__ = [
+    "CONSTRAINTS",
+    "Claim",
+    "Claimer",
+    "DEFAULT_ETA",
+    "DEFAULT_RUNGS",
+    "Done",
+    "FINISHED",
+    "FailureBound",
+    "MAX_ATTEMPTS",
+    "NEW_STUDY_DEFAULTS",
+    "ORPHAN_GRACE_S",
+    "Progress",
+    "Promotion",
+    "PruneRule",
+    "RECOVER_EVERY_S",
+    "SAMPLERS",
+    "SEED_STRIDE",
+    "SearchSettings",
+    "Stopped",
+    "TrialFailed",
+    "TrialRunner",
+    "TrialTakenOver",
+    "WAIT_S",
+    "Wait",
+    "WorkerError",
+    "build_parser",
+    "check_resume",
+    "config_args",
+    "create_lower_rungs",
+    "enqueue_reference",
+    "fail_dead",
+    "final_seeds",
+    "is_interrupted",
+    "lower_running",
+    "main",
+    "make_sampler",
+    "new_config",
+    "open_search_study",
+    "parents",
+    "parse_settings",
+    "plan",
+    "promotable",
+    "promote",
+    "promotion_candidates",
+    "recover",
+    "retry",
+    "run",
+    "run_processes",
+    "run_worker",
+    "rungs_line",
+    "sampler_for",
+    "search_trials_taken",
+    "search_unfinished",
+    "summary",
+    "trial_line",
+    "versions",
+    "waiting_trials",
+    "write_traceback",
+]

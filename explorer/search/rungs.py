@@ -1,0 +1,140 @@
+"""Successive halving across budgets, in the asynchronous multi-objective form (ASHA, MOASHA).
+
+A study searched with ``--rungs R`` (R > 1) trains its designs at R budgets, the rungs: the top
+rung (R - 1) is the study's `budget`; each rung below it is the same `TrainConfig` with 1/eta of
+the images of the rung above (`explorer.training.rung_budget`), its schedule complete within the rung. New
+designs are sampled and trained at the bottom rung (0). A design is promoted from rung k to
+rung k + 1, retrained there from scratch with the same seed, when it is among the best
+``floor(n / eta)`` of the n designs finished at rung k so far, ranked by non-dominated sorting on
+the study's objectives with the crowding distance breaking ties (`rank_order`). Every worker on
+every machine looks for such a promotion before it samples a new design (`promotion_candidates`,
+see `explorer.search.claims`), so nobody waits for a rung to fill.
+
+Storage layout: one Optuna study per rung, in the same storage. The top rung keeps the study's
+own name (and its `StudyConfig`), so everything that reads a study (the summary, the exporter,
+``explorer.evaluate``, the dashboard, plain ``optuna.load_study``) reads the top rung's results;
+the rungs below are the studies ``NAME@rung0``, ``NAME@rung1``, ...; their user attributes say
+whose rung they are. The sampler proposes in the bottom rung only, so it learns from one rung's
+values; a promotion is a queued trial of the rung above with the same params and the user
+attributes ``rung``, ``parent`` (the trial number in the rung below) and ``promotion`` (its rank
+and among how many designs). The v1 and v2 references are queued at every rung. A study with one
+rung is a single-budget search: its only rung is the study itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from ..analysis.fronts import rank_order
+from ..analysis.studies import RecordCache, finished_designs
+from ..store.records import StudyConfig, TrialRecord, trial_attr
+from ..store.studies import rung_study_name
+
+DEFAULT_RUNGS = 3
+DEFAULT_ETA = 3
+
+
+def create_lower_rungs(
+    storage: optuna.storages.BaseStorage, study: optuna.Study, config: StudyConfig
+) -> list[optuna.Study]:
+    """Create (or load) the studies of the rungs below the top; call under the study's lock."""
+    out = []
+    for rung in range(config.rungs - 1):
+        name = rung_study_name(study.study_name, rung, config.rungs)
+        try:
+            lower = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            lower = optuna.create_study(study_name=name, storage=storage,
+                                        directions=study.directions)  # fmt: skip
+            lower.set_user_attr("rung_of", study.study_name)
+            lower.set_user_attr("rung", rung)
+        out.append(lower)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking and promotion
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A design to train at the next rung: its record at its rung, its rank there and among how
+    many finished designs."""
+
+    record: TrialRecord
+    rank: int
+    among: int
+
+    def attrs(self, to_rung: int) -> dict:
+        return {
+            "rung": to_rung,
+            "parent": self.record.number,
+            "promotion": {"from_rung": to_rung - 1, "rank": self.rank, "among": self.among},
+        }
+
+
+def promotable(
+    records: Sequence[TrialRecord], promoted: set[int], eta: int, objectives: Sequence[str]
+) -> list[Promotion]:
+    """The designs of one rung to promote now, best first: complete designs among the best
+    ``floor(n / eta)`` of the n finished so far that have not been promoted (`promoted`: the
+    parents of the rung above)."""
+    finished = finished_designs(records)
+    quota = len(finished) // eta
+    order = rank_order(finished, objectives)[:quota]
+    return [
+        Promotion(r, rank, len(finished))
+        for rank, r in enumerate(order)
+        if r.complete and r.number not in promoted and r.network is not None and r.suggested
+    ]
+
+
+def parents(study: optuna.Study) -> set[int]:
+    """Trial numbers of the rung below that already have a trial (in any state) in `study`."""
+    out = set()
+    for t in study.get_trials(deepcopy=False):
+        parent = trial_attr(t, "parent")
+        if isinstance(parent, int):
+            out.add(parent)
+    return out
+
+
+def promotion_candidates(
+    rungs: Mapping[int, optuna.Study], config: StudyConfig, cache: RecordCache
+) -> list[tuple[int, Promotion]]:
+    """Every promotion earned so far, as (the rung it goes to, the promotion): highest rung first,
+    best first within a rung. Read and ranked without the study's lock, from a snapshot; the
+    claim checks under the lock that each is still unpromoted (`parents`)."""
+    out = []
+    for rung in sorted(rungs, reverse=True):
+        if rung + 1 not in rungs:
+            continue
+        records = cache.finished(rungs[rung])
+        found = promotable(records, parents(rungs[rung + 1]), config.eta, config.objectives)
+        out += [(rung + 1, p) for p in found]
+    return out
+
+
+def promote(upper: optuna.Study, to_rung: int, promotion: Promotion) -> None:
+    """Queue the design in the rung above; a worker trains it there from scratch."""
+    upper.enqueue_trial(
+        dict(promotion.record.suggested), user_attrs=promotion.attrs(to_rung), skip_if_exists=False
+    )
+
+
+def lower_running(rungs: Mapping[int, optuna.Study]) -> bool:
+    """Whether a design is being trained below the top rung (its result may promote it)."""
+    top = max(rungs)
+    return any(
+        study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for rung, study in rungs.items()
+        if rung != top
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a study's rungs

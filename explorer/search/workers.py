@@ -1,0 +1,256 @@
+"""The worker loop: claim a trial (`explorer.search.claims`), run it (`explorer.search.runner`)
+with heartbeats, tell Optuna how it ended, and stop when the study is done or when failures show
+that going on would only fail more.
+
+Each worker proposes with its own sampler seed, stored on its trials: the first worker of a study
+gets the study's seed (a one-worker run repeats exactly), later ones other seeds. A worker whose
+trial another worker failed as interrupted (it was paused or cut off past the heartbeat grace
+period) drops that trial, whose retry is already queued, says so in one line and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+import torch
+
+from ..store.liveness import WorkerToken, heartbeat
+from ..store.locks import study_lock
+from ..store.optuna_api import trial_id
+from ..store.records import WORKERS_STARTED_ATTR, TrialRecord
+from ..store.storages import open_storage
+from ..store.studies import rung_studies
+from ..store.urls import default_storage
+from ..training import budgets, devices, metrics, trainer
+from ..training import data as data_mod
+from ..training.proxies import Prescreener
+from ..usage import first_line
+from .claims import Claimer, Done, Wait
+from .runner import TrialFailed, TrialRunner, TrialTakenOver
+from .settings import SearchSettings
+from .study import open_search_study, sampler_for
+
+SEED_STRIDE = 1_000_003  # a prime: worker n's sampler seed is seed + n * stride
+WAIT_S = 2.0  # how often a worker with nothing to do looks again while others still train
+
+
+class WorkerError(RuntimeError):
+    """A worker stopped with an error, or gave up; the message is one line."""
+
+
+class Stopped(BaseException):
+    """Raised in a worker process asked to stop (SIGTERM from the parent)."""
+
+
+# What to change, by the start of a failed trial's reason.
+_HINTS = {
+    "diverged": "every design diverges under this budget: search with a gentler budget (a new "
+    "--study with another --budget)",
+    "out of memory": "the designs do not fit in memory: a smaller --width, a --max-params limit "
+    "or fewer --workers-per-gpu",
+    "invalid design": "the space proposes designs the network cannot build",
+    "error": "an error in the code or the install; the worker's log has the traceback",
+}
+
+
+@dataclass
+class FailureBound:
+    """When a worker gives up instead of failing for ever: after `in_a_row` failed trials in a
+    row, when `share` of its last `window` trials failed, after `errors_in_a_row` trials in a row
+    failed with an error of the code, or after `skips_in_a_row` designs in a row were over the
+    study's limits. Interrupted trials (retried elsewhere) do not count."""
+
+    in_a_row: int = 10
+    window: int = 40
+    share: float = 0.75
+    errors_in_a_row: int = 3
+    skips_in_a_row: int = 300
+    _recent: deque = field(default_factory=deque)
+    _failed: int = 0
+    _errors: int = 0
+    _skips: int = 0
+
+    def add(self, record: TrialRecord) -> str | None:
+        """Count one finished trial; the line saying why to stop, or None to go on."""
+        failed = record.state == "FAIL" and not (record.fail_reason or "").startswith("interrupted")
+        if record.state == "FAIL" and not failed:
+            return None
+        self._failed = self._failed + 1 if failed else 0
+        self._errors = self._errors + 1 if failed and _kind(record) == "error" else 0
+        self._skips = self._skips + 1 if record.skipped else 0
+        self._recent.append(failed)
+        while len(self._recent) > self.window:
+            self._recent.popleft()
+        last = record.fail_reason or ""
+        if self._errors >= self.errors_in_a_row:
+            return f"{self._errors} trials in a row failed with an error, the last with: {last}"
+        if self._failed >= self.in_a_row:
+            return (
+                f"{self._failed} trials in a row failed, the last with: {last}; "
+                f"{_HINTS.get(_kind(record), 'see the trials failure reasons')}"
+            )
+        if len(self._recent) == self.window and sum(self._recent) >= self.share * self.window:
+            return (
+                f"{sum(self._recent)} of the last {self.window} trials failed, the last with: "
+                f"{last}; {_HINTS.get(_kind(record), 'see the trials failure reasons')}"
+            )
+        if self._skips >= self.skips_in_a_row:
+            return (
+                f"{self._skips} designs in a row were over the study's limits ({record.skipped}); "
+                "the limits leave too little of the space: loosen them (a new --study)"
+            )
+        return None
+
+
+def _kind(record: TrialRecord) -> str:
+    return (record.fail_reason or "").split(":", 1)[0].strip()
+
+
+def _claim_sampler_seed(study: optuna.Study, base: int) -> int:
+    """This worker's sampler seed: the study's seed for its first worker, then others (hold the
+    study's lock)."""
+    n = int(study.user_attrs.get(WORKERS_STARTED_ATTR) or 0)
+    study.set_user_attr(WORKERS_STARTED_ATTR, n + 1)
+    return base + n * SEED_STRIDE
+
+
+def run_worker(
+    s: SearchSettings,
+    worker_index: int = 0,
+    n_trials: int | None = None,
+    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    in_child: bool = False,
+) -> None:
+    """Run trials in this process until the study has `s.trials` search trials (or `n_trials`
+    were run here, or the timeout passed). Raises `WorkerError` when it gives up
+    (`FailureBound`)."""
+    # Failed trials are reported by our own one-line log (trial_line), not by Optuna's tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    layout = devices.plan_workers(s.device, s.workers or 1, s.workers_per_gpu)
+    workers = len(layout)
+    url = s.storage or default_storage()
+    device = devices.resolve_device(layout[worker_index % workers])
+    # Before anything is timed: the references' latency is measured under the same settings.
+    backend = trainer.configure_backend(device, s.deterministic)
+    torch.set_num_threads(devices.cpu_threads_per_worker(workers))
+    budget = s.budget or budgets.default_budget(device, *s.new_rungs)
+    storage = open_storage(url, heartbeat=s.heartbeat_s)
+    study, config = open_search_study(s, storage, url, budget)
+    token = WorkerToken(url)
+    try:
+        with study_lock(url, study.study_name):
+            seed = _claim_sampler_seed(study, config.train_seed)
+        rungs = rung_studies(storage, study, config)
+        # The sampler proposes at the bottom rung and learns from that rung's values only; the
+        # rungs above get only queued designs (promotions, references), whose params are fixed.
+        for rung, rung_study in rungs.items():
+            rung_study.sampler = (
+                sampler_for(config, seed) if rung == 0 else optuna.samplers.RandomSampler(seed=seed)
+            )
+        data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
+        info = metrics.device_info(device) | {
+            "backend": backend,
+            "latency_method": metrics.latency_method(device),
+        }
+        runner = TrialRunner(s, config, data.on(device), device, url, token.id, info)
+        runner.sampler_seed = seed
+        prescreener = (
+            _prescreener(s, config, runner, data, device, workers) if s.prescreen > 1 else None
+        )
+        claimer = Claimer(rungs, config, url, s.trials, prescreener)
+        bound = FailureBound()
+        start, ran = time.time(), 0
+        parent = os.getppid()
+        while n_trials is None or ran < n_trials:
+            if in_child and os.getppid() != parent:
+                break  # the search that started this process is gone: stop after a trial
+            if s.timeout is not None and time.time() - start > s.timeout:
+                break
+            claim = claimer()
+            if isinstance(claim, Done):
+                break
+            if isinstance(claim, Wait):
+                time.sleep(WAIT_S)
+                continue
+            frozen = _run_trial(rungs[claim.rung], claim.trial, runner, storage, claim.rung)
+            ran += 1
+            if frozen is None:
+                continue
+            if on_trial is not None:
+                on_trial(study, frozen)
+            stop = bound.add(TrialRecord.from_trial(frozen))
+            if stop is not None:
+                raise WorkerError(f"stopped: {stop}")
+    finally:
+        token.release()
+
+
+def _prescreener(s, config, runner, data, device, workers):
+    return Prescreener(
+        m=s.prescreen,
+        network=runner.network,
+        make_sampler=lambda n: sampler_for(config, runner.sampler_seed + n),
+        data=data,
+        device=device,
+        proxy=s.proxy,
+        seed=config.train_seed,
+        target=s.trials,
+        max_waiting=workers,
+    )
+
+
+def _run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    runner: TrialRunner,
+    storage: optuna.storages.BaseStorage,
+    rung: int | None = None,
+) -> optuna.trial.FrozenTrial | None:
+    """Run one trial (at `rung`, default the top) with heartbeats and tell Optuna how it ended;
+    None when another worker took it over meanwhile."""
+    state, values = optuna.trial.TrialState.FAIL, None
+    try:
+        with heartbeat(storage, trial_id(trial)):
+            values = runner(trial, rung)
+        state = optuna.trial.TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = optuna.trial.TrialState.PRUNED
+    except TrialFailed:
+        pass
+    except TrialTakenOver:
+        return _dropped(trial)
+    except (KeyboardInterrupt, Stopped):
+        _tell(study, trial, optuna.trial.TrialState.FAIL, None, "interrupted: worker stopped")
+        raise
+    except Exception as exc:  # the runner records its own errors; this is the worker's
+        reason = f"error: {type(exc).__name__}: {first_line(exc)}"
+        _tell(study, trial, optuna.trial.TrialState.FAIL, None, reason)
+        raise
+    told = _tell(study, trial, state, values)
+    return told if told is not None else _dropped(trial)
+
+
+def _dropped(trial: optuna.Trial) -> None:
+    print(
+        f"trial {trial.number} of {trial.study.study_name!r}: another worker failed it as "
+        "interrupted (no heartbeat from this one within the grace period) and queued its retry; "
+        "this run of it is dropped",
+        file=sys.stderr,
+    )
+
+
+def _tell(study, trial, state, values, reason: str | None = None):
+    """Tell Optuna how the trial ended; None when another worker failed it meanwhile."""
+    try:
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        return study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None,
+                          state=state)  # fmt: skip
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None

@@ -1,0 +1,126 @@
+"""The liveness of worker processes: file locks the kernel drops when a process dies, and the
+heartbeats of an RDB storage.
+
+A worker holds an exclusive lock on its own file ``<id>.lock`` in `workers_dir` for as long as it
+lives, so a trial whose worker's file can be locked by someone else belongs to a dead worker, in
+any container on this machine that sees the same folder. Elsewhere (another machine) the file is
+absent and the worker's fate is left to the heartbeats `heartbeat` records for each running
+trial (RDB storages opened with a heartbeat interval).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from .locks import file_lock
+from .urls import is_journal, redact, workers_dir
+
+
+class WorkerToken:
+    """This worker process's identity (a random id, unique across machines and containers) and
+    the lock that tells other processes it is alive."""
+
+    def __init__(self, url: str) -> None:
+        self.id = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        self.folder = workers_dir(url)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / f"{self.id}.lock"
+        self._file = open(self.path, "w")  # noqa: SIM115 - held for the life of the process
+        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file.closed:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self._file.close()
+
+
+def worker_dead(url: str, worker: str) -> bool:
+    """Whether `worker` is known to be dead: its lock file is here and nobody holds it."""
+    if not isinstance(worker, str) or "/" in worker or worker.startswith("."):
+        return False
+    path = workers_dir(url) / f"{worker}.lock"
+    try:
+        f = open(path)  # noqa: SIM115
+    except OSError:
+        return False  # not a worker of this machine: its heartbeats tell
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return True
+
+
+def _machine_id() -> str:
+    """The running kernel's boot id: the same for every container of one machine."""
+    for source in ("/proc/sys/kernel/random/boot_id", "/etc/machine-id"):
+        with contextlib.suppress(OSError):
+            return Path(source).read_text().strip()
+    return socket.gethostname()
+
+
+def check_journal_host(url: str) -> str | None:
+    """A warning when a journal file is opened from another machine than the one that made it
+    (its locks and recovery hold on one machine only), else None. Records this machine the first
+    time."""
+    if not is_journal(url):
+        return None
+    mark = Path(url).expanduser().with_name(Path(url).name + ".host")
+    me = f"{_machine_id()} {socket.gethostname()}"
+    try:
+        with file_lock(mark.with_name(mark.name + ".explorer-lock")):
+            if not mark.exists():
+                mark.write_text(me + "\n")
+                return None
+            first = mark.read_text().strip()
+    except OSError:
+        return None
+    if first.split(" ", 1)[0] == me.split(" ", 1)[0]:
+        return None
+    host = first.split(" ", 1)[1] if " " in first else "?"
+    return (
+        f"warning: journal {redact(url)} was made on another machine ({host}); a journal file is "
+        "safe for the processes of one machine only; share a study across machines through "
+        "PostgreSQL (--storage postgresql://...)"
+    )
+
+
+@contextlib.contextmanager
+def heartbeat(storage: object, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the block runs, so that other workers can
+    tell it is alive (an RDB storage opened with a heartbeat interval; nothing elsewhere)."""
+    interval = (
+        storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    )
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a dropped connection: the next beat retries
+                storage.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
