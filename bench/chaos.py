@@ -135,8 +135,14 @@ def check(url: str, trials: int) -> dict:
     # attempts a design gets; a design with no finished run at all is lost.
     from explorer.search import MAX_ATTEMPTS
 
-    lost = [t.number for t in killed if retries.get(t.number, 0) != 1 and t.attempt < MAX_ATTEMPTS]
-    lost += [t.number for t in killed if t.attempt >= MAX_ATTEMPTS]
+    # A trial interrupted before its design was drawn (reserved, then killed or paused before its
+    # first suggestion) has no design to lose or retry.
+    designed = [t for t in killed if t.suggested]
+    lost = [
+        t.number for t in designed if retries.get(t.number, 0) != 1 and t.attempt < MAX_ATTEMPTS
+    ]
+    lost += [t.number for t in designed if t.attempt >= MAX_ATTEMPTS]
+    undrawn = len(killed) - len(designed)
     return {
         "search_trials": len(search),
         "references": dict(refs),
@@ -144,6 +150,7 @@ def check(url: str, trials: int) -> dict:
         "killed_trials": len(killed),
         "retried_twice": [n for n, c in retries.items() if c > 1],
         "lost": lost,
+        "undrawn": undrawn,
         "duplicates": duplicates,
         "ok": len(search) == trials
         and refs.get("v1") == 1
@@ -198,7 +205,8 @@ def main() -> int:
         print(
             f"{kind}: {run['kills']} kills and {run['pauses']} pauses survived, "
             f"{result['killed_trials']} trials interrupted, "
-            f"lost {len(result['lost'])}, duplicated {result['duplicates']}, "
+            f"{result['undrawn']} of them before a design was drawn, "
+            f"lost {len(result['lost'])} {result['lost']}, duplicated {result['duplicates']}, "
             f"{result['search_trials']}/{args.trials} search trials, references "
             f"{result['references']}, running {len(result['running'])}, "
             f"{'ok' if result['ok'] else 'FAILED'} in {wall:.0f} s",

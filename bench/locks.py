@@ -72,6 +72,7 @@ def _attrs(params: dict, rng: random.Random, rung: int, parent: int | None) -> d
 
 def fill(url: str, counts: tuple[int, ...], seed: int = 0) -> None:
     """Make the study and add `counts` synthetic finished trials to its rungs, bottom first."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = SearchSettings(trials=10**6, study=STUDY, storage=url, budget="smokex9", rungs=3,
                        device="cpu", references=False)  # fmt: skip
     storage = open_storage(url)

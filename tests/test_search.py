@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
 import os
 import subprocess
@@ -128,9 +130,20 @@ def test_help_shows_defaults():
     assert "\n  python -m explorer.evaluate --pareto " in out
 
 
-def test_search_trains_references_first_and_records_everything(tmp_path, tiny_fmnist, capsys):
-    code, out, err = run_cli(base_args(tmp_path, tiny_fmnist, trials=3), capsys)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, tiny_fmnist) -> tuple[Path, int, str]:
+    """One search of three designs and the references, shared by the tests that only read it:
+    (its folder, exit code, what it printed)."""
+    folder = tmp_path_factory.mktemp("searched")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = search.main(base_args(folder, tiny_fmnist, trials=3))
+    return folder, code, out.getvalue()
+
+
+def test_search_trains_references_first_and_records_everything(searched):
+    tmp_path, code, out = searched
+    assert code == 0
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     trials = study.get_trials()
     assert [t.user_attrs.get("reference") for t in trials[:2]] == ["v1", "v2"]
@@ -363,8 +376,8 @@ def test_failed_trials_of_their_own_are_not_retried(tmp_path):
     assert recover(study, url) == []
 
 
-def test_study_opens_with_plain_optuna(tmp_path, tiny_fmnist, capsys):
-    assert run_cli(base_args(tmp_path, tiny_fmnist, trials=1), capsys)[0] == 0
+def test_study_opens_with_plain_optuna(searched):
+    tmp_path = searched[0]
     code = (
         "import optuna; from optuna.storages import JournalStorage;"
         "from optuna.storages.journal import JournalFileBackend;"
@@ -374,7 +387,7 @@ def test_study_opens_with_plain_optuna(tmp_path, tiny_fmnist, capsys):
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert out.split()[0] == "3"
+    assert out.split()[0] == "5"
 
 
 @pytest.mark.slow
@@ -399,13 +412,13 @@ def test_two_local_workers_share_a_journal(tmp_path, tiny_fmnist):
     assert len({t.user_attrs["sampler_seed"] for t in search_done}) == 2  # one per worker
 
 
-def test_study_opens_in_optuna_dashboard(tmp_path, tiny_fmnist, capsys):
+def test_study_opens_in_optuna_dashboard(searched):
     import json
     from wsgiref.util import setup_testing_defaults
 
     from optuna_dashboard import wsgi
 
-    assert run_cli(base_args(tmp_path, tiny_fmnist, trials=1), capsys)[0] == 0
+    tmp_path = searched[0]
     app = wsgi(open_storage(str(tmp_path / "s.journal")))
 
     def get(path: str) -> tuple[str, bytes]:
@@ -422,7 +435,7 @@ def test_study_opens_in_optuna_dashboard(tmp_path, tiny_fmnist, capsys):
     status, body = get(f"/api/studies/{studies[0]['study_id']}")
     assert status.startswith("200")
     trials = json.loads(body)["trials"]
-    assert len(trials) == 3 and any(a["key"] == "reference" for a in trials[0]["user_attrs"])
+    assert len(trials) == 5 and any(a["key"] == "reference" for a in trials[0]["user_attrs"])
 
 
 def test_config_file_sets_flags_and_the_command_line_wins(tmp_path):

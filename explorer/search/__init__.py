@@ -47,7 +47,6 @@ from .rungs import (
     DEFAULT_RUNGS,
     Promotion,
     create_lower_rungs,
-    lower_running,
     parents,
     promotable,
     promote,
@@ -75,7 +74,6 @@ from .study import (
     open_search_study,
     sampler_for,
     search_trials_taken,
-    waiting_trials,
 )
 from .workers import (
     SEED_STRIDE,
@@ -120,7 +118,6 @@ __all__ = [
     "fail_dead",
     "final_seeds",
     "is_interrupted",
-    "lower_running",
     "main",
     "make_sampler",
     "new_config",
@@ -143,6 +140,5 @@ __all__ = [
     "summary",
     "trial_line",
     "versions",
-    "waiting_trials",
     "write_traceback",
 ]

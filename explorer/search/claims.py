@@ -31,8 +31,8 @@ from ..store.locks import study_lock
 from ..store.optuna_api import storage_of, study_id, trial_for, trial_id
 from ..store.records import StudyConfig
 from .recovery import recover
-from .rungs import lower_running, parents, promote, promotion_candidates
-from .study import search_trials_taken, waiting_trials
+from .rungs import parents, promote, promotion_candidates
+from .study import search_trials_taken
 
 RECOVER_EVERY_S = 20.0
 
@@ -96,33 +96,47 @@ class Claimer:
         return [n for study in self.rungs.values() for n in recover(study, self.url)]
 
     def _reserve(self, candidates) -> tuple[int, int] | Wait | Done:
-        """(rung, trial id) of the trial this worker takes, made RUNNING; under the lock."""
+        """(rung, trial id) of the trial this worker takes, made RUNNING; under the lock. Each
+        rung's trials are read once."""
+        trials = {rung: study.get_trials(deepcopy=False) for rung, study in self.rungs.items()}
         for rung in sorted(self.rungs, reverse=True):
-            taken = self._pop_waiting(self.rungs[rung])
+            taken = self._pop_waiting(self.rungs[rung], trials[rung])
             if taken is not None:
                 return rung, taken
+        promoted = {rung: parents(trials[rung]) for rung in self.rungs}
         for to_rung, promotion in candidates:
-            upper = self.rungs[to_rung]
-            if promotion.record.number in parents(upper):
+            if promotion.record.number in promoted[to_rung]:
                 continue  # another worker promoted it since the snapshot
+            upper = self.rungs[to_rung]
             promote(upper, to_rung, promotion)
-            taken = self._pop_waiting(upper)
+            taken = self._pop_waiting(upper, upper.get_trials(deepcopy=False))
             if taken is not None:
                 return to_rung, taken
-        bottom = self.rungs[min(self.rungs)]
-        if search_trials_taken(bottom) < self.target:
+        bottom = min(self.rungs)
+        if search_trials_taken(trials[bottom]) < self.target:
             if self.prescreener is not None:
-                self.prescreener(bottom)
-                taken = self._pop_waiting(bottom)
+                self.prescreener(self.rungs[bottom])
+                taken = self._pop_waiting(
+                    self.rungs[bottom], self.rungs[bottom].get_trials(deepcopy=False)
+                )
                 if taken is not None:
-                    return min(self.rungs), taken
-            return min(self.rungs), storage_of(bottom).create_new_trial(study_id(bottom))
-        return Wait() if len(self.rungs) > 1 and lower_running(self.rungs) else Done()
+                    return bottom, taken
+            study = self.rungs[bottom]
+            return bottom, storage_of(study).create_new_trial(study_id(study))
+        running = any(
+            t.state == TrialState.RUNNING
+            for rung, rung_trials in trials.items()
+            if rung != max(self.rungs)
+            for t in rung_trials
+        )
+        return Wait() if len(self.rungs) > 1 and running else Done()
 
     @staticmethod
-    def _pop_waiting(study: optuna.Study) -> int | None:
+    def _pop_waiting(study: optuna.Study, trials) -> int | None:
         """Move the oldest queued trial of `study` to RUNNING; its id, or None if none waits."""
-        for t in waiting_trials(study):
-            if storage_of(study).set_trial_state_values(trial_id(t), TrialState.RUNNING):
+        for t in trials:
+            if t.state == TrialState.WAITING and storage_of(study).set_trial_state_values(
+                trial_id(t), TrialState.RUNNING
+            ):
                 return trial_id(t)
         return None

@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives",
         default=None,
         help=f"comma-separated, from: {', '.join(OBJECTIVES)}; val_acc is always first "
-        f"(default: the study's, {','.join(DEFAULT_OBJECTIVES)} for a new study)",
+        f"(default: the study's, {','.join(DEFAULT_OBJECTIVES)} for a new study). latency_ms is "
+        "timed at batch 1 while the machine's other workers train: the same design timed again "
+        "varies by about 10%% (5-95%% range, 2-core Xeon, BENCHMARKS.md 'Latency noise')",
     )
     p.add_argument(
         "--workers",

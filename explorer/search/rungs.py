@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
 
 from ..analysis.fronts import rank_order
 from ..analysis.studies import RecordCache, finished_designs
@@ -93,10 +92,11 @@ def promotable(
     ]
 
 
-def parents(study: optuna.Study) -> set[int]:
-    """Trial numbers of the rung below that already have a trial (in any state) in `study`."""
+def parents(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """Trial numbers of the rung below that already have a trial (in any state) among `trials`
+    (a rung's trials)."""
     out = set()
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         parent = trial_attr(t, "parent")
         if isinstance(parent, int):
             out.add(parent)
@@ -114,7 +114,8 @@ def promotion_candidates(
         if rung + 1 not in rungs:
             continue
         records = cache.finished(rungs[rung])
-        found = promotable(records, parents(rungs[rung + 1]), config.eta, config.objectives)
+        promoted = parents(rungs[rung + 1].get_trials(deepcopy=False))
+        found = promotable(records, promoted, config.eta, config.objectives)
         out += [(rung + 1, p) for p in found]
     return out
 
@@ -123,16 +124,6 @@ def promote(upper: optuna.Study, to_rung: int, promotion: Promotion) -> None:
     """Queue the design in the rung above; a worker trains it there from scratch."""
     upper.enqueue_trial(
         dict(promotion.record.suggested), user_attrs=promotion.attrs(to_rung), skip_if_exists=False
-    )
-
-
-def lower_running(rungs: Mapping[int, optuna.Study]) -> bool:
-    """Whether a design is being trained below the top rung (its result may promote it)."""
-    top = max(rungs)
-    return any(
-        study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for rung, study in rungs.items()
-        if rung != top
     )
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search_space import DEFAULT_REFERENCES, DEFAULT_SPACE, REFERENCES, NetworkConfig
 
@@ -236,12 +237,10 @@ def enqueue_reference(
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
 
 
-def search_trials_taken(study: optuna.Study) -> int:
+def search_trials_taken(trials: optuna.Study | Sequence[FrozenTrial]) -> int:
     """Search trials (not references, not designs skipped for breaking a limit) finished or
-    running: what counts towards --trials."""
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if is_search_trial(t))
-
-
-def waiting_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    running among a study's trials: what counts towards --trials."""
+    if isinstance(trials, optuna.Study):
+        trials = trials.get_trials(deepcopy=False)
+    taken = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sum(1 for t in trials if t.state in taken and is_search_trial(t))
