@@ -271,52 +271,10 @@ def test_resuming_keeps_the_rungs_and_refuses_other_rungs(two_rungs, tiny_fmnist
         search.SearchSettings(study="t@rung0")
 
 
-def test_one_rung_is_a_single_budget_search(tmp_path, tiny_fmnist):
-    args = [a for a in _args(tmp_path, tiny_fmnist, 2)]
-    args[args.index("--rungs") + 1] = "1"
-    assert search.main(args) == 0
-    storage = open_storage(str(tmp_path / "s.journal"))
-    assert study_names(storage, rungs=True) == ["t"]
-    study = optuna.load_study(study_name="t", storage=storage)
-    assert study_config(study).rungs == 1
-    assert len(study.trials) == 4  # v1, v2 and the two designs, all at the smoke budget
-    assert all("rung" not in t.user_attrs for t in study.trials)
-
-
-def test_a_killed_promotion_is_retried_once_with_its_tags(tmp_path, tiny_fmnist):
-    """A worker dies while training a promotion: the next worker fails it as interrupted and
-    queues the same design at the same rung once, with its parent and rank."""
-    assert search.main(_args(tmp_path, tiny_fmnist, 3)) == 0
-    url = str(tmp_path / "s.journal")
-    storage = open_storage(url)
-    top = optuna.load_study(study_name="t", storage=storage)
-    bottom = optuna.load_study(study_name="t@rung0", storage=storage)
-    [done] = [t for t in top.trials if t.user_attrs.get("parent") is not None]
-    # Make the promotion look killed: queue it again (as a promotion of the same parent) and
-    # leave it RUNNING under a dead worker.
-    record = TrialRecord.from_trial(bottom.trials[done.user_attrs["parent"]])
-    rungs.promote(top, 1, rungs.Promotion(record, 0, 3))
-    dead = WorkerToken(url)
-    killed = top.ask()
-    killed.set_user_attr("worker", dead.id)
-    dead._file.close()
-    assert recover(top, url) == [killed.number]
-    retry = top.trials[-1]
-    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == killed.number
-    assert retry.user_attrs["rung"] == 1 and retry.user_attrs["parent"] == record.number
-    assert retry.user_attrs["promotion"] == {"from_rung": 0, "rank": 0, "among": 3}
-    assert recover(top, url) == []  # once
-    # The next run trains the retry and promotes nothing more.
-    assert search.main(_args(tmp_path, tiny_fmnist, 3)) == 0
-    top = optuna.load_study(study_name="t", storage=storage)
-    assert top.trials[retry.number].state == TrialState.COMPLETE
-    assert len(top.trials) == retry.number + 1
-
-
 def test_final_seeds_retrain_the_top_front_at_the_top_budget(two_rungs, tiny_fmnist):
     """``--final-seeds 2`` after the search: the top rung's front and v1/v2, seeds 0 and 1, at
     the top rung's budget; seed 0 is the search's own run again (training is seeded on a CPU).
-    (Last in this file: it adds re-evaluations to the shared study.)"""
+    (Next to last in this file: it adds re-evaluations to the shared study.)"""
     from explorer.analysis import pareto_front, reeval_results, study_records
 
     root, _, _, top = two_rungs
@@ -333,3 +291,31 @@ def test_final_seeds_retrain_the_top_front_at_the_top_budget(two_rungs, tiny_fmn
         assert result.seeds == 2 and result.budget == "smoke"
         assert result.val_acc[0] == pytest.approx(records[number].val_acc, abs=1e-9)
     assert "(2x)" in summary(top, str(root / "s.journal"))
+
+
+def test_a_killed_promotion_is_retried_once_with_its_tags(two_rungs, tiny_fmnist):
+    """A worker dies while training a promotion: the next worker fails it as interrupted and
+    queues the same design at the same rung once, with its parent and rank. (Runs last: it adds
+    a failed promotion and its retry to the shared study.)"""
+    root, storage, bottom, top = two_rungs
+    url = str(root / "s.journal")
+    done = next(t for t in top.trials if t.user_attrs.get("parent") is not None)
+    # Make the promotion look killed: queue it again (as a promotion of the same parent) and
+    # leave it RUNNING under a dead worker.
+    record = TrialRecord.from_trial(bottom.trials[done.user_attrs["parent"]])
+    rungs.promote(top, 1, rungs.Promotion(record, 0, 3))
+    dead = WorkerToken(url)
+    killed = top.ask()
+    killed.set_user_attr("worker", dead.id)
+    dead._file.close()
+    assert recover(top, url) == [killed.number]
+    retry = top.trials[-1]
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == killed.number
+    assert retry.user_attrs["rung"] == 1 and retry.user_attrs["parent"] == record.number
+    assert retry.user_attrs["promotion"] == {"from_rung": 0, "rank": 0, "among": 3}
+    assert recover(top, url) == []  # once
+    # The next run trains the retry and promotes nothing more.
+    assert search.main(_args(root, tiny_fmnist, 7)) == 0
+    top = optuna.load_study(study_name="t", storage=storage)
+    assert top.trials[retry.number].state == TrialState.COMPLETE
+    assert len(top.trials) == retry.number + 1

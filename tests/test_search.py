@@ -20,7 +20,7 @@ from explorer.analysis import study_records
 from explorer.search import SearchSettings, recover
 from explorer.search import runner as objective
 from explorer.search import study as study_mod
-from explorer.store import WorkerToken, open_storage, study_config
+from explorer.store import WorkerToken, open_storage, study_config, study_names
 from explorer.training import PROXY_NAMES
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
 
@@ -33,7 +33,9 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def base_args(tmp_path: Path, data: Path, trials: int = 2) -> list[str]:
+def base_args(tmp_path: Path, data: Path, trials: int = 2, proxies: bool = False) -> list[str]:
+    """A one-rung smoke search of `trials` designs. Zero-cost proxies are off unless asked for:
+    scoring them costs about a third of a smoke trial, and only the tests about them read them."""
     return [
         "--trials",
         str(trials),
@@ -52,6 +54,7 @@ def base_args(tmp_path: Path, data: Path, trials: int = 2) -> list[str]:
         "--workers",
         "1",
         "--quiet",
+        *([] if proxies else ["--no-proxies"]),
     ]
 
 
@@ -137,7 +140,7 @@ def searched(tmp_path_factory, tiny_fmnist) -> tuple[Path, int, str]:
     folder = tmp_path_factory.mktemp("searched")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = search.main(base_args(folder, tiny_fmnist, trials=3))
+        code = search.main(base_args(folder, tiny_fmnist, trials=3, proxies=True))
     return folder, code, out.getvalue()
 
 
@@ -168,16 +171,28 @@ def test_search_trains_references_first_and_records_everything(searched):
     assert "v1" in out and "v2" in out and "export --study" in out and "dashboard" in out
 
 
+def test_one_rung_is_a_single_budget_search(searched):
+    folder, code, _ = searched
+    assert code == 0
+    storage = open_storage(str(folder / "s.journal"))
+    assert study_names(storage, rungs=True) == ["t"]  # no rung studies beside it
+    study = optuna.load_study(study_name="t", storage=storage)
+    assert study_config(study).rungs == 1
+    assert len(study.trials) == 5  # v1, v2 and the three designs, all at the smoke budget
+    assert {t.user_attrs["budget"] for t in study.trials} == {"smoke"}
+    assert all("rung" not in t.user_attrs for t in study.trials)
+
+
 def test_rerun_resumes_without_retraining(tmp_path, tiny_fmnist, capsys):
-    args = base_args(tmp_path, tiny_fmnist, trials=2)
+    args = base_args(tmp_path, tiny_fmnist, trials=1)
     assert run_cli(args, capsys)[0] == 0
     storage = open_storage(str(tmp_path / "s.journal"))
     before = {
         t.number: (t.state, t.values, t.datetime_complete)
         for t in optuna.load_study(study_name="t", storage=storage).trials
     }
-    assert run_cli(args, capsys)[0] == 0  # nothing to do: the study already has 2
-    args[1] = "4"
+    assert run_cli(args, capsys)[0] == 0  # nothing to do: the study already has 1
+    args[1] = "2"
     assert run_cli(args, capsys)[0] == 0
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     after = {t.number: (t.state, t.values, t.datetime_complete) for t in study.trials}
@@ -186,7 +201,7 @@ def test_rerun_resumes_without_retraining(tmp_path, tiny_fmnist, capsys):
         sum(
             1 for r in study_records(study) if not r.reference and r.state in ("COMPLETE", "PRUNED")
         )
-        == 4
+        == 2
     )
     assert sum(1 for r in study_records(study) if r.reference) == 2  # references not trained again
 
@@ -231,7 +246,8 @@ def test_no_references_and_no_proxies_flags(tmp_path, tiny_fmnist, capsys):
 def test_proxies_do_not_change_what_a_trial_learns(tmp_path, tiny_fmnist, capsys):
     accs = []
     for flag in ([], ["--no-proxies"]):
-        args = [*base_args(tmp_path / str(len(accs)), tiny_fmnist, 1), "--no-references", *flag]
+        folder = tmp_path / str(len(accs))
+        args = [*base_args(folder, tiny_fmnist, 1, proxies=True), "--no-references", *flag]
         assert run_cli(args, capsys)[0] == 0
         study = optuna.load_study(
             study_name="t",
@@ -242,7 +258,8 @@ def test_proxies_do_not_change_what_a_trial_learns(tmp_path, tiny_fmnist, capsys
 
 
 def test_prescreen_trains_the_candidate_the_proxy_chose(tmp_path, tiny_fmnist, capsys):
-    args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--no-references", "--prescreen", "3"]
+    args = [*base_args(tmp_path, tiny_fmnist, trials=2, proxies=True), "--no-references",
+            "--prescreen", "3"]  # fmt: skip
     assert run_cli(args, capsys)[0] == 0
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     assert len(study.trials) == 2  # nothing left queued beyond --trials
@@ -399,6 +416,8 @@ def test_two_local_workers_share_a_journal(tmp_path, tiny_fmnist):
         *base_args(tmp_path, tiny_fmnist, trials=4),
         "--workers",
         "2",
+        "--no-references",
+        "--no-weights",
     ]
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)}
@@ -651,7 +670,7 @@ def test_a_worker_process_dying_of_an_error_stops_the_search_with_one_line(tmp_p
 
 
 def test_designs_over_a_parameter_limit_are_recorded_not_trained(tmp_path, tiny_fmnist, capsys):
-    args = [*base_args(tmp_path, tiny_fmnist, trials=3), "--max-params", "20000", "--no-proxies"]
+    args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--max-params", "20000"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
@@ -668,7 +687,8 @@ def test_designs_over_a_parameter_limit_are_recorded_not_trained(tmp_path, tiny_
         else:
             assert r.skipped is None and r.val_acc is not None
     trained = [r for r in records if not r.reference and r.state == "COMPLETE" and not r.skipped]
-    assert len(trained) + sum(r.state == "PRUNED" for r in records) == 3  # skips do not count
+    assert len(trained) + sum(r.state == "PRUNED" for r in records) == 2  # skips do not count
+    assert any(r.skipped for r in records)  # the limit was met, not just never reached
     assert "limits: params <= 20,000" in out
     from explorer.analysis import pareto_front
 
