@@ -704,7 +704,7 @@ def trained(tmp_path_factory, tiny_fmnist, one_torch_thread) -> tuple[str, optun
 
     folder = tmp_path_factory.mktemp("trained")
     storage = str(folder / "s.journal")
-    assert search.main([*base_args(folder, tiny_fmnist, trials=0), "--no-proxies"]) == 0
+    assert search.main(base_args(folder, tiny_fmnist, trials=0)) == 0
     study = optuna.load_study(study_name="t", storage=open_storage(storage))
     [v2] = [t.number for t in study.trials if t.user_attrs.get("reference") == "v2"]
     return storage, study, v2

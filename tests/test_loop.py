@@ -91,7 +91,7 @@ def test_a_search_whose_every_trial_diverges_ends_by_itself_with_one_line(
         raise trainer.DivergedError("loss is nan at step 1", trainer.TrainResult("cpu"))
 
     monkeypatch.setattr(trainer, "train", diverge)
-    code = search.main([*base_args(tmp_path, tiny_fmnist, trials=3), "--no-proxies"])
+    code = search.main(base_args(tmp_path, tiny_fmnist, trials=3))
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert len(lines) == 1, lines
@@ -318,7 +318,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow
 def test_two_reevaluations_at_once_train_each_seed_once(tmp_path, tiny_fmnist, capsys):
     args = base_args(tmp_path, tiny_fmnist, trials=1)
-    assert search.main([*args, "--no-references", "--no-proxies"]) == 0, capsys.readouterr().err
+    assert search.main([*args, "--no-references"]) == 0, capsys.readouterr().err
     script = tmp_path / "evaluate.py"
     script.write_text(REEVALUATE)
     flags = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--trial", "0",

@@ -236,7 +236,8 @@ def test_diverging_trial_is_recorded_and_search_goes_on(tmp_path, tiny_fmnist, c
 
 
 def test_no_references_and_no_proxies_flags(tmp_path, tiny_fmnist, capsys):
-    args = [*base_args(tmp_path, tiny_fmnist, trials=1), "--no-references", "--no-proxies"]
+    args = [*base_args(tmp_path, tiny_fmnist, trials=1, proxies=True), "--no-references",
+            "--no-proxies"]  # fmt: skip
     assert run_cli(args, capsys)[0] == 0
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     assert len(study.trials) == 1 and "reference" not in study.trials[0].user_attrs
@@ -622,7 +623,7 @@ def test_sqlite_with_several_workers_runs_one_and_names_the_journal(tmp_path, ti
     args = base_args(tmp_path, tiny_fmnist, trials=1)
     args[args.index("--storage") + 1] = f"sqlite:///{tmp_path / 's.db'}"
     args[args.index("--workers") + 1] = "2"
-    code, _, err = run_cli([*args, "--no-references", "--no-weights", "--no-proxies"], capsys)
+    code, _, err = run_cli([*args, "--no-references", "--no-weights"], capsys)
     assert code == 0, err
     notes = [line for line in err.splitlines() if "SQLite" in line]
     assert len(notes) == 1 and "s.journal" in notes[0] and "Traceback" not in err
@@ -637,7 +638,7 @@ def test_unexpected_errors_fail_their_trials_unretried_and_stop_the_worker(
         raise KeyError("no such thing")
 
     monkeypatch.setattr(objective.TrialRunner, "_train", broken)
-    args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--no-references", "--no-proxies"]
+    args = [*base_args(tmp_path, tiny_fmnist, trials=2), "--no-references"]
     code, _, err = run_cli(args, capsys)
     assert code == 1 and "3 trials in a row failed" in err and "Traceback" not in err, err
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
