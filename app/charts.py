@@ -430,3 +430,62 @@ def block_figure(diagram: BlockDiagram) -> go.Figure:
         yaxis=dict(range=[bottom + 0.5, -0.5], visible=False, fixedrange=True),
     )
     return fig
+
+
+def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
+    """A ladder as a waterfall: the start design's accuracy, each step's paired mean difference
+    stacked on the one before with one standard error as its error bar (grey when not
+    distinguishable from zero), the end design; the parameters of each design on the right axis.
+    Each step's bar carries its index in the ladder in ``customdata[0]``."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    tops = [b.base + b.delta for b in bars]
+    finite = [t for t in tops if t == t]  # NaN: a step with no paired seed yet
+    low = min(finite, default=0.0) - 0.02
+    colors = []
+    for b in bars:
+        if b.step is None:
+            colors.append("#4c78a8")
+        elif not b.distinguishable:
+            colors.append("#bab0ac")
+        else:
+            colors.append("#2ca02c" if b.delta > 0 else "#d62728")
+    totals_from_low = [b.step is None and b.base == 0.0 for b in bars]
+    fig.add_trace(
+        go.Bar(
+            x=[b.label for b in bars],
+            y=[
+                (b.delta - low) if t else b.delta
+                for b, t in zip(bars, totals_from_low, strict=True)
+            ],
+            base=[low if t else b.base for b, t in zip(bars, totals_from_low, strict=True)],
+            marker_color=colors,
+            error_y=dict(type="data", array=[b.se for b in bars], visible=True),
+            customdata=[[-1 if b.step is None else b.step] for b in bars],
+            hovertemplate="%{x}<br>Δ %{y:+.4f}<extra></extra>",
+            name=f"{metric} accuracy",
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[b.label for b in bars],
+            y=[b.params for b in bars],
+            mode="lines+markers",
+            line=dict(color="#9467bd", dash="dot"),
+            name="parameters",
+            hovertemplate="%{y:,} parameters<extra></extra>",
+        ),
+        secondary_y=True,
+    )
+    fig.update_layout(
+        template="plotly_white",
+        height=420,
+        margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(text=title, font=dict(size=14)),
+        showlegend=True,
+        legend=dict(orientation="h", y=-0.2),
+        uirevision=UIREVISION,
+    )
+    fig.update_yaxes(title_text=f"{metric} accuracy", secondary_y=False)
+    fig.update_yaxes(title_text="parameters", secondary_y=True, rangemode="tozero")
+    return fig

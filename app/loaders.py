@@ -16,6 +16,7 @@ import optuna
 import streamlit as st
 from optuna.storages import BaseStorage
 
+from explorer.ablate import Measured
 from explorer.analysis import study_records
 from explorer.export import ExportError, export_source
 from explorer.store import (
@@ -28,7 +29,7 @@ from explorer.store import (
     study_names,
 )
 
-from . import data
+from . import ablation, data
 
 
 class LoadedStudy(NamedTuple):
@@ -111,6 +112,14 @@ def importances(
     url: str, study_name: str, fingerprint: tuple, _study: optuna.Study
 ) -> data.ImportanceInfo:
     return data.param_importances(_study)
+
+
+@st.cache_data(show_spinner="Reading ablations...", max_entries=16)
+def ablations(
+    url: str, study_name: str, fingerprint: tuple, _study: optuna.Study
+) -> list[Measured]:
+    """The ladders measured beside the study (`explorer.ablate`), read afresh when they change."""
+    return ablation.measured_ladders(_study)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -36,9 +36,9 @@ from explorer.store import (  # noqa: E402
     study_config,  # noqa: E402
 )
 
-from . import charts, data, details, loaders  # noqa: E402
+from . import ablation, charts, data, details, loaders  # noqa: E402
 
-TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare")
+TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare", "Ablation")
 X_LABELS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}
 REFRESH_SECONDS = (5, 15, 30, 60)
 WAIT_SECONDS = 5  # how often an empty page looks for a search that has started
@@ -127,6 +127,7 @@ def study_view(storage: str, study_name: str) -> None:
             if p
         )
     )
+    top = loaded  # the study itself: its ablations belong to it, whichever rung is shown
     if loaded.rung_studies:
         # Every view below shows one rung; the top rung (the study's result) by default.
         rungs = sorted(loaded.rung_studies, reverse=True)
@@ -166,6 +167,9 @@ def study_view(storage: str, study_name: str) -> None:
     if tabs["Compare"].open:
         with tabs["Compare"]:
             _compare_tab(records, summary.best)
+    if tabs["Ablation"].open:
+        with tabs["Ablation"]:
+            _ablation_tab(storage, top)
 
 
 def _empty_state(storage: str, study: str | None, what: str, watch: bool = True) -> None:
@@ -466,6 +470,108 @@ def _compare_tab(records: list[TrialRecord], best: TrialRecord | None) -> None:
                 )
             else:
                 st.caption(data.design(record))
+
+
+METRIC_NAMES = {"val": "validation", "test": "test"}
+
+
+def _on_waterfall_select() -> None:
+    points = (st.session_state.get("waterfall") or {}).get("selection", {}).get("points", [])
+    if points and points[0].get("customdata") and points[0]["customdata"][0] >= 0:
+        st.session_state["ablation_step"] = int(points[0]["customdata"][0])
+
+
+def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
+    study_name = loaded.study.study_name
+    ladders = loaders.ablations(
+        storage, study_name, ablation.fingerprint(loaded.study), loaded.study
+    )
+    command = ablation.ablate_command(storage, study_name)
+    if not ladders:
+        st.info(
+            "No ablation of this study yet. Measure why v2 beats v1 (and what each part of "
+            f"the best design is worth), one change at a time with paired seeds: `{command}`",
+            icon="ℹ️",
+        )
+        return
+    c1, c2 = st.columns([3, 2])
+    pick = c1.selectbox(
+        "Ladder",
+        range(len(ladders)),
+        format_func=lambda i: (
+            f"{ladders[i].stored.ladder.title} "
+            f"(budget {ladders[i].stored.budget}, {ladders[i].seeds} seeds)"
+        ),
+        key="ablation_ladder",
+    )
+    metric = c2.radio(
+        "accuracy", tuple(METRIC_NAMES), format_func=METRIC_NAMES.get, horizontal=True,
+        key="ablation_metric",
+    )  # fmt: skip
+    measured = ladders[pick]
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(
+            charts.waterfall_figure(
+                ablation.bars(measured, metric), measured.stored.ladder.title, metric
+            ),
+            key="waterfall",
+            on_select=_on_waterfall_select,
+            selection_mode="points",
+            config={"displaylogo": False},
+        )
+        st.caption(
+            "Each bar: a step's paired mean difference over the same seeds, ± one standard "
+            "error; grey when within two standard errors of zero. Click a bar to draw its two "
+            "designs below."
+        )
+    with right:
+        importance = loaders.importances(storage, study_name, loaded.fingerprint, loaded.study)
+        if importance.message:
+            st.info(importance.message, icon="ℹ️")
+        else:
+            grouped = ablation.group_importances(importance.importances)
+            st.plotly_chart(
+                charts.importance_figure(data.ImportanceInfo(
+                    dict(sorted(grouped.items(), key=lambda kv: -kv[1])), None)),
+                key="ablation_importance",
+            )  # fmt: skip
+            line = ablation.disagreement(measured, importance.importances)
+            if line:
+                st.markdown(line)
+            st.caption(
+                "Importances (fANOVA over the search's samples, summed per field group) are "
+                "correlations over a biased sample; the ladder's steps are interventions."
+            )
+    if measured.missing:
+        st.warning(
+            f"{measured.missing} runs of this ladder are not stored yet; `{command}` trains them.",
+            icon="⏳",
+        )
+    st.dataframe(ablation.steps_frame(measured), hide_index=True, key="ablation_steps")
+    if measured.interaction_val is not None:
+        st.caption(
+            "Interaction of batch norm and the factorized wide path (what one adds with the "
+            f"other minus what it adds alone): val {measured.interaction_val.text()}; "
+            f"test {measured.interaction_test.text()}"
+        )
+    steps = measured.steps
+    if st.session_state.get("ablation_step", 0) >= len(steps):
+        st.session_state["ablation_step"] = 0
+    chosen = st.selectbox(
+        "Step", range(len(steps)), format_func=lambda i: ablation.step_name(steps[i], i),
+        key="ablation_step",
+    )  # fmt: skip
+    step = steps[chosen]
+    for i, (col, design) in enumerate(zip(st.columns(2), (step.before, step.after), strict=True)):
+        with col:
+            diagram = details.block_diagram(design.network.stage_block(0), design.name)
+            st.plotly_chart(
+                charts.block_figure(diagram),
+                key=f"ablation_block_{i}",
+                config={"displayModeBar": False},
+            )
+            st.caption(design.block.short())
 
 
 if __name__ == "__main__":

@@ -39,12 +39,14 @@ DELEGATED = {
     "search": "explorer.search",
     "evaluate": "explorer.evaluate",
     "export": "explorer.export",
+    "ablate": "explorer.ablate",
 }
 
 COMMANDS = {  # name -> what it does, for --help
     "search": "run or resume a search: train designs and record them in a study",
     "evaluate": "retrain a study's best designs longer, over several seeds",
     "export": "write designs of a study as standalone PyTorch code",
+    "ablate": "why v2 beats v1 (or a winner wins): one change at a time, paired seeds",
     "dashboard": "serve the Streamlit dashboard on a study",
     "info": "the search space, the budgets, where studies, weights and data are found, the device",
 }

@@ -132,3 +132,35 @@ def _synthetic_accuracy(block, params: int, rng: random.Random) -> float:
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def make_ablation(storage: str, name: str = "demo", seeds: int = 3) -> None:
+    """The v1 -> v2 ladder and a leave-one-out of study `name`, stored as `python -m
+    explorer.ablate` stores them, with accuracies a seeded synthetic function of each design
+    (batch norm helps, the rest is small) instead of training."""
+    from explorer import ablate  # the ablation package imports torch-heavy modules late
+
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    budget = ablate.cli._budget(study, "smoke")
+    designs = ablate.cli.Designs(study)
+    v1, v2 = designs.reference("v1"), designs.reference("v2")
+    winner = designs.winner() or designs.resolve(
+        str(next(r.number for r in designs.records.values() if r.is_search and r.complete)),
+        "--winner",
+    )
+    ladders = [ablate.path_ladder(v1, v2), ablate.leave_one_out(winner, v2)]
+
+    def train(network, data, config, device, seed):
+        rng = random.Random(f"{network.to_json()}/{seed}")
+        acc = 0.7 + (0.08 if network.block.bn != "none" else 0.0) + rng.uniform(-0.01, 0.01)
+        return acc, acc - 0.01
+
+    abl = ablate.open_ablation(open_storage(storage), storage, study)
+    stored = [
+        ablate.StoredLadder(lad, budget.name, budget.config.to_dict(), seeds) for lad in ladders
+    ]
+    for s in stored:
+        ablate.store_ladder(abl, s)
+    ablate.Worker(abl, study, storage, budget, lambda: None, "cpu", train=train).work(
+        ablate.units(stored, seeds)
+    )

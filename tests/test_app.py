@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import charts, data, details
+from app import ablation, charts, data, details
 from explorer import export
 from explorer.analysis import hypervolume_curve, pareto_front, study_records
 from explorer.store import DEFAULT_STORAGE, TrialRecord, load_study, open_storage
 from search_space import REFERENCES, NetworkConfig
-from tests.helpers import make_study
+from tests.helpers import make_ablation, make_study
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 N_SEARCH = 8
@@ -508,3 +508,66 @@ def test_block_drawing_shows_the_trained_channel_counts_per_stage():
         ]
         assert f"stage {i + 1}" in diagram.title
     assert stages[0].branches[0].out == round(64 * 0.25) and stages[1].branches[0].out == 32
+
+
+# ---------------------------------------------------------------------------------------------
+# The Ablation tab
+
+
+@pytest.fixture(scope="module")
+def ablated(tmp_path_factory) -> str:
+    """A journal whose study ``demo`` has a stored v1 -> v2 ladder and a leave-one-out."""
+    storage = str(tmp_path_factory.mktemp("ablated") / "explorer.journal")
+    make_study(storage, "demo", n_search=N_SEARCH, seed=0, weights=False)
+    make_ablation(storage, "demo", seeds=3)
+    return storage
+
+
+def test_waterfall_bars_stack_the_main_steps_from_start_to_end(ablated):
+    (path, loo) = ablation.measured_ladders(load_study(ablated, "demo"))
+    bars = ablation.bars(path, "val")
+    assert [b.label for b in bars] == ["v1", "batch norm", "factorized wide path",
+                                       "branch widths", "pool type", "v2"]  # fmt: skip
+    for before, after in zip(bars[1:-1], bars[2:-1], strict=False):
+        assert after.base == pytest.approx(before.base + before.delta)
+    assert bars[0].delta == pytest.approx(path.means[0][0])  # v1's mean over the seeds
+    assert bars[1].distinguishable and bars[1].delta > 0.05  # batch norm is what helps here
+    assert bars[-1].delta == pytest.approx(bars[-2].base + bars[-2].delta)  # all seeds paired
+    fig = charts.waterfall_figure(bars, "v1 -> v2")
+    assert fig.data[0].error_y.array == tuple(b.se for b in bars)
+    assert fig.data[1].name == "parameters" and fig.data[1].yaxis == "y2"
+    assert all(b.base == 0 for b in ablation.bars(loo, "test"))  # each part's worth from zero
+
+
+def test_disagreement_names_the_groups_where_answers_part(ablated):
+    (path, _) = ablation.measured_ladders(load_study(ablated, "demo"))
+    line = ablation.disagreement(path, {"pool_type": 0.6, "bn": 0.1, "ch1x1": 0.3})
+    assert "batch norm worth most" in line and "pool type first (0.60)" in line
+    assert "Both answers rank batch norm first" in ablation.disagreement(path, {"bn": 0.9})
+
+
+def test_ablation_tab_draws_the_ladder_and_the_two_designs_of_a_step(app, ablated):
+    at = app(EXPLORER_STORAGE=ablated, EXPLORER_STUDY="demo").run()
+    at.session_state["view"] = "Ablation"
+    at.run()
+    assert not at.exception and not at.error
+    titles = [_figure(at, i)["layout"]["title"]["text"] for i in range(2)]
+    assert titles[0] == "v1 -> v2" and "importance" in titles[1]
+    (table,) = [d.value for d in at.dataframe if "Δ val acc" in d.value.columns]
+    assert len(table) == 6 and table["step"][0] == "1. batch norm: none -> post"
+    assert "± " in table["Δ val acc"][0]
+    at.session_state["ablation_step"] = 3  # what clicking a step's bar does
+    at.run()
+    drawn = [_figure(at, i)["layout"]["title"]["text"] for i in range(2, 4)]
+    assert drawn[0].startswith("v1 +factorization ·")
+    assert drawn[1].startswith("v1 +bn +factorization ·")
+    at.selectbox(key="ablation_ladder").set_value(1).run()
+    assert "leave-one-out" in _figure(at, 0)["layout"]["title"]["text"]
+
+
+def test_ablation_tab_without_ablations_names_the_command(app, demo):
+    at = app(EXPLORER_STORAGE=demo, EXPLORER_STUDY="demo").run()
+    at.session_state["view"] = "Ablation"
+    at.run()
+    assert not at.exception
+    assert "python -m explorer.ablate --study demo" in _texts(at)

@@ -28,7 +28,7 @@ import optuna
 import pytest
 
 from explorer.store import load_study
-from tests.helpers import make_study
+from tests.helpers import make_ablation, make_study
 
 ROOT = Path(__file__).resolve().parents[1]
 README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
@@ -304,6 +304,63 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
     if os.environ.get("DASHBOARD_SCREENSHOT"):
         README_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, README_SCREENSHOT)
+
+
+_BLOCK_TITLES = (
+    "return Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))"
+    ".map(t => t.textContent);"
+)
+
+
+def test_ablation_tab_in_chromium(tmp_path: Path) -> None:
+    """A stored ablation opens in the Ablation tab as a waterfall; clicking a step's bar draws
+    that step's two designs side by side."""
+    why = _missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI: {why}")
+        pytest.skip(why)
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    journal = tmp_path / DEMO_JOURNAL
+    make_study(str(journal), name=DEMO_STUDY, n_search=8, seed=0, weights=False)
+    make_ablation(str(journal), DEMO_STUDY, seeds=3)
+    with serve_dashboard(str(journal), DEMO_STUDY, tmp_path / "streamlit.log") as url:
+        with chromium(tmp_path / "chrome-profile") as driver:
+            try:
+                driver.get(url)
+                wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+                wait_for_pareto_chart(driver)
+                tab = "//*[@role='tab'][normalize-space()='Ablation']"
+                wait.until(lambda d: d.find_elements(By.XPATH, tab))[0].click()
+                wait.until(lambda d: "v1 -> v2" in d.execute_script(_BLOCK_TITLES))
+                # the fourth bar is the branch-widths step (after v1, batch norm, factorization)
+                want = ("v1 +bn +factorization ·", "v1 +bn +factorization +widths ·")
+                deadline = time.monotonic() + 90
+                while True:
+                    try:
+                        plots = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                        (plot,) = [p for p in plots if "v1 -> v2" in p.text]
+                        bar = plot.find_elements(By.CSS_SELECTOR, ".barlayer .point path")[3]
+                        ActionChains(driver).move_to_element(bar).click().perform()
+                        WebDriverWait(driver, 15, poll_frequency=0.5).until(
+                            lambda d: all(
+                                any(t.startswith(w) for t in d.execute_script(_BLOCK_TITLES))
+                                for w in want
+                            )
+                        )
+                        break
+                    except (StaleElementReferenceException, TimeoutException, ValueError):
+                        if time.monotonic() > deadline:
+                            raise
+            except Exception:
+                driver.save_screenshot(str(tmp_path / "failure.png"))
+                print(f"page at failure: {tmp_path / 'failure.png'}")
+                print((tmp_path / "streamlit.log").read_text()[-3000:])
+                raise
 
 
 if __name__ == "__main__":

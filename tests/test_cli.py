@@ -65,7 +65,7 @@ def test_every_command_has_help(capsys, command, flag):
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        ([], "a command is needed: search, evaluate, export, dashboard, info"),
+        ([], "a command is needed: search, evaluate, export, ablate, dashboard, info"),
         (["bogus"], "invalid choice: 'bogus'"),
         (["dashboard", "--port", "0"], "must be a port number (1-65535), got '0'"),
         (["dashboard", "--port", "many"], "got 'many'"),

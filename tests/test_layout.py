@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("store", "training", "analysis", "search", "evaluate", "export")
+PACKAGES = ("store", "training", "analysis", "search", "evaluate", "export", "ablate")
 MAX_MODULE_LINES = 600
 
 needs_lint_imports = pytest.mark.skipif(

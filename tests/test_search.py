@@ -317,6 +317,7 @@ def test_summary_shows_re_evaluations_beside_search_accuracy(tmp_path):
     assert command("evaluate", "--study", "demo", *storage, "--pareto") in text
     assert command("export", "--study", "demo", *storage, "--best") in text
     assert command("dashboard", *storage, "--study", "demo") in text
+    assert command("ablate", "--study", "demo", *storage) in text
 
 
 def _record(acc_curve, params):
@@ -711,7 +712,7 @@ def test_a_journal_made_on_another_machine_is_warned_about_once(tmp_path):
 def test_a_trial_no_worker_ever_claimed_is_recovered_after_the_grace_period(tmp_path, monkeypatch):
     """A worker that died between Optuna's ask and its first write leaves a RUNNING trial with no
     worker id; once the grace period has passed it is failed as interrupted and retried."""
-    from explorer.search import recovery
+    from explorer.store import stale  # the module whose grace period the test shortens
 
     url = str(tmp_path / "s.journal")
     study = optuna.create_study(study_name="o", storage=open_storage(url),
@@ -719,7 +720,7 @@ def test_a_trial_no_worker_ever_claimed_is_recovered_after_the_grace_period(tmp_
     study_mod.enqueue_reference(study, "v1")
     orphan = study.ask()
     assert recover(study, url) == []  # just started: its worker may be about to write
-    monkeypatch.setattr(recovery, "ORPHAN_GRACE_S", 0)
+    monkeypatch.setattr(stale, "ORPHAN_GRACE_S", 0)
     assert recover(study, url) == [orphan.number]
     (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
     assert "no worker claimed it" in retry.user_attrs["retry_reason"]

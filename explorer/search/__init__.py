@@ -30,9 +30,6 @@ from .processes import (
 )
 from .recovery import (
     MAX_ATTEMPTS,
-    ORPHAN_GRACE_S,
-    fail_dead,
-    is_interrupted,
     recover,
     retry,
 )
@@ -95,7 +92,6 @@ __all__ = [
     "FailureBound",
     "MAX_ATTEMPTS",
     "NEW_STUDY_DEFAULTS",
-    "ORPHAN_GRACE_S",
     "Progress",
     "Promotion",
     "PruneRule",
@@ -115,9 +111,7 @@ __all__ = [
     "config_args",
     "create_lower_rungs",
     "enqueue_reference",
-    "fail_dead",
     "final_seeds",
-    "is_interrupted",
     "main",
     "make_sampler",
     "new_config",

@@ -164,6 +164,8 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         f"  {command('evaluate', '--study', name, *where, '--pareto')}"
         f"   # retrain the front longer (10x the {_budget_word(config)}), 3 seeds",
         f"  {command('export', '--study', name, *where, '--best', '-o', 'best_block.py')}",
+        f"  {command('ablate', '--study', name, *where)}"
+        "   # why v2 beats v1, one change at a time, paired seeds",
     ]
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from search_space import DEFAULT_SPACE
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
 from ..store.records import MAX_RUNGS
-from ..store.studies import is_rung_study, rung_of_name
+from ..store.studies import ABLATION_SUFFIX, is_rung_study, rung_of_name
 from ..training.budgets import budget
 from ..training.data import DATASETS
 from ..training.devices import DEFAULT_WORKERS_PER_GPU
@@ -74,6 +74,11 @@ class SearchSettings:
             raise ValueError(
                 f"study {self.study!r} is a rung of study {rung_of_name(self.study)[0]!r}; "
                 "search that study instead"
+            )
+        if self.study is not None and self.study.endswith(ABLATION_SUFFIX):
+            raise ValueError(
+                f"study {self.study!r} holds the ablation runs of study "
+                f"{self.study[: -len(ABLATION_SUFFIX)]!r}; search that study instead"
             )
         if self.dataset is not None and self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")

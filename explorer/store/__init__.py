@@ -39,12 +39,21 @@ from .records import (
     is_search_trial,
     trial_attr,
 )
+from .stale import (
+    MAX_ATTEMPTS,
+    ORPHAN_GRACE_S,
+    fail_dead,
+    is_interrupted,
+)
 from .storages import (
     StorageError,
     open_storage,
 )
 from .studies import (
+    ABLATION_SUFFIX,
     RUNG_SUFFIX,
+    ablation_study_name,
+    is_companion_study,
     is_rung_study,
     load_study,
     rung_number,
@@ -71,6 +80,13 @@ from .urls import (
 )
 
 __all__ = [
+    "MAX_ATTEMPTS",
+    "ABLATION_SUFFIX",
+    "ablation_study_name",
+    "is_companion_study",
+    "ORPHAN_GRACE_S",
+    "fail_dead",
+    "is_interrupted",
     "DEFAULT_STORAGE",
     "HOLDS",
     "LOCK_TIMEOUT_S",

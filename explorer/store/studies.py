@@ -19,6 +19,18 @@ from .records import StudyConfig
 from .storages import StorageError, open_storage
 
 RUNG_SUFFIX = re.compile(r"@rung(?P<rung>[0-9]+)$")
+# The study beside a study that holds its ablation runs (`explorer.ablate`).
+ABLATION_SUFFIX = "@ablation"
+
+
+def ablation_study_name(name: str) -> str:
+    """The Optuna study holding the ablation runs of study `name`."""
+    return f"{name}{ABLATION_SUFFIX}"
+
+
+def is_companion_study(name: str) -> bool:
+    """Whether a study name belongs to another study: a lower rung or its ablation runs."""
+    return is_rung_study(name) or name.endswith(ABLATION_SUFFIX)
 
 
 def rung_study_name(name: str, rung: int, rungs: int) -> str:
@@ -77,15 +89,16 @@ def load_study(storage: str | BaseStorage | None, study_name: str) -> optuna.Stu
 
 
 def study_names(storage: str | BaseStorage | None, rungs: bool = False) -> list[str]:
-    """Names of the studies in a storage; the lower rungs of successive-halving studies
-    (``NAME@rung0``, see `explorer.search.rungs`) only with `rungs`."""
+    """Names of the studies in a storage; the studies that belong to another (the lower rungs of
+    successive-halving studies, ``NAME@rung0``, and ablation runs, ``NAME@ablation``) only with
+    `rungs`."""
 
     store = storage if isinstance(storage, BaseStorage) else open_storage(storage, create=False)
     try:
         return [
             s.study_name
             for s in optuna.get_all_study_summaries(store, include_best_trial=False)
-            if rungs or not is_rung_study(s.study_name)
+            if rungs or not is_companion_study(s.study_name)
         ]
     except Exception as exc:  # noqa: BLE001
         raise StorageError(f"cannot read studies: {first_line(exc)}") from None
