@@ -67,6 +67,7 @@ class Bar:
     distinguishable: bool
     params: int  # of the design after the step
     step: int | None  # index into the ladder's steps; None for the start and end totals
+    text: str = ""  # the paired difference as words: a sign only when distinguishable
 
 
 def bars(measured: Measured, metric: str = "val") -> list[Bar]:
@@ -76,7 +77,7 @@ def bars(measured: Measured, metric: str = "val") -> list[Bar]:
     if measured.stored.ladder.kind == LEAVE_ONE_OUT:
         return [
             Bar(r.label, 0.0, _mean(r, metric), _se(r, metric), _paired(r, metric).distinguishable,
-                r.params[1], i)
+                r.params[1], i, _paired(r, metric).text())
             for i, r in steps
         ]  # fmt: skip
     main = [(i, r) for i, r in steps if r.step.order == "main"]
@@ -89,7 +90,7 @@ def bars(measured: Measured, metric: str = "val") -> list[Bar]:
         delta = _mean(r, metric)
         out.append(
             Bar(GROUP_TITLES[r.group], level, delta, _se(r, metric),
-                _paired(r, metric).distinguishable, r.params[1], i)
+                _paired(r, metric).distinguishable, r.params[1], i, _paired(r, metric).text())
         )  # fmt: skip
         level += 0.0 if math.isnan(delta) else delta
     end = main[-1][1]

@@ -460,8 +460,11 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
             base=[low if t else b.base for b, t in zip(bars, totals_from_low, strict=True)],
             marker_color=colors,
             error_y=dict(type="data", array=[b.se for b in bars], visible=True),
-            customdata=[[-1 if b.step is None else b.step] for b in bars],
-            hovertemplate="%{x}<br>Δ %{y:+.4f}<extra></extra>",
+            customdata=[
+                [-1 if b.step is None else b.step, b.text or f"{b.base + b.delta:.4f}"]
+                for b in bars
+            ],
+            hovertemplate="%{x}<br>%{customdata[1]}<extra></extra>",
             name=f"{metric} accuracy",
         ),
         secondary_y=False,

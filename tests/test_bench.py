@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SCRIPTS = sorted(BENCH.glob("*.py"))
 SURFACES = {f"explorer.{name}" for name in ("store", "training", "analysis", "search", "evaluate",
-                                            "export", "usage", "cli")}  # fmt: skip
+                                            "export", "ablate", "usage", "cli")}  # fmt: skip
 MAX_FUNCTION_LINES = 120
 
 

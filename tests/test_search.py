@@ -15,6 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import search_space
 from explorer import search
 from explorer.analysis import study_records
 from explorer.search import SearchSettings, recover
@@ -724,3 +725,40 @@ def test_a_trial_no_worker_ever_claimed_is_recovered_after_the_grace_period(tmp_
     assert recover(study, url) == [orphan.number]
     (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
     assert "no worker claimed it" in retry.user_attrs["retry_reason"]
+
+
+# A space of four designs (batch norm or not, max or average pooling), for the count of distinct
+# designs: a sampler soon proposes a design it has already trained.
+TINY_SPACE = search_space.SearchSpace(
+    dimensions=(
+        search_space.Dimension("bn", choices=("none", "post")),
+        search_space.Dimension("pool_type", choices=("max", "avg")),
+    ),
+    fixed={"stride": 1, "ch1x1": 16, "ch3x3_reduce": 16, "ch3x3": 16, "wide_reduce": 16,
+           "wide": 16, "pool_proj": 16, "wide_kind": "5x5", "asym_n": 7},
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("trials", [4, 6])
+def test_trials_counts_distinct_designs_and_a_spent_space_ends_in_one_line(
+    trials, tmp_path, tiny_fmnist, monkeypatch, capsys
+):
+    monkeypatch.setattr(objective, "DEFAULT_SPACE", TINY_SPACE)
+    args = [*base_args(tmp_path, tiny_fmnist, trials=trials), "--no-references", "--seed", "3"]
+    assert search.main(args) == 0
+    err = capsys.readouterr().err
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    distinct = {tuple(sorted(t.params.items())) for t in done}
+    originals = [t for t in done if "duplicate_of" not in t.user_attrs]
+    copies = [t for t in done if "duplicate_of" in t.user_attrs]
+    assert len(distinct) == len(originals) == 4  # each design trained once
+    for copy in copies:  # a copy is told to the sampler with its twin's result
+        twin = study.trials[copy.user_attrs["duplicate_of"]]
+        assert copy.params == twin.params and copy.values == twin.values
+    spent = "proposals were all designs already trained"
+    if trials == 4:
+        assert search.search_trials_taken(study) == 4 and spent not in err
+    else:  # six asked for, four exist: it ends after 25 copies in a row, and says so
+        assert len(copies) >= search.COPIES_IN_A_ROW and search.out_of_new_designs(study)
+        assert "the study holds 4 distinct search designs of the 6 asked for" in err

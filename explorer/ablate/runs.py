@@ -272,15 +272,20 @@ class Worker:
         what is stored at the end."""
         reused = reused_runs(self.study, self.budget.config)
         self.token = WorkerToken(self.url)
+        said_wait = False
         try:
             while True:
                 claimed, runs = self._claim(todo, reused)
                 if claimed is None:
-                    if not any((u.key, u.seed) in runs.running for u in todo):
+                    elsewhere = sum((u.key, u.seed) in runs.running for u in todo)
+                    if not elsewhere:
                         return runs
+                    if not said_wait:
+                        self.log(f"waiting for {elsewhere} runs other workers are training")
+                        said_wait = True
                     time.sleep(WAIT_S)
                     continue
-                self._run(*claimed, total=len(todo), runs=runs)
+                self._run(*claimed)
         finally:
             self.token.release()
 
@@ -310,7 +315,7 @@ class Worker:
                 storage.set_trial_user_attr(tid, name, value)
         return (unit, tid), runs
 
-    def _run(self, unit: Unit, tid: int, total: int, runs: Runs) -> None:
+    def _run(self, unit: Unit, tid: int) -> None:
         storage = storage_of(self.abl)
         start = time.perf_counter()
         if self._loaded is None:

@@ -63,12 +63,14 @@ from .settings import (
     SearchSettings,
 )
 from .study import (
+    COPIES_IN_A_ROW,
     FINISHED,
     check_resume,
     enqueue_reference,
     make_sampler,
     new_config,
     open_search_study,
+    out_of_new_designs,
     sampler_for,
     search_trials_taken,
 )
@@ -129,6 +131,8 @@ __all__ = [
     "run_worker",
     "rungs_line",
     "sampler_for",
+    "COPIES_IN_A_ROW",
+    "out_of_new_designs",
     "search_trials_taken",
     "search_unfinished",
     "summary",

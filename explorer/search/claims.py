@@ -32,7 +32,7 @@ from ..store.optuna_api import storage_of, study_id, trial_for, trial_id
 from ..store.records import StudyConfig
 from .recovery import recover
 from .rungs import parents, promote, promotion_candidates
-from .study import search_trials_taken
+from .study import out_of_new_designs, search_trials_taken
 
 RECOVER_EVERY_S = 20.0
 
@@ -113,7 +113,9 @@ class Claimer:
             if taken is not None:
                 return to_rung, taken
         bottom = min(self.rungs)
-        if search_trials_taken(trials[bottom]) < self.target:
+        if search_trials_taken(trials[bottom]) < self.target and not out_of_new_designs(
+            trials[bottom]
+        ):
             if self.prescreener is not None:
                 self.prescreener(self.rungs[bottom])
                 taken = self._pop_waiting(

@@ -42,7 +42,7 @@ from .processes import plan, run_processes, write_traceback
 from .recovery import recover
 from .report import Progress, summary
 from .settings import SAMPLERS, SearchSettings
-from .study import open_search_study, search_trials_taken
+from .study import COPIES_IN_A_ROW, open_search_study, out_of_new_designs, search_trials_taken
 from .workers import WorkerError, run_worker
 
 
@@ -422,6 +422,14 @@ def run(s: SearchSettings) -> optuna.Study:
                 recover(rung_study, url)
     progress.update()
     progress.close()
+    bottom = rungs[min(rungs)]
+    taken = search_trials_taken(bottom)
+    if taken < s.trials and out_of_new_designs(bottom):
+        print(
+            f"the sampler's last {COPIES_IN_A_ROW} proposals were all designs already trained: "
+            f"the study holds {taken} distinct search designs of the {s.trials} asked for",
+            file=sys.stderr,
+        )
     if s.final_seeds > 1:
         unfinished = search_unfinished(rungs, s.trials)
         if unfinished:
@@ -443,6 +451,8 @@ def search_unfinished(rungs: dict[int, optuna.Study], target: int) -> str | None
     if busy:
         return f"{busy} trial(s) still run or wait on other workers; the last to finish retrains"
     taken = search_trials_taken(rungs[min(rungs)])
+    if taken < target and out_of_new_designs(rungs[min(rungs)]):
+        return None  # it found no more distinct designs: as finished as it will be
     if taken < target:
         return f"the search stopped at {taken} of {target} trials; rerun to finish it"
     return None

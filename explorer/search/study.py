@@ -238,9 +238,34 @@ def enqueue_reference(
 
 
 def search_trials_taken(trials: optuna.Study | Sequence[FrozenTrial]) -> int:
-    """Search trials (not references, not designs skipped for breaking a limit) finished or
-    running among a study's trials: what counts towards --trials."""
+    """Distinct search designs (not references, not designs skipped for breaking a limit, not
+    copies of a design already trained, which reuse its result) finished or running among a
+    study's trials: what counts towards --trials."""
     if isinstance(trials, optuna.Study):
         trials = trials.get_trials(deepcopy=False)
     taken = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return sum(1 for t in trials if t.state in taken and is_search_trial(t))
+    return sum(
+        1
+        for t in trials
+        if t.state in taken and is_search_trial(t) and trial_attr(t, "duplicate_of") is None
+    )
+
+
+# A sampler whose last this-many proposals were all copies of trained designs has run out of new
+# ones (a small space, or one it has converged on): the search ends short of --trials and says so.
+COPIES_IN_A_ROW = 25
+
+
+def out_of_new_designs(trials: optuna.Study | Sequence[FrozenTrial]) -> bool:
+    """Whether the last `COPIES_IN_A_ROW` finished search proposals were all copies."""
+    if isinstance(trials, optuna.Study):
+        trials = trials.get_trials(deepcopy=False)
+    finished = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and is_search_trial(t)
+    ]
+    last = sorted(finished, key=lambda t: t.number)[-COPIES_IN_A_ROW:]
+    return len(last) == COPIES_IN_A_ROW and all(
+        trial_attr(t, "duplicate_of") is not None for t in last
+    )
