@@ -28,13 +28,13 @@ from explorer.search import (
     recover,
     search_unfinished,
 )
-from explorer.search import recovery as recovery_mod
 from explorer.store import (
     HOLDS,
     TrialRecord,
     open_storage,
     rung_studies,
     rung_study_name,
+    stale,
     study_config,
     study_lock,
 )
@@ -258,7 +258,7 @@ def test_a_trial_that_completes_before_recovery_fails_it_stays_complete(tmp_path
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     frozen = study.get_trials(deepcopy=False)[0]
     study.tell(trial, [0.5, 10.0])
-    assert not recovery_mod._fail(study, frozen)
+    assert not stale._fail(study, frozen)
     done = study.get_trials(deepcopy=False)[0]
     assert done.state == TrialState.COMPLETE and "fail_reason" not in done.user_attrs
 

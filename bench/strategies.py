@@ -1,0 +1,292 @@
+"""Search strategies at equal wall time: which returns the best front for its time on this machine.
+
+    python bench/strategies.py run --minutes 30 --seeds 0,1,2        # search cells, resumable
+    python bench/strategies.py judge --points 10,30 --budget quickx10 # retrain fronts, resumable
+    python bench/strategies.py report --points 10,30 --write          # the table, BENCHMARKS.md
+
+`run` gives each (strategy, seed) cell the whole machine for --minutes (``--timeout``, every
+core's worker), one cell after another, each in its own journal under --dir. A cell that finished
+leaves ``CELL.done`` (its start time and wall time); a cell cut short (the session ended, the
+machine rebooted) has no such file: its journal is removed and it runs again from the start, so a
+half-run cell never counts. `judge` takes, for each finished cell and time point T (minutes from
+the cell's start), the search front of the designs finished by T (the top rung's, for a rung
+search), and retrains each of its designs, and v1 and v2, from scratch at --budget with seed 0,
+once per distinct design, caching every result in ``DIR/judged.json``. `report` computes each
+front's hypervolume with the retrained test accuracy, pairs strategies by seed against random
+search, and counts the claims against v1 and v2 (a front design the search found more accurate
+than a reference with no more parameters) that the retraining reverses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import optuna
+from report import machine, write_section
+
+from explorer.analysis import hypervolume, hypervolume_spec, pareto_front, study_records
+from explorer.evaluate import train_and_test
+from explorer.store import TrialRecord, open_storage, study_config
+from explorer.training import budget, load_dataset
+from search_space import REFERENCES, NetworkConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = "s"
+SECTION = "Search strategies at equal wall time"
+# name -> the search flags of that strategy (the seed, storage and timeout are added per cell)
+STRATEGIES = {
+    "rungs3-tpe": ["--rungs", "3"],  # today's default: three rungs, top rung quickx9
+    "quick-tpe": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe"],
+    "quick-random": ["--rungs", "1", "--budget", "quick", "--sampler", "random"],
+}
+BASELINE = "quick-random"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("mode", choices=("run", "judge", "report"))
+    p.add_argument("--dir", default="bench-strategies", help="where the journals and results go")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated names")
+    p.add_argument("--seeds", default="0,1,2", help="search seeds")
+    p.add_argument("--minutes", type=float, default=30.0, help="run: each cell's wall time")
+    p.add_argument(
+        "--points", default="10,30", help="judge/report: minutes at which fronts are taken"
+    )
+    p.add_argument("--budget", default="quickx10", help="judge: the common retraining budget")
+    p.add_argument("--max-cells", type=int, default=None, help="run: stop after this many cells")
+    p.add_argument("--write", action="store_true", help="report: replace the BENCHMARKS.md section")
+    return p.parse_args(argv)
+
+
+def cells(ns: argparse.Namespace) -> list[tuple[str, int]]:
+    names = [n for n in ns.strategies.split(",") if n]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        sys.exit(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+    seeds = [int(s) for s in ns.seeds.split(",") if s]
+    return [(n, s) for s in seeds for n in names]  # seed-major: early seeds complete first
+
+
+def journal(folder: Path, name: str, seed: int) -> Path:
+    return folder / f"{name}-s{seed}.journal"
+
+
+def done_file(folder: Path, name: str, seed: int) -> Path:
+    return folder / f"{name}-s{seed}.done"
+
+
+def run_cell(folder: Path, name: str, seed: int, minutes: float) -> None:
+    """One search of `name` with `seed` for `minutes`, from a fresh journal; records its start."""
+    path = journal(folder, name, seed)
+    for stale in folder.glob(f"{path.name}*"):  # a cell cut short: start it again
+        stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "explorer.search", "--storage", str(path), "--study", STUDY,
+           "--trials", "100000", "--seed", str(seed), "--timeout", f"{minutes * 60:.0f}",
+           "--no-proxies", "--quiet", *STRATEGIES[name]]  # fmt: skip
+    print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    start = datetime.now()  # naive local time, as Optuna stores trial times
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    info = {"start": start.isoformat(), "wall_s": wall, "minutes": minutes, "machine": machine()}
+    done_file(folder, name, seed).write_text(json.dumps(info) + "\n")
+    print(f"{name} seed {seed}: {wall / 60:.1f} min", file=sys.stderr, flush=True)
+
+
+def mode_run(ns: argparse.Namespace) -> None:
+    folder = Path(ns.dir)
+    ran = 0
+    for name, seed in cells(ns):
+        if done_file(folder, name, seed).exists():
+            continue
+        if ns.max_cells is not None and ran >= ns.max_cells:
+            break
+        run_cell(folder, name, seed, ns.minutes)
+        ran += 1
+    left = [c for c in cells(ns) if not done_file(folder, *c).exists()]
+    print(f"{len(left)} cells left" + (f"; continue with: python bench/strategies.py run "
+          f"--minutes {ns.minutes:g} --seeds {ns.seeds} --strategies {ns.strategies}" if left else ""))  # fmt: skip
+
+
+def front_at(folder: Path, name: str, seed: int, minutes: float) -> tuple[list[TrialRecord], dict]:
+    """The cell's search front of the designs finished within `minutes` of its start, and its
+    references' records (by name) as the search trained them."""
+    info = json.loads(done_file(folder, name, seed).read_text())
+    cutoff = datetime.fromisoformat(info["start"]) + timedelta(minutes=minutes)
+    study = optuna.load_study(
+        study_name=STUDY, storage=open_storage(str(journal(folder, name, seed)))
+    )
+    config = study_config(study)
+    finished = {
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.datetime_complete is not None and t.datetime_complete <= cutoff
+    }
+    records = [r for r in study_records(study) if r.number in finished and r.complete]
+    refs = {r.reference: r for r in records if r.reference}
+    front = [r for r in pareto_front(records, config.objectives) if not r.reference]
+    return front, refs
+
+
+class Judged:
+    """Retrained results by design (network JSON), budget and seed, kept in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {}
+
+    def key(self, network: NetworkConfig, budget_name: str, seed: int) -> str:
+        return f"{network.to_json()}|{budget_name}|{seed}"
+
+    def get(self, network: NetworkConfig, budget_name: str, seed: int = 0) -> dict | None:
+        return self.data.get(self.key(network, budget_name, seed))
+
+    def put(self, network: NetworkConfig, budget_name: str, seed: int, val: float, test: float):
+        self.data[self.key(network, budget_name, seed)] = {"val": val, "test": test}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def mode_judge(ns: argparse.Namespace) -> None:
+    folder = Path(ns.dir)
+    judged = Judged(folder / "judged.json")
+    config = budget(ns.budget)
+    todo: dict[str, NetworkConfig] = {}
+    for name, seed in cells(ns):
+        if not done_file(folder, name, seed).exists():
+            continue
+        for minutes in [float(p) for p in ns.points.split(",")]:
+            front, refs = front_at(folder, name, seed, minutes)
+            nets = [r.network for r in front] + [
+                NetworkConfig.from_dict({**front[0].network.to_dict(), "block": REFERENCES[v].to_dict()})
+                for v in ("v1", "v2") if front
+            ]  # fmt: skip
+            for net in nets:
+                if judged.get(net, ns.budget) is None:
+                    todo[net.to_json()] = net
+    print(f"{len(todo)} designs to retrain at {ns.budget}", file=sys.stderr, flush=True)
+    data = load_dataset("fashion-mnist", seed=0).on("cpu") if todo else None
+    for i, net in enumerate(todo.values()):
+        t0 = time.perf_counter()
+        val, test = train_and_test(net, data, config, "cpu", 0)
+        judged.put(net, ns.budget, 0, val, test)
+        print(f"{i + 1}/{len(todo)}: {net.block.short()} test {test:.4f} "
+              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def judged_front(front: list[TrialRecord], judged: Judged, budget_name: str):
+    """(hypervolume of the retrained front, designs missing a retraining); the spec is the
+    default (accuracy, parameters) one, the same for every strategy."""
+    again = []
+    for r in front:
+        got = judged.get(r.network, budget_name)
+        if got is None:
+            return math.nan, True
+        again.append(dataclasses.replace(r, val_acc=got["test"]))
+    return hypervolume(again, hypervolume_spec(None)), False
+
+
+def reversed_claims(front, refs, judged: Judged, budget_name: str) -> tuple[int, int]:
+    """(claims against v1/v2 the retraining reverses, claims made): a front design with no more
+    parameters than a reference and a higher search accuracy claims to beat it."""
+    made = flipped = 0
+    for name in ("v1", "v2"):
+        ref = refs.get(name)
+        if ref is None:
+            continue
+        ref_again = judged.get(ref.network, budget_name)
+        for r in front:
+            if r.params <= ref.params and r.val_acc > ref.val_acc:
+                made += 1
+                mine = judged.get(r.network, budget_name)
+                if mine and ref_again and mine["test"] <= ref_again["test"]:
+                    flipped += 1
+    return flipped, made
+
+
+def mode_report(ns: argparse.Namespace) -> None:
+    folder = Path(ns.dir)
+    judged = Judged(folder / "judged.json")
+    points = [float(p) for p in ns.points.split(",")]
+    names = [n for n in ns.strategies.split(",") if n]
+    seeds = [int(s) for s in ns.seeds.split(",") if s]
+    table: dict[tuple[str, int, float], float] = {}
+    lines = ["| strategy | minutes | " + " | ".join(f"seed {s}" for s in seeds) + " | claims reversed |",
+             "|---|---|" + "---|" * len(seeds) + "---|"]  # fmt: skip
+    for name in names:
+        for minutes in points:
+            cellsx, flips = [], [0, 0]
+            for seed in seeds:
+                if not done_file(folder, name, seed).exists():
+                    cellsx.append("not run")
+                    continue
+                front, refs = front_at(folder, name, seed, minutes)
+                hv, missing = judged_front(front, judged, ns.budget)
+                f, m = reversed_claims(front, refs, judged, ns.budget)
+                flips[0] += f
+                flips[1] += m
+                if missing:
+                    cellsx.append("not judged")
+                    continue
+                table[(name, seed, minutes)] = hv
+                cellsx.append(f"{hv:.4f} ({len(front)})")
+            lines.append(
+                f"| {name} | {minutes:g} | " + " | ".join(cellsx) + f" | {flips[0]} of {flips[1]} |"
+            )
+    lines += ["", *paired_lines(table, names, seeds, points)]
+    body = [
+        f"Command: `python bench/strategies.py run --minutes {max(points):g} --seeds {ns.seeds}`, "
+        f"`judge --budget {ns.budget}`, `report`. Machine: {machine()}. Date: "
+        f"{datetime.now(timezone.utc):%Y-%m-%d}.",
+        "Each cell: hypervolume of the search front (designs finished by that minute) with every "
+        f"design retrained at {ns.budget}, seed 0 (front size in brackets). Only finished cells "
+        "count.",
+        "",
+        *lines,
+    ]
+    print("\n".join(body))
+    if ns.write:
+        write_section(SECTION, "\n".join(body) + "\n")
+
+
+def paired_lines(table, names, seeds, points) -> list[str]:
+    """Each strategy against random search, paired by seed: mean difference ± SE."""
+    out = []
+    for name in names:
+        if name == BASELINE:
+            continue
+        for minutes in points:
+            diffs = [table[(name, s, minutes)] - table[(BASELINE, s, minutes)] for s in seeds
+                     if (name, s, minutes) in table and (BASELINE, s, minutes) in table]  # fmt: skip
+            if len(diffs) < 2:
+                out.append(
+                    f"- {name} - {BASELINE} at {minutes:g} min: {len(diffs)} paired seeds, too few"
+                )
+                continue
+            se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+            out.append(f"- {name} - {BASELINE} at {minutes:g} min: {statistics.fmean(diffs):+.4f} "
+                       f"± {se:.4f} over {len(diffs)} seeds")  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    {"run": mode_run, "judge": mode_judge, "report": mode_report}[ns.mode](ns)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
