@@ -762,3 +762,45 @@ def test_trials_counts_distinct_designs_and_a_spent_space_ends_in_one_line(
     else:  # six asked for, four exist: it ends after 25 copies in a row, and says so
         assert len(copies) >= search.COPIES_IN_A_ROW and search.out_of_new_designs(study)
         assert "the study holds 4 distinct search designs of the 6 asked for" in err
+
+
+def test_rungs_fit_the_trials_and_the_budget():
+    assert search.fitting_rungs(3, 3, 100, None) == (3, "")  # the default search keeps three
+    fit, why = search.fitting_rungs(3, 3, 20, None)
+    assert fit == 2 and "20 designs would bring 2.2 to the top rung" in why
+    fit, why = search.fitting_rungs(3, 3, 20, 512)  # --budget smoke: 512 images per epoch
+    assert fit == 1 and "a bottom rung of 170 images per epoch" in why
+    assert search.fitting_rungs(2, 3, 100, 9216) == (2, "")
+    assert search.fitting_rungs(3, 3, 45, None)[0] == 3  # 45 / 9 = 5 reach the top
+
+
+def test_a_small_default_search_gives_a_real_answer_and_resumes(tmp_path, tiny_fmnist, capsys):
+    """A smoke search of 3 trials with the default rungs: too few images and designs for three,
+    so one rung, said in one line; resumed to 5 it reports 5 search designs, and the evaluator
+    and the exporter find a searched design on its front."""
+    storage = str(tmp_path / "s.journal")
+    args = base_args(tmp_path, tiny_fmnist, trials=3)
+    del args[args.index("--rungs") : args.index("--rungs") + 2]  # the default rungs
+    args += ["--seed", "0"]
+    assert search.main(args) == 0
+    err = capsys.readouterr().err
+    assert "searching with 1 rung(s) instead of 3" in err
+    five = [*args[: args.index("--trials") + 1], "5", *args[args.index("--trials") + 2 :]]
+    assert search.main(five) == 0
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="t", storage=open_storage(storage))
+    assert study_config(study).rungs == 1 and search.search_trials_taken(study) == 5
+    assert "study 't': 7 complete" in out  # 5 search designs and v1, v2
+    assert any(" front " in line for line in out.splitlines())
+    from explorer import evaluate, export  # the two commands a user runs next
+
+    assert evaluate.main(["--storage", storage, "--study", "t", "--pareto", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    labels = listed.split("designs (", 1)[1].rsplit("),", 1)[0].split(", ")
+    assert any(label.startswith("#") and "(" not in label for label in labels), listed
+    target = tmp_path / "best.py"
+    assert export.main(["--storage", storage, "--study", "t", "--best", "-o", str(target)]) == 0
+    source = target.read_text()
+    refs = {t.number for t in study.trials if "reference" in t.user_attrs}
+    best = [t.number for t in study.trials if f"class Trial{t.number}Net" in source]
+    assert best and not set(best) & refs  # a searched design, not a reference

@@ -13,6 +13,7 @@ trials), `recovery` (dead workers' trials), `report` (progress and summary).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from ..evaluate.budgets import top_rung_budget
 from ..evaluate.runner import reevaluate, select_targets
 from ..store.locks import reeval_lock, study_lock
 from ..store.storages import StorageError, open_storage
-from ..store.studies import rung_studies
+from ..store.studies import rung_studies, study_names
 from ..store.urls import default_storage, redact
 from ..training import budgets, devices
 from ..training import data as data_mod
@@ -41,6 +42,7 @@ from ..usage import HelpFormatter, Parser, UsageError, first_line
 from .processes import plan, run_processes, write_traceback
 from .recovery import recover
 from .report import Progress, summary
+from .rungs import fitting_rungs
 from .settings import SAMPLERS, SearchSettings
 from .study import COPIES_IN_A_ROW, open_search_study, out_of_new_designs, search_trials_taken
 from .workers import WorkerError, run_worker
@@ -82,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials",
         type=int,
         default=d.trials,
-        help="search trials the study should have in total (references not counted); "
-        "a rerun continues up to this number",
+        help="distinct search designs the study should have in total (references not counted; "
+        "a proposal of a design already trained reuses its result and does not count, and "
+        f"{COPIES_IN_A_ROW} of them in a row end the search early); a rerun continues up to "
+        "this number",
     )
     p.add_argument(
         "--study",
@@ -121,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="R",
-        help="successive halving over R budgets (default: the study's, 3 for a new study): "
+        help="successive halving over R budgets (default: the study's; for a new study 3, or "
+        "fewer where its bottom rung would train on under 512 images per epoch or fewer than 5 "
+        "of --trials designs would reach its top rung, which the search then says): "
         "rung R-1 is --budget, each rung below it the same schedule on 1/eta of the images of "
         "the rung above. New designs train at rung 0; a design finished at rung k moves to "
         "rung k+1 (retrained from scratch) when it is in the best 1/eta of the designs finished "
@@ -373,6 +379,7 @@ def run(s: SearchSettings) -> optuna.Study:
     for note in notes:
         print(note, file=sys.stderr)
     storage = open_storage(url, heartbeat=s.heartbeat_s)
+    s = _fit_rungs(s, storage)
     budget = s.budget or budgets.default_budget(device, *s.new_rungs)
     study, config = open_search_study(s, storage, url, budget)
     # Check the data before starting workers, so a missing dataset is one clear line.
@@ -439,6 +446,21 @@ def run(s: SearchSettings) -> optuna.Study:
             with reeval_lock(url, study.study_name):
                 final_seeds(study, config, s, device)
     return study
+
+
+def _fit_rungs(s: SearchSettings, storage) -> SearchSettings:
+    """A new study searched with the default rungs gets as many as its trials and budget can
+    use (`fitting_rungs`), and says so when that is fewer; a given --rungs, or an existing
+    study's own, stands."""
+    if s.rungs is not None or s.study_name in study_names(storage, rungs=True):
+        return s
+    rungs, eta = s.new_rungs
+    top = budget(s.budget).train_images if s.budget else None  # default: bottom is quick
+    fit, why = fitting_rungs(rungs, eta, s.trials, top)
+    if fit < rungs:
+        print(f"searching with {fit} rung(s) instead of {rungs}: {why} (--rungs sets them)",
+              file=sys.stderr)  # fmt: skip
+    return dataclasses.replace(s, rungs=fit)
 
 
 def search_unfinished(rungs: dict[int, optuna.Study], target: int) -> str | None:
