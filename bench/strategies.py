@@ -5,7 +5,9 @@
     python bench/strategies.py report --points 10,30 --write          # the table, BENCHMARKS.md
 
 `run` gives each (strategy, seed) cell the whole machine for --minutes (``--timeout``, every
-core's worker), one cell after another, each in its own journal under --dir. A cell that finished
+core's worker), one cell after another, each in its own journal under --dir; a cell runs the
+search as `make search` does but for its strategy's flags (and ``--no-weights``: the judge
+retrains every design anyway). A cell that finished
 leaves ``CELL.done`` (its start time and wall time); a cell cut short (the session ended, the
 machine rebooted) has no such file: its journal is removed and it runs again from the start, so a
 half-run cell never counts. `judge` takes, for each finished cell and time point T (minutes from
@@ -56,7 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("mode", choices=("run", "judge", "report"))
-    p.add_argument("--dir", default="bench-strategies", help="where the journals and results go")
+    p.add_argument(
+        "--dir",
+        default=str(ROOT / "bench" / "results" / "strategies"),
+        help="where the journals and results go (committed: a later session goes on)",
+    )
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated names")
     p.add_argument("--seeds", default="0,1,2", help="search seeds")
     p.add_argument("--minutes", type=float, default=30.0, help="run: each cell's wall time")
@@ -94,7 +100,7 @@ def run_cell(folder: Path, name: str, seed: int, minutes: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "explorer.search", "--storage", str(path), "--study", STUDY,
            "--trials", "100000", "--seed", str(seed), "--timeout", f"{minutes * 60:.0f}",
-           "--no-proxies", "--quiet", *STRATEGIES[name]]  # fmt: skip
+           "--no-weights", "--quiet", *STRATEGIES[name]]  # fmt: skip
     print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     start = datetime.now()  # naive local time, as Optuna stores trial times
     t0 = time.perf_counter()

@@ -26,6 +26,10 @@ class Dimension:
     choices: tuple | None = None
     condition: tuple[str, str, Any] | None = None  # (parent, "==" or "!=", value)
     default: Any = None  # the field's value while the condition does not hold
+    # While every one of these (parent, op, value) holds, the range starts at `raised_low`: how
+    # the space keeps a branch that would otherwise be the block's only one besides 3x3.
+    raise_low_when: tuple[tuple[str, str, Any], ...] = ()
+    raised_low: int | None = None
 
     def __post_init__(self) -> None:
         if (self.choices is None) == (self.low is None):
@@ -34,6 +38,24 @@ class Dimension:
             raise ValueError(f"dimension {self.name!r} has a bad range {self.low}..{self.high}")
         if self.condition is not None and self.condition[1] not in _OPS:
             raise ValueError(f"dimension {self.name!r} has an unknown condition {self.condition!r}")
+        if bool(self.raise_low_when) != (self.raised_low is not None) or (
+            self.raised_low is not None
+            and (self.choices is not None or not self.low <= self.raised_low <= self.high)
+        ):
+            raise ValueError(
+                f"dimension {self.name!r} needs raised_low inside its range exactly when it has "
+                "raise_low_when"
+            )
+        if any(op not in _OPS for _, op, _ in self.raise_low_when):
+            raise ValueError(f"dimension {self.name!r} has an unknown raise_low_when condition")
+
+    def bounds(self, values: dict[str, Any] | None = None) -> tuple[int, int]:
+        """(low, high) of an integer dimension, given the values sampled before it."""
+        values = values or {}
+        raised = self.raise_low_when and all(
+            p in values and _OPS[op](values[p], v) for p, op, v in self.raise_low_when
+        )
+        return (self.raised_low if raised else self.low), self.high
 
     def active(self, values: dict[str, Any]) -> bool:
         if self.condition is None:
@@ -41,19 +63,18 @@ class Dimension:
         parent, op, value = self.condition
         return parent in values and _OPS[op](values[parent], value)
 
-    def contains(self, value: Any) -> bool:
+    def contains(self, value: Any, values: dict[str, Any] | None = None) -> bool:
+        """Whether `value` is a point of this dimension, given the values sampled before it."""
         if self.choices is not None:
             return value in self.choices
-        return (
-            isinstance(value, int)
-            and self.low <= value <= self.high
-            and (value - self.low) % self.step == 0
-        )
+        low, high = self.bounds(values)
+        return isinstance(value, int) and low <= value <= high and (value - low) % self.step == 0
 
-    def values(self) -> list:
+    def values(self, values: dict[str, Any] | None = None) -> list:
         if self.choices is not None:
             return list(self.choices)
-        return list(range(self.low, self.high + 1, self.step))
+        low, high = self.bounds(values)
+        return list(range(low, high + 1, self.step))
 
     def describe(self) -> str:
         what = (
@@ -65,6 +86,9 @@ class Dimension:
         if self.condition is not None:
             parent, op, value = self.condition
             when = f"  (only when {parent} {op} {value}; else {self.default})"
+        if self.raise_low_when:
+            holds = " and ".join(f"{p} {op} {v}" for p, op, v in self.raise_low_when)
+            when += f"  (from {self.raised_low} when {holds})"
         return f"{self.name:<13} {what}{when}"
 
 
@@ -79,7 +103,9 @@ class SearchSpace:
     def __post_init__(self) -> None:
         seen: set[str] = set()
         for dim in self.dimensions:
-            if dim.condition is not None and dim.condition[0] not in seen:
+            parents = [c[0] for c in ((dim.condition,) if dim.condition else ())]
+            parents += [c[0] for c in dim.raise_low_when]
+            if any(p not in seen for p in parents):
                 raise ValueError(f"dimension {dim.name!r} is conditioned on a later or unknown one")
             seen.add(dim.name)
 
@@ -96,7 +122,7 @@ class SearchSpace:
             if dim.active(values):
                 if dim.name not in params:
                     raise ValueError(f"missing parameter {dim.name!r}")
-                if not dim.contains(params[dim.name]):
+                if not dim.contains(params[dim.name], values):
                     raise ValueError(f"{dim.name} is outside the space: {params[dim.name]!r}")
                 values[dim.name] = params[dim.name]
             else:
@@ -114,7 +140,7 @@ class SearchSpace:
         for dim in self.dimensions:
             value = data[dim.name]
             if dim.active(values):
-                if not dim.contains(value):
+                if not dim.contains(value, values):
                     raise ValueError(f"{dim.name}={value!r} is not a point of the space")
                 params[dim.name] = value
             elif value != dim.default:
@@ -138,7 +164,8 @@ class SearchSpace:
             "  widths are at paper scale; the network multiplies them by its width (0.25 default)"
         )
         lines.append(
-            "  a sample with fewer than two branches is rejected (1x1, wide and pool all 0)"
+            "  every design has two branches at least: 3x3 always, and the pool branch when "
+            "1x1 and wide are both 0"
         )
         return "\n".join(lines)
 
@@ -153,7 +180,8 @@ def config_from_trial(trial: Any, space: SearchSpace | None = None) -> BlockConf
         if dim.choices is not None:
             params[dim.name] = trial.suggest_categorical(dim.name, list(dim.choices))
         else:
-            params[dim.name] = trial.suggest_int(dim.name, dim.low, dim.high, step=dim.step)
+            low, high = dim.bounds(params)
+            params[dim.name] = trial.suggest_int(dim.name, low, high, step=dim.step)
     return space.config_from_params(params)
 
 
@@ -172,7 +200,16 @@ DEFAULT_SPACE = SearchSpace(
             default="5x5",
         ),
         Dimension("asym_n", choices=ASYM_SIZES, condition=("wide_kind", "==", "asym"), default=7),
-        Dimension("pool_proj", 0, 128, 16),
+        # 3x3 is always there; the pool branch stays when 1x1 and wide are both removed, so
+        # every design the space proposes has two branches at least.
+        Dimension(
+            "pool_proj",
+            0,
+            128,
+            16,
+            raise_low_when=(("ch1x1", "==", 0), ("wide", "==", 0)),
+            raised_low=16,
+        ),
         Dimension("pool_type", choices=POOL_TYPES, condition=("pool_proj", "!=", 0), default="max"),
     ),
     fixed={"stride": 1},
