@@ -378,3 +378,9 @@ def test_the_winner_is_the_best_search_design_no_larger_than_v2(study_path, caps
     # its nearest reference is v2 (two groups apart): one step per group
     assert f"#{best} leave-one-out against v2" in out
     assert f"#{best} with v2's branch widths" in out and f"#{best} with v2's pool type" in out
+
+
+def test_nothing_to_measure_says_why_in_one_line(study_path, capsys):
+    # the seeded study has no search design no larger than v2, so no winner, and no path asked
+    _fails(capsys, ["--storage", study_path, "--to", "none", "--dry-run"],
+           "nothing to measure: no leave-one-out: the study has no complete search design")  # fmt: skip

@@ -272,9 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage = open_storage(url, create=False, heartbeat=HEARTBEAT_S)
         study = _open_study(storage, ns.study)
         say = (lambda line: None) if ns.quiet else (lambda line: print(line, file=sys.stderr))
-        built = ladders(ns, Designs(study), say)
+        skipped: list[str] = []
+        built = ladders(ns, Designs(study), skipped.append)
         if not built:
-            raise UsageError("nothing to measure (see the line above)")
+            raise UsageError(f"nothing to measure: {'; '.join(skipped)}")
+        for line in skipped:
+            say(line)
         budget = _budget(study, ns.budget)
         stored = [StoredLadder(b, budget.name, budget.config.to_dict(), ns.seeds) for b in built]
         todo = units(stored, ns.seeds)
