@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 import uuid
 from pathlib import Path
@@ -121,3 +122,37 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_template(tmp_path_factory) -> Path:
+    """A seeded journal study "demo" (v1, v2 and 6 search designs, no weights), made once per
+    module; tests take copies (`study_path`)."""
+    from tests.helpers import make_study
+
+    path = tmp_path_factory.mktemp("template") / "s.journal"
+    make_study(str(path), name="demo", n_search=6, weights=False)
+    return path
+
+
+@pytest.fixture
+def study_path(demo_template, tmp_path) -> str:
+    """A fresh copy of the "demo" study (a journal file copies whole)."""
+    path = tmp_path / "s.journal"
+    shutil.copyfile(demo_template, path)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def no_one_branch_trial(request):
+    """No trial of any test search fails as a one-branch design: the space cannot propose one
+    (its "at least two branches" rule is part of the space, not a failure after sampling). Checked
+    in every journal a test leaves under its tmp_path, in this process or a worker's."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is None:
+        return
+    from tests.helpers import one_branch_failures
+
+    if found := one_branch_failures(Path(tmp)):
+        pytest.fail(f"a trial failed as a one-branch design in {', '.join(p.name for p in found)}")

@@ -164,3 +164,13 @@ def make_ablation(storage: str, name: str = "demo", seeds: int = 3) -> None:
     ablate.Worker(abl, study, storage, budget, lambda: None, "cpu", train=train).work(
         ablate.units(stored, seeds)
     )
+
+
+ONE_BRANCH = "at least two branches"  # the block's error for a design with one branch
+
+
+def one_branch_failures(folder: Path) -> list[Path]:
+    """The journals under `folder` in which a trial failed as a one-branch design (its
+    ``fail_reason`` holds the block's error; the journal is JSON lines, so the words appear as
+    they are)."""
+    return [p for p in sorted(folder.rglob("*.journal")) if ONE_BRANCH.encode() in p.read_bytes()]

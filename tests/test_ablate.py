@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 
 from explorer import ablate
 from explorer.ablate import (
@@ -32,29 +30,9 @@ from explorer.store import ablation_study_name, open_storage, study_names
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial
 from tests.helpers import make_study
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: one thread is faster
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "s.journal"
-    make_study(str(path), name="demo", n_search=6, weights=False)
-    return path
-
-
-@pytest.fixture
-def study_path(template, tmp_path) -> str:
-    path = tmp_path / "s.journal"
-    shutil.copyfile(template, path)
-    return str(path)
 
 
 def _design(name: str) -> Design:

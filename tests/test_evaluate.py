@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
-import torch
 
 from explorer import evaluate
 from explorer import training as train
@@ -21,31 +18,8 @@ from explorer.evaluate import Target, main, select_targets
 from explorer.store import open_storage
 from explorer.usage import UsageError
 from search_space import REFERENCES, NetworkConfig
-from tests.helpers import make_study
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: one thread beats two on a busy machine (and leaves one free)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "s.journal"
-    make_study(str(path), name="demo", n_search=6, weights=False)
-    return path
-
-
-@pytest.fixture
-def study_path(template, tmp_path) -> str:
-    """A fresh copy of one seeded study (a journal file copies whole)."""
-    path = tmp_path / "s.journal"
-    shutil.copyfile(template, path)
-    return str(path)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: one thread is faster
 
 
 def _study(path: str) -> optuna.Study:

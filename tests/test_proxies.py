@@ -22,16 +22,9 @@ from explorer.training import (
 )
 from search_space import REFERENCES, NetworkConfig, build_network, config_from_trial, network_params
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: one thread is faster
+
 BN_PLACEMENTS = ("none", "post", "pre", "post_act")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: one thread beats two on a busy machine (and leaves one free)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_net(bn: str = "post", **kwargs) -> NetworkConfig:

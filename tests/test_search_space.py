@@ -331,6 +331,26 @@ def test_a_sampler_pushed_towards_one_branch_never_gets_one() -> None:
     assert DEFAULT_SPACE["pool_proj"].contains(0, {"ch1x1": 16, "wide": 0})
 
 
+def test_the_one_branch_check_on_test_journals_finds_such_a_failure(tmp_path) -> None:
+    """conftest fails any test whose journals hold a one-branch failure; its scan does find one."""
+    from explorer.store import open_storage
+    from tests.helpers import one_branch_failures
+
+    study = optuna.create_study(storage=open_storage(str(tmp_path / "clean.journal")))
+    study.tell(study.ask(), 0.5)
+    assert one_branch_failures(tmp_path) == []
+    (tmp_path / "sub").mkdir()
+    bad = optuna.create_study(storage=open_storage(str(tmp_path / "sub" / "bad.journal")))
+    trial = bad.ask()
+    try:
+        BlockConfig(ch1x1=0, ch3x3_reduce=16, ch3x3=16, wide_reduce=0, wide=0, pool_proj=0)
+    except ValueError as exc:
+        trial.set_user_attr("fail_reason", str(exc))
+    bad.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert [p.name for p in one_branch_failures(tmp_path)] == ["bad.journal"]
+    (tmp_path / "sub" / "bad.journal").unlink()  # this test's own journal is not a search's
+
+
 def test_extremes_are_points_of_the_space() -> None:
     for name, cfg in _extremes().items():
         assert DEFAULT_SPACE.contains(cfg), name

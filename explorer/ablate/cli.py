@@ -38,7 +38,7 @@ from ..evaluate import resolve_budget, top_rung_budget
 from ..evaluate.budgets import budget_names
 from ..store.records import TrialRecord
 from ..store.storages import StorageError, open_storage
-from ..store.studies import load_study, study_config, study_names
+from ..store.studies import study_config, the_study
 from ..store.urls import default_storage, redact
 from ..training import budgets, devices
 from ..training.data import DataError, load_dataset
@@ -137,18 +137,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if ns.end == "none" and ns.winner == "none":
         raise UsageError("--to none and --winner none leave nothing to measure")
     return ns
-
-
-def _open_study(storage: Any, name: str | None) -> optuna.Study:
-    if name is None:
-        names = study_names(storage)
-        if len(names) != 1:
-            raise UsageError(
-                f"the storage holds {len(names)} studies ({', '.join(sorted(names)) or 'none'}); "
-                "pick one with --study"
-            )
-        name = names[0]
-    return load_study(storage, name)
 
 
 class Designs:
@@ -270,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parse_args(argv)
         url = ns.storage or default_storage()
         storage = open_storage(url, create=False, heartbeat=HEARTBEAT_S)
-        study = _open_study(storage, ns.study)
+        study = the_study(storage, ns.study)
         say = (lambda line: None) if ns.quiet else (lambda line: print(line, file=sys.stderr))
         skipped: list[str] = []
         built = ladders(ns, Designs(study), skipped.append)

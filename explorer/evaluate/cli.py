@@ -49,7 +49,7 @@ from search_space import DEFAULT_REFERENCES, REFERENCES
 
 from ..store.locks import reeval_lock
 from ..store.storages import StorageError, open_storage
-from ..store.studies import load_study, study_config, study_names
+from ..store.studies import study_config, the_study
 from ..store.urls import default_storage
 from ..training import budgets, devices
 from ..training.data import DataError, load_dataset
@@ -172,25 +172,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ns
 
 
-def _open_study(storage_url: str | None, name: str | None) -> optuna.Study:
-    storage = open_storage(storage_url, create=False)
-    if name is None:
-        names = study_names(storage)
-        if len(names) != 1:
-            raise UsageError(
-                f"the storage holds {len(names)} studies ({', '.join(sorted(names)) or 'none'}); "
-                "pick one with --study"
-            )
-        name = names[0]
-    return load_study(storage, name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         ns = parse_args(argv)
-        study = _open_study(ns.storage, ns.study)
+        study = the_study(open_storage(ns.storage, create=False), ns.study)
         targets = select_targets(
             study, pareto=ns.pareto, trials=ns.trial or (), top=ns.top, references=ns.references
         )

@@ -62,6 +62,7 @@ from .studies import (
     rung_study_name,
     study_config,
     study_names,
+    the_study,
 )
 from .urls import (
     DEFAULT_STORAGE,
@@ -80,6 +81,7 @@ from .urls import (
 )
 
 __all__ = [
+    "the_study",
     "MAX_ATTEMPTS",
     "ABLATION_SUFFIX",
     "ablation_study_name",

@@ -88,6 +88,21 @@ def load_study(storage: str | BaseStorage | None, study_name: str) -> optuna.Stu
         raise StorageError(f"cannot load study {study_name!r}: {first_line(exc)}") from None
 
 
+def the_study(storage: str | BaseStorage | None, study_name: str | None) -> optuna.Study:
+    """The study named `study_name`, or, when no name is given, the storage's only study (its
+    rung and ablation studies aside); a `StorageError` that names the studies otherwise."""
+    store = storage if isinstance(storage, BaseStorage) else open_storage(storage, create=False)
+    if study_name is None:
+        names = study_names(store)
+        if len(names) != 1:
+            raise StorageError(
+                f"the storage holds {len(names)} studies ({', '.join(sorted(names)) or 'none'}); "
+                "pick one with --study"
+            )
+        study_name = names[0]
+    return load_study(store, study_name)
+
+
 def study_names(storage: str | BaseStorage | None, rungs: bool = False) -> list[str]:
     """Names of the studies in a storage; the studies that belong to another (the lower rungs of
     successive-halving studies, ``NAME@rung0``, and ablation runs, ``NAME@ablation``) only with
