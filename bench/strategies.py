@@ -7,32 +7,42 @@
 `run` gives each (strategy, seed) cell the whole machine for --minutes (``--timeout``, every
 core's worker), one cell after another, each in its own journal under --dir; a cell runs the
 search as `make search` does but for its strategy's flags (and ``--no-weights``: the judge
-retrains every design anyway). A cell that finished
-leaves ``CELL.done`` (its start time and wall time); a cell cut short (the session ended, the
-machine rebooted) has no such file: its journal is removed and it runs again from the start, so a
+retrains every design anyway). A cell that finished leaves ``CELL.done`` (its start time and wall
+time) and its journal gzipped (``CELL.journal.gz``); a cell cut short (the session ended, the
+machine rebooted) has no ``.done``: its journal is removed and it runs again from the start, so a
 half-run cell never counts. `judge` takes, for each finished cell and time point T (minutes from
 the cell's start), the search front of the designs finished by T (the top rung's, for a rung
-search), and retrains each of its designs, and v1 and v2, from scratch at --budget with seed 0,
-once per distinct design, caching every result in ``DIR/judged.json``. `report` computes each
-front's hypervolume with the retrained test accuracy, pairs strategies by seed against random
-search, and counts the claims against v1 and v2 (a front design the search found more accurate
-than a reference with no more parameters) that the retraining reverses.
+search; one entry per distinct design), and retrains each of its designs, and v1 and v2, from
+scratch at --budget with seed 0, once per distinct design, in --jobs processes of one torch thread,
+caching every result (and its seconds) in ``DIR/judged.json``. `report` computes each front's
+hypervolume with the retrained test accuracy, pairs strategies by seed against random search, and
+counts the claims against v1 and v2 (a front design the search found more accurate than a
+reference with no more parameters) that the retraining reverses.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import dataclasses
+import gzip
 import json
 import math
+import multiprocessing
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import optuna
+import torch
 from report import machine, write_section
 
 from explorer.analysis import hypervolume, hypervolume_spec, pareto_front, study_records
@@ -70,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--points", default="10,30", help="judge/report: minutes at which fronts are taken"
     )
     p.add_argument("--budget", default="quickx10", help="judge: the common retraining budget")
+    p.add_argument("--jobs", type=int, default=os.cpu_count(),
+                   help="judge: retraining processes, one torch thread each")  # fmt: skip
     p.add_argument("--max-cells", type=int, default=None, help="run: stop after this many cells")
     p.add_argument("--write", action="store_true", help="report: replace the BENCHMARKS.md section")
     return p.parse_args(argv)
@@ -85,6 +97,7 @@ def cells(ns: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def journal(folder: Path, name: str, seed: int) -> Path:
+    """The cell's journal while it runs; a finished cell's is packed (`packed`)."""
     return folder / f"{name}-s{seed}.journal"
 
 
@@ -92,10 +105,45 @@ def done_file(folder: Path, name: str, seed: int) -> Path:
     return folder / f"{name}-s{seed}.done"
 
 
+def packed(folder: Path, name: str, seed: int) -> Path:
+    """A finished cell's journal, gzipped (a 30-minute single-budget journal is several MB of
+    curves, a tenth of that packed)."""
+    return folder / f"{name}-s{seed}.journal.gz"
+
+
+def pack(folder: Path, name: str, seed: int) -> None:
+    """Gzip a finished cell's journal in place (atomically: the .gz appears whole or not)."""
+    src, dst = journal(folder, name, seed), packed(folder, name, seed)
+    if not src.exists() or not done_file(folder, name, seed).exists():
+        return
+    tmp = dst.with_name(dst.name + ".tmp")
+    with src.open("rb") as fin, gzip.open(tmp, "wb", compresslevel=9) as fout:
+        shutil.copyfileobj(fin, fout)
+    tmp.replace(dst)
+    src.unlink()
+
+
+@contextlib.contextmanager
+def open_cell(folder: Path, name: str, seed: int) -> Iterator[optuna.Study]:
+    """A finished cell's study, read from its packed journal (unpacked into a temporary file for
+    the while: Optuna's journal storage reads its file on every query) or from a journal not yet
+    packed."""
+    if not packed(folder, name, seed).exists():
+        yield optuna.load_study(
+            study_name=STUDY, storage=open_storage(str(journal(folder, name, seed)))
+        )
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cell.journal"
+        with gzip.open(packed(folder, name, seed), "rb") as fin, path.open("wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        yield optuna.load_study(study_name=STUDY, storage=open_storage(str(path)))
+
+
 def run_cell(folder: Path, name: str, seed: int, minutes: float) -> None:
     """One search of `name` with `seed` for `minutes`, from a fresh journal; records its start."""
     path = journal(folder, name, seed)
-    for stale in folder.glob(f"{path.name}*"):  # a cell cut short: start it again
+    for stale in folder.glob(f"{path.name}*"):  # a cell cut short (and any .gz): start it again
         stale.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "explorer.search", "--storage", str(path), "--study", STUDY,
@@ -103,11 +151,14 @@ def run_cell(folder: Path, name: str, seed: int, minutes: float) -> None:
            "--no-weights", "--quiet", *STRATEGIES[name]]  # fmt: skip
     print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     start = datetime.now()  # naive local time, as Optuna stores trial times
+    load = os.getloadavg()[0]  # machine() gives the load when this script started, cells ago
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    info = {"start": start.isoformat(), "wall_s": wall, "minutes": minutes, "machine": machine()}
+    info = {"start": start.isoformat(), "wall_s": wall, "minutes": minutes, "machine": machine(),
+            "load_at_cell_start": load}  # fmt: skip
     done_file(folder, name, seed).write_text(json.dumps(info) + "\n")
+    pack(folder, name, seed)
     print(f"{name} seed {seed}: {wall / 60:.1f} min", file=sys.stderr, flush=True)
 
 
@@ -116,6 +167,7 @@ def mode_run(ns: argparse.Namespace) -> None:
     ran = 0
     for name, seed in cells(ns):
         if done_file(folder, name, seed).exists():
+            pack(folder, name, seed)  # finished by an older run that left it unpacked
             continue
         if ns.max_cells is not None and ran >= ns.max_cells:
             break
@@ -126,24 +178,30 @@ def mode_run(ns: argparse.Namespace) -> None:
           f"--minutes {ns.minutes:g} --seeds {ns.seeds} --strategies {ns.strategies}" if left else ""))  # fmt: skip
 
 
-def front_at(folder: Path, name: str, seed: int, minutes: float) -> tuple[list[TrialRecord], dict]:
-    """The cell's search front of the designs finished within `minutes` of its start, and its
-    references' records (by name) as the search trained them."""
+def fronts_at(
+    folder: Path, name: str, seed: int, points: list[float]
+) -> dict[float, tuple[list[TrialRecord], dict[str, TrialRecord]]]:
+    """For each time point T (minutes): the cell's search front of the designs finished within T
+    of its start, one record per distinct design (a design proposed again repeats its first
+    record), and its references' records (by name) as the search trained them."""
     info = json.loads(done_file(folder, name, seed).read_text())
-    cutoff = datetime.fromisoformat(info["start"]) + timedelta(minutes=minutes)
-    study = optuna.load_study(
-        study_name=STUDY, storage=open_storage(str(journal(folder, name, seed)))
-    )
-    config = study_config(study)
-    finished = {
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if t.datetime_complete is not None and t.datetime_complete <= cutoff
-    }
-    records = [r for r in study_records(study) if r.number in finished and r.complete]
-    refs = {r.reference: r for r in records if r.reference}
-    front = [r for r in pareto_front(records, config.objectives) if not r.reference]
-    return front, refs
+    start = datetime.fromisoformat(info["start"])
+    with open_cell(folder, name, seed) as study:
+        config = study_config(study)
+        ended = {t.number: t.datetime_complete for t in study.get_trials(deepcopy=False)}
+        records = [r for r in study_records(study) if r.complete]
+    out = {}
+    for minutes in points:
+        cutoff = start + timedelta(minutes=minutes)
+        now = [r for r in records if ended[r.number] is not None and ended[r.number] <= cutoff]
+        refs = {r.reference: r for r in now if r.reference}
+        front, seen = [], set()
+        for r in sorted(pareto_front(now, config.objectives), key=lambda r: r.number):
+            if not r.reference and r.network.to_json() not in seen:
+                seen.add(r.network.to_json())
+                front.append(r)
+        out[minutes] = front, refs
+    return out
 
 
 class Judged:
@@ -159,23 +217,43 @@ class Judged:
     def get(self, network: NetworkConfig, budget_name: str, seed: int = 0) -> dict | None:
         return self.data.get(self.key(network, budget_name, seed))
 
-    def put(self, network: NetworkConfig, budget_name: str, seed: int, val: float, test: float):
-        self.data[self.key(network, budget_name, seed)] = {"val": val, "test": test}
+    def put(self, network: NetworkConfig, budget_name: str, seed: int, val: float, test: float,
+            seconds: float | None = None):  # fmt: skip
+        entry = {"val": val, "test": test}
+        if seconds is not None:
+            entry["seconds"] = round(seconds, 1)
+        self.data[self.key(network, budget_name, seed)] = entry
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
         tmp.replace(self.path)
 
 
+_DATA = None  # each judge process's copy of the dataset (`_judge_init`)
+
+
+def _judge_init() -> None:
+    global _DATA
+    torch.set_num_threads(1)  # one process per core, as the search's workers
+    _DATA = load_dataset("fashion-mnist", seed=0).on("cpu")
+
+
+def _judge_one(network_json: str, budget_name: str) -> tuple[str, float, float, float]:
+    t0 = time.perf_counter()
+    val, test = train_and_test(
+        NetworkConfig.from_json(network_json), _DATA, budget(budget_name), "cpu", 0
+    )
+    return network_json, val, test, time.perf_counter() - t0
+
+
 def mode_judge(ns: argparse.Namespace) -> None:
     folder = Path(ns.dir)
     judged = Judged(folder / "judged.json")
-    config = budget(ns.budget)
-    todo: dict[str, NetworkConfig] = {}
+    points = [float(p) for p in ns.points.split(",")]
+    todo: dict[str, NetworkConfig] = {}  # in cell order: early seeds are judged whole first
     for name, seed in cells(ns):
         if not done_file(folder, name, seed).exists():
             continue
-        for minutes in [float(p) for p in ns.points.split(",")]:
-            front, refs = front_at(folder, name, seed, minutes)
+        for front, _ in fronts_at(folder, name, seed, points).values():
             nets = [r.network for r in front] + [
                 NetworkConfig.from_dict({**front[0].network.to_dict(), "block": REFERENCES[v].to_dict()})
                 for v in ("v1", "v2") if front
@@ -183,14 +261,19 @@ def mode_judge(ns: argparse.Namespace) -> None:
             for net in nets:
                 if judged.get(net, ns.budget) is None:
                     todo[net.to_json()] = net
-    print(f"{len(todo)} designs to retrain at {ns.budget}", file=sys.stderr, flush=True)
-    data = load_dataset("fashion-mnist", seed=0).on("cpu") if todo else None
-    for i, net in enumerate(todo.values()):
-        t0 = time.perf_counter()
-        val, test = train_and_test(net, data, config, "cpu", 0)
-        judged.put(net, ns.budget, 0, val, test)
-        print(f"{i + 1}/{len(todo)}: {net.block.short()} test {test:.4f} "
-              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+    print(f"{len(todo)} designs to retrain at {ns.budget} in {ns.jobs} process(es)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    if not todo:
+        return
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(ns.jobs, spawn, initializer=_judge_init) as pool:
+        jobs = [pool.submit(_judge_one, key, ns.budget) for key in todo]
+        for i, job in enumerate(concurrent.futures.as_completed(jobs)):
+            key, val, test, seconds = job.result()
+            net = todo[key]
+            judged.put(net, ns.budget, 0, val, test, seconds)
+            print(f"{i + 1}/{len(todo)}: {net.block.short()} test {test:.4f} ({seconds:.0f} s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 def judged_front(front: list[TrialRecord], judged: Judged, budget_name: str):
@@ -205,10 +288,11 @@ def judged_front(front: list[TrialRecord], judged: Judged, budget_name: str):
     return hypervolume(again, hypervolume_spec(None)), False
 
 
-def reversed_claims(front, refs, judged: Judged, budget_name: str) -> tuple[int, int]:
-    """(claims against v1/v2 the retraining reverses, claims made): a front design with no more
-    parameters than a reference and a higher search accuracy claims to beat it."""
-    made = flipped = 0
+def reversed_claims(front, refs, judged: Judged, budget_name: str) -> tuple[int, int, int]:
+    """(claims against v1/v2 the retraining reverses, claims made, claims not yet judged): a
+    front design with no more parameters than a reference and a higher search accuracy claims to
+    beat it; it is reversed when its retrained test accuracy is not above the reference's."""
+    made = flipped = unjudged = 0
     for name in ("v1", "v2"):
         ref = refs.get(name)
         if ref is None:
@@ -218,9 +302,11 @@ def reversed_claims(front, refs, judged: Judged, budget_name: str) -> tuple[int,
             if r.params <= ref.params and r.val_acc > ref.val_acc:
                 made += 1
                 mine = judged.get(r.network, budget_name)
-                if mine and ref_again and mine["test"] <= ref_again["test"]:
+                if mine is None or ref_again is None:
+                    unjudged += 1
+                elif mine["test"] <= ref_again["test"]:
                     flipped += 1
-    return flipped, made
+    return flipped, made, unjudged
 
 
 def mode_report(ns: argparse.Namespace) -> None:
@@ -230,28 +316,35 @@ def mode_report(ns: argparse.Namespace) -> None:
     names = [n for n in ns.strategies.split(",") if n]
     seeds = [int(s) for s in ns.seeds.split(",") if s]
     table: dict[tuple[str, int, float], float] = {}
-    lines = ["| strategy | minutes | " + " | ".join(f"seed {s}" for s in seeds) + " | claims reversed |",
-             "|---|---|" + "---|" * len(seeds) + "---|"]  # fmt: skip
+    lines = ["| strategy | minutes | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | mean | claims reversed |",
+             "|---|---|" + "---|" * len(seeds) + "---|---|"]  # fmt: skip
+    fronts = {
+        (name, seed): fronts_at(folder, name, seed, points)
+        for name in names
+        for seed in seeds
+        if done_file(folder, name, seed).exists()
+    }
     for name in names:
         for minutes in points:
-            cellsx, flips = [], [0, 0]
+            texts, flips, made = [], 0, 0
             for seed in seeds:
-                if not done_file(folder, name, seed).exists():
-                    cellsx.append("not run")
+                if (name, seed) not in fronts:
+                    texts.append("not run")
                     continue
-                front, refs = front_at(folder, name, seed, minutes)
+                front, refs = fronts[(name, seed)][minutes]
                 hv, missing = judged_front(front, judged, ns.budget)
-                f, m = reversed_claims(front, refs, judged, ns.budget)
-                flips[0] += f
-                flips[1] += m
-                if missing:
-                    cellsx.append("not judged")
+                f, m, unjudged = reversed_claims(front, refs, judged, ns.budget)
+                if missing or unjudged:
+                    texts.append("not judged")
                     continue
+                flips, made = flips + f, made + m
                 table[(name, seed, minutes)] = hv
-                cellsx.append(f"{hv:.4f} ({len(front)})")
-            lines.append(
-                f"| {name} | {minutes:g} | " + " | ".join(cellsx) + f" | {flips[0]} of {flips[1]} |"
-            )
+                texts.append(f"{hv:.4f} ({len(front)})")
+            hvs = [table[(name, s, minutes)] for s in seeds if (name, s, minutes) in table]
+            mean = f"{statistics.fmean(hvs):.4f}" if len(hvs) == len(seeds) else "-"
+            lines.append(f"| {name} | {minutes:g} | " + " | ".join(texts)
+                         + f" | {mean} | {flips} of {made} |")  # fmt: skip
     lines += ["", *paired_lines(table, names, seeds, points)]
     body = [
         f"Command: `python bench/strategies.py run --minutes {max(points):g} --seeds {ns.seeds}`, "
@@ -269,22 +362,21 @@ def mode_report(ns: argparse.Namespace) -> None:
 
 
 def paired_lines(table, names, seeds, points) -> list[str]:
-    """Each strategy against random search, paired by seed: mean difference ± SE."""
+    """Every pair of strategies (random search last in each pair it is in), paired by seed: the
+    mean difference of the retrained hypervolumes ± its standard error."""
     out = []
-    for name in names:
-        if name == BASELINE:
-            continue
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    for a, b in [(b, a) if a == BASELINE else (a, b) for a, b in pairs]:
         for minutes in points:
-            diffs = [table[(name, s, minutes)] - table[(BASELINE, s, minutes)] for s in seeds
-                     if (name, s, minutes) in table and (BASELINE, s, minutes) in table]  # fmt: skip
+            diffs = [table[(a, s, minutes)] - table[(b, s, minutes)] for s in seeds
+                     if (a, s, minutes) in table and (b, s, minutes) in table]  # fmt: skip
             if len(diffs) < 2:
-                out.append(
-                    f"- {name} - {BASELINE} at {minutes:g} min: {len(diffs)} paired seeds, too few"
-                )
+                out.append(f"- {a} - {b} at {minutes:g} min: {len(diffs)} paired seeds, too few")
                 continue
-            se = statistics.stdev(diffs) / math.sqrt(len(diffs))
-            out.append(f"- {name} - {BASELINE} at {minutes:g} min: {statistics.fmean(diffs):+.4f} "
-                       f"± {se:.4f} over {len(diffs)} seeds")  # fmt: skip
+            mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+            verdict = "more than one SE" if abs(mean) > se else "within one SE"
+            out.append(f"- {a} - {b} at {minutes:g} min: {mean:+.4f} ± {se:.4f} over "
+                       f"{len(diffs)} seeds ({verdict})")  # fmt: skip
     return out
 
 

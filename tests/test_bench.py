@@ -8,6 +8,7 @@ A bench script is a command when it has an ``if __name__ == "__main__":`` block;
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import subprocess
 import sys
@@ -122,3 +123,77 @@ def test_no_bench_function_is_too_long_to_read(script):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert not long
+
+
+def _strategies(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # as `python bench/strategies.py` runs it
+    return importlib.import_module("strategies")
+
+
+def test_strategies_packs_a_finished_cell_and_reads_each_design_once(tmp_path, monkeypatch):
+    """A finished cell's journal is gzipped and read back with the same fronts; a design the
+    sampler proposed again is one entry of its front; a time point before any trial ended has
+    an empty front."""
+    import json
+    from datetime import datetime, timedelta
+
+    import optuna
+
+    from tests.helpers import make_study
+
+    S = _strategies(monkeypatch)
+    start = datetime.now() - timedelta(seconds=5)
+    study = make_study(str(S.journal(tmp_path, "quick-tpe", 0)), name=S.STUDY, n_search=6,
+                       weights=False)  # fmt: skip
+    first = max((t for t in study.trials if t.values), key=lambda t: t.values[0])
+    copy = optuna.trial.create_trial(params=first.params, distributions=first.distributions,
+                                     values=first.values,
+                                     user_attrs={**first.user_attrs, "duplicate_of": first.number})  # fmt: skip
+    study.add_trial(copy)
+    S.pack(tmp_path, "quick-tpe", 0)  # not finished: left as it is
+    assert S.journal(tmp_path, "quick-tpe", 0).exists()
+    S.done_file(tmp_path, "quick-tpe", 0).write_text(json.dumps({"start": start.isoformat()}))
+    before = S.fronts_at(tmp_path, "quick-tpe", 0, [0.0, 10.0])
+    S.pack(tmp_path, "quick-tpe", 0)
+    assert not S.journal(tmp_path, "quick-tpe", 0).exists()
+    assert S.packed(tmp_path, "quick-tpe", 0).stat().st_size > 0
+    after = S.fronts_at(tmp_path, "quick-tpe", 0, [0.0, 10.0])
+    numbers = [r.number for r in after[10.0][0]]
+    assert numbers == [r.number for r in before[10.0][0]] and first.number in numbers
+    designs = [r.network.to_json() for r in after[10.0][0]]
+    assert len(designs) == len(set(designs))  # the copy is not a second entry
+    assert set(after[10.0][1]) == {"v1", "v2"}
+    assert after[0.0] == ([], {})
+
+
+def test_strategies_judges_claims_and_pairs_seeds(tmp_path, monkeypatch):
+    """A claim (a front design no larger than a reference, more accurate in the search) counts
+    as reversed when the retrained accuracies say otherwise, and as unjudged while either is
+    missing; pairs of strategies are differenced seed by seed."""
+    from explorer.store import TrialRecord
+    from search_space import REFERENCES, NetworkConfig
+
+    S = _strategies(monkeypatch)
+    judged = S.Judged(tmp_path / "judged.json")
+
+    def record(number, block, acc, params, reference=None):
+        return TrialRecord(number=number, state="COMPLETE", val_acc=acc, params=params,
+                           network=NetworkConfig(block=block), reference=reference)  # fmt: skip
+
+    v1 = record(0, REFERENCES["v1"], 0.80, 1000, "v1")
+    small = record(5, dataclasses.replace(REFERENCES["v1"], ch1x1=16), 0.82, 900)
+    big = record(6, dataclasses.replace(REFERENCES["v1"], ch1x1=96), 0.90, 5000)
+    assert S.reversed_claims([small, big], {"v1": v1}, judged, "quickx10") == (0, 1, 1)
+    judged.put(v1.network, "quickx10", 0, 0.85, 0.86)
+    judged.put(small.network, "quickx10", 0, 0.84, 0.85, seconds=3.0)
+    assert S.reversed_claims([small, big], {"v1": v1}, judged, "quickx10") == (1, 1, 0)
+    assert S.Judged(tmp_path / "judged.json").get(small.network, "quickx10")["seconds"] == 3.0
+    hv, missing = S.judged_front([small, big], judged, "quickx10")
+    assert missing and hv != hv  # nan until every front design is retrained
+    judged.put(big.network, "quickx10", 0, 0.90, 0.91)
+    hv, missing = S.judged_front([small, big], judged, "quickx10")
+    assert not missing and 0.0 < hv < 0.91
+    table = {("a", 0, 10.0): 0.5, ("a", 1, 10.0): 0.7, ("quick-random", 0, 10.0): 0.4,
+             ("quick-random", 1, 10.0): 0.5}  # fmt: skip
+    (line,) = S.paired_lines(table, ["quick-random", "a"], [0, 1], [10.0])
+    assert line == "- a - quick-random at 10 min: +0.1500 ± 0.0500 over 2 seeds (more than one SE)"
