@@ -45,11 +45,17 @@ import optuna
 import torch
 from report import machine, write_section
 
-from explorer.analysis import hypervolume, hypervolume_spec, pareto_front, study_records
+from explorer.analysis import (
+    HypervolumeSpec,
+    hypervolume,
+    hypervolume_spec,
+    pareto_front,
+    study_records,
+)
 from explorer.evaluate import train_and_test
 from explorer.store import TrialRecord, open_storage, study_config
 from explorer.training import budget, load_dataset
-from search_space import REFERENCES, NetworkConfig
+from search_space import REFERENCES, NetworkConfig, network_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "s"
@@ -80,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--points", default="10,30", help="judge/report: minutes at which fronts are taken"
     )
     p.add_argument("--budget", default="quickx10", help="judge: the common retraining budget")
+    p.add_argument("--up-to", default="v2", choices=("v1", "v2", "all"),
+                   help="judge/report: the hypervolume's box ends at this reference's parameters "
+                   "(the region where designs claim to beat v1 and v2; larger designs take up "
+                   "to 14 minutes each to retrain on one core); all: the space's largest design")  # fmt: skip
     p.add_argument("--jobs", type=int, default=os.cpu_count(),
                    help="judge: retraining processes, one torch thread each")  # fmt: skip
     p.add_argument("--max-cells", type=int, default=None, help="run: stop after this many cells")
@@ -254,6 +264,7 @@ def mode_judge(ns: argparse.Namespace) -> None:
         if not done_file(folder, name, seed).exists():
             continue
         for front, _ in fronts_at(folder, name, seed, points).values():
+            front = inside(front, ns.up_to)
             nets = [r.network for r in front] + [
                 NetworkConfig.from_dict({**front[0].network.to_dict(), "block": REFERENCES[v].to_dict()})
                 for v in ("v1", "v2") if front
@@ -276,16 +287,33 @@ def mode_judge(ns: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)  # fmt: skip
 
 
-def judged_front(front: list[TrialRecord], judged: Judged, budget_name: str):
-    """(hypervolume of the retrained front, designs missing a retraining); the spec is the
-    default (accuracy, parameters) one, the same for every strategy."""
+def box(up_to: str) -> HypervolumeSpec:
+    """The (accuracy, parameters) hypervolume whose box ends just above reference `up_to`'s
+    parameters in the default network (so a design as large as it still counts), or at the
+    space's largest design for "all"."""
+    spec = hypervolume_spec(None)
+    if up_to == "all":
+        return spec
+    limit = network_params(NetworkConfig(block=REFERENCES[up_to])) + 1
+    return HypervolumeSpec(spec.objectives, {**spec.reference, "params": float(limit)})
+
+
+def inside(front: list[TrialRecord], up_to: str) -> list[TrialRecord]:
+    """The front's designs inside `box(up_to)`: only they can add to its hypervolume."""
+    limit = box(up_to).reference["params"]
+    return [r for r in front if r.params is not None and r.params < limit]
+
+
+def judged_front(front: list[TrialRecord], judged: Judged, budget_name: str, up_to: str = "all"):
+    """(hypervolume of the retrained front in `box(up_to)`, whether a design inside it still
+    misses its retraining)."""
     again = []
-    for r in front:
+    for r in inside(front, up_to):
         got = judged.get(r.network, budget_name)
         if got is None:
             return math.nan, True
         again.append(dataclasses.replace(r, val_acc=got["test"]))
-    return hypervolume(again, hypervolume_spec(None)), False
+    return hypervolume(again, box(up_to)), False
 
 
 def reversed_claims(front, refs, judged: Judged, budget_name: str) -> tuple[int, int, int]:
@@ -333,14 +361,14 @@ def mode_report(ns: argparse.Namespace) -> None:
                     texts.append("not run")
                     continue
                 front, refs = fronts[(name, seed)][minutes]
-                hv, missing = judged_front(front, judged, ns.budget)
+                hv, missing = judged_front(front, judged, ns.budget, ns.up_to)
                 f, m, unjudged = reversed_claims(front, refs, judged, ns.budget)
                 if missing or unjudged:
                     texts.append("not judged")
                     continue
                 flips, made = flips + f, made + m
                 table[(name, seed, minutes)] = hv
-                texts.append(f"{hv:.4f} ({len(front)})")
+                texts.append(f"{hv:.4f} ({len(inside(front, ns.up_to))})")
             hvs = [table[(name, s, minutes)] for s in seeds if (name, s, minutes) in table]
             mean = f"{statistics.fmean(hvs):.4f}" if len(hvs) == len(seeds) else "-"
             lines.append(f"| {name} | {minutes:g} | " + " | ".join(texts)
@@ -348,11 +376,13 @@ def mode_report(ns: argparse.Namespace) -> None:
     lines += ["", *paired_lines(table, names, seeds, points)]
     body = [
         f"Command: `python bench/strategies.py run --minutes {max(points):g} --seeds {ns.seeds}`, "
-        f"`judge --budget {ns.budget}`, `report`. Machine: {machine()}. Date: "
+        f"`judge --budget {ns.budget} --up-to {ns.up_to}`, `report --up-to {ns.up_to}`. "
+        f"Machine: {machine()}. Date: "
         f"{datetime.now(timezone.utc):%Y-%m-%d}.",
         "Each cell: hypervolume of the search front (designs finished by that minute) with every "
-        f"design retrained at {ns.budget}, seed 0 (front size in brackets). Only finished cells "
-        "count.",
+        f"design retrained at {ns.budget}, seed 0, in the box of accuracy 0 to 1 and parameters "
+        f"0 to {box(ns.up_to).reference['params']:,.0f} ({ns.up_to}); in brackets, the front's "
+        "designs inside it. Only finished cells count.",
         "",
         *lines,
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -171,7 +172,7 @@ def test_strategies_judges_claims_and_pairs_seeds(tmp_path, monkeypatch):
     as reversed when the retrained accuracies say otherwise, and as unjudged while either is
     missing; pairs of strategies are differenced seed by seed."""
     from explorer.store import TrialRecord
-    from search_space import REFERENCES, NetworkConfig
+    from search_space import REFERENCES, NetworkConfig, network_params
 
     S = _strategies(monkeypatch)
     judged = S.Judged(tmp_path / "judged.json")
@@ -193,6 +194,15 @@ def test_strategies_judges_claims_and_pairs_seeds(tmp_path, monkeypatch):
     judged.put(big.network, "quickx10", 0, 0.90, 0.91)
     hv, missing = S.judged_front([small, big], judged, "quickx10")
     assert not missing and 0.0 < hv < 0.91
+    # in v2's box a design larger than v2 needs no retraining: it cannot add to the volume
+    huge = record(7, dataclasses.replace(REFERENCES["v1"], ch1x1=192), 0.95, 400_000)
+    assert S.inside([small, big, huge], "v2") == [small, big]
+    in_box, missing = S.judged_front([small, big, huge], judged, "quickx10", "v2")
+    limit = S.box("v2").reference["params"]  # v2's parameters + 1, recomputed from the block
+    assert limit == 1 + network_params(NetworkConfig(block=REFERENCES["v2"]))
+    # the area each point dominates up to the next larger one, over the box's area
+    expected = 0.85 * (5000 - 900) / limit + 0.91 * (limit - 5000) / limit
+    assert not missing and math.isclose(in_box, expected, rel_tol=1e-9)
     table = {("a", 0, 10.0): 0.5, ("a", 1, 10.0): 0.7, ("quick-random", 0, 10.0): 0.4,
              ("quick-random", 1, 10.0): 0.5}  # fmt: skip
     (line,) = S.paired_lines(table, ["quick-random", "a"], [0, 1], [10.0])
