@@ -48,7 +48,7 @@ import optuna
 from search_space import DEFAULT_REFERENCES, REFERENCES
 
 from ..store.locks import reeval_lock
-from ..store.storages import StorageError, open_storage
+from ..store.storages import StorageError
 from ..store.studies import study_config, the_study
 from ..store.urls import default_storage
 from ..training import budgets, devices
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         ns = parse_args(argv)
-        study = the_study(open_storage(ns.storage, create=False), ns.study)
+        study = the_study(ns.storage, ns.study)
         targets = select_targets(
             study, pareto=ns.pareto, trials=ns.trial or (), top=ns.top, references=ns.references
         )
