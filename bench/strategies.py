@@ -7,17 +7,20 @@
 `run` gives each (strategy, seed) cell the whole machine for --minutes (``--timeout``, every
 core's worker), one cell after another, each in its own journal under --dir; a cell runs the
 search as `make search` does but for its strategy's flags (and ``--no-weights``: the judge
-retrains every design anyway). A cell that finished leaves ``CELL.done`` (its start time and wall
-time) and its journal gzipped (``CELL.journal.gz``); a cell cut short (the session ended, the
+retrains every design anyway). A TIMED strategy (one that verifies its claims when its time is
+up) has its answer only at the end of its own timeout, so it runs one cell per time point of
+--points, that many minutes long. A cell that finished leaves ``CELL.done`` (its start time and
+wall time) and its journal gzipped (``CELL.journal.gz``); a cell cut short (the session ended, the
 machine rebooted) has no ``.done``: its journal is removed and it runs again from the start, so a
 half-run cell never counts. `judge` takes, for each finished cell and time point T (minutes from
 the cell's start), the search front of the designs finished by T (the top rung's, for a rung
 search; one entry per distinct design), and retrains each of its designs, and v1 and v2, from
 scratch at --budget with seed 0, once per distinct design, in --jobs processes of one torch thread,
 caching every result (and its seconds) in ``DIR/judged.json``. `report` computes each front's
-hypervolume with the retrained test accuracy, pairs strategies by seed against random search, and
-counts the claims against v1 and v2 (a front design the search found more accurate than a
-reference with no more parameters) that the retraining reverses.
+hypervolume with the retrained test accuracy, pairs strategies by seed, and counts the claims
+against v1 and v2 that the retraining reverses: the claims a strategy states (a front design the
+search found more accurate than a reference with no more parameters, or, for a verifying
+strategy, such a claim its verification upheld at quickx3: a budget other than the judge's).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from explorer.analysis import (
     study_records,
 )
 from explorer.evaluate import train_and_test
+from explorer.search import verified_claims
 from explorer.store import TrialRecord, open_storage, study_config
 from explorer.training import budget, load_dataset
 from search_space import REFERENCES, NetworkConfig, network_params
@@ -65,7 +69,13 @@ STRATEGIES = {
     "rungs3-tpe": ["--rungs", "3"],  # today's default: three rungs, top rung quickx9
     "quick-tpe": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe"],
     "quick-random": ["--rungs", "1", "--budget", "quick", "--sampler", "random"],
+    # quick-tpe whose claims against v1/v2 are retrained at quickx3 before they are stated; the
+    # search stops at 3/4 of --timeout and the verification takes the rest
+    "quick-tpe-verify": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "1"],
 }
+# Strategies whose answer exists only when their own --timeout ends (the verification runs last):
+# each time point is a cell of its own, that many minutes long, and its front is the whole run's.
+TIMED = {"quick-tpe-verify"}
 BASELINE = "quick-random"
 
 
@@ -150,9 +160,32 @@ def open_cell(folder: Path, name: str, seed: int) -> Iterator[optuna.Study]:
         yield optuna.load_study(study_name=STUDY, storage=open_storage(str(path)))
 
 
-def run_cell(folder: Path, name: str, seed: int, minutes: float) -> None:
-    """One search of `name` with `seed` for `minutes`, from a fresh journal; records its start."""
-    path = journal(folder, name, seed)
+def cell_id(name: str, minutes: float) -> str:
+    """The files' name of strategy `name`'s cell of `minutes` (TIMED strategies have one per time
+    point; the others one, whose fronts are taken at each point)."""
+    return f"{name}-{minutes:g}min" if name in TIMED else name
+
+
+def runs(ns: argparse.Namespace) -> list[tuple[str, str, int, float]]:
+    """(cell id, strategy, seed, minutes) of every cell `run` makes, seed-major."""
+    points = [float(p) for p in ns.points.split(",")]
+    return [
+        (cell_id(name, m), name, seed, m)
+        for name, seed in cells(ns)
+        for m in (points if name in TIMED else [ns.minutes])
+    ]
+
+
+def finished(folder: Path, name: str, seed: int, points: list[float]) -> bool:
+    """Whether strategy `name` has every cell of `seed` it needs for `points` finished."""
+    ids = {cell_id(name, m) for m in points}
+    return all(done_file(folder, c, seed).exists() for c in ids)
+
+
+def run_cell(folder: Path, cell: str, name: str, seed: int, minutes: float) -> None:
+    """One search of strategy `name` with `seed` for `minutes`, from a fresh journal named after
+    `cell`; records its start."""
+    path = journal(folder, cell, seed)
     for stale in folder.glob(f"{path.name}*"):  # a cell cut short (and any .gz): start it again
         stale.unlink()
     folder.mkdir(parents=True, exist_ok=True)
@@ -167,42 +200,52 @@ def run_cell(folder: Path, name: str, seed: int, minutes: float) -> None:
     wall = time.perf_counter() - t0
     info = {"start": start.isoformat(), "wall_s": wall, "minutes": minutes, "machine": machine(),
             "load_at_cell_start": load}  # fmt: skip
-    done_file(folder, name, seed).write_text(json.dumps(info) + "\n")
-    pack(folder, name, seed)
-    print(f"{name} seed {seed}: {wall / 60:.1f} min", file=sys.stderr, flush=True)
+    done_file(folder, cell, seed).write_text(json.dumps(info) + "\n")
+    pack(folder, cell, seed)
+    print(f"{cell} seed {seed}: {wall / 60:.1f} min", file=sys.stderr, flush=True)
 
 
 def mode_run(ns: argparse.Namespace) -> None:
     folder = Path(ns.dir)
     ran = 0
-    for name, seed in cells(ns):
-        if done_file(folder, name, seed).exists():
-            pack(folder, name, seed)  # finished by an older run that left it unpacked
+    for cell, name, seed, minutes in runs(ns):
+        if done_file(folder, cell, seed).exists():
+            pack(folder, cell, seed)  # finished by an older run that left it unpacked
             continue
         if ns.max_cells is not None and ran >= ns.max_cells:
             break
-        run_cell(folder, name, seed, ns.minutes)
+        run_cell(folder, cell, name, seed, minutes)
         ran += 1
-    left = [c for c in cells(ns) if not done_file(folder, *c).exists()]
+    left = [r for r in runs(ns) if not done_file(folder, r[0], r[2]).exists()]
     print(f"{len(left)} cells left" + (f"; continue with: python bench/strategies.py run "
-          f"--minutes {ns.minutes:g} --seeds {ns.seeds} --strategies {ns.strategies}" if left else ""))  # fmt: skip
+          f"--minutes {ns.minutes:g} --points {ns.points} --seeds {ns.seeds} "
+          f"--strategies {ns.strategies}" if left else ""))  # fmt: skip
+
+
+Claims = list[tuple[TrialRecord, TrialRecord]]  # (front design, reference it claims to beat)
 
 
 def fronts_at(
     folder: Path, name: str, seed: int, points: list[float]
-) -> dict[float, tuple[list[TrialRecord], dict[str, TrialRecord]]]:
-    """For each time point T (minutes): the cell's search front of the designs finished within T
-    of its start, one record per distinct design (a design proposed again repeats its first
-    record), and its references' records (by name) as the search trained them."""
-    info = json.loads(done_file(folder, name, seed).read_text())
-    start = datetime.fromisoformat(info["start"])
-    with open_cell(folder, name, seed) as study:
-        config = study_config(study)
-        ended = {t.number: t.datetime_complete for t in study.get_trials(deepcopy=False)}
-        records = [r for r in study_records(study) if r.complete]
+) -> dict[float, tuple[list[TrialRecord], dict[str, TrialRecord], Claims]]:
+    """For each time point T (minutes): the strategy's search front of the designs finished
+    within T of its cell's start (for a TIMED strategy, the whole run of its T-minute cell), one
+    record per distinct design (a design proposed again repeats its first record); its
+    references' records (by name) as the search trained them; and the claims against them it
+    states: a front design more accurate than a reference with no more parameters, in the
+    search's scores, or, for a verifying strategy, the claims its verification upheld."""
     out = {}
     for minutes in points:
-        cutoff = start + timedelta(minutes=minutes)
+        cell = cell_id(name, minutes)
+        info = json.loads(done_file(folder, cell, seed).read_text())
+        cutoff = datetime.fromisoformat(info["start"]) + timedelta(minutes=minutes)
+        with open_cell(folder, cell, seed) as study:
+            config = study_config(study)
+            ended = {t.number: t.datetime_complete for t in study.get_trials(deepcopy=False)}
+            records = [r for r in study_records(study) if r.complete]
+            verified = verified_claims(study, config) if name in TIMED else None
+        if name in TIMED:
+            cutoff = max((t for t in ended.values() if t is not None), default=cutoff)
         now = [r for r in records if ended[r.number] is not None and ended[r.number] <= cutoff]
         refs = {r.reference: r for r in now if r.reference}
         front, seen = [], set()
@@ -210,7 +253,12 @@ def fronts_at(
             if not r.reference and r.network.to_json() not in seen:
                 seen.add(r.network.to_json())
                 front.append(r)
-        out[minutes] = front, refs
+        if verified is None:
+            claims = [(r, ref) for ref in refs.values() for r in front
+                      if r.params <= ref.params and r.val_acc > ref.val_acc]  # fmt: skip
+        else:
+            claims = [(c.design, c.reference) for c in verified if c.holds]
+        out[minutes] = front, refs, claims
     return out
 
 
@@ -261,9 +309,9 @@ def mode_judge(ns: argparse.Namespace) -> None:
     points = [float(p) for p in ns.points.split(",")]
     todo: dict[str, NetworkConfig] = {}  # in cell order: early seeds are judged whole first
     for name, seed in cells(ns):
-        if not done_file(folder, name, seed).exists():
+        if not finished(folder, name, seed, points):
             continue
-        for front, _ in fronts_at(folder, name, seed, points).values():
+        for front, _, _ in fronts_at(folder, name, seed, points).values():
             front = inside(front, ns.up_to)
             nets = [r.network for r in front] + [
                 NetworkConfig.from_dict({**front[0].network.to_dict(), "block": REFERENCES[v].to_dict()})
@@ -316,25 +364,18 @@ def judged_front(front: list[TrialRecord], judged: Judged, budget_name: str, up_
     return hypervolume(again, box(up_to)), False
 
 
-def reversed_claims(front, refs, judged: Judged, budget_name: str) -> tuple[int, int, int]:
-    """(claims against v1/v2 the retraining reverses, claims made, claims not yet judged): a
-    front design with no more parameters than a reference and a higher search accuracy claims to
-    beat it; it is reversed when its retrained test accuracy is not above the reference's."""
-    made = flipped = unjudged = 0
-    for name in ("v1", "v2"):
-        ref = refs.get(name)
-        if ref is None:
-            continue
-        ref_again = judged.get(ref.network, budget_name)
-        for r in front:
-            if r.params <= ref.params and r.val_acc > ref.val_acc:
-                made += 1
-                mine = judged.get(r.network, budget_name)
-                if mine is None or ref_again is None:
-                    unjudged += 1
-                elif mine["test"] <= ref_again["test"]:
-                    flipped += 1
-    return flipped, made, unjudged
+def reversed_claims(claims: Claims, judged: Judged, budget_name: str) -> tuple[int, int, int]:
+    """(claims the retraining reverses, claims made, claims not yet judged): a claim of a design
+    against a reference is reversed when the design's retrained test accuracy is not above the
+    reference's."""
+    flipped = unjudged = 0
+    for design, ref in claims:
+        mine, theirs = judged.get(design.network, budget_name), judged.get(ref.network, budget_name)
+        if mine is None or theirs is None:
+            unjudged += 1
+        elif mine["test"] <= theirs["test"]:
+            flipped += 1
+    return flipped, len(claims), unjudged
 
 
 def mode_report(ns: argparse.Namespace) -> None:
@@ -351,7 +392,7 @@ def mode_report(ns: argparse.Namespace) -> None:
         (name, seed): fronts_at(folder, name, seed, points)
         for name in names
         for seed in seeds
-        if done_file(folder, name, seed).exists()
+        if finished(folder, name, seed, points)
     }
     for name in names:
         for minutes in points:
@@ -360,9 +401,9 @@ def mode_report(ns: argparse.Namespace) -> None:
                 if (name, seed) not in fronts:
                     texts.append("not run")
                     continue
-                front, refs = fronts[(name, seed)][minutes]
+                front, _, claims = fronts[(name, seed)][minutes]
                 hv, missing = judged_front(front, judged, ns.budget, ns.up_to)
-                f, m, unjudged = reversed_claims(front, refs, judged, ns.budget)
+                f, m, unjudged = reversed_claims(claims, judged, ns.budget)
                 if missing or unjudged:
                     texts.append("not judged")
                     continue

@@ -164,7 +164,10 @@ def test_strategies_packs_a_finished_cell_and_reads_each_design_once(tmp_path, m
     designs = [r.network.to_json() for r in after[10.0][0]]
     assert len(designs) == len(set(designs))  # the copy is not a second entry
     assert set(after[10.0][1]) == {"v1", "v2"}
-    assert after[0.0] == ([], {})
+    refs = after[10.0][1]
+    assert after[10.0][2] == [(r, ref) for ref in refs.values() for r in after[10.0][0]
+                              if r.params <= ref.params and r.val_acc > ref.val_acc]  # fmt: skip
+    assert after[0.0] == ([], {}, [])
 
 
 def test_strategies_judges_claims_and_pairs_seeds(tmp_path, monkeypatch):
@@ -184,10 +187,11 @@ def test_strategies_judges_claims_and_pairs_seeds(tmp_path, monkeypatch):
     v1 = record(0, REFERENCES["v1"], 0.80, 1000, "v1")
     small = record(5, dataclasses.replace(REFERENCES["v1"], ch1x1=16), 0.82, 900)
     big = record(6, dataclasses.replace(REFERENCES["v1"], ch1x1=96), 0.90, 5000)
-    assert S.reversed_claims([small, big], {"v1": v1}, judged, "quickx10") == (0, 1, 1)
+    claims = [(small, v1)]  # big has more parameters than v1: no claim
+    assert S.reversed_claims(claims, judged, "quickx10") == (0, 1, 1)
     judged.put(v1.network, "quickx10", 0, 0.85, 0.86)
     judged.put(small.network, "quickx10", 0, 0.84, 0.85, seconds=3.0)
-    assert S.reversed_claims([small, big], {"v1": v1}, judged, "quickx10") == (1, 1, 0)
+    assert S.reversed_claims(claims, judged, "quickx10") == (1, 1, 0)
     assert S.Judged(tmp_path / "judged.json").get(small.network, "quickx10")["seconds"] == 3.0
     hv, missing = S.judged_front([small, big], judged, "quickx10")
     assert missing and hv != hv  # nan until every front design is retrained
@@ -207,3 +211,44 @@ def test_strategies_judges_claims_and_pairs_seeds(tmp_path, monkeypatch):
              ("quick-random", 1, 10.0): 0.5}  # fmt: skip
     (line,) = S.paired_lines(table, ["quick-random", "a"], [0, 1], [10.0])
     assert line == "- a - quick-random at 10 min: +0.1500 ± 0.0500 over 2 seeds (more than one SE)"
+
+
+def test_strategies_take_a_verifying_strategy_s_claims_from_its_verification(tmp_path, monkeypatch):
+    """A TIMED strategy has a cell per time point, its front is its whole run's, and its claims
+    are the ones its verification upheld, not every claim of the search's scores."""
+    import json
+    from datetime import datetime, timedelta
+
+    from explorer.analysis import Reeval, study_records
+    from explorer.search.verification import VERIFY_PREFIX, search_claims
+    from tests.helpers import make_study
+
+    S = _strategies(monkeypatch)
+    name = "quick-tpe-verify"
+    assert name in S.TIMED and S.cell_id(name, 10.0) == "quick-tpe-verify-10min"
+    ns = S.parse_args(["run", "--strategies", f"quick-tpe,{name}", "--seeds", "0",
+                       "--points", "10,30"])  # fmt: skip
+    assert [(c, m) for c, _, _, m in S.runs(ns)] == [
+        ("quick-tpe", 30.0), ("quick-tpe-verify-10min", 10.0), ("quick-tpe-verify-30min", 30.0)
+    ]  # fmt: skip
+    cell = S.cell_id(name, 10.0)
+    study = make_study(str(S.journal(tmp_path, cell, 0)), name=S.STUDY, n_search=10, seed=4,
+                       weights=False)  # fmt: skip
+    claims = search_claims(study_records(study))
+    assert len(claims) == 4
+    keep = claims[0]
+    for c in claims:  # the first claim holds, the others reverse
+        acc = 0.9 if c is keep else 0.5
+        study.set_user_attr(f"{VERIFY_PREFIX}{c.design.number}",
+                            Reeval((acc,), (acc,), "quickx3").to_dict())  # fmt: skip
+        study.set_user_attr(f"{VERIFY_PREFIX}{c.reference.number}",
+                            Reeval((0.7,), (0.7,), "quickx3").to_dict())  # fmt: skip
+    start = datetime.now() - timedelta(hours=1)  # the whole run counts, however long it took
+    S.done_file(tmp_path, cell, 0).write_text(json.dumps({"start": start.isoformat()}))
+    assert not S.finished(tmp_path, name, 0, [10.0, 30.0])  # the 30-minute cell is missing
+    assert S.finished(tmp_path, name, 0, [10.0])
+    front, refs, stated = S.fronts_at(tmp_path, name, 0, [10.0])[10.0]
+    assert [(d.number, r.reference) for d, r in stated] == [
+        (keep.design.number, keep.reference.reference)
+    ]
+    assert set(refs) == {"v1", "v2"} and keep.design.number in [r.number for r in front]

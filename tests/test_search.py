@@ -123,6 +123,7 @@ def test_help_shows_defaults():
         "--rungs",
         "--eta",
         "--final-seeds",
+        "--verify",
     ):
         assert flag in out
     flat = " ".join(out.split())

@@ -113,13 +113,14 @@ def reeval_key(key: int | str) -> str:
     return f"{ATTR_PREFIX}{key}"
 
 
-def reeval_results(study: optuna.Study) -> dict[int | str, Reeval]:
-    """Every stored re-evaluation, by trial number (or reference name); bad entries are skipped."""
+def reeval_results(study: optuna.Study, prefix: str = ATTR_PREFIX) -> dict[int | str, Reeval]:
+    """Every stored re-evaluation, by trial number (or reference name); bad entries are skipped.
+    `prefix`: the attributes to read (the search's verification keeps its own)."""
     out: dict[int | str, Reeval] = {}
     for attr, value in study.user_attrs.items():
-        if not attr.startswith(ATTR_PREFIX):
+        if not attr.startswith(prefix):
             continue
-        key: int | str = attr[len(ATTR_PREFIX) :]
+        key: int | str = attr[len(prefix) :]
         if key.isdigit():
             key = int(key)
         try:

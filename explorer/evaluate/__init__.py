@@ -9,6 +9,7 @@ May import: `explorer.analysis`, `explorer.training`, `explorer.store`, `explore
 from .budgets import (
     base_budget,
     budget_names,
+    named_budget,
     resolve_budget,
     top_rung_budget,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "check_stored",
     "comparisons",
     "main",
+    "named_budget",
     "parse_args",
     "reevaluate",
     "report",

@@ -88,6 +88,11 @@ def resolve_budget(study: optuna.Study, name: str) -> Budget:
         config = budgets.budget(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    return named_budget(name, config)
+
+
+def named_budget(name: str, config: Any) -> Budget:
+    """A `Budget` of a `TrainConfig` under `name`, with the line saying what it trains on."""
     return Budget(name, config, f"the {name} budget: {_size(config)}")
 
 

@@ -22,7 +22,7 @@ from search_space import (
 )
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
-from ..analysis.reevals import Reeval, reeval_key, reeval_results
+from ..analysis.reevals import ATTR_PREFIX, Reeval, reeval_results
 from ..analysis.studies import study_records
 from ..store.records import TrialRecord
 from ..store.studies import study_config
@@ -141,44 +141,56 @@ def reevaluate(
     restart: bool = False,
     run: Callable[..., tuple[float, float]] | None = None,
     log: Callable[[str], None] | None = None,
+    prefix: str = ATTR_PREFIX,
+    deadline: float | None = None,
 ) -> dict[int | str, Reeval]:
     """Train each target until it has `seeds` runs under `budget`, storing each run as it ends.
 
     Every target trains seeds 0..seeds-1, so designs and references pair seed by seed. Raises
     `UsageError` before training anything if a target holds results of another budget (unless
-    `restart`, which discards them).
+    `restart`, which discards them). `prefix`: the study attributes the results go to (the
+    search's verification keeps its own, `explorer.search.verification`). `deadline` (a
+    `time.monotonic` value): no run starts after it; targets it leaves short are left out of the
+    answer or hold fewer seeds.
     """
     budget = _budget(study, budget)
     run = run or train_and_test
     log = log or (lambda line: None)
-    check_stored(study, targets, budget, restart)
-    stored = reeval_results(study)
+    check_stored(study, targets, budget, restart, prefix)
+    stored = reeval_results(study, prefix)
     results: dict[int | str, Reeval] = {}
     for t in targets:
         result = stored.get(t.key)
         if result is None or restart or not result.same_budget(budget):
             result = Reeval((), (), budget.name, budget.config.to_dict())
         for seed in range(result.seeds, seeds):
+            if deadline is not None and time.monotonic() > deadline:
+                break
             start = time.perf_counter()
             val_acc, test_acc = run(t.network, data, budget.config, device, seed)
             result = result.added(val_acc, test_acc)
-            study.set_user_attr(reeval_key(t.key), result.to_dict())
+            study.set_user_attr(f"{prefix}{t.key}", result.to_dict())
             log(
                 f"{t.label:<10} seed {seed + 1}/{seeds}: val {val_acc:.4f} test {test_acc:.4f} "
                 f"({time.perf_counter() - start:.0f} s)"
             )
-        results[t.key] = result
+        if result.seeds:
+            results[t.key] = result
     return results
 
 
 def check_stored(
-    study: optuna.Study, targets: Sequence[Target], budget: str | Budget, restart: bool = False
+    study: optuna.Study,
+    targets: Sequence[Target],
+    budget: str | Budget,
+    restart: bool = False,
+    prefix: str = ATTR_PREFIX,
 ) -> None:
     """`UsageError` if a target holds results of another budget (and `restart` is not set)."""
     if restart:
         return
     budget = _budget(study, budget)
-    stored = reeval_results(study)
+    stored = reeval_results(study, prefix)
     for t in targets:
         old = stored.get(t.key)
         if old is None or not old.seeds or old.same_budget(budget):

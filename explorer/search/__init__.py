@@ -1,9 +1,10 @@
 """The search: `python -m explorer.search` (`cli`), what a run asks for (`settings`), creating and
 checking its study (`study`), successive halving's promotions (`rungs`), the claim a worker makes
 one trial (`runner`), the worker loop (`workers`), several worker processes
-(`processes`), dead workers' trials (`recovery`), and what it prints (`report`).
+(`processes`), dead workers' trials (`recovery`), the claims against v1/v2 retrained before they
+are stated (`verification`), and what it prints (`report`).
 
-May import: `explorer.evaluate` (the final seeds are a re-evaluation), `explorer.analysis`,
+May import: `explorer.evaluate` (the final seeds and the verification are re-evaluations), `explorer.analysis`,
 `explorer.training`, `explorer.store`, `explorer.usage`, `search_space`.
 """
 
@@ -22,6 +23,7 @@ from .cli import (
     parse_settings,
     run,
     search_unfinished,
+    verify_claims,
 )
 from .processes import (
     plan,
@@ -77,6 +79,16 @@ from .study import (
     sampler_for,
     search_trials_taken,
 )
+from .verification import (
+    VERIFY_FACTOR,
+    VERIFY_PREFIX,
+    VERIFY_SHARE,
+    ClaimCheck,
+    search_claims,
+    verified_claims,
+    verify,
+    verify_budget,
+)
 from .workers import (
     SEED_STRIDE,
     WAIT_S,
@@ -89,6 +101,7 @@ from .workers import (
 __all__ = [
     "CONSTRAINTS",
     "Claim",
+    "ClaimCheck",
     "Claimer",
     "DEFAULT_ETA",
     "DEFAULT_RUNGS",
@@ -143,6 +156,14 @@ __all__ = [
     "search_unfinished",
     "summary",
     "trial_line",
+    "VERIFY_FACTOR",
+    "VERIFY_PREFIX",
+    "VERIFY_SHARE",
+    "search_claims",
+    "verified_claims",
+    "verify",
+    "verify_budget",
+    "verify_claims",
     "versions",
     "write_traceback",
 ]

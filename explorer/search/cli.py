@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from .report import Progress, summary
 from .rungs import fitting_rungs
 from .settings import SAMPLERS, SearchSettings
 from .study import COPIES_IN_A_ROW, open_search_study, out_of_new_designs, search_trials_taken
+from .verification import VERIFY_FACTOR, VERIFY_SHARE, verify
 from .workers import WorkerError, run_worker
 
 
@@ -151,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the search, retrain the top rung's front designs and v1/v2 with K seeds at "
         "the top rung's budget and report test accuracy mean ± sd (1: off, the search's own run; "
         "stored as a re-evaluation, like python -m explorer.evaluate --budget TOP)",
+    )
+    p.add_argument(
+        "--verify",
+        type=int,
+        default=d.verify,
+        metavar="K",
+        help="after the search, retrain each front design that claims to beat v1 or v2 (more "
+        f"accurate at the search budget with no more parameters), and that reference, with K "
+        f"seeds at {VERIFY_FACTOR}x the search's top budget (quickx3 for quick); the summary "
+        "states only the claims that hold there (0: off, claims are single runs at the search "
+        f"budget). With --timeout the search stops starting trials at {1 - VERIFY_SHARE:.0%} of "
+        "it, leaving the rest to the verification, which starts no run after the timeout",
     )
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
@@ -370,6 +384,10 @@ def run(s: SearchSettings) -> optuna.Study:
     """Run a search as the CLI does (in-process for one worker, processes for several)."""
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.monotonic()
+    deadline = None if s.timeout is None else started + s.timeout
+    if s.verify and s.timeout is not None:  # the rest of the time is the verification's
+        s = dataclasses.replace(s, timeout=s.timeout * (1 - VERIFY_SHARE))
     url = s.storage or default_storage()
     try:
         device = devices.resolve_device(s.device)
@@ -445,6 +463,10 @@ def run(s: SearchSettings) -> optuna.Study:
             # One machine at a time; a later one finds the seeds stored and adds only missing ones.
             with reeval_lock(url, study.study_name):
                 final_seeds(study, config, s, device)
+    if s.verify:
+        # One machine at a time, as the final seeds; a later one adds only what is missing.
+        with reeval_lock(url, study.study_name):
+            verify_claims(study, config, s, device, deadline)
     return study
 
 
@@ -493,6 +515,14 @@ def final_seeds(study: optuna.Study, config, s: SearchSettings, device) -> None:
     data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
     log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
     reevaluate(study, targets, s.final_seeds, budget, data.on(device), device, log=log)
+
+
+def verify_claims(study: optuna.Study, config, s: SearchSettings, device, deadline) -> None:
+    """Retrain the search's claimants against v1/v2 and those references at the verification
+    budget (`explorer.search.verification`), stopping at `deadline` (a `time.monotonic` value)."""
+    data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
+    log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
+    verify(study, config, s.verify, data.on(device), device, deadline=deadline, log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

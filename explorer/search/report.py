@@ -17,6 +17,7 @@ from ..store.records import StudyConfig, TrialRecord, is_search_trial, trial_att
 from ..store.urls import default_storage, redact
 from ..usage import command
 from .study import FINISHED
+from .verification import VERIFY_FACTOR, verification_budget_name, verified_claims
 
 
 class Progress:
@@ -137,15 +138,7 @@ def summary(study: optuna.Study, storage_url: str) -> str:
             f"{(r.flops or 0) / 1e6:8.2f} {r.latency_ms if r.latency_ms is not None else nan:7.2f}"
             f"  {r.block.short() if r.block else '?'}"
         )
-    for r in refs:
-        better = [
-            f for f in front if not f.reference and f.val_acc > r.val_acc and f.params <= r.params
-        ]
-        if better:
-            lines.append(
-                f"{len(better)} front design(s) beat {r.reference}: more accurate with no more parameters"
-                f" (single runs at the {'top rung' if config and config.rungs > 1 else 'search budget'})"
-            )
+    lines += claim_lines(study, config)
     lines.append(
         "(FLOPs per image are 2 x multiply-adds; latency at batch 1 on the trial's device"
         + (
@@ -168,6 +161,36 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         "   # why v2 beats v1, one change at a time, paired seeds",
     ]
     return "\n".join(lines)
+
+
+def claim_lines(study: optuna.Study, config: StudyConfig | None) -> list[str]:
+    """What the search may claim against v1 and v2: the claims its verification upheld
+    (`explorer.search.verification`), or, for a study never verified, how many front designs scored
+    above each reference with no more parameters, said to be single unverified runs."""
+    checks = verified_claims(study, config)
+    out = []
+    where = "the top rung" if config is not None and config.rungs > 1 else "the search budget"
+    for ref in sorted({c.reference.reference for c in checks}):
+        mine = [c for c in checks if c.reference.reference == ref]
+        held = [c for c in mine if c.holds]
+        unchecked = [c for c in mine if c.holds is None]
+        if len(unchecked) == len(mine):
+            out.append(
+                f"{len(mine)} front design(s) scored above {ref} with no more parameters: single "
+                f"runs at {where}, not verified (--verify 1 retrains them {VERIFY_FACTOR}x longer)"
+            )
+            continue
+        seeds = min(c.seeds for c in mine if c.holds is not None)
+        text = ", ".join(
+            f"#{c.design.number} {c.design_acc:.4f} vs {c.reference_acc:.4f}" for c in held
+        )
+        out.append(
+            f"verified at {verification_budget_name(study)} ({seeds} seed(s), test accuracy): "
+            f"{len(held)} of {len(mine)} front design(s) that scored above {ref} with no more "
+            f"parameters beat it" + (f" ({text})" if held else "")
+            + (f"; {len(unchecked)} not verified (time ran out)" if unchecked else "")
+        )  # fmt: skip
+    return out
 
 
 def _budget_word(config: StudyConfig | None) -> str:

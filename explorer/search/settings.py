@@ -64,6 +64,7 @@ class SearchSettings:
     prescreen: int = 1
     proxy: str = "naswot"
     final_seeds: int = 1
+    verify: int = 0  # seeds of the claims' verification (`explorer.search.verification`); 0: off
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -110,6 +111,8 @@ class SearchSettings:
             raise ValueError(f"eta must be >= 2, got {self.eta}")
         if self.final_seeds < 1:
             raise ValueError(f"final_seeds must be >= 1, got {self.final_seeds}")
+        if not isinstance(self.verify, int) or self.verify < 0:
+            raise ValueError(f"verify must be a whole number of seeds >= 0, got {self.verify!r}")
         if self.prescreen < 1:
             raise ValueError(f"prescreen must be >= 1, got {self.prescreen}")
         if self.proxy not in PROXY_NAMES:

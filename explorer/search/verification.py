@@ -1,0 +1,152 @@
+"""Verified claims: a search's claims against v1 and v2, retrained at a longer budget before the
+summary states them.
+
+A front design *claims* to beat a reference when the search scored it more accurate with no more
+parameters. At a cheap budget such claims are often wrong: the ``quick`` budget favours small
+designs that learn fast, and most claims it made against v1 reversed when the designs were
+retrained ten times longer (BENCHMARKS.md, "Search strategies at equal wall time"). `verify`
+retrains every claimant and the references it claims against, `VERIFY_FACTOR` times the search's
+top budget, with seeds 0..K-1, and stores the runs as study attributes ``verify:<trial>`` (apart
+from `explorer.evaluate`'s re-evaluations, which they would otherwise block with another budget).
+`verified_claims` then says which claims hold: the claimant's mean test accuracy over the seeds
+above the reference's, on the same seeds. The references and the smallest claimants go first, so a
+deadline that cuts the work short leaves the cheapest claims checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
+from ..analysis.reevals import Budget, Reeval, reeval_results
+from ..analysis.studies import study_records
+from ..evaluate.budgets import named_budget
+from ..evaluate.runner import Target, reevaluate
+from ..store.records import StudyConfig, TrialRecord
+from ..training import budgets
+
+VERIFY_PREFIX = "verify:"
+VERIFY_FACTOR = 3
+# With --timeout, the share of it the search leaves to the verification.
+VERIFY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One claim of the search: `design` more accurate than `reference` with no more parameters.
+    `holds` is None while either side lacks a verification run."""
+
+    design: TrialRecord
+    reference: TrialRecord
+    design_acc: float | None = None
+    reference_acc: float | None = None
+    seeds: int = 0
+
+    @property
+    def holds(self) -> bool | None:
+        if self.design_acc is None or self.reference_acc is None:
+            return None
+        return self.design_acc > self.reference_acc
+
+
+def verify_budget(config: StudyConfig) -> Budget:
+    """`VERIFY_FACTOR` times the study's top-rung budget: ``quick`` is verified at ``quickx3``."""
+    top = budgets.study_train_config(config)
+    name = f"{config.budget}x{VERIFY_FACTOR}"
+    if not budgets.is_budget(name):  # quickx9 -> quickx27
+        base, _, factor = config.budget.rpartition("x")
+        name = f"{base}x{int(factor) * VERIFY_FACTOR}" if factor.isdigit() else name
+    return named_budget(name, budgets.scaled(top, VERIFY_FACTOR))
+
+
+def search_claims(
+    records: Sequence[TrialRecord], objectives=DEFAULT_OBJECTIVES
+) -> list[ClaimCheck]:
+    """Every (front design, reference) pair where the search scored the design more accurate
+    with no more parameters, in the order references then designs by parameters."""
+    front = [r for r in pareto_front(records, objectives) if not r.reference]
+    refs = [r for r in records if r.reference and r.complete and r.val_acc is not None]
+    return [
+        ClaimCheck(d, ref)
+        for ref in sorted(refs, key=lambda r: r.reference)
+        for d in sorted(front, key=lambda r: (r.params or 0, r.number))
+        if d.params is not None and ref.params is not None
+        and d.params <= ref.params and d.val_acc > ref.val_acc
+    ]  # fmt: skip
+
+
+def verify(
+    study: optuna.Study,
+    config: StudyConfig,
+    seeds: int,
+    data: Any,
+    device: Any,
+    deadline: float | None = None,
+    log: Callable[[str], None] | None = None,
+    run: Callable[..., tuple[float, float]] | None = None,
+) -> list[ClaimCheck]:
+    """Retrain the claimants of `study` and the references they claim against with `seeds` seeds
+    at `verify_budget` (runs already stored are kept; a `time.monotonic` `deadline` stops
+    starting runs), and return every claim checked against what is stored."""
+    claims = search_claims(study_records(study), config.objectives)
+    budget = verify_budget(config)
+    targets: list[Target] = []
+    for rec in [c.reference for c in claims] + sorted(
+        (c.design for c in claims), key=lambda r: (r.params, r.number)
+    ):
+        if all(t.key != rec.number for t in targets):
+            targets.append(Target(rec.number, rec.network, rec.reference, rec.val_acc))
+    if targets and log is not None:
+        log(
+            f"verifying {len(claims)} claim(s) against v1/v2: {len(targets)} designs x {seeds} "
+            f"seed(s) at {budget.name} ({budget.text})"
+        )
+    if targets:
+        reevaluate(
+            study, targets, seeds, budget, data, device, log=log, run=run,
+            prefix=VERIFY_PREFIX, deadline=deadline,
+        )  # fmt: skip
+    return verified_claims(study, config)
+
+
+def verified_claims(study: optuna.Study, config: StudyConfig | None) -> list[ClaimCheck]:
+    """The study's search claims, each with its verification where one is stored: the two sides'
+    mean test accuracy over the seeds both have."""
+    objectives = config.objectives if config is not None else DEFAULT_OBJECTIVES
+    stored = reeval_results(study, VERIFY_PREFIX)
+    out = []
+    for claim in search_claims(study_records(study), objectives):
+        mine, theirs = stored.get(claim.design.number), stored.get(claim.reference.number)
+        if mine is None or theirs is None or mine.budget != theirs.budget:
+            out.append(claim)
+            continue
+        n = min(mine.seeds, theirs.seeds)
+        out.append(ClaimCheck(claim.design, claim.reference, _mean(mine, n), _mean(theirs, n), n))
+    return out
+
+
+def _mean(reeval: Reeval, seeds: int) -> float:
+    return sum(reeval.test_acc[:seeds]) / seeds
+
+
+def verification_budget_name(study: optuna.Study) -> str | None:
+    """The budget the study's verification runs trained at, or None when it has none."""
+    names = {r.budget for r in reeval_results(study, VERIFY_PREFIX).values()}
+    return next(iter(sorted(names)), None)
+
+
+__all__ = [
+    "VERIFY_FACTOR",
+    "VERIFY_PREFIX",
+    "VERIFY_SHARE",
+    "ClaimCheck",
+    "search_claims",
+    "verification_budget_name",
+    "verified_claims",
+    "verify",
+    "verify_budget",
+]
