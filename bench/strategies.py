@@ -414,7 +414,12 @@ def mode_report(ns: argparse.Namespace) -> None:
             mean = f"{statistics.fmean(hvs):.4f}" if len(hvs) == len(seeds) else "-"
             lines.append(f"| {name} | {minutes:g} | " + " | ".join(texts)
                          + f" | {mean} | {flips} of {made} |")  # fmt: skip
-    lines += ["", *paired_lines(table, names, seeds, points)]
+    lines += [
+        "",
+        *paired_lines(table, names, seeds, points),
+        "",
+        *cpu_lines(folder, names, seeds, points),
+    ]
     body = [
         f"Command: `python bench/strategies.py run --minutes {max(points):g} --seeds {ns.seeds}`, "
         f"`judge --budget {ns.budget} --up-to {ns.up_to}`, `report --up-to {ns.up_to}`. "
@@ -430,6 +435,22 @@ def mode_report(ns: argparse.Namespace) -> None:
     print("\n".join(body))
     if ns.write:
         write_section(SECTION, "\n".join(body) + "\n")
+
+
+def cpu_lines(folder: Path, names: list[str], seeds: list[int], points: list[float]) -> list[str]:
+    """The CPU each seed's finished cells ran on; a seed whose cells ran on more than one kind is
+    said to be unpaired (equal wall time means something else on another CPU)."""
+    out = []
+    for seed in seeds:
+        cpus = sorted({
+            json.loads(done_file(folder, cell_id(n, m), seed).read_text())["machine"].split(",")[0]
+            for n in names for m in points if done_file(folder, cell_id(n, m), seed).exists()
+        })  # fmt: skip
+        if len(cpus) > 1:
+            out.append(f"- seed {seed}: cells on {' and '.join(cpus)}: NOT paired on one CPU")
+        elif cpus:
+            out.append(f"- seed {seed}: every cell on the {cpus[0]}")
+    return out
 
 
 def paired_lines(table, names, seeds, points) -> list[str]:

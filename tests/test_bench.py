@@ -252,3 +252,17 @@ def test_strategies_take_a_verifying_strategy_s_claims_from_its_verification(tmp
         (keep.design.number, keep.reference.reference)
     ]
     assert set(refs) == {"v1", "v2"} and keep.design.number in [r.number for r in front]
+
+
+def test_strategies_report_says_on_which_cpu_each_seed_ran(tmp_path, monkeypatch):
+    """A seed's cells pair only on one CPU: the report names it, or says they do not pair."""
+    import json
+
+    S = _strategies(monkeypatch)
+    for name, seed, cpu in (("quick-tpe", 0, "AMD EPYC"), ("quick-random", 0, "AMD EPYC"),
+                            ("quick-tpe", 1, "AMD EPYC"), ("quick-random", 1, "Intel Xeon")):  # fmt: skip
+        machine = f"{cpu}, 2 CPU cores, Python 3.11.7"
+        S.done_file(tmp_path, name, seed).write_text(json.dumps({"machine": machine}))
+    lines = S.cpu_lines(tmp_path, ["quick-tpe", "quick-random"], [0, 1, 2], [10.0, 30.0])
+    assert lines == ["- seed 0: every cell on the AMD EPYC",
+                     "- seed 1: cells on AMD EPYC and Intel Xeon: NOT paired on one CPU"]  # fmt: skip

@@ -156,3 +156,24 @@ def test_a_verified_search_end_to_end(tmp_path, tiny_fmnist):
     assert ("verified at smokex3" in out.getvalue()) == bool(checks)
     assert "not verified" not in out.getvalue()
     assert checks  # this seeded search makes a claim (design 2 against v1), so it was verified
+
+
+def test_a_design_proposed_again_is_one_claimant(claimed):
+    """A copy of a claimant (the sampler proposed the design again; the copy reused its result)
+    is on the front beside it, but is neither a second claim nor retrained again."""
+    study, claims = claimed
+    first = study.trials[claims[0].design.number]
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=first.params, distributions=first.distributions, values=first.values,
+            user_attrs={**first.user_attrs, "duplicate_of": first.number},
+        )
+    )  # fmt: skip
+    again = V.search_claims(study_records(study))
+    assert [(c.design.number, c.reference.number) for c in again] == [
+        (c.design.number, c.reference.number) for c in claims
+    ]
+    trained = []
+    V.verify(study, study_config(study), 1, None, "cpu",
+             run=lambda net, *a: trained.append(net) or (0.5, 0.5))  # fmt: skip
+    assert len(trained) == len({n.to_json() for n in trained})

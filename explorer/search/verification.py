@@ -67,8 +67,14 @@ def search_claims(
     records: Sequence[TrialRecord], objectives=DEFAULT_OBJECTIVES
 ) -> list[ClaimCheck]:
     """Every (front design, reference) pair where the search scored the design more accurate
-    with no more parameters, in the order references then designs by parameters."""
-    front = [r for r in pareto_front(records, objectives) if not r.reference]
+    with no more parameters, in the order references then designs by parameters. A design on
+    the front several times (the sampler proposed it again and the copy reused its result) is one
+    claimant: its first trial."""
+    front, seen = [], set()
+    for r in sorted(pareto_front(records, objectives), key=lambda r: r.number):
+        if not r.reference and r.network is not None and r.network.to_json() not in seen:
+            seen.add(r.network.to_json())
+            front.append(r)
     refs = [r for r in records if r.reference and r.complete and r.val_acc is not None]
     return [
         ClaimCheck(d, ref)
