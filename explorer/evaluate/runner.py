@@ -143,6 +143,7 @@ def reevaluate(
     log: Callable[[str], None] | None = None,
     prefix: str = ATTR_PREFIX,
     deadline: float | None = None,
+    first_seed: int = 0,
 ) -> dict[int | str, Reeval]:
     """Train each target until it has `seeds` runs under `budget`, storing each run as it ends.
 
@@ -151,7 +152,8 @@ def reevaluate(
     `restart`, which discards them). `prefix`: the study attributes the results go to (the
     search's verification keeps its own, `explorer.search.verification`). `deadline` (a
     `time.monotonic` value): no run starts after it; targets it leaves short are left out of the
-    answer or hold fewer seeds.
+    answer or hold fewer seeds. `first_seed`: the i-th stored run trains with seed
+    ``first_seed + i`` (the verification's runs are independent of the re-evaluation's).
     """
     budget = _budget(study, budget)
     run = run or train_and_test
@@ -167,7 +169,7 @@ def reevaluate(
             if deadline is not None and time.monotonic() > deadline:
                 break
             start = time.perf_counter()
-            val_acc, test_acc = run(t.network, data, budget.config, device, seed)
+            val_acc, test_acc = run(t.network, data, budget.config, device, first_seed + seed)
             result = result.added(val_acc, test_acc)
             study.set_user_attr(f"{prefix}{t.key}", result.to_dict())
             log(

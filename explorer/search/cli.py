@@ -160,11 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.verify,
         metavar="K",
         help="after the search, retrain each front design that claims to beat v1 or v2 (more "
-        f"accurate at the search budget with no more parameters), and that reference, with K "
-        f"seeds at {VERIFY_FACTOR}x the search's top budget (quickx3 for quick); the summary "
-        "states only the claims that hold there (0: off, claims are single runs at the search "
-        f"budget). With --timeout the search stops starting trials at {1 - VERIFY_SHARE:.0%} of "
-        "it, leaving the rest to the verification, which starts no run after the timeout",
+        "accurate at the search budget with no more parameters), and that reference, with K "
+        "seeds at --verify-budget; the summary states only the claims that hold there (0: off, "
+        "claims are single runs at the search budget). The strongest claims go first. With "
+        f"--timeout the search stops starting trials at {(1 - VERIFY_SHARE) * 100:.0f}%% of it, leaving "
+        "the rest to the verification, which starts no run after the timeout; claims it leaves "
+        "unchecked are not stated",
+    )
+    p.add_argument(
+        "--verify-budget",
+        default=None,
+        type=_budget_arg,
+        metavar="BUDGET",
+        help=f"training budget of --verify (default: {VERIFY_FACTOR}x the search's top budget, "
+        "quickx10 for quick, as python -m explorer.evaluate's long; at 3x, most claims made at "
+        "quick that reverse at 10x still held, BENCHMARKS.md)",
     )
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
@@ -522,7 +532,8 @@ def verify_claims(study: optuna.Study, config, s: SearchSettings, device, deadli
     budget (`explorer.search.verification`), stopping at `deadline` (a `time.monotonic` value)."""
     data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
     log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
-    verify(study, config, s.verify, data.on(device), device, deadline=deadline, log=log)
+    verify(study, config, s.verify, data.on(device), device, deadline=deadline, log=log,
+           budget_name=s.verify_budget)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,6 +65,7 @@ class SearchSettings:
     proxy: str = "naswot"
     final_seeds: int = 1
     verify: int = 0  # seeds of the claims' verification (`explorer.search.verification`); 0: off
+    verify_budget: str | None = None  # None: 10x the search's top budget
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -113,6 +114,8 @@ class SearchSettings:
             raise ValueError(f"final_seeds must be >= 1, got {self.final_seeds}")
         if not isinstance(self.verify, int) or self.verify < 0:
             raise ValueError(f"verify must be a whole number of seeds >= 0, got {self.verify!r}")
+        if self.verify_budget is not None:
+            budget(self.verify_budget)  # ValueError names the known budgets
         if self.prescreen < 1:
             raise ValueError(f"prescreen must be >= 1, got {self.prescreen}")
         if self.proxy not in PROXY_NAMES:

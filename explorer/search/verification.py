@@ -4,13 +4,16 @@ summary states them.
 A front design *claims* to beat a reference when the search scored it more accurate with no more
 parameters. At a cheap budget such claims are often wrong: the ``quick`` budget favours small
 designs that learn fast, and most claims it made against v1 reversed when the designs were
-retrained ten times longer (BENCHMARKS.md, "Search strategies at equal wall time"). `verify`
-retrains every claimant and the references it claims against, `VERIFY_FACTOR` times the search's
-top budget, with seeds 0..K-1, and stores the runs as study attributes ``verify:<trial>`` (apart
-from `explorer.evaluate`'s re-evaluations, which they would otherwise block with another budget).
+retrained ten times longer; a check at three times longer still upheld most of those (BENCHMARKS.md,
+"Search strategies at equal wall time"). `verify` retrains every claimant and the references it
+claims against at `VERIFY_FACTOR` times the search's top budget (what ``python -m
+explorer.evaluate`` calls ``long``), or at a budget given by name, with seeds `VERIFY_FIRST_SEED`
+onwards, and stores the runs as study attributes ``verify:<trial>`` (apart from
+`explorer.evaluate`'s re-evaluations, whose seeds 0, 1, ... it thus never repeats).
 `verified_claims` then says which claims hold: the claimant's mean test accuracy over the seeds
-above the reference's, on the same seeds. The references and the smallest claimants go first, so a
-deadline that cuts the work short leaves the cheapest claims checked.
+above the reference's, on the same seeds. The references go first, then the claimants the search
+scored highest (the strongest claims, which are also the ones that held when trained longer), so a
+deadline that cuts the work short leaves the weakest claims unchecked, and unstated.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from ..store.records import StudyConfig, TrialRecord
 from ..training import budgets
 
 VERIFY_PREFIX = "verify:"
-VERIFY_FACTOR = 3
+VERIFY_FACTOR = budgets.LONG_FACTOR
+VERIFY_FIRST_SEED = 100
 # With --timeout, the share of it the search leaves to the verification.
 VERIFY_SHARE = 0.25
 
@@ -53,11 +57,14 @@ class ClaimCheck:
         return self.design_acc > self.reference_acc
 
 
-def verify_budget(config: StudyConfig) -> Budget:
-    """`VERIFY_FACTOR` times the study's top-rung budget: ``quick`` is verified at ``quickx3``."""
+def verify_budget(config: StudyConfig, name: str | None = None) -> Budget:
+    """The budget `name` (one of `budgets.BUDGETS`, or one with xK), or by default
+    `VERIFY_FACTOR` times the study's top-rung budget: ``quick`` is verified at ``quickx10``."""
+    if name is not None:
+        return named_budget(name, budgets.budget(name))
     top = budgets.study_train_config(config)
     name = f"{config.budget}x{VERIFY_FACTOR}"
-    if not budgets.is_budget(name):  # quickx9 -> quickx27
+    if not budgets.is_budget(name):  # quickx9 -> quickx90
         base, _, factor = config.budget.rpartition("x")
         name = f"{base}x{int(factor) * VERIFY_FACTOR}" if factor.isdigit() else name
     return named_budget(name, budgets.scaled(top, VERIFY_FACTOR))
@@ -94,15 +101,16 @@ def verify(
     deadline: float | None = None,
     log: Callable[[str], None] | None = None,
     run: Callable[..., tuple[float, float]] | None = None,
+    budget_name: str | None = None,
 ) -> list[ClaimCheck]:
     """Retrain the claimants of `study` and the references they claim against with `seeds` seeds
     at `verify_budget` (runs already stored are kept; a `time.monotonic` `deadline` stops
     starting runs), and return every claim checked against what is stored."""
     claims = search_claims(study_records(study), config.objectives)
-    budget = verify_budget(config)
+    budget = verify_budget(config, budget_name)
     targets: list[Target] = []
     for rec in [c.reference for c in claims] + sorted(
-        (c.design for c in claims), key=lambda r: (r.params, r.number)
+        (c.design for c in claims), key=lambda r: (-r.val_acc, r.number)
     ):
         if all(t.key != rec.number for t in targets):
             targets.append(Target(rec.number, rec.network, rec.reference, rec.val_acc))
@@ -114,7 +122,7 @@ def verify(
     if targets:
         reevaluate(
             study, targets, seeds, budget, data, device, log=log, run=run,
-            prefix=VERIFY_PREFIX, deadline=deadline,
+            prefix=VERIFY_PREFIX, deadline=deadline, first_seed=VERIFY_FIRST_SEED,
         )  # fmt: skip
     return verified_claims(study, config)
 
@@ -147,6 +155,7 @@ def verification_budget_name(study: optuna.Study) -> str | None:
 
 __all__ = [
     "VERIFY_FACTOR",
+    "VERIFY_FIRST_SEED",
     "VERIFY_PREFIX",
     "VERIFY_SHARE",
     "ClaimCheck",
