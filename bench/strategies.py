@@ -3,6 +3,8 @@
     python bench/strategies.py run --minutes 30 --seeds 0,1,2        # search cells, resumable
     python bench/strategies.py judge --points 10,30 --budget quickx10 # retrain fronts, resumable
     python bench/strategies.py report --points 10,30 --write          # the table, BENCHMARKS.md
+    python bench/strategies.py claims --strategies quick-tpe-verify3 --seeds 2 --points 30
+                                      # each search claim: margin at search, verification, judge
 
 `run` gives each (strategy, seed) cell the whole machine for --minutes (``--timeout``, every
 core's worker), one cell after another, each in its own journal under --dir; a cell runs the
@@ -87,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("mode", choices=("run", "judge", "report"))
+    p.add_argument("mode", choices=("run", "judge", "report", "claims"))
     p.add_argument(
         "--dir",
         default=str(ROOT / "bench" / "results" / "strategies"),
@@ -478,9 +480,34 @@ def paired_lines(table, names, seeds, points) -> list[str]:
     return out
 
 
+def mode_claims(ns: argparse.Namespace) -> None:
+    """For each finished cell of a verifying strategy: every claim its search made against v1/v2,
+    with the claimant's margin over the reference in the search (validation accuracy), in its
+    verification and in the judge's retraining (test accuracy; "-" where not run)."""
+    folder = Path(ns.dir)
+    judged = Judged(folder / "judged.json")
+    print("| cell | trial | params | against | search | verification | judge |")
+    print("|---|---|---|---|---|---|---|")
+    for name, seed in cells(ns):
+        for minutes in [float(p) for p in ns.points.split(",")]:
+            cell = cell_id(name, minutes)
+            if not done_file(folder, cell, seed).exists():
+                continue
+            with open_cell(folder, cell, seed) as study:
+                checks = verified_claims(study, study_config(study))
+            for c in checks:
+                mine, theirs = (judged.get(r.network, ns.budget) for r in (c.design, c.reference))
+                again = f"{mine['test'] - theirs['test']:+.3f}" if mine and theirs else "-"
+                check = "-" if c.holds is None else f"{c.design_acc - c.reference_acc:+.3f}"
+                print(f"| {cell} s{seed} | #{c.design.number} | {c.design.params:,} | "
+                      f"{c.reference.reference} | {c.design.val_acc - c.reference.val_acc:+.3f} | "
+                      f"{check} | {again} |")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    {"run": mode_run, "judge": mode_judge, "report": mode_report}[ns.mode](ns)
+    modes = {"run": mode_run, "judge": mode_judge, "report": mode_report, "claims": mode_claims}
+    modes[ns.mode](ns)
     return 0
 
 
