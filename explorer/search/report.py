@@ -138,7 +138,7 @@ def summary(study: optuna.Study, storage_url: str) -> str:
             f"{(r.flops or 0) / 1e6:8.2f} {r.latency_ms if r.latency_ms is not None else nan:7.2f}"
             f"  {r.block.short() if r.block else '?'}"
         )
-    lines += claim_lines(study, config)
+    lines += claim_lines(study, config, records)
     lines.append(
         "(FLOPs per image are 2 x multiply-adds; latency at batch 1 on the trial's device"
         + (
@@ -163,11 +163,13 @@ def summary(study: optuna.Study, storage_url: str) -> str:
     return "\n".join(lines)
 
 
-def claim_lines(study: optuna.Study, config: StudyConfig | None) -> list[str]:
+def claim_lines(
+    study: optuna.Study, config: StudyConfig | None, records: list[TrialRecord] | None = None
+) -> list[str]:
     """What the search may claim against v1 and v2: the claims its verification upheld
     (`explorer.search.verification`), or, for a study never verified, how many front designs scored
     above each reference with no more parameters, said to be single unverified runs."""
-    checks = verified_claims(study, config)
+    checks = verified_claims(study, config, records)
     out = []
     where = "the top rung" if config is not None and config.rungs > 1 else "the search budget"
     for ref in sorted({c.reference.reference for c in checks}):

@@ -106,7 +106,8 @@ def verify(
     """Retrain the claimants of `study` and the references they claim against with `seeds` seeds
     at `verify_budget` (runs already stored are kept; a `time.monotonic` `deadline` stops
     starting runs), and return every claim checked against what is stored."""
-    claims = search_claims(study_records(study), config.objectives)
+    records = study_records(study)
+    claims = search_claims(records, config.objectives)
     budget = verify_budget(config, budget_name)
     targets: list[Target] = []
     for rec in [c.reference for c in claims] + sorted(
@@ -124,16 +125,22 @@ def verify(
             study, targets, seeds, budget, data, device, log=log, run=run,
             prefix=VERIFY_PREFIX, deadline=deadline, first_seed=VERIFY_FIRST_SEED,
         )  # fmt: skip
-    return verified_claims(study, config)
+    return verified_claims(study, config, records)
 
 
-def verified_claims(study: optuna.Study, config: StudyConfig | None) -> list[ClaimCheck]:
+def verified_claims(
+    study: optuna.Study,
+    config: StudyConfig | None,
+    records: Sequence[TrialRecord] | None = None,
+) -> list[ClaimCheck]:
     """The study's search claims, each with its verification where one is stored: the two sides'
-    mean test accuracy over the seeds both have."""
+    mean test accuracy over the seeds both have. `records`: the study's, when the caller has
+    them already."""
     objectives = config.objectives if config is not None else DEFAULT_OBJECTIVES
     stored = reeval_results(study, VERIFY_PREFIX)
     out = []
-    for claim in search_claims(study_records(study), objectives):
+    records = study_records(study) if records is None else records
+    for claim in search_claims(records, objectives):
         mine, theirs = stored.get(claim.design.number), stored.get(claim.reference.number)
         if mine is None or theirs is None or mine.budget != theirs.budget:
             out.append(claim)
