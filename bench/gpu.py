@@ -387,7 +387,7 @@ def step_search(ctx: Context, k: int, cap_s: float, tmp: Path, trials: int) -> d
     trial, which leaves out the workers' start-up)."""
     import optuna
 
-    from explorer.store import open_storage
+    from explorer.store import open_storage, study_names
 
     journal = tmp / f"search-k{k}" / "explorer.journal"
     journal.parent.mkdir(parents=True, exist_ok=True)
@@ -442,17 +442,23 @@ def step_search(ctx: Context, k: int, cap_s: float, tmp: Path, trials: int) -> d
     if not journal.exists():
         row["error"] = "no journal written"
         return row
-    study = optuna.load_study(study_name=None, storage=open_storage(str(journal), create=False))
+    # Every training counts: a rung search keeps its lower rungs in studies of their own.
+    store = open_storage(str(journal), create=False)
+    trials = [
+        t
+        for name in study_names(store, rungs=True)
+        for t in optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False)
+    ]
     finished = [
         t
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]
     ends = sorted(t.datetime_complete.timestamp() for t in finished)
     row.update(
         finished=len(finished),
         complete=sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished),
-        failed=sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
+        failed=sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
         trials_per_min=60 * len(finished) / wall,
         steady_trials_per_min=(
             60 * (len(ends) - 1) / (ends[-1] - ends[0])
