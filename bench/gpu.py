@@ -444,21 +444,21 @@ def step_search(ctx: Context, k: int, cap_s: float, tmp: Path, trials: int) -> d
         return row
     # Every training counts: a rung search keeps its lower rungs in studies of their own.
     store = open_storage(str(journal), create=False)
-    trials = [
+    every_trial = [
         t
         for name in study_names(store, rungs=True)
         for t in optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False)
     ]
     finished = [
         t
-        for t in trials
+        for t in every_trial
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]
     ends = sorted(t.datetime_complete.timestamp() for t in finished)
     row.update(
         finished=len(finished),
         complete=sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished),
-        failed=sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        failed=sum(t.state == optuna.trial.TrialState.FAIL for t in every_trial),
         trials_per_min=60 * len(finished) / wall,
         steady_trials_per_min=(
             60 * (len(ends) - 1) / (ends[-1] - ends[0])
