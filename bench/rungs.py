@@ -1,18 +1,18 @@
 """Successive halving across budgets: what it costs, whether its front holds, whether it pays.
 
-    python bench/rungs.py time --trials 100            # default search against --rungs 1, wall time
+    python bench/rungs.py time --trials 100            # three rungs against --rungs 1, wall time
     python bench/rungs.py hold --storage S             # re-evaluate S's front, Kendall tau, verdicts
     python bench/rungs.py worth --seeds 0,1 --trials 30    # against single-budget at equal wall time
     python bench/rungs.py signals --storage S          # bottom rung's accuracy and loss vs the top
-    python bench/rungs.py prune --seeds 0 --trials 30  # the default search with and without pruning
+    python bench/rungs.py prune --seeds 0 --trials 30  # three rungs with and without pruning
 
 Each mode prints its table and replaces its own section of BENCHMARKS.md (command, machine,
 date). `time` runs the two searches one after the other in fresh journals under --dir; `hold`
 runs ``python -m explorer.evaluate`` on the study's front (skipping seeds already stored) and then
-compares; `worth` runs, per seed, a default search, then a single-budget search given the same
+compares; `worth` runs, per seed, a three-rung search, then a single-budget search given the same
 wall time (``--timeout``), re-evaluates both fronts at --long and compares the hypervolumes of the
 re-evaluated fronts; `signals` reads a finished multi-rung study; `prune` runs, per seed, the
-default search with --no-prune beside the same search with pruning (worth's journal when it is
+three-rung search with --no-prune beside the same search with pruning (worth's journal when it is
 there), and compares their training time and their fronts re-evaluated at --long.
 """
 
@@ -78,6 +78,11 @@ def kendall_tau(x: list[float], y: list[float]) -> float:
     return (concordant - discordant) / denom if denom else float("nan")
 
 
+# The rung search this bench measures: three rungs, the search's default until it measured that a
+# single budget returns the better front for its time on a 2-core CPU (bench/strategies.py).
+THREE = ("--rungs", "3")
+
+
 def search(storage: Path, *flags: str, timeout: float | None = None) -> float:
     """Run ``python -m explorer.search`` into a fresh journal; its wall time in seconds."""
     if storage.exists():
@@ -108,9 +113,9 @@ def per_rung(study: optuna.Study) -> str:
 def mode_time(args) -> None:
     folder = Path(args.dir)
     rows = []
-    mf = ["--budget", args.mf_budget] if args.mf_budget else []
+    mf = [*THREE, *(["--budget", args.mf_budget] if args.mf_budget else [])]
     single = ["--budget", args.single_budget] if args.single_budget else []
-    for label, flags in (("default (3 rungs)", mf), ("--rungs 1", ["--rungs", "1", *single])):
+    for label, flags in (("3 rungs", mf), ("--rungs 1", ["--rungs", "1", *single])):
         storage = folder / f"time-{len(rows)}.journal"
         wall = search(storage, "--trials", str(args.trials), *flags, *args.search_flags)
         study = load(storage)
@@ -319,7 +324,7 @@ def mode_worth(args) -> None:
         if mf.exists() and single.exists():  # searched before: re-evaluate and compare only
             wall = _span_s(mf)
         else:
-            wall = search(mf, "--trials", str(args.trials), *mf_budget, *common)
+            wall = search(mf, "--trials", str(args.trials), *THREE, *mf_budget, *common)
             search(single, "--rungs", "1", "--trials", "100000", *single_budget, *common,
                    timeout=wall)  # fmt: skip
         out = []
@@ -330,7 +335,7 @@ def mode_worth(args) -> None:
     body = [
         f"Command: `python bench/rungs.py worth --seeds {args.seeds} --trials {args.trials} "
         f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
-        "Per search seed: the default search (3 rungs) with --trials designs, then a single-budget "
+        "Per search seed: the three-rung search with --trials designs, then a single-budget "
         "search (--rungs 1) given the same wall time; each front re-evaluated at "
         f"`{args.long}` (1 seed) and its hypervolume computed with the re-evaluated test accuracy "
         "(v1 and v2 do not enter the hypervolume and are not re-evaluated here). Front size counts "
@@ -484,7 +489,7 @@ def mode_prune(args) -> None:
     folder = Path(args.dir)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        common = ["--seed", str(seed), "--trials", str(args.trials), *args.search_flags]
+        common = ["--seed", str(seed), "--trials", str(args.trials), *THREE, *args.search_flags]
         if args.mf_budget:
             common += ["--budget", args.mf_budget]
         on, off = folder / f"worth-mf-{seed}.journal", folder / f"prune-off-{seed}.journal"
@@ -501,7 +506,7 @@ def mode_prune(args) -> None:
     body = [
         f"Command: `python bench/rungs.py prune --seeds {args.seeds} --trials {args.trials} "
         f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
-        "Per search seed: the default search (3 rungs, dominated-at-epoch pruning at every rung) "
+        "Per search seed: the three-rung search (dominated-at-epoch pruning at every rung) "
         "and the same search with --no-prune, same seed and designs asked for; search time from "
         "the first trial's start to the last trial's end; each front re-evaluated at "
         f"`{args.long}` (1 seed), hypervolume with the re-evaluated test accuracy. Pruned: "

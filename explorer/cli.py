@@ -208,10 +208,15 @@ def info_text() -> str:
     else:
         detail += f", {torch.get_num_threads()} CPU threads"
     top = default_budget(device, DEFAULT_RUNGS, DEFAULT_ETA)
+    three = default_budget(device, 3, DEFAULT_ETA)
+    shape = (
+        "one budget"
+        if DEFAULT_RUNGS == 1
+        else f"the top of {DEFAULT_RUNGS} rungs, eta {DEFAULT_ETA}"
+    )
     lines.append(
-        f"device: {device} ({detail}); default budget: {top}, the top of {DEFAULT_RUNGS} rungs "
-        f"(eta {DEFAULT_ETA}; the bottom rung has 1/{DEFAULT_ETA ** (DEFAULT_RUNGS - 1)} of its "
-        f"images); with --rungs 1, {default_budget(device)}"
+        f"device: {device} ({detail}); default budget: {top} ({shape}); with --rungs 3, the top "
+        f"rung is {three} and the bottom rung has 1/{DEFAULT_ETA**2} of its images"
     )
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from explorer import cli, usage
 from explorer.store import open_storage
@@ -117,7 +118,9 @@ def test_info_says_space_budgets_places_and_device(capsys, tmp_path):
     assert f"studies: {Path(storage).resolve()} (default, not created yet" in out
     assert f"weights: {(tmp_path / 'studies' / 'artifacts').resolve()}" in out
     assert "$EXPLORER_DATA (unset)" in out and "\n  fashion-mnist " in out
-    assert "\ndevice: " in out and "default budget: " in out
+    assert "\ndevice: " in out
+    one = "standard" if torch.cuda.is_available() else "quick"  # the default is one budget
+    assert f"default budget: {one} (one budget); with --rungs 3, the top rung is " in out
 
     optuna.create_study(storage=open_storage(storage), study_name="demo")
     cli.main(["info"])

@@ -33,7 +33,7 @@ def test_scaled_budget_names_and_rung_budgets():
     top = train.budget("quickx9")
     assert top.train_images == 9 * quick.train_images and top.epochs == quick.epochs
     assert dataclasses.replace(top, train_images=quick.train_images) == quick
-    # The default CPU search: 3 rungs of eta 3 up to quickx9, whose bottom rung is quick itself.
+    # A three-rung CPU search (--rungs 3): eta 3 up to quickx9, whose bottom rung is quick itself.
     assert train.default_budget("cpu", 3, 3) == "quickx9" and train.default_budget("cpu") == "quick"
     assert train.default_budget("cpu", 2, 4) == "quickx4"
     assert [train.rung_budget(top, k, 3, 3, 50_000).train_images for k in range(3)] == [

@@ -22,7 +22,7 @@ from explorer.search import SearchSettings, recover
 from explorer.search import runner as objective
 from explorer.search import study as study_mod
 from explorer.store import WorkerToken, open_storage, study_config, study_names
-from explorer.training import PROXY_NAMES
+from explorer.training import PROXY_NAMES, default_budget
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,8 @@ def test_help_shows_defaults():
         assert flag in out
     flat = " ".join(out.split())
     assert "default: 100" in flat and "tpe for a new study" in flat
-    # What each rung of the default search is.
+    # The default is one budget, and what each rung of a three-rung search is.
+    assert "for a new study 1, every design at one budget" in flat
     assert "rung 0 = quick (4 epochs x 1,024 images)" in flat and "rung 2 = quickx9 (9,216)" in flat
     # The examples keep their lines, so they can be copied.
     assert "\n  python -m explorer.search --trials 20 --budget smoke " in out
@@ -765,6 +766,22 @@ def test_trials_counts_distinct_designs_and_a_spent_space_ends_in_one_line(
         assert "the study holds 4 distinct search designs of the 6 asked for" in err
 
 
+def test_a_new_study_searches_one_budget_with_tpe_by_default():
+    """The default strategy is the one measured best for its time on a 2-core CPU (BENCHMARKS.md,
+    "Search strategies at equal wall time"): single-budget TPE at quick, standard on CUDA."""
+    s = search.SearchSettings()
+    assert s.new_rungs[0] == 1
+    config = search.new_config(s, default_budget("cpu", *s.new_rungs))
+    assert (config.rungs, config.budget, config.sampler) == (1, "quick", "tpe")
+    assert default_budget("cuda", *s.new_rungs) == "standard"
+    # studies/cpu-default.toml writes the same study out.
+    written = search.parse_settings(["--config", str(ROOT / "studies" / "cpu-default.toml")])
+    assert search.new_config(written, written.budget) == config
+    default = search.parse_settings([])
+    for field in ("trials", "workers", "references", "prune"):
+        assert getattr(written, field) == getattr(default, field), field
+
+
 def test_rungs_fit_the_trials_and_the_budget():
     assert search.fitting_rungs(3, 3, 100, None) == (3, "")  # the default search keeps three
     fit, why = search.fitting_rungs(3, 3, 20, None)
@@ -776,16 +793,16 @@ def test_rungs_fit_the_trials_and_the_budget():
 
 
 def test_a_small_default_search_gives_a_real_answer_and_resumes(tmp_path, tiny_fmnist, capsys):
-    """A smoke search of 3 trials with the default rungs: too few images and designs for three,
-    so one rung, said in one line; resumed to 5 it reports 5 search designs, and the evaluator
-    and the exporter find a searched design on its front."""
+    """A smoke search of 3 trials with the default rungs (one budget, so nothing to cut down);
+    resumed to 5 it reports 5 search designs, and the evaluator and the exporter find a searched
+    design on its front."""
     storage = str(tmp_path / "s.journal")
     args = base_args(tmp_path, tiny_fmnist, trials=3)
     del args[args.index("--rungs") : args.index("--rungs") + 2]  # the default rungs
     args += ["--seed", "0"]
     assert search.main(args) == 0
     err = capsys.readouterr().err
-    assert "searching with 1 rung(s) instead of 3" in err
+    assert "rung(s) instead of" not in err
     five = [*args[: args.index("--trials") + 1], "5", *args[args.index("--trials") + 2 :]]
     assert search.main(five) == 0
     out = capsys.readouterr().out

@@ -120,23 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"training budget of the top rung: one of {', '.join(BUDGETS)}, or one with xK for "
         "K times its training images (quickx9) (default: the study's own, stored whole when it "
         "was made; for a new study standard on CUDA, otherwise quick x eta^(rungs-1), so that "
-        "the bottom rung is quick: quickx9 with the default 3 rungs)",
+        "the bottom rung is quick: quick with the default single rung, quickx9 with --rungs 3)",
     )
     p.add_argument(
         "--rungs",
         type=int,
         default=None,
         metavar="R",
-        help="successive halving over R budgets (default: the study's; for a new study 3, or "
-        "fewer where its bottom rung would train on under 512 images per epoch or fewer than 5 "
-        "of --trials designs would reach its top rung, which the search then says): "
+        help="successive halving over R budgets (default: the study's; for a new study 1, "
+        "every design at one budget, which returned the better front for its time on a 2-core "
+        "CPU than 3 rungs on every seed measured, BENCHMARKS.md): "
         "rung R-1 is --budget, each rung below it the same schedule on 1/eta of the images of "
         "the rung above. New designs train at rung 0; a design finished at rung k moves to "
         "rung k+1 (retrained from scratch) when it is in the best 1/eta of the designs finished "
         "at rung k so far (non-dominated sorting on the objectives). v1 and v2 train at every "
-        "rung. With the defaults on a CPU: rung 0 = quick (4 epochs x 1,024 images), rung 1 = "
+        "rung. With --rungs 3 on a CPU: rung 0 = quick (4 epochs x 1,024 images), rung 1 = "
         "quickx3 (3,072), rung 2 = quickx9 (9,216); the summary, export and dashboard report "
-        "the top rung. --rungs 1: every design at one budget",
+        "the top rung",
     )
     p.add_argument(
         "--eta",

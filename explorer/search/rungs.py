@@ -33,7 +33,10 @@ from ..analysis.studies import RecordCache, finished_designs
 from ..store.records import StudyConfig, TrialRecord, trial_attr
 from ..store.studies import rung_study_name
 
-DEFAULT_RUNGS = 3
+# One budget: at equal wall time on a 2-core CPU the single-budget search returned the better
+# front on every seed measured, against three rungs (BENCHMARKS.md, "Search strategies at equal
+# wall time"); --rungs R keeps successive halving for those who want it.
+DEFAULT_RUNGS = 1
 DEFAULT_ETA = 3
 # The fewest training images per epoch a rung trains on: smoke's 512, at which v1 reaches 0.40-0.50
 # validation accuracy on Fashion-MNIST. At 57 (smoke / 9, the bottom of three rungs under --budget
