@@ -431,8 +431,9 @@ def mode_report(ns: argparse.Namespace) -> None:
     body = [
         f"Command: `python bench/strategies.py run --minutes {max(points):g} --seeds {ns.seeds}`, "
         f"`judge --budget {ns.budget} --up-to {ns.up_to}`, `report --up-to {ns.up_to}`. "
-        f"Machine: {machine()}. Date: "
-        f"{datetime.now(timezone.utc):%Y-%m-%d}.",
+        f"Report made on: {machine()} (it only reads; the CPU each seed's cells ran on is listed "
+        f"below). Date: {datetime.now(timezone.utc):%Y-%m-%d}.",
+        "",
         "Each cell: hypervolume of the search front (designs finished by that minute) with every "
         f"design retrained at {ns.budget}, seed 0, in the box of accuracy 0 to 1 and parameters "
         f"0 to {box(ns.up_to).reference['params']:,.0f} ({ns.up_to}); in brackets, the front's "
