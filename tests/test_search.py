@@ -767,8 +767,9 @@ def test_trials_counts_distinct_designs_and_a_spent_space_ends_in_one_line(
 
 
 def test_a_new_study_searches_one_budget_with_tpe_by_default():
-    """The default strategy is the one measured best for its time on a 2-core CPU (BENCHMARKS.md,
-    "Search strategies at equal wall time"): single-budget TPE at quick, standard on CUDA."""
+    """The default strategy, measured against random search and three rungs on a 2-core CPU
+    (BENCHMARKS.md, "Search strategies at equal wall time"): single-budget TPE at quick,
+    standard on CUDA."""
     s = search.SearchSettings()
     assert s.new_rungs[0] == 1
     config = search.new_config(s, default_budget("cpu", *s.new_rungs))
@@ -783,7 +784,7 @@ def test_a_new_study_searches_one_budget_with_tpe_by_default():
 
 
 def test_rungs_fit_the_trials_and_the_budget():
-    assert search.fitting_rungs(3, 3, 100, None) == (3, "")  # the default search keeps three
+    assert search.fitting_rungs(3, 3, 100, None) == (3, "")  # 100 designs keep three rungs
     fit, why = search.fitting_rungs(3, 3, 20, None)
     assert fit == 2 and "20 designs would bring 2.2 to the top rung" in why
     fit, why = search.fitting_rungs(3, 3, 20, 512)  # --budget smoke: 512 images per epoch
