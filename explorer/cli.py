@@ -28,7 +28,7 @@ from search_space import DEFAULT_SPACE
 from .search.rungs import DEFAULT_ETA, DEFAULT_RUNGS
 from .store.studies import study_names
 from .store.urls import artifact_dir, default_storage, is_journal, redact
-from .training.budgets import BUDGETS, default_budget
+from .training.budgets import BUDGETS, LONG_FACTOR, default_budget
 from .training.data import DATASETS, ENV_VAR, DataError, cache_dir, find_dataset
 from .training.devices import resolve_device
 from .usage import PROG, Parser, UsageError, command_prefix
@@ -217,6 +217,11 @@ def info_text() -> str:
     lines.append(
         f"device: {device} ({detail}); default budget: {top} ({shape}); with --rungs 3, the top "
         f"rung is {three} and the bottom rung has 1/{DEFAULT_ETA**2} of its images"
+    )
+    # The search's verification trains at LONG_FACTOR times its budget (explorer.search.verification).
+    lines.append(
+        f"claims against v1/v2: retrained at {top}x{LONG_FACTOR} before the summary states them "
+        "(--verify 0: off)"
     )
     return "\n".join(lines)
 

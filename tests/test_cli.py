@@ -121,6 +121,9 @@ def test_info_says_space_budgets_places_and_device(capsys, tmp_path):
     assert "\ndevice: " in out
     one = "standard" if torch.cuda.is_available() else "quick"  # the default is one budget
     assert f"default budget: {one} (one budget); with --rungs 3, the top rung is " in out
+    from explorer.search import VERIFY_FACTOR
+
+    assert f"claims against v1/v2: retrained at {one}x{VERIFY_FACTOR} before" in out
 
     optuna.create_study(storage=open_storage(storage), study_name="demo")
     cli.main(["info"])

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 import search_space
 from explorer import search
-from explorer.analysis import study_records
+from explorer.analysis import reeval_results, study_records
 from explorer.search import SearchSettings, recover
 from explorer.search import runner as objective
 from explorer.search import study as study_mod
@@ -34,9 +34,12 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def base_args(tmp_path: Path, data: Path, trials: int = 2, proxies: bool = False) -> list[str]:
-    """A one-rung smoke search of `trials` designs. Zero-cost proxies are off unless asked for:
-    scoring them costs about a third of a smoke trial, and only the tests about them read them."""
+def base_args(
+    tmp_path: Path, data: Path, trials: int = 2, proxies: bool = False, verify: bool = False
+) -> list[str]:
+    """A one-rung smoke search of `trials` designs. Zero-cost proxies and the verification of
+    claims are off unless asked for: they cost about a third of a smoke trial and a third of the
+    search, and only the tests about them read them."""
     return [
         "--trials",
         str(trials),
@@ -56,6 +59,7 @@ def base_args(tmp_path: Path, data: Path, trials: int = 2, proxies: bool = False
         "1",
         "--quiet",
         *([] if proxies else ["--no-proxies"]),
+        *([] if verify else ["--verify", "0"]),
     ]
 
 
@@ -769,9 +773,9 @@ def test_trials_counts_distinct_designs_and_a_spent_space_ends_in_one_line(
 def test_a_new_study_searches_one_budget_with_tpe_by_default():
     """The default strategy, measured against random search and three rungs on a 2-core CPU
     (BENCHMARKS.md, "Search strategies at equal wall time"): single-budget TPE at quick,
-    standard on CUDA."""
+    standard on CUDA, its claims against v1/v2 verified with one seed."""
     s = search.SearchSettings()
-    assert s.new_rungs[0] == 1
+    assert s.new_rungs[0] == 1 and s.verify == 1 and s.verify_budget is None
     config = search.new_config(s, default_budget("cpu", *s.new_rungs))
     assert (config.rungs, config.budget, config.sampler) == (1, "quick", "tpe")
     assert default_budget("cuda", *s.new_rungs) == "standard"
@@ -779,7 +783,7 @@ def test_a_new_study_searches_one_budget_with_tpe_by_default():
     written = search.parse_settings(["--config", str(ROOT / "studies" / "cpu-default.toml")])
     assert search.new_config(written, written.budget) == config
     default = search.parse_settings([])
-    for field in ("trials", "workers", "references", "prune"):
+    for field in ("trials", "workers", "references", "prune", "verify", "verify_budget"):
         assert getattr(written, field) == getattr(default, field), field
 
 
@@ -798,7 +802,7 @@ def test_a_small_default_search_gives_a_real_answer_and_resumes(tmp_path, tiny_f
     resumed to 5 it reports 5 search designs, and the evaluator and the exporter find a searched
     design on its front."""
     storage = str(tmp_path / "s.journal")
-    args = base_args(tmp_path, tiny_fmnist, trials=3)
+    args = base_args(tmp_path, tiny_fmnist, trials=3, verify=True)  # the default verification
     del args[args.index("--rungs") : args.index("--rungs") + 2]  # the default rungs
     args += ["--seed", "0"]
     assert search.main(args) == 0
@@ -810,6 +814,11 @@ def test_a_small_default_search_gives_a_real_answer_and_resumes(tmp_path, tiny_f
     study = optuna.load_study(study_name="t", storage=open_storage(storage))
     assert study_config(study).rungs == 1 and search.search_trials_taken(study) == 5
     assert "study 't': 7 complete" in out  # 5 search designs and v1, v2
+    # The default check of claims (--verify 1): this seeded front makes no claim against v1/v2,
+    # so nothing is retrained and the summary states none.
+    checks = search.verified_claims(study, study_config(study))
+    assert checks == [] and reeval_results(study, search.VERIFY_PREFIX) == {}
+    assert "scored above v1" not in out and "scored above v2" not in out
     assert any(" front " in line for line in out.splitlines())
     from explorer import evaluate, export  # the two commands a user runs next
 

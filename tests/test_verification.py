@@ -1,5 +1,5 @@
 """Verified claims (`explorer.search.verification`): a search's claims against v1 and v2 are retrained
-at three times its budget, and the summary states only those that hold."""
+at ten times its budget, and the summary states only those that hold."""
 
 from __future__ import annotations
 
@@ -121,8 +121,8 @@ def test_verify_budget_scales_the_top_budget_and_names_it():
 
 
 def test_a_timed_search_leaves_a_quarter_of_its_time_to_the_verification(tmp_path, monkeypatch):
-    """With --timeout and --verify, the workers stop starting trials at 3/4 of it; without
-    --verify they get all of it."""
+    """With --timeout and the default --verify 1, the workers stop starting trials at 3/4 of
+    it; with --verify 0 they get all of it."""
     seen = []
 
     def fake_worker(s, index, on_trial=None):
@@ -134,9 +134,69 @@ def test_a_timed_search_leaves_a_quarter_of_its_time_to_the_verification(tmp_pat
     base = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--workers", "1",
             "--budget", "smoke", "--rungs", "1", "--quiet", "--timeout", "100"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
-        assert search.main(base + ["--verify", "1"]) == 0
-        assert search.main(base) == 0
+        assert search.main(base) == 0  # the default: --verify 1
+        assert search.main(base + ["--verify", "0"]) == 0
     assert seen == [pytest.approx(100 * (1 - V.VERIFY_SHARE)), 100]
+
+
+def test_a_claim_holds_only_beyond_the_seed_spread_of_a_difference():
+    """The margin is the spread of the difference of two single runs, recomputed from the
+    3-seed retrainings at quickx10 that BENCHMARKS.md records, and shrinks with more seeds."""
+    import math
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").read_text()
+    sds = []
+    for title in ("Re-evaluation of the default study's front (long budget)",
+                  "Successive halving: does the front hold? (3 rungs)"):  # fmt: skip
+        start = text.index(f"## {title}\n")
+        section = text[start : text.find("\n## ", start + 3)]
+        sds += [float(sd) for sd in re.findall(r"\| 0\.\d{4} ± (0\.\d{4}) \|\s*$", section, re.M)]
+    assert len(sds) >= 30
+    per_run = math.sqrt(sum(sd * sd for sd in sds) / len(sds))
+    assert V.VERIFY_MARGIN == pytest.approx(per_run * math.sqrt(2), abs=0.0005)
+    assert V.claim_margin(4) == pytest.approx(V.VERIFY_MARGIN / 2)
+    ref, design = object(), object()
+    check = lambda d, r, n=1: V.ClaimCheck(design, ref, d, r, n).holds  # noqa: E731
+    assert check(0.880, 0.870) is True
+    assert check(0.875, 0.870) is False  # within the spread of two single runs: not stated
+    assert check(0.875, 0.870, n=4) is True  # 0.005 beyond 0.0035, the spread of 4-seed means
+    assert check(0.860, 0.870) is False and check(None, 0.870) is None
+
+
+def test_the_verification_gets_a_quarter_of_the_run():
+    """With a timeout it runs until the run's deadline; without, a third of the search's time
+    (so search and verification split the run 3:1, as with --timeout)."""
+    assert V.verification_deadline(1000.0, 600.0, None) == pytest.approx(1200.0)
+    assert V.verification_deadline(1000.0, 600.0, 1100.0) == 1100.0
+
+
+def test_an_untimed_search_verifies_for_a_third_of_its_time(tmp_path, monkeypatch):
+    """By default (no --timeout) the claims are verified after the search, which hands the
+    verification the time it took; --verify 0 skips the verification."""
+    seen, calls = [], []
+
+    def slow_worker(s, index, on_trial=None):
+        time.sleep(0.3)
+
+    def deadline(now, search_s, run_deadline):
+        seen.append((search_s, run_deadline))
+        return now + search_s / 3
+
+    monkeypatch.setattr(search.cli, "run_worker", slow_worker)
+    monkeypatch.setattr(search.cli, "verification_deadline", deadline)
+    monkeypatch.setattr(search.cli, "verify_claims", lambda *a: calls.append(a[-1]))
+    monkeypatch.setattr(search.cli.data_mod, "find_dataset", lambda *a: None)
+    base = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--workers", "1",
+            "--budget", "smoke", "--rungs", "1", "--quiet"]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert search.main(base) == 0  # the default: --verify 1
+        assert search.main(base + ["--verify", "0"]) == 0
+    assert len(seen) == len(calls) == 1
+    search_s, run_deadline = seen[0]
+    assert run_deadline is None and search_s >= 0.3
+    assert calls[0] > time.monotonic() - 60  # a deadline, on the monotonic clock
 
 
 def test_a_verified_search_end_to_end(tmp_path, tiny_fmnist):

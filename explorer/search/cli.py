@@ -46,7 +46,13 @@ from .report import Progress, summary
 from .rungs import fitting_rungs
 from .settings import SAMPLERS, SearchSettings
 from .study import COPIES_IN_A_ROW, open_search_study, out_of_new_designs, search_trials_taken
-from .verification import VERIFY_FACTOR, VERIFY_SHARE, verify
+from .verification import (
+    VERIFY_FACTOR,
+    VERIFY_MARGIN,
+    VERIFY_SHARE,
+    verification_deadline,
+    verify,
+)
 from .workers import WorkerError, run_worker
 
 
@@ -60,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Multi-objective search over Inception block designs. Each trial samples a block,\n"
             "trains a small network around it briefly and records accuracy, parameters, FLOPs\n"
             "and latency. The v1 (GoogLeNet) and v2 (BN-Inception) blocks are trained first as\n"
-            "reference trials. Rerun the same command to resume; run it on several machines\n"
-            "against one --storage to share the work."
+            "reference trials. After the search, each front design that claims to beat v1 or v2\n"
+            "is retrained beside it ten times longer, and only the claims that hold are stated\n"
+            "(--verify). Rerun the same command to resume; run it on several machines against\n"
+            "one --storage to share the work."
         ),
         epilog=(
             "examples:\n"
@@ -161,11 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="after the search, retrain each front design that claims to beat v1 or v2 (more "
         "accurate at the search budget with no more parameters), and that reference, with K "
-        "seeds at --verify-budget; the summary states only the claims that hold there (0: off, "
-        "claims are single runs at the search budget). The strongest claims go first. With "
-        f"--timeout the search stops starting trials at {(1 - VERIFY_SHARE) * 100:.0f}%% of it, leaving "
-        "the rest to the verification, which starts no run after the timeout; claims it leaves "
-        "unchecked are not stated",
+        "seeds at --verify-budget; the summary states only the claims that hold there by more "
+        f"than two runs differ by their seeds alone ({VERIFY_MARGIN} with one seed, that over "
+        "sqrt(K) with K) (default 1; 0: off, claims are then single runs at the search budget, "
+        "most of which reversed when retrained, BENCHMARKS.md). The strongest claims go first. "
+        "The verification gets "
+        f"{VERIFY_SHARE * 100:.0f}%% of the run: with --timeout the search stops starting trials at "
+        f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it and the verification starts no run after it; "
+        "without, the verification starts no run after a third of the time the search took. "
+        "Claims it leaves unchecked are not stated; rerun with --timeout to check them",
     )
     p.add_argument(
         "--verify-budget",
@@ -207,7 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         "core (up to 8) on a CPU, where separate processes beat threads (BENCHMARKS.md)",
     )
     p.add_argument(
-        "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
+        "--timeout",
+        type=float,
+        default=None,
+        help="the run's time in seconds: the search starts no trial after "
+        f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it (all of it with --verify 0), the verification "
+        "of claims no run after it",
     )
     p.add_argument(
         "--heartbeat",
@@ -457,6 +474,7 @@ def run(s: SearchSettings) -> optuna.Study:
                 recover(rung_study, url)
     progress.update()
     progress.close()
+    search_s = time.monotonic() - started
     bottom = rungs[min(rungs)]
     taken = search_trials_taken(bottom)
     if taken < s.trials and out_of_new_designs(bottom):
@@ -476,7 +494,8 @@ def run(s: SearchSettings) -> optuna.Study:
     if s.verify:
         # One machine at a time, as the final seeds; a later one adds only what is missing.
         with reeval_lock(url, study.study_name):
-            verify_claims(study, config, s, device, deadline)
+            until = verification_deadline(time.monotonic(), search_s, deadline)
+            verify_claims(study, config, s, device, until)
     return study
 
 

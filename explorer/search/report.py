@@ -17,7 +17,7 @@ from ..store.records import StudyConfig, TrialRecord, is_search_trial, trial_att
 from ..store.urls import default_storage, redact
 from ..usage import command
 from .study import FINISHED
-from .verification import VERIFY_FACTOR, verification_budget_name, verified_claims
+from .verification import VERIFY_FACTOR, claim_margin, verification_budget_name, verified_claims
 
 
 class Progress:
@@ -189,7 +189,8 @@ def claim_lines(
         out.append(
             f"verified at {verification_budget_name(study)} ({seeds} seed(s), test accuracy): "
             f"{len(held)} of {len(mine)} front design(s) that scored above {ref} with no more "
-            f"parameters beat it" + (f" ({text})" if held else "")
+            f"parameters beat it by more than {claim_margin(seeds):.4f}, the seed spread of a "
+            "difference" + (f" ({text})" if held else "")
             + (f"; {len(unchecked)} not verified (time ran out)" if unchecked else "")
         )  # fmt: skip
     return out

@@ -64,7 +64,7 @@ class SearchSettings:
     prescreen: int = 1
     proxy: str = "naswot"
     final_seeds: int = 1
-    verify: int = 0  # seeds of the claims' verification (`explorer.search.verification`); 0: off
+    verify: int = 1  # seeds of the claims' verification (`explorer.search.verification`); 0: off
     verify_budget: str | None = None  # None: 10x the search's top budget
     quiet: bool = False
 
