@@ -74,9 +74,7 @@ def mode_default(args) -> None:
         verifying = None
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip
-        err = []
         for line in proc.stderr:
-            err.append(line)
             sys.stderr.write(line)
             if verifying is None and line.startswith("verifying "):
                 verifying = time.perf_counter()
