@@ -152,7 +152,9 @@ def test_cuda_trains_in_bf16_channels_last_with_fused_adamw(cuda_backend):
     setup = train_mod._setup(device)
     assert setup.autocast_dtype == torch.bfloat16 and setup.memory_format == torch.channels_last
     model = small_net()
-    assert train_mod._optimizer(model.to(device), SMOKE, device).defaults["fused"]
+    lr = torch.tensor(SMOKE.lr, device=device)
+    optimizer = train_mod._optimizer(model.to(device), SMOKE, lr, capturable=True)
+    assert optimizer.defaults["fused"] and optimizer.defaults["capturable"]
     result = train(model, stripes_dataset(), SMOKE, device)
     assert result.final_val_acc > 0.5  # chance is 0.25
     assert result.train_loss[-1] < result.train_loss[0] - 0.3
@@ -163,8 +165,10 @@ def test_cuda_trains_in_bf16_channels_last_with_fused_adamw(cuda_backend):
 
 
 @pytest.mark.gpu
-def test_cuda_training_steps_never_wait_for_the_gpu(cuda_backend):
-    """The number of synchronising calls in an epoch does not grow with its steps."""
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_cuda_training_steps_never_wait_for_the_gpu(cuda_backend, cuda_graph):
+    """The number of synchronising calls in an epoch does not grow with its steps, eager or
+    replaying a CUDA graph (its capture synchronises once)."""
     data = stripes_dataset(n_train=512, n_val=32).on("cuda")
 
     def syncs(train_images: int) -> int:
@@ -174,7 +178,9 @@ def test_cuda_training_steps_never_wait_for_the_gpu(cuda_backend):
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                train(model, data, config, "cuda")
+                assert train(model, data, config, "cuda", cuda_graph=cuda_graph).cuda_graph == (
+                    cuda_graph
+                )
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)

@@ -39,8 +39,11 @@ from .data import (
     read_idx,
 )
 from .devices import (
+    CUBLAS_WORKSPACE_CONFIG,
     DEFAULT_WORKERS_PER_GPU,
     MAX_CPU_WORKERS,
+    backend_settings,
+    configure_backend,
     cpu_threads_per_worker,
     plan_workers,
     resolve_device,
@@ -79,12 +82,12 @@ from .proxies import (
     synflow,
 )
 from .trainer import (
-    CUBLAS_WORKSPACE_CONFIG,
+    CUDA_GRAPH_DEFAULT,
+    CUDA_GRAPH_ENV,
     EVAL_BATCH_SIZE,
     DivergedError,
     TrainResult,
-    backend_settings,
-    configure_backend,
+    cuda_graph_default,
     evaluate,
     lr_factor,
     recompute_bn_stats,
@@ -95,6 +98,8 @@ from .trainer import (
 __all__ = [
     "BUDGETS",
     "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_GRAPH_DEFAULT",
+    "CUDA_GRAPH_ENV",
     "DATASETS",
     "DEFAULT_DATASET",
     "DEFAULT_VAL_SIZE",
@@ -131,6 +136,7 @@ __all__ = [
     "count_params",
     "cpu_name",
     "cpu_threads_per_worker",
+    "cuda_graph_default",
     "dataset_info",
     "default_budget",
     "device_info",

@@ -1,21 +1,29 @@
-"""Which device each search worker process trains on, and how many CPU threads it may use.
+"""Which device each search worker process trains on, how many CPU threads it may use, and the
+process-wide backend switches (TF32, cuDNN autotuning, deterministic kernels) it trains under.
 
 The search's networks (3k-400k parameters on 28x28 images) leave a large GPU mostly idle: one
 trial is bound by the CPU launching kernels, not by the GPU running them. Several worker
 processes per GPU fill it (each has its own CUDA context and launch queue; CUDA MPS, where it
 runs, lets their kernels share the GPU at once). `plan_workers` lays the workers out over the
 GPUs, `cpu_threads_per_worker` shares the CPU cores between the processes on one machine.
+`configure_backend` is the one place the backend switches are set: every search worker calls it
+when it starts, and so does every parent process that trains (the search's final seeds and
+verification, `explorer.evaluate`, `explorer.ablate`), so all their runs train alike.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
 # Not measured yet: bench/gpu.sh times a search with 1, 2, 4 and 8 workers per GPU; set this to
-# its best once it has run on a GPU (BENCHMARKS.md, "GPU").
+# its best once it has run on a GPU (BENCHMARKS.md, "GPU"). It is the default of the search's
+# `--workers-per-gpu`: `--workers auto` starts that many workers on each GPU.
 DEFAULT_WORKERS_PER_GPU = 4
+# cuBLAS's deterministic setting (CUDA docs, "Results reproducibility"): a fixed workspace.
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 # On a CPU one single-threaded process per core, up to this many (BENCHMARKS.md, "Threads per
 # trial": two one-thread processes train 1.4x as many trials per minute as one two-thread one).
 MAX_CPU_WORKERS = 8
@@ -114,3 +122,52 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device mps was asked for, but torch sees no MPS device")
     return device
+
+
+def configure_backend(device: torch.device | str, deterministic: bool = False) -> dict[str, Any]:
+    """Set the process-wide backend switches for training on `device` and return them (see
+    `backend_settings`), for a trial's provenance. Call it once in every process that trains or
+    times anything (a search worker when it starts, a parent before its first run), before its
+    first CUDA operation (cuBLAS reads its workspace setting when it starts); calling it again
+    with the same arguments changes nothing.
+
+    On CUDA: cuDNN autotuning (shapes are fixed within a trial) and TF32 for float32 matmuls and
+    convolutions (the trainer computes in bf16; TF32 covers what autocast keeps in float32).
+    ``deterministic=True`` asks for run-to-run repeatable results instead: no autotuning,
+    deterministic cuDNN and torch kernels (`torch.use_deterministic_algorithms`) and a fixed
+    cuBLAS workspace; slower. An operation that has no deterministic kernel warns, naming itself,
+    instead of failing every trial (torch's list includes NLLLoss on CUDA, which cross-entropy
+    uses; tests/test_gpu.py checks that a seeded run of the search's blocks repeats bit for bit).
+    A CPU run repeats without the flag; it still turns on torch's deterministic checks there.
+    """
+    device = torch.device(device)
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic must be true or false, got {deterministic!r}")
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls
+    return backend_settings(device)
+
+
+def backend_settings(device: torch.device | str) -> dict[str, Any]:
+    """The backend switches in force for `device`, as JSON-safe values (nothing is changed)."""
+    device = torch.device(device)
+    settings: dict[str, Any] = {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if device.type == "cuda":
+        settings.update(
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+            cudnn_deterministic=torch.backends.cudnn.deterministic,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+            cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        )
+    return settings

@@ -5,9 +5,19 @@
 channels_last on CUDA, float32 channels_last on CPU and MPS), evaluates on a fixed slice of the
 validation split after every epoch and returns the curves in a `TrainResult`.
 
+Every training step has the form a CUDA graph can capture (`_Step`): the batch is copied into
+fixed buffers, the learning rate is a one-element tensor written in place before each step (the
+optimizer's fused kernels read it there), the loss is written into a fixed buffer. On the CPU and
+by default everywhere that step runs eagerly. On CUDA with ``cuda_graph=True`` (or
+``EXPLORER_CUDA_GRAPH=1``) the trainer captures it once after a few eager warm-up steps and
+replays it for every later batch; evaluation stays eager, and a capture that fails leaves the
+run eager with one line in the log. Off by default until it has been measured inside the trainer
+on a GPU (bench/gpu.sh; NVIDIA's guide and this project's H200 run outside the trainer found
+1.2-3.3x for launch-bound steps, BENCHMARKS.md "GPU").
+
 Process-wide backend switches (cuDNN autotuning, TF32, deterministic kernels) are not set here:
-a worker sets them once with `configure_backend` when it starts, before it times anything, so
-every latency and every trial of the worker runs under the same settings.
+every process that trains sets them once with `configure_backend` (explorer.training.devices)
+before it times anything, so every latency and every trial runs under the same settings.
 
 Budgets are named `TrainConfig` presets (`BUDGETS`): ``smoke`` for tests, ``quick`` for a search on
 a CPU (calibrated in BENCHMARKS.md, "Budget calibration"), ``standard`` for a GPU.
@@ -15,12 +25,15 @@ a CPU (calibrated in BENCHMARKS.md, "Budget calibration"), ``standard`` for a GP
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
 import math
 import os
 import time
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +43,25 @@ from torch import nn
 
 from .budgets import TrainConfig
 from .data import Dataset, DeviceData
+from .devices import (  # noqa: F401 - re-exported: search workers call trainer.configure_backend
+    CUBLAS_WORKSPACE_CONFIG,
+    backend_settings,
+    configure_backend,
+)
 from .metrics import peak_memory_bytes, reset_peak_memory, synchronize
 
 EVAL_BATCH_SIZE = 256  # larger batches run slower per image on a CPU (cache)
-# cuBLAS's deterministic setting (CUDA docs, "Results reproducibility"): a fixed workspace.
-CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+# Capturing the training step in a CUDA graph is off by default: it is built, and its eager twin
+# is tested on the CPU against the trainer before it, but no GPU has yet measured it inside the
+# trainer. Turn it on per call (`train(cuda_graph=True)`) or per process (EXPLORER_CUDA_GRAPH=1,
+# which search workers inherit); make it the default once bench/gpu.sh has measured it.
+CUDA_GRAPH_DEFAULT = False
+CUDA_GRAPH_ENV = "EXPLORER_CUDA_GRAPH"
+# Eager steps on a side stream before the capture: cuDNN autotuning, the optimizer's state and
+# every other lazy allocation happen there, outside the graph (PyTorch's CUDA graphs notes).
+GRAPH_WARMUP_STEPS = 3
+
+_log = logging.getLogger(__name__)
 
 
 class DivergedError(RuntimeError):
@@ -60,6 +87,8 @@ class TrainResult:
     wall_time_s: float = 0.0  # everything, validation included
     images_seen: int = 0
     peak_memory_bytes: int | None = None
+    cuda_graph: bool = False  # whether the training steps after the warm-up replayed a CUDA graph
+    graph_fallback: str | None = None  # why a capture that was asked for failed (then eager)
 
     @property
     def images_per_s(self) -> float:
@@ -80,54 +109,6 @@ class TrainResult:
         }
 
 
-def configure_backend(device: torch.device | str, deterministic: bool = False) -> dict[str, Any]:
-    """Set the process-wide backend switches for training on `device` and return them (see
-    `backend_settings`), for a trial's provenance. Call it once when a worker starts, before it
-    measures anything and before its first CUDA operation (cuBLAS reads its workspace setting
-    when it starts); calling it again with the same arguments changes nothing.
-
-    On CUDA: cuDNN autotuning (shapes are fixed within a trial) and TF32 for float32 matmuls and
-    convolutions (the trainer computes in bf16; TF32 covers what autocast keeps in float32).
-    ``deterministic=True`` asks for run-to-run repeatable results instead: no autotuning,
-    deterministic cuDNN and torch kernels (`torch.use_deterministic_algorithms`) and a fixed
-    cuBLAS workspace; slower. An operation that has no deterministic kernel warns, naming itself,
-    instead of failing every trial (torch's list includes NLLLoss on CUDA, which cross-entropy
-    uses; tests/test_gpu.py checks that a seeded run of the search's blocks repeats bit for bit).
-    A CPU run repeats without the flag; it still turns on torch's deterministic checks there.
-    """
-    device = torch.device(device)
-    if not isinstance(deterministic, bool):
-        raise ValueError(f"deterministic must be true or false, got {deterministic!r}")
-    if deterministic and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cudnn.deterministic = deterministic
-        torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls
-    return backend_settings(device)
-
-
-def backend_settings(device: torch.device | str) -> dict[str, Any]:
-    """The backend switches in force for `device`, as JSON-safe values (nothing is changed)."""
-    device = torch.device(device)
-    settings: dict[str, Any] = {
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
-        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-    }
-    if device.type == "cuda":
-        settings.update(
-            cudnn_benchmark=torch.backends.cudnn.benchmark,
-            cudnn_deterministic=torch.backends.cudnn.deterministic,
-            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-            tf32_cudnn=torch.backends.cudnn.allow_tf32,
-            cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-        )
-    return settings
-
-
 @dataclass(frozen=True)
 class _Setup:
     """Device, precision and memory format, decided once per run."""
@@ -141,10 +122,12 @@ class _Setup:
     # CPU the read waits for nothing and a diverged run stops at the step it diverged.
     check_each_step: bool
 
-    def autocast(self):
+    def autocast(self, cache: bool = True):
+        """Autocast to the run's precision; ``cache=False`` for a region a CUDA graph captures
+        (autocast's cache of cast weights cannot outlive the capture)."""
         if self.autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=cache)
 
     def sync(self) -> None:
         synchronize(self.device)
@@ -169,16 +152,28 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _optimizer(
-    model: nn.Module, config: TrainConfig, device: torch.device
+    model: nn.Module, config: TrainConfig, lr: torch.Tensor, capturable: bool = False
 ) -> torch.optim.Optimizer:
-    groups = _param_groups(model, config.weight_decay)
-    # The fused CUDA kernels spare one launch per parameter tensor; elsewhere the foreach path.
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """The optimizer of `config`, reading its learning rate from the one-element tensor `lr` at
+    every step (written in place by the schedule), so a captured step replays with the value of
+    the moment. Fused kernels (one launch per step, not one per parameter tensor) where torch has
+    them (CPU, CUDA); they read `lr` where it lies, on the device. Elsewhere the per-tensor loop,
+    with `lr` on the CPU (read as a number, not waited for). ``capturable`` lets AdamW's step be
+    captured in a CUDA graph (SGD's fused step needs no flag)."""
+    device = next(model.parameters()).device
+    fused = device.type in ("cpu", "cuda")
+    groups = [{**g, "lr": lr} for g in _param_groups(model, config.weight_decay)]
+    fast = {"fused": True} if fused else {"foreach": False}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, nesterov=True, **fast
-        )
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), **fast)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=True, **fast)
+    return torch.optim.AdamW(
+        groups, lr=lr, betas=(config.momentum, 0.999), capturable=capturable, **fast
+    )
+
+
+def _lr_device(device: torch.device) -> torch.device:
+    """Where the learning-rate tensor lives: beside fused kernels' parameters, else on the CPU."""
+    return device if device.type in ("cpu", "cuda") else torch.device("cpu")
 
 
 def lr_factor(step: int, total: int, config: TrainConfig) -> float:
@@ -275,14 +270,147 @@ def evaluate(
     return loss_sum.item() / n, correct.item() / n
 
 
+def cuda_graph_default() -> bool:
+    """Whether `train` captures its step in a CUDA graph when its call does not say:
+    ``EXPLORER_CUDA_GRAPH`` set to 1 or 0, else `CUDA_GRAPH_DEFAULT` (off: not yet measured)."""
+    value = os.environ.get(CUDA_GRAPH_ENV, "").strip()
+    if value == "":
+        return CUDA_GRAPH_DEFAULT
+    if value not in ("0", "1"):
+        raise ValueError(f"{CUDA_GRAPH_ENV} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def _can_capture(device: torch.device) -> bool:
+    """CUDA graphs exist on CUDA devices only; elsewhere a request for one trains eagerly."""
+    return device.type == "cuda"
+
+
+@contextlib.contextmanager
+def _side_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
+    """Run the block on `stream`, ordered after what was queued before it and before what comes
+    after it; on no stream (no capture wanted, or the CPU) just run it."""
+    if stream is None:
+        yield
+        return
+    current = torch.cuda.current_stream(stream.device)
+    stream.wait_stream(current)
+    with torch.cuda.stream(stream):
+        yield
+    current.wait_stream(stream)
+
+
+def _capture_graph(step: Callable[[], None]) -> torch.cuda.CUDAGraph:
+    """`step` captured once in a CUDA graph with a private memory pool (nothing runs yet)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
+
+
+class _Step:
+    """One training step in the form a CUDA graph can hold, run eagerly until it is captured.
+
+    Each call copies the batch into fixed buffers (every batch has one shape: the data drops
+    the last partial one), writes the schedule's learning rate into a one-element tensor in
+    place (the optimizer reads it at every step) and runs forward, loss, backward and the
+    optimizer's step, whose loss it writes into a fixed buffer. With `graph` (on CUDA) the first
+    `GRAPH_WARMUP_STEPS` calls run on a side stream, the next one captures the step and every
+    call from then on replays it; a capture that fails leaves the step eager, with one line in
+    the log and the reason in `fallback`. Call `close` when training ends.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        setup: _Setup,
+        total_steps: int,
+        graph: bool,
+    ) -> None:
+        self.model, self.config, self.setup, self.total_steps = model, config, setup, total_steps
+        cuda = setup.device.type == "cuda"
+        self.lr = torch.tensor(config.lr, device=_lr_device(setup.device))
+        self.optimizer = _optimizer(model, config, self.lr, capturable=graph and cuda)
+        self.loss = torch.zeros((), device=setup.device)
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.steps = 0
+        self.graph_wanted = graph
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.fallback: str | None = None
+        self._stream = torch.cuda.Stream(setup.device) if graph and cuda else None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Train on one batch; returns the loss buffer, which the next call overwrites."""
+        self.lr.fill_(self.config.lr * lr_factor(self.steps, self.total_steps, self.config))
+        if self.x is None:  # every batch has the first one's shape: the last partial one is dropped
+            self.x, self.y = torch.empty_like(x), torch.empty_like(y)
+        assert x.shape == self.x.shape, (x.shape, self.x.shape)
+        self.x.copy_(x)
+        self.y.copy_(y)
+        if self.graph_wanted and self.graph is None and self.steps >= GRAPH_WARMUP_STEPS:
+            self._capture()
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.graph_wanted:
+            with _side_stream(self._stream), warnings.catch_warnings():
+                # A capturable optimizer warns when it steps uncaptured; the warm-up must.
+                warnings.filterwarnings("ignore", "This instance was constructed with capturable")
+                self._run()
+        else:
+            self._run()
+        self.steps += 1
+        return self.loss
+
+    def _run(self) -> None:
+        """The step itself: what the graph captures, and what runs eagerly."""
+        self.optimizer.zero_grad(set_to_none=True)  # no kernel: backward writes fresh gradients
+        with self.setup.autocast(cache=not self.graph_wanted):
+            loss, _ = _loss(self.model(self.x), self.y, self.config)
+        loss.backward()
+        self.optimizer.step()
+        self.loss.copy_(loss.detach())
+
+    def _capture(self) -> None:
+        try:
+            self.graph = _capture_graph(self._run)
+        except Exception as exc:  # noqa: BLE001 - any capture error: train on eagerly
+            self.graph, self.graph_wanted, self._stream = None, False, None
+            # The capture computed nothing: drop the gradients it allocated, then the failed
+            # batch trains eagerly (the caller's next line).
+            self.optimizer.zero_grad(set_to_none=True)
+            message = str(exc).strip().splitlines()
+            self.fallback = f"{type(exc).__name__}: {message[0] if message else ''}"[:300]
+            _log.warning("CUDA graph capture failed, training on eagerly: %s", self.fallback)
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def close(self) -> None:
+        """Free the graph, its memory pool (the gradients live in it) and the fixed buffers."""
+        self.optimizer.zero_grad(set_to_none=True)
+        captured = self.graph is not None
+        self.graph = self.x = self.y = self._stream = None
+        if captured:
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
 def train(
     model: nn.Module,
     data: Dataset | DeviceData,
     config: TrainConfig,
     device: torch.device | str,
     epoch_callback: Callable[[int, TrainResult], None] | None = None,
+    cuda_graph: bool | None = None,
 ) -> TrainResult:
     """Train `model` in place and return its curves.
+
+    ``cuda_graph=True`` captures the training step in a CUDA graph on a CUDA device (ignored
+    elsewhere); None takes `cuda_graph_default()`, off until measured. The result says whether the
+    run replayed a graph (`TrainResult.cuda_graph`) or why a capture failed (`graph_fallback`).
 
     After each epoch's validation, ``epoch_callback(epoch, result)`` is called with the result so
     far (epochs count from 1); it may raise (the search raises ``optuna.TrialPruned``) to stop
@@ -304,55 +432,53 @@ def train(
     train_images = config.train_images or data.size("train")
     steps_per_epoch = train_images // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    optimizer = _optimizer(model, config, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, config)
-    )
+    graph = cuda_graph_default() if cuda_graph is None else cuda_graph
+    if not isinstance(graph, bool):
+        raise ValueError(f"cuda_graph must be true, false or None, got {cuda_graph!r}")
+    train_step = _Step(model, config, setup, total_steps, graph and _can_capture(device))
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult(device=str(device))
 
-    for epoch in range(1, config.epochs + 1):
-        setup.sync()
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        batches = data.train_batches(
-            config.batch_size, train_images, generator, config.augment, setup.memory_format
-        )
-        for step, (x, y) in enumerate(batches, 1):
-            with setup.autocast():
-                loss, _ = _loss(model(x), y, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach().float()
-            if setup.check_each_step and not torch.isfinite(loss_sum).item():
-                _stop_diverged(result, setup, epoch, step, epoch_start, start, config)
-        if not setup.check_each_step and not torch.isfinite(loss_sum).item():
-            _stop_diverged(result, setup, epoch, steps_per_epoch, epoch_start, start, config)
-        setup.sync()
-        train_s = time.perf_counter() - epoch_start
-        result.train_time_s += train_s
-        result.epoch_train_s.append(train_s)
-        result.images_seen += steps_per_epoch * config.batch_size
-        if config.bn_stats_images:
-            recompute_bn_stats(model, data, config.bn_stats_images, config.seed + epoch)
-        last = epoch == config.epochs
-        val_loss, val_acc = evaluate(
-            model, data, device, "val", config.final_val_images if last else config.val_images
-        )
-        model.train()
-        result.epoch.append(epoch)
-        result.train_loss.append(loss_sum.item() / steps_per_epoch)
-        result.val_loss.append(val_loss)
-        result.val_acc.append(val_acc)
-        result.epoch_time_s.append(time.perf_counter() - epoch_start)
-        result.wall_time_s = time.perf_counter() - start
-        result.peak_memory_bytes = peak_memory_bytes(device)
-        if not math.isfinite(val_loss):
-            raise DivergedError(f"validation loss is {val_loss} after epoch {epoch}", result)
-        if epoch_callback is not None:
-            epoch_callback(epoch, result)
+    try:
+        for epoch in range(1, config.epochs + 1):
+            setup.sync()
+            epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            batches = data.train_batches(
+                config.batch_size, train_images, generator, config.augment, setup.memory_format
+            )
+            for step, (x, y) in enumerate(batches, 1):
+                loss_sum += train_step(x, y)
+                if setup.check_each_step and not torch.isfinite(loss_sum).item():
+                    _stop_diverged(result, setup, epoch, step, epoch_start, start, config)
+            if not setup.check_each_step and not torch.isfinite(loss_sum).item():
+                _stop_diverged(result, setup, epoch, steps_per_epoch, epoch_start, start, config)
+            setup.sync()
+            train_s = time.perf_counter() - epoch_start
+            result.train_time_s += train_s
+            result.epoch_train_s.append(train_s)
+            result.images_seen += steps_per_epoch * config.batch_size
+            if config.bn_stats_images:
+                recompute_bn_stats(model, data, config.bn_stats_images, config.seed + epoch)
+            last = epoch == config.epochs
+            val_loss, val_acc = evaluate(
+                model, data, device, "val", config.final_val_images if last else config.val_images
+            )
+            model.train()
+            result.epoch.append(epoch)
+            result.train_loss.append(loss_sum.item() / steps_per_epoch)
+            result.val_loss.append(val_loss)
+            result.val_acc.append(val_acc)
+            result.epoch_time_s.append(time.perf_counter() - epoch_start)
+            result.wall_time_s = time.perf_counter() - start
+            result.peak_memory_bytes = peak_memory_bytes(device)
+            if not math.isfinite(val_loss):
+                raise DivergedError(f"validation loss is {val_loss} after epoch {epoch}", result)
+            if epoch_callback is not None:
+                epoch_callback(epoch, result)
+    finally:  # also when a callback prunes or the run diverges: the graph's memory goes back
+        result.cuda_graph, result.graph_fallback = train_step.captured, train_step.fallback
+        train_step.close()
     return result
 
 
