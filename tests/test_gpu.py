@@ -93,6 +93,60 @@ def test_bad_worker_plans_name_the_value(monkeypatch, gpus, device, workers, per
         cpu_threads_per_worker(0)
 
 
+# --- the backend, in every process that trains ------------------------------------------------
+
+
+@pytest.fixture
+def stop_at_backend(monkeypatch):
+    """Record each `configure_backend` call of a command, apply it, then stop the command there
+    as Ctrl-C would (before any training); the switches are put back afterwards."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    calls: list[tuple[str, bool]] = []
+    real = devices.configure_backend
+
+    def configure_then_stop(device, deterministic=False):
+        calls.append((torch.device(device).type, deterministic))
+        real(device, deterministic)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(devices, "configure_backend", configure_then_stop)
+    yield calls
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_workers_and_commands_share_one_configure_backend():
+    from explorer.training import trainer
+
+    assert trainer.configure_backend is devices.configure_backend  # the workers call the first
+
+
+@pytest.mark.parametrize(
+    "command, argv, deterministic",
+    [
+        ("search", ["--trials", "1", "--deterministic"], True),
+        ("search", ["--trials", "1"], False),
+        ("evaluate", ["--pareto", "--budget", "smoke"], False),
+        ("ablate", ["--budget", "smoke", "--winner", "none"], False),
+    ],
+)
+def test_every_command_configures_the_backend_as_its_workers_do(
+    stop_at_backend, study_path, tmp_path, command, argv, deterministic
+):
+    """The search's own process (final seeds, verification), evaluate and ablate train under the
+    switches a search worker sets, through the one function the workers call."""
+    import importlib
+
+    storage = str(tmp_path / "s.journal") if command == "search" else study_path
+    main = importlib.import_module(f"explorer.{command}").main
+    assert main(["--storage", storage, "--device", "cpu", "--quiet", *argv]) == 130
+    assert stop_at_backend == [("cpu", deterministic)]
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.is_deterministic_algorithms_warn_only_enabled()  # set by the call, not a default
+
+
 # --- the measurement script (bench/gpu.py), on any machine ------------------------------------
 
 

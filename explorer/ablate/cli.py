@@ -276,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = devices.resolve_device(ns.device)
         except ValueError as exc:
             raise UsageError(f"--device: {exc}") from None
+        devices.configure_backend(device)  # TF32 and autotuning, as the search's workers train
         worker = Worker(
             open_ablation(storage, url, study),
             study,

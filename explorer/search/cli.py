@@ -215,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers_arg,
         default="auto",
-        help="worker processes on this machine: auto is one per GPU on CUDA and one per CPU "
-        "core (up to 8) on a CPU, where separate processes beat threads (BENCHMARKS.md)",
+        help="worker processes on this machine: auto is --workers-per-gpu on each GPU "
+        f"({d.workers_per_gpu} unless set; not yet measured), one on MPS, and one per CPU core "
+        "(up to 8) on a CPU, where separate processes beat threads (BENCHMARKS.md); a number N "
+        "is dealt round-robin over the GPUs",
     )
     p.add_argument(
         "--timeout",
@@ -248,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.workers_per_gpu,
         metavar="K",
-        help="worker processes sharing each GPU (the search's networks leave a big GPU mostly "
-        "idle); with --workers auto, K per GPU",
+        help="with --workers auto, K worker processes share each GPU (the search's networks "
+        "leave a big GPU mostly idle); the default, %(default)s, is a guess, not yet measured: "
+        "bench/gpu.sh times 1, 2, 4 and 8",
     )
     p.add_argument(
         "--deterministic",
@@ -420,6 +423,7 @@ def run(s: SearchSettings) -> optuna.Study:
         device = devices.resolve_device(s.device)
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
+    devices.configure_backend(device, s.deterministic)  # as the workers: final seeds, verification
     s, notes = plan(s)
     for note in notes:
         print(note, file=sys.stderr)
