@@ -1,17 +1,22 @@
-"""The GPU measurement of issue 18, in one go: how fast the trainer and the search run on one GPU.
+"""The GPU measurement of issues 18 and 44, in one go: whether the GPU path works and how fast the
+trainer and the search run on one GPU.
 
-Measures the bf16 and TF32 matmul peaks; `explorer.training`'s images/s and achieved FLOP/s on the
-v1 and v2 reference networks at the ``standard`` budget's batch (MFU against the bf16 peak), in
-eager mode, under torch.compile and with the training step captured in a CUDA graph (the last two
-are candidates, not what the trainer does today); the wall time of one ``standard`` trial; and a
-24-trial ``standard`` search with 1, 2, 4 and 8 workers per GPU (trials per minute). Each step
-runs in its own process under its own time cap, so a step that fails or overruns is reported and
-the others still run; the results file is rewritten after every step. FLOPs are 2 x multiply-adds
-per image, a training step 3 x the forward (see explorer.training.metrics).
+Runs the tests marked ``gpu`` (the CUDA graph capture among them); measures the bf16 and TF32
+matmul peaks; `explorer.training`'s images/s and achieved FLOP/s (MFU against the bf16 peak) on
+v1, v2 and two designs of the search space at the ``standard`` budget's batch, eager and with the
+training step captured in a CUDA graph (`train(cuda_graph=True)`, off by default until this has
+measured it), with how far the graphed curves drifted from the eager ones; and a 24-trial
+``standard`` search with 1, 2, 4 and 8 workers per GPU (trials per minute), which picks
+``--workers-per-gpu``. Optional steps: torch.compile and one whole ``standard`` trial (both
+measured on 2026-12-04, BENCHMARKS.md "GPU", so skipped unless asked for). Each step runs in its own
+process under its own time cap, so a step that fails or overruns is reported and the others still
+run; the results file is rewritten after every step. FLOPs are 2 x multiply-adds per image, a
+training step 3 x the forward (see explorer.training.metrics).
 
-    bash bench/gpu.sh                      # on a GPU machine: under 8 minutes, writes
+    bash bench/gpu.sh                      # on a GPU machine: under 9.5 minutes, writes
                                            # bench/gpu-results.md (a "## GPU" section to paste)
-    python bench/gpu.py --dry-run          # tiny sizes on the CPU, no searches: checks the code
+                                           # and bench/gpu-tests.log beside it
+    python bench/gpu.py --dry-run          # tiny sizes on the CPU, no tests, no searches
 """
 
 from __future__ import annotations
@@ -45,7 +50,6 @@ from explorer.training import (
     BUDGETS,
     TRAIN_FLOPS_PER_FORWARD,
     DataError,
-    TrainConfig,
     configure_backend,
     count_flops,
     device_info,
@@ -53,26 +57,34 @@ from explorer.training import (
     load_dataset,
     train,
 )
-from search_space import REFERENCES, NetworkConfig, build_network
+from search_space import REFERENCES, BlockConfig, NetworkConfig, build_network, config_from_trial
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SECTION = "GPU"
 DEFAULT_OUTPUT = BENCH / "gpu-results.md"
+TESTS_LOG = "gpu-tests.log"  # beside the results file
 WORKERS_PER_GPU = (1, 2, 4, 8)
 SEARCH_TRIALS = 24
-# Seconds each step may take, process start-up included; they add up to 450 s, so the whole run
-# stays under 8 minutes (bench/gpu.sh adds a hard stop at 470 s).
+# Seconds each step may take, process start-up included. The default steps add up to 520 s, so
+# the whole run stays under 9.5 minutes (bench/gpu.sh adds a hard stop at 560 s), inside a
+# 10-minute device call; compile and trial (skipped by default) would add 135 s.
 CAPS = {
     "env": 20,
-    "peaks": 30,
-    "trainer": 45,
+    "tests": 150,
+    "peaks": 20,
+    "trainer": 50,
+    "graphs": 50,
     "compile": 75,
-    "graphs": 40,
     "trial": 60,
-    **{f"search{k}": 45 for k in WORKERS_PER_GPU},
+    **{f"search{k}": 55 for k in WORKERS_PER_GPU},
 }
-REFS = ("v1", "v2")
+DEFAULT_SKIP = "compile,trial"  # measured on 2026-12-04 (BENCHMARKS.md, "GPU")
+GPU_TESTS = ("tests/test_gpu.py", "tests/test_graph_step.py", "tests/test_metrics.py")
+# v1, v2 and two designs the search space proposes (a wide one of 227k parameters and a narrow
+# one of 26k at the default width, against v1's 48k and v2's 66k).
+NETS = ("v1", "v2", "s0", "s1")
+TIMED_STEPS = 120  # training steps per epoch in the trainer steps (two epochs, the last timed)
 # A dry run's training: two epochs of two steps, on narrow networks, enough to run every line.
 DRY_RUN = dict(
     batch_size=8, epochs=2, train_images=16, val_images=16, final_val_images=16, bn_stats_images=8
@@ -133,9 +145,20 @@ def _data(ctx: Context):
     return load_dataset("fashion-mnist", data_dir=ctx.data_dir, val_size=val, download=False)
 
 
-def _net(ctx: Context, ref: str) -> NetworkConfig:
-    """A reference network at the search's default width (half of it in a dry run)."""
-    return NetworkConfig(block=REFERENCES[ref], **({"width": 0.125} if ctx.dry_run else {}))
+def search_design(seed: int) -> BlockConfig:
+    """The design a seeded random sampler draws first from the search space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return config_from_trial(study.ask())
+
+
+def _net(ctx: Context, name: str) -> NetworkConfig:
+    """A network of `NETS` (v1, v2, or sN: `search_design(N)`) at the search's default width
+    (half of it in a dry run)."""
+    block = REFERENCES[name] if name in REFERENCES else search_design(int(name[1:]))
+    return NetworkConfig(block=block, **({"width": 0.125} if ctx.dry_run else {}))
 
 
 def _trainer_config(ctx: Context):
@@ -143,54 +166,13 @@ def _trainer_config(ctx: Context):
     base = BUDGETS["standard"]
     if ctx.dry_run:
         return dataclasses.replace(base, **DRY_RUN)
-    return dataclasses.replace(base, epochs=2, val_images=512, final_val_images=512)
-
-
-# --- the trainer's step, written out here to be timed and captured piece by piece -------------
-# These mirror explorer.training.train's step (its precision and memory format per device, AdamW
-# without decay on biases and norms, label-smoothed cross entropy); keep them in step with it.
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSetup:
-    """Precision and memory format of a training step on `device`, as the trainer chooses them."""
-
-    device: torch.device
-    autocast_dtype: torch.dtype | None
-    memory_format: torch.memory_format = torch.channels_last
-
-    @classmethod
-    def on(cls, device: torch.device) -> StepSetup:
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return cls(device, torch.bfloat16 if bf16 else None)
-
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on the weights of convolutions and linear layers, none on biases and norms."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-
-
-def step_loss(output: Any, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """The training loss; auxiliary outputs (after the main logits) add `aux_weight` times theirs."""
-    if isinstance(output, torch.Tensor):
-        output = (output,)
-    main, *aux = output
-    loss = torch.nn.functional.cross_entropy(main, target, label_smoothing=config.label_smoothing)
-    for logits in aux:
-        if logits is not None:
-            loss = loss + config.aux_weight * torch.nn.functional.cross_entropy(
-                logits, target, label_smoothing=config.label_smoothing
-            )
-    return loss
+    return dataclasses.replace(
+        base,
+        epochs=2,
+        train_images=TIMED_STEPS * base.batch_size,
+        val_images=512,
+        final_val_images=512,
+    )
 
 
 # --- steps: each returns a JSON-safe dict --------------------------------------------------------
@@ -221,28 +203,33 @@ def step_peaks(ctx: Context) -> dict[str, Any]:
 
 
 def trainer_rates(
-    ctx: Context, compile_model: bool = False, refs: tuple[str, ...] = REFS
+    ctx: Context, compile_model: bool = False, cuda_graph: bool = False, nets=NETS
 ) -> dict[str, Any]:
-    """images/s of `explorer.training.train`'s last epoch, per reference network."""
+    """images/s of `explorer.training.train`'s last epoch per network, and its curves."""
     configure_backend(ctx.device, ctx.deterministic)
     data = _data(ctx).on(ctx.device)
     config = _trainer_config(ctx)
     out = {}
-    for ref in refs:
+    for name in nets:
         torch.manual_seed(0)
-        model = build_network(_net(ctx, ref))
+        model = build_network(_net(ctx, name))
         fwd = count_flops(model, data.input_shape)
         if compile_model:
             model = torch.compile(model)
-        result = train(model, data, config, ctx.device)
+        result = train(model, data, config, ctx.device, cuda_graph=cuda_graph)
         images = result.images_seen // config.epochs
-        out[ref] = {
+        out[name] = {
             "images_per_s": images / result.epoch_train_s[-1],
             "first_epoch_s": result.epoch_time_s[0],
             "fwd_flops": fwd,
             "batch": config.batch_size,
             "step_ms": 1000 * result.epoch_train_s[-1] / (images // config.batch_size),
+            "steps": images // config.batch_size,
             "peak_memory_bytes": result.peak_memory_bytes,
+            "cuda_graph": result.cuda_graph,
+            "graph_fallback": result.graph_fallback,
+            "train_loss": result.train_loss,
+            "val_acc": result.val_acc,
         }
     return out
 
@@ -251,89 +238,43 @@ def step_trainer(ctx: Context) -> dict[str, Any]:
     return trainer_rates(ctx)
 
 
-def step_compile(ctx: Context) -> dict[str, Any]:
-    # v1 only: compiling both networks (training and evaluation graphs) would not fit its cap.
-    return trainer_rates(ctx, compile_model=True, refs=("v1",))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def step_graphs(ctx: Context) -> dict[str, Any]:
-    """The trainer's step (bf16 autocast, channels_last, fused AdamW, augmented batches from the
-    device-resident data) at a constant learning rate, timed eager and then captured once in a
-    CUDA graph and replayed: what graphs would win, before the trainer adopts them. On a CPU
-    (dry run) only the eager loop runs."""
-    configure_backend(ctx.device, ctx.deterministic)
-    data = _data(ctx).on(ctx.device)
-    return {ref: _graph_rates(ctx, ref, data) for ref in REFS}
+    """The trainer with its step captured in a CUDA graph (on a CPU, a dry run: eager)."""
+    return trainer_rates(ctx, cuda_graph=True)
 
 
-def _graph_rates(ctx: Context, ref: str, data) -> dict[str, Any]:
-    device = torch.device(ctx.device)
-    setup = StepSetup.on(device)
-    config = _trainer_config(ctx)
-    steps = 2 if ctx.dry_run else 200
-    cuda = device.type == "cuda"
-    torch.manual_seed(0)
-    model = build_network(_net(ctx, ref)).to(device, memory_format=setup.memory_format).train()
-    lr = torch.tensor(config.lr, device=device) if cuda else config.lr
-    extra = {"fused": True, "capturable": True} if cuda else {"foreach": True}
-    opt = torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=lr, betas=(config.momentum, 0.999), **extra
-    )
-    gen = torch.Generator().manual_seed(0)
+def step_compile(ctx: Context) -> dict[str, Any]:
+    # v1 only: compiling every network (training and evaluation graphs) would not fit its cap.
+    return trainer_rates(ctx, compile_model=True, nets=("v1",))
 
-    def batches():
-        return data.train_batches(
-            config.batch_size, steps * config.batch_size, gen, True, setup.memory_format
+
+def step_tests(output: Path, cap_s: float) -> dict[str, Any]:
+    """The tests marked ``gpu`` in a fresh process, their whole log written beside `output`."""
+    log = output.with_name(TESTS_LOG)
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
+    try:
+        proc = subprocess.run(
+            [*command, *GPU_TESTS],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=cap_s,
+            check=False,
         )
-
-    def eager_step(x, y):
-        with setup.autocast():
-            loss = step_loss(model(x), y, config)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for x, y in batches():  # warm-up: autotuning, lazy state
-        eager_step(x, y)
-    _sync(device)
-    t0 = time.perf_counter()
-    for x, y in batches():
-        eager_step(x, y)
-    _sync(device)
-    row: dict[str, Any] = {
-        "eager_images_per_s": steps * config.batch_size / (time.perf_counter() - t0)
+        text, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        text, rc = f"{exc.stdout or ''}{exc.stderr or ''}", None
+        text = text.decode() if isinstance(text, bytes) else text
+    log.write_text(text)
+    lines = text.strip().splitlines()
+    summary = next((line.strip("= ") for line in reversed(lines) if " in " in line), "no summary")
+    return {
+        "command": " ".join(["python", *command[1:], *GPU_TESTS]),
+        "rc": rc,
+        "summary": summary if rc is not None else f"stopped at its {cap_s:.0f} s cap",
+        "failed": [line for line in lines if line.startswith(("FAILED", "ERROR"))][:20],
+        "log": str(log.relative_to(ROOT) if log.is_relative_to(ROOT) else log),
     }
-    if not cuda:
-        return row
-    static_x, static_y = next(iter(batches()))
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):  # capture needs the lazy state made outside it
-            eager_step(static_x, static_y)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        with setup.autocast():
-            static_loss = step_loss(model(static_x), static_y, config)
-        static_loss.backward()
-        opt.step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for x, y in batches():
-        static_x.copy_(x)
-        static_y.copy_(y)
-        graph.replay()
-    _sync(device)
-    row["graph_images_per_s"] = steps * config.batch_size / (time.perf_counter() - t0)
-    row["graph_loss_finite"] = bool(torch.isfinite(static_loss).item())
-    return row
 
 
 def step_trial(ctx: Context, cap_s: float) -> dict[str, Any]:
@@ -473,8 +414,8 @@ IN_PROCESS = {
     "env": step_env,
     "peaks": step_peaks,
     "trainer": step_trainer,
-    "compile": step_compile,
     "graphs": step_graphs,
+    "compile": step_compile,
 }
 
 
@@ -527,18 +468,25 @@ def _env_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _trainer_lines(results: dict[str, Any]) -> list[str]:
-    """The trainer's table, eager and under torch.compile."""
+    """The trainer's table: eager, with its step in a CUDA graph, and under torch.compile."""
     bf16 = ((results.get("peaks") or {}).get("bf16") or {}).get("flops")
+    rows = [row for step in ("trainer", "graphs") for row in (results.get(step) or {}).values()]
+    steps = rows[0].get("steps", TIMED_STEPS) if rows and isinstance(rows[0], dict) else TIMED_STEPS
     lines = [
         "",
-        "Trainer at the `standard` batch, last of two epochs over the training split "
-        f"(training FLOPs = {TRAIN_FLOPS_PER_FORWARD} x forward; MFU against the bf16 peak):",
+        f"Trainer at the `standard` batch, last of two epochs of {steps} steps (s0 and s1: "
+        "the first designs random samplers seeded 0 and 1 draw from the search space; training "
+        f"FLOPs = {TRAIN_FLOPS_PER_FORWARD} x forward; MFU against the bf16 peak):",
         "",
         "| network | mode | images/s | ms per step | first epoch s | achieved TFLOP/s | MFU "
         "| peak memory |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for step, mode in (("trainer", "eager"), ("compile", "torch.compile")):
+    for step, mode in (
+        ("trainer", "eager"),
+        ("graphs", "CUDA graph"),
+        ("compile", "torch.compile"),
+    ):
         r = results.get(step) or {}
         if _failed(results, step):
             lines.append(f"| - | {mode} | {_failed(results, step)} | | | | | |")
@@ -556,19 +504,30 @@ def _trainer_lines(results: dict[str, Any]) -> list[str]:
 
 def _graph_and_trial_lines(results: dict[str, Any]) -> list[str]:
     """Eager against a CUDA graph, and the one ``standard`` trial."""
-    lines = ["", "Training step at a constant learning rate, eager against one CUDA graph:", ""]
-    if _failed(results, "graphs"):
-        lines.append(f"- {_failed(results, 'graphs')}")
-    for ref, row in (results.get("graphs") or {}).items():
-        graphed = row.get("graph_images_per_s")
+    lines = [
+        "",
+        "The trainer eager against the same trainer with its step captured in a CUDA graph "
+        "(same seed; drift: the largest difference of a per-epoch training loss, relative, and "
+        "of a validation accuracy):",
+        "",
+        "| network | eager images/s | graphed images/s | ratio | captured | train loss drift "
+        "| val acc drift |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    eager, graphed = results.get("trainer") or {}, results.get("graphs") or {}
+    for step in ("trainer", "graphs"):
+        if _failed(results, step):
+            lines.append(f"| - | {step}: {_failed(results, step)} | | | | | |")
+    both = not _failed(results, "trainer") and not _failed(results, "graphs")
+    for name in [n for n in graphed if n in eager] if both else []:
+        e, g = eager[name], graphed[name]
+        loss_drift = max(abs(a - b) / abs(b) for a, b in zip(g["train_loss"], e["train_loss"]))
+        acc_drift = max(abs(a - b) for a, b in zip(g["val_acc"], e["val_acc"]))
+        captured = "yes" if g["cuda_graph"] else f"no ({g['graph_fallback'] or 'not on CUDA'})"
         lines.append(
-            f"- {ref}: eager {row['eager_images_per_s']:,.0f} images/s"
-            + (
-                f", graphed {graphed:,.0f} images/s ({graphed / row['eager_images_per_s']:.2f}x; "
-                f"loss finite: {row['graph_loss_finite']})"
-                if graphed
-                else " (no graph off CUDA)"
-            )
+            f"| {name} | {e['images_per_s']:,.0f} | {g['images_per_s']:,.0f} | "
+            f"{g['images_per_s'] / e['images_per_s']:.2f}x | {captured} | {loss_drift:.1e} | "
+            f"{acc_drift:.3f} |"
         )
     t = results.get("trial")
     lines.append("")
@@ -626,10 +585,22 @@ def _search_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _tests_lines(results: dict[str, Any]) -> list[str]:
+    """What the tests marked ``gpu`` said, and where their log is."""
+    t = results.get("tests")
+    if t is None:
+        return []
+    if "summary" not in t:
+        return [f"- Tests marked `gpu`: {t.get('error', 'failed')}"]
+    lines = [f"- Tests marked `gpu` (`{t['command']}`): {t['summary']}; log in `{t['log']}`"]
+    return lines + [f"  - {line}" for line in t["failed"]]
+
+
 def render(results: dict[str, Any], command: str, data_note: str, started: str) -> str:
     """The results section as markdown; a step that failed or has not run says so."""
     lines = [f"Command: `{command}`", "", f"- Date: {started}", f"- Data: {data_note}"]
     lines += _env_lines(results)
+    lines += _tests_lines(results)
     lines += _trainer_lines(results)
     lines += _graph_and_trial_lines(results)
     lines += _search_lines(results)
@@ -672,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="tiny sizes on the CPU, in this process, without the searches: checks the code",
+        help="tiny sizes on the CPU, in this process, without the tests and the searches: "
+        "checks the code",
     )
     parser.add_argument(
         "--output",
@@ -683,10 +655,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
     parser.add_argument(
         "--skip",
-        default="",
+        default=DEFAULT_SKIP,
         help="comma-separated steps to leave out, from: "
         + ", ".join([*CAPS, "searches"])
-        + " (default: none)",
+        + f" (default: {DEFAULT_SKIP}, measured on 2026-12-04; --skip '' runs every step)",
     )
     parser.add_argument(
         "--search-cap",
@@ -700,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="CAP_S",
         help="also time the default 100-trial search, stopped after CAP_S seconds (off by "
-        "default: it does not fit in the 8 minutes)",
+        "default: it does not fit in bench/gpu.sh's 9.5 minutes)",
     )
     parser.add_argument(
         "--deterministic",
@@ -744,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
         for name, cap in CAPS.items():
-            if name in skip or (args.dry_run and name.startswith("search")):
+            if name in skip or (args.dry_run and name.startswith(("search", "tests"))):
                 continue
             t0 = time.perf_counter()
             if name.startswith("search"):
@@ -753,6 +725,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "unrecognized arguments" in str(results[name].get("error", "")):
                     print(f"{name}: {results[name]['error']} - skipping the searches", flush=True)
                     break
+            elif name == "tests":
+                results[name] = step_tests(output, cap)
             elif args.dry_run:
                 results[name] = run_step(name, ctx, cap)
             else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -167,10 +168,26 @@ def test_gpu_measurement_dry_run_writes_every_section(tmp_path, one_torch_thread
     assert bench.main(["--dry-run", "--skip", "compile", "--output", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# Benchmarks") and "## GPU" in text and "Command: `" in text
-    for needle in ("Matmul peaks: bf16", "| v1 | eager |", "| v2 | eager |", "v1: eager"):
-        assert needle in text, needle
+    for name in bench.NETS:  # v1, v2 and two search designs, eager and "graphed" (eager here)
+        assert f"| {name} | eager |" in text and f"| {name} | CUDA graph |" in text, name
+        graph_row = rf"^\| {name} \| [\d,]+ \| [\d,]+ \| [\d.]+x \| no \(not on CUDA\) \| "
+        assert re.search(graph_row + r"0\.0e\+00 \| 0\.000 \|$", text, re.M), name  # same curves
+    assert "Matmul peaks: bf16" in text and "Tests marked" not in text  # no tests in a dry run
     assert "One `standard` trial (v1):" in text and "| 8 | not run |" in text
     assert "| - | torch.compile | not run |" in text
+
+
+@pytest.mark.slow
+def test_gpu_measurement_runs_the_gpu_tests_and_reports_them(tmp_path, monkeypatch):
+    bench = _bench_gpu()
+    monkeypatch.setattr(bench, "GPU_TESTS", ("tests/test_graph_step.py",))
+    row = bench.step_tests(tmp_path / "gpu-results.md", cap_s=300)
+    log = (tmp_path / bench.TESTS_LOG).read_text()
+    expected = "skipped" if not torch.cuda.is_available() else "passed"
+    assert expected in row["summary"] and row["summary"] in log and row["rc"] in (0, 5)
+    (line,) = bench._tests_lines({"tests": row})
+    assert line.startswith("- Tests marked `gpu` (`python -m pytest -q -m gpu")
+    assert "tests/test_graph_step.py" in line and bench.TESTS_LOG in line
 
 
 def test_gpu_measurement_refuses_without_cuda(monkeypatch, capsys):
