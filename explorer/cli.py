@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import ipaddress
 import os
+import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -53,6 +56,11 @@ COMMANDS = {  # name -> what it does, for --help
 
 # Streamlit options every dashboard start gets: a viewer needs no deploy or developer menu.
 STREAMLIT_OPTIONS = {"client.toolbarMode": "minimal"}
+# Where the dashboard listens unless --address says otherwise: this machine only.
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 8501  # Streamlit's
+# The access token the page asks for (`app.guard`); the dashboard command sets it for its server.
+TOKEN_ENV = "EXPLORER_DASHBOARD_TOKEN"
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,13 +93,16 @@ def dashboard_page() -> Path:
 
 def streamlit_args(
     page: Path,
-    storage: str | None = None,
+    storage: str | Sequence[str] | None = None,
     study: str | None = None,
     port: int | None = None,
     address: str | None = None,
     browser: bool = True,
+    allow_dir: str | None = None,
+    allow_hosts: Sequence[str] = (),
 ) -> list[str]:
-    """The arguments of ``streamlit`` that serve `page` with the shipped options."""
+    """The arguments of ``streamlit`` that serve `page` with the shipped options; `storage` is
+    one storage or several, the page's choices."""
     options: dict[str, object] = dict(STREAMLIT_OPTIONS)
     if port is not None:
         options["server.port"] = port
@@ -101,10 +112,14 @@ def streamlit_args(
         options["server.headless"] = "true"
     args = ["run", str(page), *(f"--{k}={v}" for k, v in options.items())]
     page_args = []
-    if storage is not None:
-        page_args += ["--storage", storage]
+    for one in [storage] if isinstance(storage, str) else storage or ():
+        page_args += ["--storage", one]
     if study is not None:
         page_args += ["--study", study]
+    if allow_dir is not None:
+        page_args += ["--allow-dir", allow_dir]
+    for host in allow_hosts:
+        page_args += ["--allow-host", host]
     return args + (["--", *page_args] if page_args else [])
 
 
@@ -118,19 +133,55 @@ def _port(text: str) -> int:
     return value
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a server listening on `address` is reachable from this machine only."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name, or "" (every interface)
+        return False
+
+
+def exposure_line(address: str, port: int, token: str, generated: bool) -> str:
+    """The one line the dashboard prints when it listens beyond this machine."""
+    host = address if address not in ("", "0.0.0.0", "::") else socket.gethostname()
+    url = f"http://{host}:{port}/?token={token if generated else '<your token>'}"
+    return (
+        f"{PROG}: the dashboard listens on {address or 'every interface'}, reachable by anyone on "
+        f"that network: the page asks for an access token; open {url} (choose the token with "
+        f"--token or ${TOKEN_ENV}; for a team, serve on {LOOPBACK} behind a proxy that signs "
+        "people in over HTTPS, see the README)"
+    )
+
+
 def _dashboard(ns: argparse.Namespace) -> int:
     try:
         # Here, not at the top: 0.4 s more for every other subcommand (Xeon, 2026-12-02).
         from streamlit.web import cli as streamlit_cli
     except ImportError as exc:
         raise UsageError(f"the dashboard needs streamlit ({exc}); pip install streamlit") from None
+    token = ns.token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(ns.address):
+        generated = token is None
+        token = token or secrets.token_urlsafe(18)
+        print(exposure_line(ns.address, ns.port or DEFAULT_PORT, token, generated), file=sys.stderr)
     args = streamlit_args(
-        dashboard_page(), ns.storage, ns.study, ns.port, ns.address, browser=ns.browser
-    )
+        dashboard_page(), ns.storage, ns.study, ns.port, ns.address, ns.browser, ns.allow_dir,
+        ns.allow_host or (),
+    )  # fmt: skip
+    before = os.environ.get(TOKEN_ENV)
+    if token is not None:  # the page, served by this process, reads it there
+        os.environ[TOKEN_ENV] = token
     try:  # streamlit's own command line, in this process, so that stopping us stops the server
         streamlit_cli.main(args=args, prog_name="streamlit")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        if before is None:
+            os.environ.pop(TOKEN_ENV, None)
+        else:
+            os.environ[TOKEN_ENV] = before
     return 0
 
 
@@ -268,15 +319,41 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--storage",
+        action="append",
         default=None,
-        help="journal file or SQLAlchemy URL (default: $EXPLORER_STORAGE or studies/explorer.journal)",
+        help="journal file or SQLAlchemy URL the page offers; repeat it to offer several (default: "
+        "$EXPLORER_STORAGE or studies/explorer.journal). Visitors choose among these only",
     )
     d.add_argument(
         "--study", default=None, help="study to open (default: $EXPLORER_STUDY, else the newest)"
     )
-    d.add_argument("--port", type=_port, default=None, help="port to serve on (default: 8501)")
     d.add_argument(
-        "--address", default=None, help="address to listen on, e.g. 0.0.0.0 (default: all)"
+        "--port", type=_port, default=None, help=f"port to serve on (default: {DEFAULT_PORT})"
+    )
+    d.add_argument(
+        "--address",
+        default=LOOPBACK,
+        help=f"address to listen on (default: {LOOPBACK}, this machine only); 0.0.0.0 serves every "
+        "network, behind an access token",
+    )
+    d.add_argument(
+        "--token",
+        default=None,
+        help=f"access token the page asks for (default: ${TOKEN_ENV}, which other users cannot "
+        "read in the process list; made up and printed when --address is not a loopback address)",
+    )
+    d.add_argument(
+        "--allow-dir",
+        default=None,
+        metavar="DIR",
+        help="let visitors open a journal or SQLite file under DIR by typing its path on the page",
+    )
+    d.add_argument(
+        "--allow-host",
+        action="append",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="let visitors open a database URL on HOST by typing it on the page (repeatable)",
     )
     d.add_argument(
         "--no-browser", dest="browser", action="store_false", help="do not open a browser tab"
