@@ -22,14 +22,16 @@ from explorer.ablate import (
     reused_runs,
     stored_ladders,
 )
-from explorer.store import DEFAULT_STORAGE, redact, storage_of
+from explorer.store import DEFAULT_STORAGE, storage_of
+
+from .guard import shown
 
 
 def ablate_command(storage: str, study: str) -> str:
     """The command that measures (or resumes) the default ladders of this study."""
     parts = ["python", "-m", "explorer.ablate", "--study", study]
     if storage and storage != DEFAULT_STORAGE:
-        parts += ["--storage", redact(storage)]
+        parts += ["--storage", shown(storage)]
     return shlex.join(parts)
 
 

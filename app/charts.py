@@ -1,7 +1,9 @@
 """The dashboard's charts as plain Plotly figures, one function per chart, drawn from the infos of
 `app.data` (no Streamlit here, so every figure can be built and checked in a plain test).
 
-Trials carry their number in ``customdata[0]``, so a selection on any chart names a trial.
+Trials carry their number in ``customdata[0]``, so a selection on any chart names a trial. Plotly
+reads a subset of HTML in every text it draws (titles, labels, hovers): text read from a study
+(names, labels) goes through `_text` first, so that it is drawn as it is, never as markup.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ _OTHER_REFERENCE = dict(symbol="square", color="#17becf")
 UIREVISION = "inception-explorer"
 
 
+def _text(value: object) -> str:
+    """Text read from a study as Plotly draws it literally: ``<`` cannot open a tag, ``&`` an
+    entity, ``%{`` a hover template's field."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace("%", "&#37;")
+
+
 def state_style(state: str) -> dict:
     """Legend name and marker of a trial state (grey circles for states without a style)."""
     return STATE_STYLE.get(state, dict(name=state.lower(), symbol="circle", color="#999", size=8))
@@ -56,7 +64,13 @@ def _hover(info_x_label: str, x_key: str, y_label: str) -> str:
 
 def _customdata(points: list[Point]) -> list[list]:
     return [
-        [p.number, p.label, p.design, state_name(p.state), f" ({p.note})" if p.note else ""]
+        [
+            p.number,
+            _text(p.label),
+            _text(p.design),
+            state_name(p.state),
+            f" ({_text(p.note)})" if p.note else "",
+        ]
         for p in points
     ]
 
@@ -118,8 +132,8 @@ def pareto_figure(info: ParetoInfo) -> go.Figure:
                 x=[p.x],
                 y=[p.y],
                 mode="markers+text",
-                name=p.label,
-                text=[p.label],
+                name=_text(p.label),
+                text=[_text(p.label)],
                 textposition="top center",
                 textfont=dict(size=14, color=style["color"]),
                 marker=dict(
@@ -205,7 +219,7 @@ def accuracy_figure(info: ProgressInfo) -> go.Figure:
         fig.add_hline(
             y=acc,
             line=dict(color=style["color"], dash="dot", width=1),
-            annotation_text=f"{label} {acc:.3f}",
+            annotation_text=f"{_text(label)} {acc:.3f}",
             annotation_position="bottom right",
         )
     fig.update_layout(
@@ -227,7 +241,7 @@ def importance_figure(info: ImportanceInfo) -> go.Figure:
     fig = go.Figure(
         go.Bar(
             x=[info.importances[n] for n in names],
-            y=names,
+            y=[_text(n) for n in names],
             orientation="h",
             marker_color="#4c78a8",
             hovertemplate="%{y}: %{x:.3f}<extra></extra>",
@@ -249,7 +263,7 @@ def proxy_correlation_figure(info: ProxyInfo) -> go.Figure:
     fig = go.Figure(
         go.Bar(
             x=[info.correlations[n] for n in names],
-            y=[f"{n} (baseline)" if n == "params" else n for n in names],
+            y=[f"{n} (baseline)" if n == "params" else _text(n) for n in names],
             orientation="h",
             marker_color=["#bab0ac" if n == "params" else "#4c78a8" for n in names],
             hovertemplate="%{y}: %{x:.3f}<extra></extra>",
@@ -278,7 +292,7 @@ def proxy_scatter_figure(info: ProxyInfo, proxy: str) -> go.Figure:
             mode="markers",
             customdata=[[p[0]] for p in points],
             marker=dict(color="#4c78a8", size=7),
-            hovertemplate="trial %{customdata[0]}<br>" + proxy + " %{x:.4g}<br>"
+            hovertemplate="trial %{customdata[0]}<br>" + _text(proxy) + " %{x:.4g}<br>"
             "val acc %{y:.4f}<extra></extra>",
         )
     )
@@ -287,11 +301,11 @@ def proxy_scatter_figure(info: ProxyInfo, proxy: str) -> go.Figure:
         height=360,
         margin=dict(l=10, r=10, t=50, b=10),
         title=dict(
-            text=f"{proxy} at initialisation against trained accuracy "
+            text=f"{_text(proxy)} at initialisation against trained accuracy "
             f"(Spearman {info.correlations.get(proxy, float('nan')):.2f})",
             font=dict(size=14),
         ),
-        xaxis_title=f"{proxy} score",
+        xaxis_title=f"{_text(proxy)} score",
         yaxis_title="validation accuracy",
         uirevision=UIREVISION,
     )
@@ -414,7 +428,7 @@ def block_figure(diagram: BlockDiagram) -> go.Figure:
     title = " · ".join(
         t
         for t in (
-            diagram.title,
+            _text(diagram.title),
             f"each conv: {diagram.unit}",
             "stride 2" if diagram.stride == 2 else "",
         )
@@ -450,9 +464,10 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
         else:
             colors.append("#2ca02c" if b.delta > 0 else "#d62728")
     totals_from_low = [b.step is None and b.base == 0.0 for b in bars]
+    labels = [_text(b.label) for b in bars]
     fig.add_trace(
         go.Bar(
-            x=[b.label for b in bars],
+            x=labels,
             y=[
                 (b.delta - low) if t else b.delta
                 for b, t in zip(bars, totals_from_low, strict=True)
@@ -471,7 +486,7 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
-            x=[b.label for b in bars],
+            x=labels,
             y=[b.params for b in bars],
             mode="lines+markers",
             line=dict(color="#9467bd", dash="dot"),
@@ -484,7 +499,7 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
         template="plotly_white",
         height=420,
         margin=dict(l=10, r=10, t=50, b=10),
-        title=dict(text=title, font=dict(size=14)),
+        title=dict(text=_text(title), font=dict(size=14)),
         showlegend=True,
         legend=dict(orientation="h", y=-0.2),
         uirevision=UIREVISION,

@@ -27,7 +27,9 @@ from explorer.analysis import (
     pareto_front,
     rung_counts,
 )
-from explorer.store import DEFAULT_STORAGE, StudyConfig, TrialRecord, redact
+from explorer.store import DEFAULT_STORAGE, StudyConfig, TrialRecord
+
+from .guard import short, shown
 
 SEARCH_COMMAND = "python -m explorer.search --trials 100"
 
@@ -44,7 +46,7 @@ def search_command(storage: str | None = None, study: str | None = None) -> str:
     """The command that starts a search into this storage and study (defaults left out)."""
     parts = [SEARCH_COMMAND]
     if storage and storage != DEFAULT_STORAGE:
-        parts.append(f"--storage {shlex.quote(redact(storage))}")
+        parts.append(f"--storage {shlex.quote(shown(storage))}")
     if study:
         parts.append(f"--study {shlex.quote(study)}")
     return " ".join(parts)
@@ -54,7 +56,7 @@ def export_command(storage: str, study: str, number: int) -> str:
     """The `explorer.export` command line that writes the same file as the dashboard's button."""
     parts = ["python", "-m", "explorer.export", "--study", study]
     if storage and storage != DEFAULT_STORAGE:
-        parts += ["--storage", redact(storage)]
+        parts += ["--storage", shown(storage)]
     return shlex.join([*parts, "--trial", str(number), "-o", export_filename(number)])
 
 
@@ -99,11 +101,12 @@ def design(record: TrialRecord) -> str:
 
 
 def trial_note(record: TrialRecord) -> str | None:
-    """What went wrong with a trial, in one line (a bad stored design, a failure, a pruning)."""
+    """What went wrong with a trial, in one line (a bad stored design, a failure, a pruning),
+    shortened: a stored reason may be of any length."""
     note = record.problem or record.fail_reason
     if note is None and record.state == "PRUNED":
         note = f"pruned at epoch {record.pruned_at_epoch or '?'}"
-    return None if note is None else str(note)
+    return None if note is None else short(note)
 
 
 def has_reeval(records: list[TrialRecord]) -> bool:
@@ -490,6 +493,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _number_or_none(value: Any) -> float | None:
     return float(value) if _is_number(value) else None
 
@@ -568,9 +575,10 @@ def design_path_frame(
     for k, r in design_path(by_rung, rung, number):
         acc, source = accuracy(r)
         promo = r.promotion or {}
+        rank, among = promo.get("rank", 0), promo.get("among")
         promoted = (
-            f"#{promo.get('rank', 0) + 1} of {promo['among']} at rung {promo.get('from_rung', k - 1)}"
-            if isinstance(promo.get("among"), int)
+            f"#{rank + 1} of {among} at rung {promo.get('from_rung', k - 1)}"
+            if _is_int(rank) and _is_int(among)
             else ""
         )
         rows.append((k, r.label(), r.state, acc, r.final_train_loss, r.train_time_s, promoted))

@@ -13,6 +13,7 @@ from explorer.store import TrialRecord
 from search_space import BN_PLACEMENT_DESCRIPTIONS, BlockConfig
 
 from .data import _curves, _format, _number_or_none, reeval_accuracy
+from .guard import short
 
 
 def curves_frame(record: TrialRecord) -> pd.DataFrame:
@@ -21,7 +22,7 @@ def curves_frame(record: TrialRecord) -> pd.DataFrame:
     columns = ("train_loss", "val_loss", "val_acc")
     n = max((len(curves.get(c) or []) for c in ("epoch", *columns)), default=0)
     epochs = list(curves.get("epoch") or [])
-    if len(epochs) != n:
+    if len(epochs) != n or not all(isinstance(e, int) and not isinstance(e, bool) for e in epochs):
         epochs = list(range(1, n + 1))
     data: dict[str, list] = {"epoch": epochs}
     for col in columns:
@@ -35,7 +36,8 @@ _NOT_METRICS = ("network", "curves", "reference", "reeval", "versions")
 
 
 def trial_metrics(record: TrialRecord) -> pd.DataFrame:
-    """Every scalar attribute of a trial (and its re-evaluation) as ``metric`` / ``value`` rows."""
+    """Every scalar attribute of a trial (and its re-evaluation) as ``metric`` / ``value`` rows,
+    each value shortened (a stored attribute may be of any size)."""
     rows = [("state", record.state), ("label", record.label())]
     stored = record.to_dict()
     for key in sorted(stored):
@@ -52,7 +54,7 @@ def trial_metrics(record: TrialRecord) -> pd.DataFrame:
     versions = record.versions
     if isinstance(versions, dict):
         rows += [(f"versions.{k}", _format(v)) for k, v in sorted(versions.items())]
-    return pd.DataFrame(rows, columns=["metric", "value"])
+    return pd.DataFrame([(short(k), short(v)) for k, v in rows], columns=["metric", "value"])
 
 
 class Layer(NamedTuple):

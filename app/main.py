@@ -1,16 +1,19 @@
-"""The dashboard: ``inception-explorer dashboard [--storage URL --study NAME]``, or in a checkout
-``streamlit run app/main.py [-- --storage URL --study NAME]``.
+"""The dashboard: ``inception-explorer dashboard [--storage URL ...] [--study NAME]``, or in a
+checkout ``streamlit run app/main.py --server.address 127.0.0.1 [-- --storage URL --study NAME]``.
 
-Opens the study given by ``--study`` / ``EXPLORER_STUDY`` in the storage given by ``--storage`` /
-``EXPLORER_STORAGE`` (default ``studies/explorer.journal``), else the newest study there; both
-can be changed in the sidebar. The page only arranges layout: data comes from `app.loaders`
-(cached reads), tables and infos from `app.data`, figures from `app.charts`.
+Offers the storages given by ``--storage`` (repeatable) / ``EXPLORER_STORAGE`` (default
+``studies/explorer.journal``) and opens the study given by ``--study`` / ``EXPLORER_STUDY``, else
+the newest there; the sidebar switches between those storages and their studies. Visitors open
+nothing else, unless the launch lets them type a storage (``--allow-dir``, ``--allow-host``), and
+with ``EXPLORER_DASHBOARD_TOKEN`` set the page asks for that token first: see `app.guard`, which
+also says how text read from a study is shown (as plain text). The page only arranges layout:
+data comes from `app.loaders` (cached reads), tables and infos from `app.data`, figures from
+`app.charts`.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import logging
 import sys
 from pathlib import Path
 
@@ -27,72 +30,48 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from explorer.store import (  # noqa: E402
-    StorageError,
-    TrialRecord,  # noqa: E402
-    default_storage,
-    is_journal,
-    redact,
-    study_config,  # noqa: E402
-)
+from explorer.store import StorageError, TrialRecord  # noqa: E402
 
-from . import ablation, charts, data, details, loaders  # noqa: E402
+from . import ablation, charts, data, details, guard, loaders  # noqa: E402
+from .guard import code, md  # noqa: E402
 
 TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare", "Ablation")
 X_LABELS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}
 REFRESH_SECONDS = (5, 15, 30, 60)
 WAIT_SECONDS = 5  # how often an empty page looks for a search that has started
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """``--storage`` and ``--study`` from the arguments after ``streamlit run app/main.py --``."""
-    parser = argparse.ArgumentParser(
-        prog="streamlit run app/main.py --", allow_abbrev=False, add_help=False
-    )
-    parser.add_argument("--storage", default=None, help="journal file or SQLAlchemy URL")
-    parser.add_argument("--study", default=None, help="study name")
-    try:
-        args, _ = parser.parse_known_args(argv)
-    except SystemExit:  # a flag without its value: fall back to the environment
-        args = argparse.Namespace(storage=None, study=None)
-    args.storage = args.storage or default_storage()
-    args.study = args.study or os.environ.get("EXPLORER_STUDY") or None
-    return args
+# Why a storage could not be read goes to the server's log, for whoever started the dashboard:
+# the page says only which storage, so that no error echoes a file or a password to a visitor.
+log = logging.getLogger("inception_explorer.dashboard")
 
 
 def main() -> None:
     st.set_page_config(page_title="Inception block explorer", page_icon="🧩", layout="wide")
-    args = parse_args(sys.argv[1:])
-    st.session_state.setdefault("storage", args.storage)
-
+    launch = guard.launch_from_args(sys.argv[1:])
+    if launch.token is not None and not _signed_in(launch.token):
+        return
     with st.sidebar:
         st.header("Inception block explorer")
-        storage = st.text_input(
-            "Storage",
-            key="storage",
-            help="A journal file (default studies/explorer.journal) or a SQLAlchemy URL such as "
-            "postgresql://user@host:5432/db",
-        ).strip()
-    if is_journal(storage) and not Path(storage).expanduser().exists():
-        return _empty_state(storage, args.study, f"There is no study storage at `{storage}` yet.")
+        storage = _storage_picker(launch)
     try:
         names = loaders.list_studies(storage)
+    except loaders.NoStorage:
+        return _empty_state(
+            storage, launch.study, f"There is no study storage at {code(guard.shown(storage))} yet."
+        )
     except StorageError as exc:
-        st.error(f"Cannot read the study storage: {exc}", icon="⚠️")
-        st.markdown("Check the storage path or URL in the sidebar.")
-        return
+        return _storage_error(storage, exc)
     if not names:
         return _empty_state(
-            storage, args.study, f"The storage `{redact(storage)}` holds no study yet."
+            storage, launch.study, f"The storage {code(guard.shown(storage))} holds no study yet."
         )
 
-    wanted = args.study
+    wanted = launch.study
     if st.session_state.get("study") not in names:
         st.session_state["study"] = wanted if wanted in names else names[-1]
     with st.sidebar:
         study_name = st.selectbox("Study", names, key="study")
         if wanted and wanted not in names:
-            st.warning(f"No study named {wanted!r} here; showing {study_name!r}.")
+            st.warning(f"No study named {code(wanted)} here; showing {code(study_name)}.")
         live = st.toggle(
             "Live refresh",
             value=True,
@@ -105,27 +84,94 @@ def main() -> None:
     st.fragment(study_view, run_every=every if live else None)(storage, study_name)
 
 
+def _signed_in(token: str) -> bool:
+    """Whether this browser session has given the access token (in the link, ``?token=``, or
+    typed); asks for it otherwise."""
+    if st.session_state.get("signed_in"):
+        return True
+    given = st.query_params.get("token")
+    if given is not None and guard.token_ok(given, token):
+        st.session_state["signed_in"] = True
+        return True
+    st.title("Inception block explorer")
+    st.info(
+        "This dashboard asks for its access token: open the link printed where it was started, "
+        "or type the token here.",
+        icon="🔒",
+    )
+    typed = st.text_input("Access token", type="password", key="token_input")
+    if typed and guard.token_ok(typed, token):
+        st.session_state["signed_in"] = True
+        st.rerun()
+    if typed or given is not None:
+        st.error("That is not this dashboard's access token.", icon="⚠️")
+    return False
+
+
+def _storage_picker(launch: guard.Launch) -> str:
+    """The storage to show: one of those given at launch, or the one the visitor typed where the
+    launch allows typing one."""
+    if st.session_state.get("storage") not in range(len(launch.storages)):
+        st.session_state["storage"] = 0
+    chosen = st.selectbox(
+        "Storage",
+        range(len(launch.storages)),
+        format_func=lambda i: guard.shown(launch.storages[i]),
+        key="storage",
+        disabled=len(launch.storages) == 1,
+        help="The storages this dashboard was started with (inception-explorer dashboard "
+        "--storage ..., repeatable)",
+    )
+    if not launch.typing_allowed:
+        return launch.storages[chosen]
+    where = []
+    if launch.allow_dir is not None:
+        where.append(f"a journal or SQLite file under {launch.allow_dir}")
+    if launch.allow_hosts:
+        where.append(f"a database URL on {', '.join(launch.allow_hosts)}")
+    typed = st.text_input(
+        "Another storage",
+        key="typed_storage",
+        help=f"{' or '.join(where)}; leave empty for the storage above",
+    ).strip()
+    if not typed:
+        return launch.storages[chosen]
+    try:
+        return guard.typed_storage(typed, launch)
+    except guard.Refused as exc:
+        st.error(f"Not opened: {md(exc)}.", icon="⚠️")
+        return launch.storages[chosen]
+
+
+def _storage_error(storage: str, exc: StorageError) -> None:
+    log.warning("cannot read the study storage %s: %s", guard.shown(storage), exc)
+    st.error(
+        f"Cannot read the study storage {code(guard.shown(storage))}: the log of the server "
+        "that serves this page says why.",
+        icon="⚠️",
+    )
+
+
 def study_view(storage: str, study_name: str) -> None:
     """Everything below the sidebar; re-run on its own by the live refresh."""
     try:
         loaded = loaders.load(storage, study_name)
     except StorageError as exc:
-        st.error(f"Cannot read study {study_name!r}: {exc}", icon="⚠️")
+        log.warning("cannot read study %r of %s: %s", study_name, guard.shown(storage), exc)
+        st.error(f"Cannot read study {code(study_name)}: the server's log says why.", icon="⚠️")
         return
-    config = study_config(loaded.study)
-    st.title(study_name)
+    config = loaded.config
+    st.title(md(study_name))
+    if loaded.problem:
+        st.warning(f"This study is shown without its settings: {md(loaded.problem)}.", icon="⚠️")
+    settings = (
+        config and config.dataset,
+        config and f"budget {config.budget}",
+        config and config.rungs > 1 and f"{config.rungs} rungs, eta {config.eta}",
+        config and f"width {config.width:g}",
+    )
     st.caption(
-        " · ".join(
-            str(p)
-            for p in (
-                config and config.dataset,
-                config and f"budget {config.budget}",
-                config and config.rungs > 1 and f"{config.rungs} rungs, eta {config.eta}",
-                config and f"width {config.width:g}",
-                f"storage {redact(storage)}",
-            )
-            if p
-        )
+        " · ".join([*(md(p) for p in settings if p), f"storage {code(guard.shown(storage))}"])
     )
     top = loaded  # the study itself: its ablations belong to it, whichever rung is shown
     if loaded.rung_studies:
@@ -134,7 +180,7 @@ def study_view(storage: str, study_name: str) -> None:
         rung = st.radio(
             "Rung",
             rungs,
-            format_func=lambda k: data.rung_label(config, k),
+            format_func=lambda k: md(data.rung_label(config, k)),
             horizontal=True,
             key="rung",
             help="Successive halving: new designs train at rung 0, the best 1/eta of each "
@@ -146,7 +192,7 @@ def study_view(storage: str, study_name: str) -> None:
     if not records:
         # this view is live already: it shows the first trial when it comes
         return _empty_state(
-            storage, study_name, f"Study `{study_name}` has no trials yet.", watch=False
+            storage, study_name, f"Study {code(study_name)} has no trials yet.", watch=False
         )
     summary = data.study_summary(records, config)
     _summary_row(summary, records)
@@ -182,8 +228,6 @@ def _empty_state(storage: str, study: str | None, what: str, watch: bool = True)
 
 def _wait_for_search(storage: str) -> None:
     """Reload the whole page once the storage holds a study (a search has started)."""
-    if is_journal(storage) and not Path(storage).expanduser().exists():
-        return
     try:
         started = bool(loaders.list_studies(storage))
     except StorageError:
@@ -205,20 +249,20 @@ def _summary_row(summary: data.StudySummary, records: list[TrialRecord]) -> None
     cols[3].metric(
         "Hypervolume",
         f"{summary.hypervolume:.3f}",
-        help=f"dominated volume, normalised to [0, 1], {summary.hypervolume_over}",
+        help=f"dominated volume, normalised to [0, 1], {md(summary.hypervolume_over)}",
     )
     if summary.best is not None:
         cols[4].metric(
             "Best accuracy",
             f"{summary.best.val_acc:.2%}",
-            help=f"{summary.best.label()}: {data.design(summary.best)}",
+            help=f"{md(summary.best.label())}: {md(data.design(summary.best))}",
         )
     refs = {r.reference: r for r in records if r.is_reference and r.complete}
     if refs:
         st.caption(
             "References: "
             + " · ".join(
-                f"**{name}** {r.val_acc if r.val_acc is not None else float('nan'):.2%} at {r.params or 0:,} params"
+                f"**{md(name)}** {r.val_acc if r.val_acc is not None else float('nan'):.2%} at {r.params or 0:,} params"
                 for name, r in sorted(refs.items())
             )
         )
@@ -251,7 +295,7 @@ def _pareto_tab(records: list[TrialRecord], config) -> None:
     info = data.pareto_info(records, x=x, y=y, log_x=log_x, config=config)
     if summary_limits := data.limits_text(config):
         st.caption(
-            f"Limits of this study: {summary_limits}; designs over them are not on the front."
+            f"Limits of this study: {md(summary_limits)}; designs over them are not on the front."
         )
     st.plotly_chart(
         charts.pareto_figure(info),
@@ -291,7 +335,7 @@ def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy, co
     right.plotly_chart(charts.accuracy_figure(info), key="accuracy")
     importance = loaders.importances(storage, study_name, loaded.fingerprint, loaded.study)
     if importance.message:
-        st.info(importance.message, icon="ℹ️")
+        st.info(md(importance.message), icon="ℹ️")
     else:
         st.plotly_chart(charts.importance_figure(importance), key="importance")
     st.subheader("Zero-cost proxies")
@@ -347,7 +391,7 @@ def _trials_tab(records: list[TrialRecord], study_name: str, config=None) -> Non
     st.download_button(
         "Download CSV",
         shown.to_csv(index=False),
-        f"{study_name}_trials.csv",
+        f"{guard.filename(study_name)}_trials.csv",
         mime="text/csv",
         key="download_csv",
         on_click="ignore",
@@ -376,7 +420,7 @@ def _details_tab(
     record = _trial_picker(records, "Trial", "detail_trial", (best or records[-1]).number)
     note = data.trial_note(record)
     if note:
-        st.warning(note, icon="⚠️")
+        st.warning(f"{md(record.label())}: {md(note)}", icon="⚠️")
     left, right = st.columns([3, 2])
     with left:
         if record.block is not None:
@@ -407,7 +451,9 @@ def _details_tab(
             st.caption("No learning curves stored for this trial.")
     with right:
         st.dataframe(details.trial_metrics(record), hide_index=True, key="metrics")
-        if record.block is not None:
+        if record.block is not None and loaded.problem:
+            st.caption("No code download: the exporter needs the study's settings.")
+        elif record.block is not None:
             command = data.export_command(storage, study_name, record.number)
             source, why = loaders.export_code(
                 storage, study_name, record.number, command, loaded.study
@@ -422,9 +468,9 @@ def _details_tab(
                     on_click="ignore",
                     type="primary",
                 )
-                st.caption(f"the same file as `{command}`")
+                st.caption(f"the same file as {code(command)}")
             else:
-                st.caption(why)
+                st.caption(md(why))
         if loaded.by_rung:
             rung = next((k for k, s in loaded.rung_studies.items() if s is loaded.study), None)
             path = data.design_path_frame(loaded.by_rung, rung, record.number)
@@ -469,7 +515,7 @@ def _compare_tab(records: list[TrialRecord], best: TrialRecord | None) -> None:
                     config={"displayModeBar": False},
                 )
             else:
-                st.caption(data.design(record))
+                st.caption(md(data.design(record)))
 
 
 METRIC_NAMES = {"val": "validation", "test": "test"}
@@ -490,7 +536,7 @@ def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
     if not ladders:
         st.info(
             "No ablation of this study yet. Measure why v2 beats v1 (and what each part of "
-            f"the best design is worth), one change at a time with paired seeds: `{command}`",
+            f"the best design is worth), one change at a time with paired seeds: {code(command)}",
             icon="ℹ️",
         )
         return
@@ -528,7 +574,7 @@ def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
     with right:
         importance = loaders.importances(storage, study_name, loaded.fingerprint, loaded.study)
         if importance.message:
-            st.info(importance.message, icon="ℹ️")
+            st.info(md(importance.message), icon="ℹ️")
         else:
             grouped = ablation.group_importances(importance.importances)
             st.plotly_chart(
@@ -545,7 +591,8 @@ def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
             )
     if measured.missing:
         st.warning(
-            f"{measured.missing} runs of this ladder are not stored yet; `{command}` trains them.",
+            f"{measured.missing} runs of this ladder are not stored yet; {code(command)} trains "
+            "them.",
             icon="⏳",
         )
     st.dataframe(ablation.steps_frame(measured), hide_index=True, key="ablation_steps")
@@ -571,7 +618,7 @@ def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
                 key=f"ablation_block_{i}",
                 config={"displayModeBar": False},
             )
-            st.caption(design.block.short())
+            st.caption(md(design.block.short()))
 
 
 if __name__ == "__main__":

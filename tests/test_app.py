@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import ablation, charts, data, details
+from app import ablation, charts, data, details, guard
 from explorer import export
 from explorer.analysis import hypervolume_curve, pareto_front, study_records
 from explorer.store import DEFAULT_STORAGE, TrialRecord, load_study, open_storage
@@ -334,19 +334,25 @@ def test_page_opens_the_study_from_the_environment(app, demo):
     assert at.toggle(key="live").value is True  # follows a running search by default
 
 
-def test_command_line_arguments_preselect_storage_and_study(app, demo, monkeypatch):
-    monkeypatch.setattr("sys.argv", ["app/main.py", "--storage", demo, "--study", "other"])
+def test_command_line_arguments_preselect_storage_and_study(app, demo, tmp_path, monkeypatch):
+    second = str(tmp_path / "second.journal")
+    make_study(second, "third", n_search=1, seed=2, weights=False, pruned=0, failed=0)
+    argv = ["app/main.py", "--storage", demo, "--storage", second, "--study", "other"]
+    monkeypatch.setattr("sys.argv", argv)
     at = app().run()
     assert not at.exception
-    assert at.text_input(key="storage").value == demo
+    assert at.selectbox(key="storage").options == [demo, second]  # the storages given, no box
+    assert not at.text_input
     assert at.title[0].value == "other" and at.metric[0].value == "5"
     at.selectbox(key="study").set_value("demo").run()
     assert at.title[0].value == "demo"
+    at.selectbox(key="storage").set_value(1).run()
+    assert at.selectbox(key="study").options == ["third"] and at.title[0].value == "third"
 
 
 def test_an_unknown_study_falls_back_with_a_warning(app, demo):
     at = app(EXPLORER_STORAGE=demo, EXPLORER_STUDY="nope").run()
-    assert not at.exception and "No study named 'nope'" in at.warning[0].value
+    assert not at.exception and "No study named `nope`" in at.warning[0].value
     assert at.title[0].value in ("demo", "other")
 
 
@@ -476,7 +482,8 @@ def test_an_unreadable_storage_shows_one_clear_error(app, tmp_path, case):
     assert not at.exception
     assert len(at.error) == 1
     message = at.error[0].value
-    assert message.startswith("Cannot read the study storage:") and "\n" not in message
+    assert message.startswith(f"Cannot read the study storage `{guard.shown(str(storage))}`")
+    assert "\n" not in message
     assert "Traceback" not in _texts(at) and "secret" not in _texts(at)
 
 
