@@ -26,6 +26,7 @@ a CPU (calibrated in BENCHMARKS.md, "Budget calibration"), ``standard`` for a GP
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import math
@@ -300,10 +301,19 @@ def _side_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
     current.wait_stream(stream)
 
 
-def _capture_graph(step: Callable[[], None]) -> torch.cuda.CUDAGraph:
-    """`step` captured once in a CUDA graph with a private memory pool (nothing runs yet)."""
+@functools.cache
+def _graph_stream(device: torch.device) -> torch.cuda.Stream:
+    """The side stream on `device` that warm-ups and captures run on, one for the process: every
+    stream gets cuBLAS workspaces of its own, kept as long as the process lives, and a capture on
+    the stream the warm-up used allocates none inside the graph's pool."""
+    return torch.cuda.Stream(device)
+
+
+def _capture_graph(step: Callable[[], None], stream: torch.cuda.Stream) -> torch.cuda.CUDAGraph:
+    """`step` captured once on `stream` in a CUDA graph with a private memory pool (nothing
+    runs yet)."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=stream):
         step()
     return graph
 
@@ -339,7 +349,7 @@ class _Step:
         self.graph_wanted = graph
         self.graph: torch.cuda.CUDAGraph | None = None
         self.fallback: str | None = None
-        self._stream = torch.cuda.Stream(setup.device) if graph and cuda else None
+        self._stream = _graph_stream(setup.device) if graph and cuda else None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train on one batch; returns the loss buffer, which the next call overwrites."""
@@ -374,7 +384,7 @@ class _Step:
 
     def _capture(self) -> None:
         try:
-            self.graph = _capture_graph(self._run)
+            self.graph = _capture_graph(self._run, self._stream)
         except Exception as exc:  # noqa: BLE001 - any capture error: train on eagerly
             self.graph, self.graph_wanted, self._stream = None, False, None
             # The capture computed nothing: drop the gradients it allocated, then the failed
