@@ -12,8 +12,8 @@ by default everywhere that step runs eagerly. On CUDA with ``cuda_graph=True`` (
 ``EXPLORER_CUDA_GRAPH=1``) the trainer captures it once after a few eager warm-up steps and
 replays it for every later batch; evaluation stays eager, and a capture that fails leaves the
 run eager with one line in the log. Off by default until it has been measured inside the trainer
-on a GPU (bench/gpu.sh; NVIDIA's guide and this project's H200 run outside the trainer found
-1.2-3.3x for launch-bound steps, BENCHMARKS.md "GPU").
+on a GPU (bench/gpu.sh): NVIDIA's guide reports 1.2-3x for launch-bound steps, and this project's
+step, captured outside the trainer, ran 2.9-3.3x on an H200 (BENCHMARKS.md, "GPU").
 
 Process-wide backend switches (cuDNN autotuning, TF32, deterministic kernels) are not set here:
 every process that trains sets them once with `configure_backend` (explorer.training.devices)
