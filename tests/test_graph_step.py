@@ -35,6 +35,7 @@ from explorer.training import (
 from explorer.training import trainer as trainer_mod
 from tests.test_train import AuxNet, small_net, stripes_dataset
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small nets: one thread is faster
 ROOT = Path(__file__).resolve().parents[1]
 # Two epochs of eight steps: enough for the schedule to warm up and anneal, a second a run.
 CONFIG = dataclasses.replace(BUDGETS["smoke"], epochs=2, train_images=128, val_images=64)
@@ -115,7 +116,7 @@ def exact_curves(result) -> tuple[list[float], ...]:
     "optimizer, bn, augment",
     [("adamw", "post", True), ("sgd", "post", False), ("adamw", "none", False)],
 )
-def test_graph_ready_step_gives_todays_curves(data, one_torch_thread, optimizer, bn, augment):
+def test_graph_ready_step_gives_todays_curves(data, optimizer, bn, augment):
     config = dataclasses.replace(CONFIG, optimizer=optimizer, augment=augment)
     expected = todays_train(small_net(bn), data, config)
     result = train(small_net(bn), data, config, "cpu")
@@ -123,7 +124,7 @@ def test_graph_ready_step_gives_todays_curves(data, one_torch_thread, optimizer,
     assert not result.cuda_graph and result.graph_fallback is None
 
 
-def test_graph_ready_step_gives_todays_curves_with_auxiliary_heads(data, one_torch_thread):
+def test_graph_ready_step_gives_todays_curves_with_auxiliary_heads(data):
     config = dataclasses.replace(CONFIG, aux_weight=0.3)
     torch.manual_seed(0)
     expected = todays_train(AuxNet(), data, config)
@@ -165,6 +166,18 @@ def test_learning_rate_is_one_tensor_written_in_place_and_buffers_stay(
     assert seen.lr == pytest.approx(schedule, rel=1e-6)  # float32 on the device
     assert all(seen.lr_is_the_groups)
     assert len(seen.buffers) == 1 and all(seen.channels_last)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_devices_without_fused_optimizers_take_the_per_tensor_loop(data, monkeypatch, optimizer):
+    """MPS's path, taken here on the CPU: the per-tensor loop, the learning rate a CPU tensor."""
+    monkeypatch.setattr(trainer_mod, "FUSED_OPTIMIZER_DEVICES", ("cuda",))
+    config = dataclasses.replace(CONFIG, optimizer=optimizer)
+    model = small_net()
+    opt = trainer_mod._optimizer(model, config, torch.tensor(0.01))
+    assert not opt.defaults["fused"] and opt.defaults["foreach"] is False
+    expected = todays_train(small_net(), data, config)
+    assert_same_curves(train(small_net(), data, config, "cpu"), expected, config.final_val_images)
 
 
 def test_optimizers_are_fused_with_a_tensor_learning_rate_on_the_cpu():

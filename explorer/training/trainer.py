@@ -52,6 +52,9 @@ from .devices import (  # noqa: F401 - re-exported: search workers call trainer.
 from .metrics import peak_memory_bytes, reset_peak_memory, synchronize
 
 EVAL_BATCH_SIZE = 256  # larger batches run slower per image on a CPU (cache)
+# Where the optimizers run fused kernels (torch has fused AdamW and SGD for both); elsewhere
+# (MPS) the per-tensor loop.
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
 # Capturing the training step in a CUDA graph is off by default: it is built, and its eager twin
 # is tested on the CPU against the trainer before it, but no GPU has yet measured it inside the
 # trainer. Turn it on per call (`train(cuda_graph=True)`) or per process (EXPLORER_CUDA_GRAPH=1,
@@ -162,7 +165,7 @@ def _optimizer(
     with `lr` on the CPU (read as a number, not waited for). ``capturable`` lets AdamW's step be
     captured in a CUDA graph (SGD's fused step needs no flag)."""
     device = next(model.parameters()).device
-    fused = device.type in ("cpu", "cuda")
+    fused = device.type in FUSED_OPTIMIZER_DEVICES
     groups = [{**g, "lr": lr} for g in _param_groups(model, config.weight_decay)]
     fast = {"fused": True} if fused else {"foreach": False}
     if config.optimizer == "sgd":
@@ -174,7 +177,7 @@ def _optimizer(
 
 def _lr_device(device: torch.device) -> torch.device:
     """Where the learning-rate tensor lives: beside fused kernels' parameters, else on the CPU."""
-    return device if device.type in ("cpu", "cuda") else torch.device("cpu")
+    return device if device.type in FUSED_OPTIMIZER_DEVICES else torch.device("cpu")
 
 
 def lr_factor(step: int, total: int, config: TrainConfig) -> float:
