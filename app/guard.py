@@ -170,6 +170,10 @@ def _host_matches(host: str | None, port: int | None, allowed: str) -> bool:
 
 # Characters that make Markdown (or Streamlit's :color[...] and $math$) of plain text.
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#!|~$&])")
+# GitHub-flavoured Markdown makes links of bare URLs and e-mail addresses after escapes are
+# read, so an invisible word joiner goes inside each instead: before "://", after "www", before "@".
+_AUTOLINK = re.compile(r"(?=://)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 
 
 def short(text: object, limit: int = TEXT_LIMIT) -> str:
@@ -180,8 +184,9 @@ def short(text: object, limit: int = TEXT_LIMIT) -> str:
 
 def md(text: object, limit: int = TEXT_LIMIT) -> str:
     """Plain text (a study's name, a trial's note) for a Markdown element: every character
-    that Markdown would read as markup escaped, on one line, shortened."""
-    return _MARKDOWN.sub(r"\\\1", short(text, limit))
+    that Markdown would read as markup escaped, no bare URL left to become a link, on one line,
+    shortened."""
+    return _AUTOLINK.sub(WORD_JOINER, _MARKDOWN.sub(r"\\\1", short(text, limit)))
 
 
 def code(text: object, limit: int = 2 * TEXT_LIMIT) -> str:

@@ -62,8 +62,8 @@ def _sent(at: AppTest) -> str:
 
 
 def _unescaped(text: str) -> str:
-    """Markdown as a reader sees it: escapes resolved."""
-    return re.sub(r"\\(.)", r"\1", text)
+    """Markdown as a reader sees it: escapes resolved, word joiners gone."""
+    return re.sub(r"\\(.)", r"\1", text).replace(guard.WORD_JOINER, "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,11 +458,12 @@ def hostile(tmp_path_factory) -> tuple[str, dict[int, str]]:
 
 
 def _markup_outside_code(at: AppTest) -> list[str]:
-    """Texts of Markdown elements that would render markup: an unescaped ``<`` or link."""
+    """Texts of Markdown elements that would render markup: an unescaped ``<``, link or bare
+    URL (which GitHub-flavoured Markdown makes a link)."""
     kinds = ("title", "markdown", "caption", "info", "warning", "error")
     texts = [e.value for kind in kinds for e in getattr(at, kind)]
     bare = [re.sub(r"(`+).*?\1", "", t) for t in texts]  # code spans show their text as is
-    return [t for t in bare if re.search(r"(?<!\\)<|(?<!\\)\]\(", t)]
+    return [t for t in bare if re.search(r"(?<!\\)<|(?<!\\)\]\(|https?://|www\.|\w@", t)]
 
 
 def test_a_hostile_study_is_shown_as_text_with_a_message_per_broken_trial(page, hostile):
