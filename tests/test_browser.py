@@ -363,6 +363,74 @@ def test_ablation_tab_in_chromium(tmp_path: Path) -> None:
                 raise
 
 
+@pytest.mark.browser
+def test_hostile_study_in_chromium(tmp_path: Path) -> None:
+    """A study whose names and notes hold markup, and trials that are malformed or enormous:
+    the page draws it, shows the markup as text (nothing runs, no element is injected) and a
+    trial's shortened note where that trial is opened."""
+    why = _missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI: {why}")
+        pytest.skip(why)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_dashboard_security import HOSTILE_REFERENCE, HOSTILE_STUDY, make_hostile_study
+
+    journal = tmp_path / DEMO_JOURNAL
+    says = make_hostile_study(str(journal))
+    (markup_trial,) = [n for n, note in says.items() if note.startswith("<img")]
+    with serve_dashboard(str(journal), HOSTILE_STUDY, tmp_path / "streamlit.log") as url:
+        with chromium(tmp_path / "chrome-profile") as driver:
+            try:
+                # any alert() the study's markup managed to run is recorded
+                driver.execute_cdp_cmd(
+                    "Page.addScriptToEvaluateOnNewDocument",
+                    {"source": "window.alert = () => { window.__alerted = true; };"},
+                )
+                driver.get(url)
+                wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+                assert HOSTILE_REFERENCE in wait_for_pareto_chart(driver)  # drawn as its name
+                headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h1")]
+                assert HOSTILE_STUDY in headings
+                tab = "//*[@role='tab'][normalize-space()='Trial details']"
+                wait.until(lambda d: d.find_elements(By.XPATH, tab))[0].click()
+                picker = "//*[@data-testid='stSelectbox'][.//*[normalize-space()='Trial']]//input"
+                box = wait.until(lambda d: d.find_elements(By.XPATH, picker))[0]
+                box.click()
+                box.send_keys(f"#{markup_trial} · fail")
+                box.send_keys(Keys.ENTER)
+                alerts = "[data-testid='stAlert']"
+                wait.until(
+                    lambda d: any(
+                        f"#{markup_trial}: <img src=x" in a.text
+                        for a in d.find_elements(By.CSS_SELECTOR, alerts)
+                    )
+                )
+                (note,) = [
+                    a.text
+                    for a in driver.find_elements(By.CSS_SELECTOR, alerts)
+                    if f"#{markup_trial}:" in a.text
+                ]
+                shown = note.replace("\u2060", "")  # the joiners that keep a URL from linking
+                assert "[a link](http://example.invalid) **bold** $x$" in shown
+                assert len(note) < 400  # 100,000 characters stored, a line shown
+                injected = driver.execute_script(
+                    "return [document.querySelectorAll('img[src=\"x\"]').length,"
+                    " Array.from(document.scripts).filter(s => s.text.includes('alert(')).length,"
+                    " document.querySelectorAll('a[href*=\"example.invalid\"]').length,"
+                    " window.__alerted === true];"
+                )
+                assert injected == [0, 0, 0, False]
+            except Exception:
+                driver.save_screenshot(str(tmp_path / "failure.png"))
+                print(f"page at failure: {tmp_path / 'failure.png'}")
+                print((tmp_path / "streamlit.log").read_text()[-3000:])
+                raise
+
+
 if __name__ == "__main__":
     # python -m tests.test_browser [OUT.png [STORAGE STUDY]]: the demo study, or a real one
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else README_SCREENSHOT
