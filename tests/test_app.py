@@ -465,7 +465,7 @@ def test_an_empty_or_missing_study_shows_the_search_command(app, tmp_path, case)
 
 
 @pytest.mark.parametrize("case", ["garbage", "binary", "folder", "postgres", "scheme"])
-def test_an_unreadable_storage_shows_one_clear_error(app, tmp_path, case):
+def test_an_unreadable_storage_shows_one_clear_error(app, tmp_path, caplog, case):
     storage = {
         "garbage": tmp_path / "garbage.journal",
         "binary": tmp_path / "binary.journal",
@@ -485,6 +485,8 @@ def test_an_unreadable_storage_shows_one_clear_error(app, tmp_path, case):
     assert message.startswith(f"Cannot read the study storage `{guard.shown(str(storage))}`")
     assert "\n" not in message
     assert "Traceback" not in _texts(at) and "secret" not in _texts(at)
+    # why is for whoever started the dashboard: in the server's log
+    assert f"cannot read the study storage {guard.shown(str(storage))}: " in caplog.text
 
 
 def test_a_journal_started_afresh_is_read_from_its_start(app, tmp_path):
