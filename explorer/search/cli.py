@@ -28,7 +28,9 @@ except ModuleNotFoundError:  # Python 3.10
 from optuna.trial import TrialState
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
+from ..analysis.verdicts import RULE
 from ..evaluate.budgets import top_rung_budget
+from ..evaluate.pool import DataSpec
 from ..evaluate.runner import reevaluate, select_targets
 from ..store.locks import reeval_lock, study_lock
 from ..store.storages import StorageError, open_storage
@@ -47,11 +49,13 @@ from .rungs import fitting_rungs
 from .settings import SAMPLERS, SearchSettings
 from .study import COPIES_IN_A_ROW, open_search_study, out_of_new_designs, search_trials_taken
 from .verification import (
+    FIRST_SEEDS,
     VERIFY_FACTOR,
-    VERIFY_MARGIN,
     VERIFY_SHARE,
+    expected_run_s,
     verification_deadline,
     verify,
+    verify_budget,
 )
 from .workers import WorkerError, run_worker
 
@@ -166,18 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify",
         type=int,
         default=d.verify,
-        metavar="K",
-        help="after the search, retrain each front design that claims to beat v1 or v2 (more "
-        "accurate at the search budget with no more parameters), and that reference, with K "
-        "seeds at --verify-budget; the summary states only the claims that hold there by more "
-        f"than two runs differ by their seeds alone ({VERIFY_MARGIN} with one seed, that over "
-        "sqrt(K) with K) (default 1; 0: off, claims are then single runs at the search budget, "
-        "most of which reversed when retrained, BENCHMARKS.md). The strongest claims go first. "
-        "The verification gets "
+        metavar="CAP",
+        help="after the search, race each front design that claims to beat v1 or v2 (more "
+        "accurate at the search budget with no more parameters) against that reference at "
+        f"--verify-budget: {FIRST_SEEDS} paired seeds each, then one more seed at a time to the "
+        "claims still undecided, up to CAP seeds a claim (default %(default)s; 0: off, claims are "
+        "then single runs at the search budget, most of which reversed when retrained, "
+        f"BENCHMARKS.md). The rule: {RULE.replace('%', '%%')}. The summary states each claim that holds with its "
+        "difference, interval and seeds, and lists those the race could not decide as undecided. "
+        "The strongest claims go first, spread over --workers. The verification gets "
         f"{VERIFY_SHARE * 100:.0f}%% of the run: with --timeout the search stops starting trials at "
-        f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it and the verification starts no run after it; "
-        "without, the verification starts no run after a third of the time the search took. "
-        "Claims it leaves unchecked are not stated; rerun with --timeout to check them",
+        f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it and the verification starts no run that would end "
+        "after it; without, it gets a third of the time the search took",
     )
     p.add_argument(
         "--verify-budget",
@@ -553,10 +557,12 @@ def final_seeds(study: optuna.Study, config, s: SearchSettings, device) -> None:
 def verify_claims(study: optuna.Study, config, s: SearchSettings, device, deadline) -> None:
     """Retrain the search's claimants against v1/v2 and those references at the verification
     budget (`explorer.search.verification`), stopping at `deadline` (a `time.monotonic` value)."""
-    data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
     log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
-    verify(study, config, s.verify, data.on(device), device, deadline=deadline, log=log,
-           budget_name=s.verify_budget)  # fmt: skip
+    spec = DataSpec(config.dataset, s.data_dir, config.split_seed)
+    budget = verify_budget(config, s.verify_budget)
+    verify(study, config, s.verify, None, device, deadline=deadline, log=log,
+           budget_name=s.verify_budget, workers=s.workers or 1, spec=spec,
+           expected_s=expected_run_s(study, config, budget))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

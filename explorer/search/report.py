@@ -17,7 +17,17 @@ from ..store.records import StudyConfig, TrialRecord, is_search_trial, trial_att
 from ..store.urls import default_storage, redact
 from ..usage import command
 from .study import FINISHED
-from .verification import VERIFY_FACTOR, claim_margin, verification_budget_name, verified_claims
+from .verification import (
+    DEFAULT_CAP,
+    HELD,
+    NOT_HELD,
+    UNCHECKED,
+    UNDECIDED,
+    VERIFY_FACTOR,
+    stored_plan,
+    verification_budget_name,
+    verified_claims,
+)
 
 
 class Progress:
@@ -166,33 +176,34 @@ def summary(study: optuna.Study, storage_url: str) -> str:
 def claim_lines(
     study: optuna.Study, config: StudyConfig | None, records: list[TrialRecord] | None = None
 ) -> list[str]:
-    """What the search may claim against v1 and v2: the claims its verification upheld
-    (`explorer.search.verification`), or, for a study never verified, how many front designs scored
-    above each reference with no more parameters, said to be single unverified runs."""
+    """What the search may claim against v1 and v2: each claim its verification race upheld,
+    with its difference, interval and seeds; the claims it decided against, and those it left
+    undecided or never checked, listed as such. For a study never verified, how many front
+    designs scored above each reference with no more parameters, said to be single unverified
+    runs."""
     checks = verified_claims(study, config, records)
-    out = []
+    if not checks:
+        return []
     where = "the top rung" if config is not None and config.rungs > 1 else "the search budget"
-    for ref in sorted({c.reference.reference for c in checks}):
-        mine = [c for c in checks if c.reference.reference == ref]
-        held = [c for c in mine if c.holds]
-        unchecked = [c for c in mine if c.holds is None]
-        if len(unchecked) == len(mine):
-            out.append(
-                f"{len(mine)} front design(s) scored above {ref} with no more parameters: single "
-                f"runs at {where}, not verified (--verify 1 retrains them {VERIFY_FACTOR}x longer)"
-            )
-            continue
-        seeds = min(c.seeds for c in mine if c.holds is not None)
-        text = ", ".join(
-            f"#{c.design.number} {c.design_acc:.4f} vs {c.reference_acc:.4f}" for c in held
-        )
-        out.append(
-            f"verified at {verification_budget_name(study)} ({seeds} seed(s), test accuracy): "
-            f"{len(held)} of {len(mine)} front design(s) that scored above {ref} with no more "
-            f"parameters beat it by more than {claim_margin(seeds):.4f}, the seed spread of a "
-            "difference" + (f" ({text})" if held else "")
-            + (f"; {len(unchecked)} not verified (time ran out)" if unchecked else "")
-        )  # fmt: skip
+    if all(c.status == UNCHECKED for c in checks):
+        return [
+            f"{sum(c.reference.reference == ref for c in checks)} front design(s) scored above "
+            f"{ref} with no more parameters: single runs at {where}, not verified (--verify "
+            f"{DEFAULT_CAP} races them at {VERIFY_FACTOR}x the budget)"
+            for ref in sorted({c.reference.reference for c in checks})
+        ]
+    plan = stored_plan(study)
+    held = [c for c in checks if c.status == HELD]
+    out = [
+        f"claims against v1/v2, raced at {verification_budget_name(study)} ({plan.first} to "
+        f"{plan.cap} paired seeds, test accuracy, design minus reference, intervals Holm-corrected "
+        f"over the {len(checks)} claims): {len(held)} of {len(checks)} held"
+    ]
+    for status in (HELD, NOT_HELD, UNDECIDED, UNCHECKED):
+        mine = [c for c in checks if c.status == status]
+        note = {UNDECIDED: " (time ran out; not stated)", UNCHECKED: " (no run; not stated)"}
+        for c in mine:
+            out.append(f"  {status}{note.get(status, '')}: {c.text()}")
     return out
 
 

@@ -64,7 +64,9 @@ class SearchSettings:
     prescreen: int = 1
     proxy: str = "naswot"
     final_seeds: int = 1
-    verify: int = 1  # seeds of the claims' verification (`explorer.search.verification`); 0: off
+    verify: int = (
+        8  # seeds cap of the claims' verification race (`explorer.search.verification`); 0: off
+    )
     verify_budget: str | None = None  # None: 10x the search's top budget
     quiet: bool = False
 
@@ -112,8 +114,10 @@ class SearchSettings:
             raise ValueError(f"eta must be >= 2, got {self.eta}")
         if self.final_seeds < 1:
             raise ValueError(f"final_seeds must be >= 1, got {self.final_seeds}")
-        if not isinstance(self.verify, int) or self.verify < 0:
-            raise ValueError(f"verify must be a whole number of seeds >= 0, got {self.verify!r}")
+        if not isinstance(self.verify, int) or self.verify < 0 or self.verify == 1:
+            raise ValueError(
+                f"verify must be 0 (off) or a cap of at least 2 seeds per claim, got {self.verify!r}"
+            )
         if self.verify_budget is not None:
             budget(self.verify_budget)  # ValueError names the known budgets
         if self.prescreen < 1:

@@ -1,25 +1,30 @@
-"""Verified claims: a search's claims against v1 and v2, retrained at a longer budget before the
+"""Verified claims: a search's claims against v1 and v2, raced at a longer budget before the
 summary states them.
 
 A front design *claims* to beat a reference when the search scored it more accurate with no more
 parameters. At a cheap budget such claims are often wrong: the ``quick`` budget favours small
 designs that learn fast, and most claims it made against v1 reversed when the designs were
-retrained ten times longer; a check at three times longer still upheld most of those (BENCHMARKS.md,
-"Search strategies at equal wall time"). `verify` retrains every claimant and the references it
-claims against at `VERIFY_FACTOR` times the search's top budget (what ``python -m
-explorer.evaluate`` calls ``long``), or at a budget given by name, with seeds `VERIFY_FIRST_SEED`
-onwards, and stores the runs as study attributes ``verify:<trial>`` (apart from
-`explorer.evaluate`'s re-evaluations, whose seeds 0, 1, ... it thus never repeats).
-`verified_claims` then says which claims hold: the claimant's mean test accuracy over the seeds
-above the reference's, on the same seeds, by more than two runs differ by their seeds alone
-(`VERIFY_MARGIN`; without that margin, 2 of the 9 claims the default search stated over 3 seeds
-reversed when judged, BENCHMARKS.md). The references go first, then the claimants the search
-scored highest (the strongest claims, which are also the ones that held when trained longer), so a
-deadline that cuts the work short leaves the weakest claims unchecked, and unstated.
+retrained ten times longer (BENCHMARKS.md, "Search strategies at equal wall time"). `verify`
+retrains every claimant and the references it claims against at `VERIFY_FACTOR` times the search's
+top budget (what ``python -m explorer.evaluate`` calls ``long``), or at a budget given by name,
+with seeds `VERIFY_FIRST_SEED` onwards (never one `explorer.evaluate` trains), and stores the runs
+as study attributes ``verify:<trial>``.
+
+The verification is a race (`explorer.analysis.verdicts.race_verdicts`, the tool's one rule):
+every claim starts with `RacePlan.first` paired seeds, and seeds are added only to the claims
+still undecided, up to the cap (``--verify``); a claim decided better or worse, or whose mean
+difference is at or below zero, gets no more. The references' runs are shared by every claim
+against them. The references go first, then the claimants the search scored highest, and the
+runs are spread over the machine's workers (`explorer.evaluate.pool`). No run starts whose
+expected length (the median of the runs so far) passes the deadline; a claim the race could not
+decide is listed as undecided, never stated.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,51 +34,73 @@ import optuna
 from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
 from ..analysis.reevals import Budget, Reeval, reeval_results
 from ..analysis.studies import study_records
+from ..analysis.verdicts import OPEN, RacePlan, RaceState, race_verdicts
 from ..evaluate.budgets import named_budget
-from ..evaluate.runner import Target, reevaluate
+from ..evaluate.pool import DataSpec, Run, RunPool
+from ..evaluate.runner import Target, check_stored
 from ..store.records import StudyConfig, TrialRecord
 from ..training import budgets
 
 VERIFY_PREFIX = "verify:"
 VERIFY_FACTOR = budgets.LONG_FACTOR
 VERIFY_FIRST_SEED = 100
-# How far a claimant's verified test accuracy must be above its reference's for the claim to hold,
-# with one seed: the spread of the difference between two runs that differ only in their seed.
-# Three Fashion-MNIST studies' designs retrained at quickx10 with 3 seeds each (33 designs,
-# BENCHMARKS.md "Re-evaluation of the default study's front (long budget)" and "Successive halving:
-# does the front hold?") spread 0.0050 per run (pooled sd), so the difference of two single runs
-# spreads 0.0050 * sqrt(2) = 0.0071. With K seeds the margin is that over sqrt(K), the spread of
-# the difference of two K-seed means.
-VERIFY_MARGIN = 0.007
+# The race: every claim starts with FIRST_SEEDS paired seeds; --verify is the cap (the default
+# decides about 95% of true +0.01 differences at the seed spread measured at quickx10,
+# BENCHMARKS.md "Verdicts: error rate and power").
+FIRST_SEEDS = 3
+DEFAULT_CAP = 8
 # The share of a run's time the verification gets: with --timeout, its last quarter; without, a
 # third of the time the search took (the same split).
 VERIFY_SHARE = 0.25
 
+HELD, NOT_HELD, UNDECIDED, UNCHECKED = "held", "not held", "undecided", "not checked"
+# The study attribute holding the race's plan, so the summary replays the race as it was run.
+PLAN_ATTR = "verification_plan"
+
+
+def race_plan(cap: int) -> RacePlan:
+    """The race of a verification capped at `cap` seeds per claim (`ValueError` below 2)."""
+    if cap < 2:
+        raise ValueError(f"a verification needs at least 2 seeds per claim, got {cap}")
+    return RacePlan(first=min(FIRST_SEEDS, cap), cap=cap)
+
 
 @dataclass(frozen=True)
 class ClaimCheck:
-    """One claim of the search: `design` more accurate than `reference` with no more parameters.
-    `holds` is None while either side lacks a verification run."""
+    """One claim of the search: `design` more accurate than `reference` with no more parameters,
+    and where its verification race stands (`state` None: no paired verification run yet)."""
 
     design: TrialRecord
     reference: TrialRecord
-    design_acc: float | None = None
+    state: RaceState | None = None
+    design_acc: float | None = None  # mean verified test accuracy over the paired seeds
     reference_acc: float | None = None
-    seeds: int = 0
+
+    @property
+    def seeds(self) -> int:
+        return self.state.verdict.n if self.state is not None else 0
+
+    @property
+    def status(self) -> str:
+        """``held`` (verified better), ``not held`` (decided otherwise, or not better at the cap),
+        ``undecided`` (the race stopped before deciding it) or ``not checked`` (no run)."""
+        if self.state is None:
+            return UNCHECKED
+        if self.state.why == OPEN:
+            return UNDECIDED
+        return HELD if self.state.held else NOT_HELD
 
     @property
     def holds(self) -> bool | None:
-        """True when the claimant's verified accuracy is above the reference's by more than
-        `claim_margin` of the seeds both have: more than two runs differ by their seeds alone."""
-        if self.design_acc is None or self.reference_acc is None:
-            return None
-        return self.design_acc - self.reference_acc > claim_margin(self.seeds)
+        """True when held, False when the race decided it is not, None otherwise."""
+        return {HELD: True, NOT_HELD: False}.get(self.status)
 
-
-def claim_margin(seeds: int) -> float:
-    """The margin a verified claim must clear with `seeds` seeds on each side (`VERIFY_MARGIN`
-    over the square root of the seeds)."""
-    return VERIFY_MARGIN / max(seeds, 1) ** 0.5
+    def text(self) -> str:
+        """``#12 vs v1: +0.0123 [+0.0050, +0.0196] at 5 seeds: better``."""
+        head = f"#{self.design.number} vs {self.reference.reference}"
+        if self.state is None:
+            return f"{head}: not checked"
+        return f"{head}: {self.state.verdict.text()}"
 
 
 def verify_budget(config: StudyConfig, name: str | None = None) -> Budget:
@@ -98,6 +125,25 @@ def verification_deadline(now: float, search_s: float, run_deadline: float | Non
     return now + search_s * VERIFY_SHARE / (1 - VERIFY_SHARE)
 
 
+def expected_run_s(study: optuna.Study, config: StudyConfig, budget: Budget) -> float | None:
+    """A first guess at one verification run's length, before any has run: the search's median
+    trial time scaled by the verification budget's training images times epochs (None when the
+    study has no finished trial or the budgets train on whole splits)."""
+    top = budgets.study_train_config(config)
+    new = budget.config
+    if top.train_images is None or new.train_images is None:
+        return None
+    times = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.datetime_start is not None and t.datetime_complete is not None
+    ]
+    if not times:
+        return None
+    ratio = (new.train_images * new.epochs) / (top.train_images * top.epochs)
+    return statistics.median(times) * ratio
+
+
 def search_claims(
     records: Sequence[TrialRecord], objectives=DEFAULT_OBJECTIVES
 ) -> list[ClaimCheck]:
@@ -120,6 +166,31 @@ def search_claims(
     ]  # fmt: skip
 
 
+def _targets(claims: Sequence[ClaimCheck]) -> list[Target]:
+    """References first, then the claimants the search scored highest."""
+    targets: list[Target] = []
+    for rec in [c.reference for c in claims] + sorted(
+        (c.design for c in claims), key=lambda r: (-r.val_acc, r.number)
+    ):
+        if all(t.key != rec.number for t in targets):
+            targets.append(Target(rec.number, rec.network, rec.reference, rec.val_acc))
+    return targets
+
+
+def _wanted(checks: Sequence[ClaimCheck], plan: RacePlan) -> dict[int, int]:
+    """How many seeds each design needs for the race's next look: `plan.first` for a claim not
+    yet there, one more than it has for an open one."""
+    want: dict[int, int] = {}
+    for c in checks:
+        if c.state is not None and c.state.stopped:
+            continue
+        n = max(plan.first, c.seeds + 1) if c.state is not None else plan.first
+        n = min(n, plan.cap)
+        for rec in (c.design, c.reference):
+            want[rec.number] = max(want.get(rec.number, 0), n)
+    return want
+
+
 def verify(
     study: optuna.Study,
     config: StudyConfig,
@@ -130,59 +201,179 @@ def verify(
     log: Callable[[str], None] | None = None,
     run: Callable[..., tuple[float, float]] | None = None,
     budget_name: str | None = None,
+    workers: int = 1,
+    spec: DataSpec | None = None,
+    expected_s: float | None = None,
 ) -> list[ClaimCheck]:
-    """Retrain the claimants of `study` and the references they claim against with `seeds` seeds
-    at `verify_budget` (runs already stored are kept; a `time.monotonic` `deadline` stops
-    starting runs), and return every claim checked against what is stored."""
+    """Race the claims of `study` at `verify_budget`, up to `seeds` seeds a claim, and return every
+    claim with its state. Runs already stored are kept; a `time.monotonic` `deadline` stops
+    starting runs whose expected length (the median of the runs so far, or `expected_s` before
+    the first) passes it. `workers` > 1 spreads the runs over that many processes, which load the
+    dataset from `spec`; `run` (tests) trains in this process instead."""
+    log = log or (lambda line: None)
+    plan = race_plan(seeds)
     records = study_records(study)
     claims = search_claims(records, config.objectives)
+    if not claims:
+        return []
     budget = verify_budget(config, budget_name)
-    targets: list[Target] = []
-    for rec in [c.reference for c in claims] + sorted(
-        (c.design for c in claims), key=lambda r: (-r.val_acc, r.number)
-    ):
-        if all(t.key != rec.number for t in targets):
-            targets.append(Target(rec.number, rec.network, rec.reference, rec.val_acc))
-    if targets and log is not None:
+    targets = {t.key: t for t in _targets(claims)}
+    check_stored(study, list(targets.values()), budget, prefix=VERIFY_PREFIX)
+    order = list(targets)
+    stored = {k: r for k, r in reeval_results(study, VERIFY_PREFIX).items()
+              if k in targets and r.same_budget(budget)}  # fmt: skip
+    lengths: list[float] = []
+
+    def expected() -> float | None:
+        return statistics.median(lengths) if lengths else expected_s
+
+    checks = _checked(claims, stored, plan)
+    if deadline is not None and expected() is not None:
+        # The first look of one claim: FIRST seeds of a reference and of a claimant.
+        first = 2 * plan.first - sum(min(r.seeds, plan.first) for r in stored.values())
+        if first > 0 and time.monotonic() + expected() * -(-first // max(workers, 1)) > deadline:
+            log(
+                f"verification skipped: {len(claims)} claim(s) need at least {first} run(s) of "
+                f"about {expected():.0f} s at {budget.name} to decide one, more than the "
+                "verification's share of the time (rerun with --timeout SECONDS to give it more)"
+            )
+            return checks
+    study.set_user_attr(PLAN_ATTR, {"first": plan.first, "cap": plan.cap})
+    log(
+        f"verifying {len(claims)} claim(s) against v1/v2 at {budget.name} ({budget.text}): "
+        f"{plan.first} to {plan.cap} paired seeds each, seeds added only to undecided claims, "
+        f"on {workers} worker(s)"
+    )
+    pending: dict[Any, Reeval] = {}  # results that ended before an earlier seed of theirs
+    running: dict[Any, set[int]] = {k: set() for k in targets}
+    with RunPool(workers, spec, str(device), run=run, data=data) as pool:
+        while True:
+            want = _wanted(checks, plan)
+            queue = [
+                (seed, order.index(key), key)
+                for key, n in want.items()
+                for seed in range(stored[key].seeds if key in stored else 0, n)
+                if seed not in running[key] and not _ended(pending, key, seed)
+            ]
+            queue.sort()
+            started = 0
+            for seed, _, key in queue[: pool.free]:
+                if deadline is not None and expected() is not None:
+                    if time.monotonic() + expected() > deadline:
+                        break
+                elif deadline is not None and time.monotonic() > deadline:
+                    break
+                t = targets[key]
+                running[key].add(seed)
+                pool.submit(Run(key, t.network, budget.config, VERIFY_FIRST_SEED + seed))
+                started += 1
+            if not pool.busy:
+                break
+            for result in pool.finished(timeout=5.0):
+                key, seed = result.run.key, result.run.seed - VERIFY_FIRST_SEED
+                running[key].discard(seed)
+                lengths.append(result.seconds)
+                pending.setdefault(key, Reeval((), (), budget.name, budget.config.to_dict()))
+                pending[key] = _place(pending[key], seed, result.val_acc, result.test_acc)
+                have = stored.get(key) or Reeval((), (), budget.name, budget.config.to_dict())
+                grown = _grow(have, pending[key])
+                if grown.seeds > have.seeds:
+                    stored[key] = grown
+                    study.set_user_attr(f"{VERIFY_PREFIX}{key}", grown.to_dict())
+                log(
+                    f"{targets[key].label:<10} seed {seed + 1}: val {result.val_acc:.4f} "
+                    f"test {result.test_acc:.4f} ({result.seconds:.0f} s)"
+                )
+            checks = _checked(claims, stored, plan)
+    undecided = sum(c.status in (UNDECIDED, UNCHECKED) for c in checks)
+    if undecided:
         log(
-            f"verifying {len(claims)} claim(s) against v1/v2: {len(targets)} designs x {seeds} "
-            f"seed(s) at {budget.name} ({budget.text})"
-        )
-    if targets:
-        reevaluate(
-            study, targets, seeds, budget, data, device, log=log, run=run,
-            prefix=VERIFY_PREFIX, deadline=deadline, first_seed=VERIFY_FIRST_SEED,
-        )  # fmt: skip
-    checks = verified_claims(study, config, records)
-    unchecked = sum(c.holds is None for c in checks)
-    if unchecked and deadline is not None and log is not None:
-        log(
-            f"{unchecked} of {len(checks)} claim(s) left unverified: the verification's time ran "
+            f"{undecided} of {len(checks)} claim(s) left undecided: the verification's time ran "
             "out (they are not stated; rerun with --timeout SECONDS to give it until then)"
         )
     return checks
+
+
+def _ended(pending: dict[Any, Reeval], key: Any, seed: int) -> bool:
+    """Whether seed `seed` of `key` ended (NaN marks a later seed's gap, not yet ended)."""
+    got = pending.get(key)
+    return got is not None and seed < got.seeds and not math.isnan(got.test_acc[seed])
+
+
+def _place(reeval: Reeval, seed: int, val: float, test: float) -> Reeval:
+    """`reeval` with seed `seed`'s result in place (seeds not yet ended hold NaN)."""
+    nan = float("nan")
+    vals, tests = list(reeval.val_acc), list(reeval.test_acc)
+    while len(tests) <= seed:
+        vals.append(nan)
+        tests.append(nan)
+    vals[seed], tests[seed] = val, test
+    return Reeval(tuple(tests), tuple(vals), reeval.budget, reeval.train_config)
+
+
+def _grow(have: Reeval, pending: Reeval) -> Reeval:
+    """`have` extended by the results in `pending` that continue it without a gap."""
+    out = have
+    for seed in range(have.seeds, pending.seeds):
+        if math.isnan(pending.test_acc[seed]):
+            break
+        out = out.added(pending.val_acc[seed], pending.test_acc[seed])
+    return out
+
+
+def _checked(
+    claims: Sequence[ClaimCheck], stored: dict[Any, Reeval], plan: RacePlan
+) -> list[ClaimCheck]:
+    """The claims with their race states, replayed from the stored runs."""
+    family, paired_claims = [], []
+    for c in claims:
+        mine, theirs = stored.get(c.design.number), stored.get(c.reference.number)
+        if mine is None or theirs is None or mine.budget != theirs.budget:
+            continue
+        n = min(mine.seeds, theirs.seeds, plan.cap)
+        if n == 0:
+            continue
+        family.append(tuple(a - b for a, b in zip(mine.test_acc[:n], theirs.test_acc[:n])))
+        paired_claims.append((c, _mean(mine, n), _mean(theirs, n)))
+    states = race_verdicts(family, plan) if family else []
+    by_claim = {id(c): (s, d, r) for (c, d, r), s in zip(paired_claims, states)}
+    out = []
+    for c in claims:
+        if id(c) in by_claim:
+            s, d, r = by_claim[id(c)]
+            out.append(ClaimCheck(c.design, c.reference, s, d, r))
+        else:
+            out.append(ClaimCheck(c.design, c.reference))
+    return out
 
 
 def verified_claims(
     study: optuna.Study,
     config: StudyConfig | None,
     records: Sequence[TrialRecord] | None = None,
+    cap: int | None = None,
 ) -> list[ClaimCheck]:
-    """The study's search claims, each with its verification where one is stored: the two sides'
-    mean test accuracy over the seeds both have. `records`: the study's, when the caller has
-    them already."""
+    """The study's search claims, each with where its verification race stands, replayed from
+    the stored runs (the race's cap: `cap`, or the most seeds any design has, at least the
+    default). `records`: the study's, when the caller has them already."""
     objectives = config.objectives if config is not None else DEFAULT_OBJECTIVES
     stored = reeval_results(study, VERIFY_PREFIX)
-    out = []
     records = study_records(study) if records is None else records
-    for claim in search_claims(records, objectives):
-        mine, theirs = stored.get(claim.design.number), stored.get(claim.reference.number)
-        if mine is None or theirs is None or mine.budget != theirs.budget:
-            out.append(claim)
-            continue
-        n = min(mine.seeds, theirs.seeds)
-        out.append(ClaimCheck(claim.design, claim.reference, _mean(mine, n), _mean(theirs, n), n))
-    return out
+    claims = search_claims(records, objectives)
+    return _checked(claims, stored, stored_plan(study, stored) if cap is None else race_plan(cap))
+
+
+def stored_plan(study: optuna.Study, stored: dict[Any, Reeval] | None = None) -> RacePlan:
+    """The plan the study's last verification raced with; for a study verified before plans were
+    stored, the default cap or the most seeds a design has, if more."""
+    value = study.user_attrs.get(PLAN_ATTR)
+    if isinstance(value, dict):
+        try:
+            return RacePlan(int(value["first"]), int(value["cap"]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    stored = reeval_results(study, VERIFY_PREFIX) if stored is None else stored
+    return race_plan(max([DEFAULT_CAP, *(r.seeds for r in stored.values())]))
 
 
 def _mean(reeval: Reeval, seeds: int) -> float:
@@ -196,13 +387,15 @@ def verification_budget_name(study: optuna.Study) -> str | None:
 
 
 __all__ = [
+    "DEFAULT_CAP",
     "VERIFY_FACTOR",
     "VERIFY_FIRST_SEED",
-    "VERIFY_MARGIN",
     "VERIFY_PREFIX",
     "VERIFY_SHARE",
     "ClaimCheck",
-    "claim_margin",
+    "expected_run_s",
+    "race_plan",
+    "stored_plan",
     "search_claims",
     "verification_budget_name",
     "verification_deadline",

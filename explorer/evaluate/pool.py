@@ -1,0 +1,166 @@
+"""Training runs spread over worker processes, as the search spreads its trials.
+
+A re-evaluation or a verification race is many independent runs (one design, one seed). On a CPU
+two one-thread processes train about 1.4x the runs of one two-thread process (BENCHMARKS.md,
+"Threads per trial"); on a GPU several processes fill it. `RunPool` starts `workers` processes
+(spawned, each with its share of the cores and the dataset loaded once), takes runs as they are
+submitted and hands back each result as it ends; the caller alone writes the study. With one
+worker, or with a `run` function given (tests), runs go in this process, one at a time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from search_space import NetworkConfig
+
+from ..training import data as data_mod
+from ..training import devices, trainer
+from ..training.budgets import TrainConfig
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a worker process needs to load the dataset itself (it is not sent over a pipe)."""
+
+    name: str
+    data_dir: str | None
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: `key` says whose it is (the caller's), `seed` which."""
+
+    key: Any
+    network: NetworkConfig
+    config: TrainConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: Run
+    val_acc: float
+    test_acc: float
+    seconds: float
+    worker: int  # the process id that trained it
+
+
+_worker_data: Any = None
+_worker_device: Any = None
+
+
+def _init_worker(spec: DataSpec, device: str, threads: int, deterministic: bool) -> None:
+    global _worker_data, _worker_device
+    torch.set_num_threads(threads)
+    _worker_device = torch.device(device)
+    trainer.configure_backend(_worker_device, deterministic)
+    dataset = data_mod.load_dataset(spec.name, data_dir=spec.data_dir, seed=spec.split_seed)
+    _worker_data = dataset.on(_worker_device)
+
+
+def _train_in_worker(network: dict, config: dict, seed: int) -> tuple[float, float, float, int]:
+    from .runner import train_and_test  # the one way a re-evaluation run trains
+
+    start = time.perf_counter()
+    val, test = train_and_test(
+        NetworkConfig.from_dict(network), _worker_data, TrainConfig.from_dict(config),
+        _worker_device, seed,
+    )  # fmt: skip
+    return val, test, time.perf_counter() - start, os.getpid()
+
+
+class RunPool:
+    """Runs training runs on `workers` processes (or inline); use as a context manager.
+
+    `submit` queues a run; `finished` waits for at least one result (up to `timeout` seconds) and
+    yields those that ended. `busy` counts runs submitted and not yet handed back."""
+
+    def __init__(
+        self,
+        workers: int,
+        spec: DataSpec | None,
+        device: str = "cpu",
+        deterministic: bool = False,
+        run: Callable[..., tuple[float, float]] | None = None,
+        data: Any = None,
+    ) -> None:
+        self.workers = max(1, workers)
+        self._inline = run is not None or self.workers == 1
+        self._run, self._data, self._device = run, data, device
+        self._pending: dict[cf.Future, tuple[Run, float]] = {}
+        self._executor: cf.ProcessPoolExecutor | None = None
+        if not self._inline:
+            threads = devices.cpu_threads_per_worker(self.workers)
+            self._executor = cf.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                initializer=_init_worker, initargs=(spec, device, threads, deterministic),
+            )  # fmt: skip
+        elif self._run is None:
+            from .runner import train_and_test
+
+            self._run = train_and_test
+            if self._data is None and spec is not None:
+                dataset = data_mod.load_dataset(spec.name, data_dir=spec.data_dir,
+                                                seed=spec.split_seed)  # fmt: skip
+                self._data = dataset.on(torch.device(device))
+
+    def __enter__(self) -> RunPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            for future in self._pending:
+                future.cancel()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    @property
+    def busy(self) -> int:
+        return len(self._pending)
+
+    @property
+    def free(self) -> int:
+        """How many more runs can start now without waiting for a worker."""
+        return self.workers - self.busy if not self._inline else (0 if self.busy else 1)
+
+    def submit(self, run: Run) -> None:
+        start = time.perf_counter()
+        if self._inline:
+            future: cf.Future = cf.Future()
+            try:
+                val, test = self._run(run.network, self._data, run.config, self._device, run.seed)
+                future.set_result((val, test, time.perf_counter() - start, os.getpid()))
+            except BaseException as exc:  # handed back by `finished`, as a process's error would be
+                if not isinstance(exc, Exception):
+                    raise
+                future.set_exception(exc)
+        else:
+            assert self._executor is not None
+            future = self._executor.submit(
+                _train_in_worker, run.network.to_dict(), run.config.to_dict(), run.seed
+            )
+        self._pending[future] = (run, start)
+
+    def finished(self, timeout: float | None = None) -> Iterator[RunResult]:
+        """The runs that ended, waiting up to `timeout` for the first. A run's own error is
+        raised here (a worker killed from outside is `concurrent.futures.process.BrokenProcessPool`)."""
+        if not self._pending:
+            return
+        done, _ = cf.wait(list(self._pending), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            run, _ = self._pending.pop(future)
+            val, test, seconds, pid = future.result()
+            yield RunResult(run, float(val), float(test), float(seconds), pid)
