@@ -209,7 +209,10 @@ def test_dashboard_runs_streamlit_on_the_page(monkeypatch):
     calls.clear()
     assert cli.main(["dashboard"]) == 0
     [args] = calls
-    assert args[0] == "run" and args[2:] == ["--client.toolbarMode=minimal"], args
+    assert args[0] == "run" and args[2:] == [
+        "--client.toolbarMode=minimal",
+        "--server.address=127.0.0.1",
+    ], args  # loopback unless --address says otherwise
     check_page(args[1])
 
 
