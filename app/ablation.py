@@ -78,7 +78,7 @@ def bars(measured: Measured, metric: str = "val") -> list[Bar]:
     steps = list(enumerate(measured.steps))
     if measured.stored.ladder.kind == LEAVE_ONE_OUT:
         return [
-            Bar(r.label, 0.0, _mean(r, metric), _se(r, metric), _paired(r, metric).distinguishable,
+            Bar(r.label, 0.0, _mean(r, metric), _se(r, metric), _paired(r, metric).decided,
                 r.params[1], i, _paired(r, metric).text())
             for i, r in steps
         ]  # fmt: skip
@@ -92,7 +92,7 @@ def bars(measured: Measured, metric: str = "val") -> list[Bar]:
         delta = _mean(r, metric)
         out.append(
             Bar(GROUP_TITLES[r.group], level, delta, _se(r, metric),
-                _paired(r, metric).distinguishable, r.params[1], i, _paired(r, metric).text())
+                _paired(r, metric).decided, r.params[1], i, _paired(r, metric).text())
         )  # fmt: skip
         level += 0.0 if math.isnan(delta) else delta
     end = main[-1][1]
@@ -165,7 +165,7 @@ def disagreement(measured: Measured, importances: dict[str, float]) -> str | Non
     for r in measured.steps:
         if r.val.n and not math.isnan(r.val.mean):
             effects.setdefault(r.group, []).append(abs(r.val.mean))
-            sure[r.group] = sure.get(r.group, False) or r.val.distinguishable
+            sure[r.group] = sure.get(r.group, False) or r.val.decided
     if not grouped or not effects:
         return None
     effect = {g: sum(v) / len(v) for g, v in effects.items()}

@@ -85,7 +85,7 @@ def svg(measured: Measured) -> str:
     for r in main:
         color = (
             "#bab0ac"
-            if not r.test.distinguishable
+            if not r.test.decided
             else ("#2ca02c" if r.test.mean > 0 else "#d62728")
         )
         se = 0.0 if math.isnan(r.test.se) else r.test.se

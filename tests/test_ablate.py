@@ -134,18 +134,31 @@ def test_paired_difference_and_standard_error_are_recomputed():
     diffs = [0.05, 0.04, 0.06]
     assert p.n == 3 and p.mean == pytest.approx(statistics.fmean(diffs))
     assert p.se == pytest.approx(statistics.stdev(diffs) / math.sqrt(3))
-    assert p.text() == f"+{statistics.fmean(diffs):.4f} ± {p.se:.4f}"
+    low, high = p.interval
+    assert (
+        p.text() == f"+{statistics.fmean(diffs):.4f} [{low:+.4f}, {high:+.4f}] at 3 seeds: better"
+    )
     assert paired(before, after, seeds=2).n == 2
 
 
-def test_a_difference_inside_two_standard_errors_has_no_sign():
+def test_a_difference_the_t_test_does_not_carry_has_no_sign():
     p = paired({0: 0.80, 1: 0.80, 2: 0.80}, {0: 0.83, 1: 0.78, 2: 0.80})
-    assert not p.distinguishable
-    text = p.text()
-    assert text.startswith("not distinguishable at 3 seeds") and "+" not in text
-    assert "-0" not in text.split("(")[0]
+    assert not p.decided
+    assert p.text().endswith(": not distinguishable at 3 seeds")
+    # 2.5 standard errors over 3 seeds: signed by a 2-SE bar, not by the t-test on 2 df
+    wide = paired({0: 0.8, 1: 0.8, 2: 0.8}, {0: 0.804, 1: 0.807, 2: 0.816})
+    assert wide.mean / wide.se > 2.4 and not wide.decided
     one = paired({0: 0.8}, {0: 0.9})
-    assert not one.distinguishable and "not distinguishable at 1 seed" in one.text()
+    assert not one.decided and "not distinguishable at 1 seed" in one.text()
+
+
+def test_a_ladders_steps_are_judged_together():
+    """Holm across the steps: a step that passes alone can lose its sign in the ladder."""
+    strong = paired({0: 0.8, 1: 0.8, 2: 0.8, 3: 0.8}, {0: 0.81, 1: 0.811, 2: 0.8105, 3: 0.8102})
+    weak = paired({0: 0.8, 1: 0.8, 2: 0.8, 3: 0.8}, {0: 0.81, 1: 0.82, 2: 0.815, 3: 0.805})
+    assert strong.decided and weak.decided
+    judged = ablate.judge([strong, weak, weak])
+    assert judged[0].decided and not judged[1].decided and not judged[2].decided
 
 
 def test_interaction_is_the_difference_of_differences_seed_by_seed():

@@ -168,19 +168,22 @@ def test_comparison_chooses_on_validation_and_reports_a_paired_test_difference(s
     c = found["v2"]
     assert c.paired_seeds == 3
     assert c.differences == pytest.approx(diffs)
-    assert math.isclose(c.difference, mean) and math.isclose(c.standard_error, se)
+    assert math.isclose(c.verdict.mean, mean) and math.isclose(c.verdict.se, se)
     # Paired, not the unpaired standard error of two means: the seeds move together here.
     unpaired = math.sqrt(
         statistics.variance(results[5].test_acc) / 3 + statistics.variance(results[1].test_acc) / 3
     )
-    assert not math.isclose(c.standard_error, unpaired)
+    assert not math.isclose(c.verdict.se, unpaired)
+    # the two references' verdicts are one Holm family: the smaller p-value at 0.05 / 2
+    assert sorted(v.verdict.alpha for v in found.values())[0] == pytest.approx(0.025)
 
     text = evaluate.report(_study(study_path), targets, results)
     assert "0.8433 ± 0.0153 (3 seeds, smoke)" in text
     assert "chosen on re-evaluation validation accuracy" in text
     assert "test accuracy is only reported, never used to choose" in text
     assert f"vs v2 (#1, {v2.params:,} params): #5 ({small.params:,} params)" in text
-    assert f"paired difference {mean:+.4f} ± {se:.4f} (standard error over 3 paired seeds)" in text
+    assert f"paired difference {c.verdict.text()}" in text
+    assert c.verdict.text().startswith(f"{mean:+.4f} [")
 
 
 def test_comparison_pairs_only_the_seeds_both_ran():
@@ -191,11 +194,11 @@ def test_comparison_pairs_only_the_seeds_both_ran():
     }
     (c,) = evaluate.comparisons([v1, small], results)
     assert c.paired_seeds == 2
-    assert math.isclose(c.difference, ((0.81 - 0.80) + (0.85 - 0.82)) / 2)
+    assert math.isclose(c.verdict.mean, ((0.81 - 0.80) + (0.85 - 0.82)) / 2)
     one = {0: Reeval((0.80,), (0.8,), "smoke"), 5: Reeval((0.81,), (0.8,), "smoke")}
     (c,) = evaluate.comparisons([v1, small], one)
-    assert c.paired_seeds == 1 and math.isnan(c.standard_error)
-    assert "1 paired seed: no standard error" in evaluate.report(
+    assert c.paired_seeds == 1 and math.isnan(c.verdict.se)
+    assert "not distinguishable at 1 seed (no interval)" in evaluate.report(
         optuna.create_study(study_name="x"), [v1, small], one
     )
 

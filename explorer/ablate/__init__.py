@@ -52,15 +52,13 @@ from .runs import (
     units,
 )
 from .stats import (
-    DISTINGUISHABLE_SE,
-    Paired,
     interaction,
+    judge,
     paired,
 )
 
 __all__ = [
     "DEFAULT_SEEDS",
-    "DISTINGUISHABLE_SE",
     "FACTORIAL",
     "GROUPS",
     "GROUP_OF_FIELD",
@@ -70,7 +68,6 @@ __all__ = [
     "Design",
     "Ladder",
     "Measured",
-    "Paired",
     "Runs",
     "Step",
     "StepResult",
@@ -85,6 +82,7 @@ __all__ = [
     "find_ablation",
     "flops",
     "interaction",
+    "judge",
     "leave_one_out",
     "lines",
     "main",

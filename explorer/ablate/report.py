@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from search_space import NetworkConfig, build_network, network_params
 
+from ..analysis.verdicts import Verdict
 from ..training import count_flops
 from .ladder import GROUP_TITLES, Design, Step
 from .runs import Runs, StoredLadder
-from .stats import Paired, interaction, paired
+from .stats import interaction, judge, paired
 
 
 def flops(network: NetworkConfig) -> int:
@@ -28,8 +30,8 @@ class StepResult:
     label: str
     before: Design
     after: Design
-    val: Paired
-    test: Paired
+    val: Verdict
+    test: Verdict
     params: tuple[int, int]
     flops: tuple[int, int] | None
 
@@ -44,8 +46,8 @@ class Measured:
 
     stored: StoredLadder
     steps: tuple[StepResult, ...]
-    interaction_val: Paired | None
-    interaction_test: Paired | None
+    interaction_val: Verdict | None
+    interaction_test: Verdict | None
     seeds: int  # the seeds asked for
     missing: int  # (design, seed) runs not stored yet
     failed: dict[str, str]  # design name -> why one of its runs failed
@@ -59,7 +61,8 @@ def measure(
     seeds: int | None = None,
     count: Callable[[NetworkConfig], int] | None = flops,
 ) -> Measured:
-    """Each step's paired differences over seeds 0..seeds-1 (default: the seeds asked for)."""
+    """Each step's paired differences over seeds 0..seeds-1 (default: the seeds asked for), the
+    steps and the interaction of one metric judged together (`stats.judge`)."""
     seeds = stored.seeds if seeds is None else seeds
     ladder, keys = stored.ladder, stored.keys()
     sizes = [network_params(d.network) for d in ladder.designs]
@@ -84,6 +87,7 @@ def measure(
         k = [keys[i] for i in ladder.factorial]
         inter_val = interaction(*(runs.val.get(x, {}) for x in k), seeds=seeds)
         inter_test = interaction(*(runs.test.get(x, {}) for x in k), seeds=seeds)
+    results, inter_val, inter_test = _judged(results, inter_val, inter_test)
     missing = sum(1 for k in dict.fromkeys(keys) for s in range(seeds) if not runs.done(k, s))
     failed = {}
     for (key, _seed), reason in runs.failed.items():
@@ -94,6 +98,21 @@ def measure(
         for k in keys
     )
     return Measured(stored, tuple(results), inter_val, inter_test, seeds, missing, failed, means)
+
+
+def _judged(
+    results: list[StepResult], inter_val: Verdict | None, inter_test: Verdict | None
+) -> tuple[list[StepResult], Verdict | None, Verdict | None]:
+    """The steps (and the interaction) of each metric as one Holm family."""
+    out = list(results)
+    inter = {"val": inter_val, "test": inter_test}
+    for metric in ("val", "test"):
+        family = [getattr(r, metric) for r in out] + ([inter[metric]] if inter[metric] else [])
+        judged = judge(family)
+        out = [dataclasses.replace(r, **{metric: v}) for r, v in zip(out, judged)]
+        if inter[metric] is not None:
+            inter[metric] = judged[-1]
+    return out, inter["val"], inter["test"]
 
 
 def _mean_below(values: dict[int, float], seeds: int) -> float:
@@ -126,14 +145,18 @@ def lines(measured: Measured) -> list[str]:
     else:
         out.append("  each row: after minus before, one field group changed")
     width = max(len(r.label) for r in measured.steps) + 2
-    out.append(f"  {'step':<{width}} {'params':>16} {'FLOPs':>10}   {'val acc':<40} test acc")
+    out.append(
+        "  differences judged by a paired t-test over seeds, Holm-corrected across the ladder's "
+        "steps: a sign only where the interval excludes zero"
+    )
+    out.append(f"  {'step':<{width}} {'params':>16} {'FLOPs':>10}   {'val acc':<52} test acc")
     for r in measured.steps:
         flops_text = _mflops(*r.flops) if r.flops else "-"
         size = f"{_signed(r.params[1] - r.params[0])} {_pct(*r.params)}"
         mark = " (other order)" if r.step.order == "other" else ""
         out.append(
             f"  {r.label + mark:<{width}} {size:>16} {flops_text:>10}   "
-            f"{r.val.text():<40} {r.test.text()}"
+            f"{r.val.text():<52} {r.test.text()}"
         )
     if measured.interaction_val is not None:
         out.append(

@@ -1,15 +1,18 @@
 """The paired verdict of a re-evaluation: for each reference, the design chosen on validation among
-those no larger, and its test accuracy against the reference's over the seeds both ran."""
+those no larger, and its test accuracy against the reference's over the seeds both ran, judged by
+the tool's one rule (`explorer.analysis.verdicts`: a paired t-test, Holm-corrected across the
+references of one re-evaluation)."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 
-from ..analysis.reevals import Reeval, _mean, _std
+from ..analysis.reevals import Reeval
+from ..analysis.verdicts import RULE, Verdict, compare, holm
 from .budgets import Budget
 from .runner import Target
 
@@ -23,6 +26,7 @@ class Comparison:
     reference_result: Reeval
     design: Target
     design_result: Reeval
+    verdict: Verdict | None = None  # set by `comparisons`, judged with the other references
 
     @property
     def paired_seeds(self) -> int:
@@ -38,16 +42,8 @@ class Comparison:
             for d, r in zip(self.design_result.test_acc[:n], self.reference_result.test_acc[:n])
         )
 
-    @property
-    def difference(self) -> float:
-        """Paired mean difference of test accuracy (design minus reference)."""
-        return _mean(self.differences)
-
-    @property
-    def standard_error(self) -> float:
-        """Of the paired mean difference: sd of the per-seed differences / sqrt(n); NaN for n < 2."""
-        n = self.paired_seeds
-        return _std(self.differences) / math.sqrt(n) if n > 1 else math.nan
+    def judged_alone(self) -> Verdict:
+        return compare(self.differences)
 
 
 def comparisons(targets: Sequence[Target], results: dict[int | str, Reeval]) -> list[Comparison]:
@@ -64,7 +60,8 @@ def comparisons(targets: Sequence[Target], results: dict[int | str, Reeval]) -> 
         if fits:
             best = max(fits, key=lambda t: (results[t.key].val_acc_mean, -t.params))
             out.append(Comparison(ref, r, best, results[best.key]))
-    return out
+    judged = holm([c.judged_alone() for c in out])
+    return [dataclasses.replace(c, verdict=v) for c, v in zip(out, judged)]
 
 
 def _seed_range(n: int) -> str:
@@ -103,21 +100,16 @@ def report(
         lines += [
             "",
             "chosen on re-evaluation validation accuracy among designs with no more parameters "
-            "than each reference; test accuracy is only reported, never used to choose:",
+            "than each reference; test accuracy is only reported, never used to choose; "
+            f"the verdict: {RULE}:",
         ]
     for c in found:
-        n = c.paired_seeds
         where = f"#{c.reference.key}, " if isinstance(c.reference.key, int) else ""
-        se = (
-            f"± {c.standard_error:.4f} (standard error over {n} paired seeds)"
-            if n > 1
-            else "(1 paired seed: no standard error)"
-        )
         lines.append(
             f"vs {c.reference.reference} ({where}{c.reference.params:,} params): "
             f"{c.design.label} ({c.design.params:,} params), "
             f"val {c.design_result.val_acc_mean:.4f} vs {c.reference_result.val_acc_mean:.4f}; "
             f"test {c.design_result.test_acc_mean:.4f} vs {c.reference_result.test_acc_mean:.4f}, "
-            f"paired difference {c.difference:+.4f} {se}"
+            f"paired difference {c.verdict.text()}"
         )
     return "\n".join(lines).rstrip()
