@@ -51,7 +51,10 @@ import torch
 from report import machine, write_section
 
 from explorer.analysis import (
+    RULE,
     HypervolumeSpec,
+    compare,
+    holm,
     hypervolume,
     hypervolume_spec,
     pareto_front,
@@ -467,9 +470,10 @@ def cpu_lines(folder: Path, names: list[str], seeds: list[int], points: list[flo
 
 
 def paired_lines(table, names, seeds, points) -> list[str]:
-    """Every pair of strategies (random search last in each pair it is in), paired by seed: the
-    mean difference of the retrained hypervolumes ± its standard error."""
-    out = []
+    """Every pair of strategies (random search last in each pair it is in), paired by seed, judged
+    by the tool's one rule (`explorer.analysis.verdicts`: a paired t-test over the seeds,
+    Holm-corrected across every pair and time point of this report)."""
+    out, family, heads = [], [], []
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     for a, b in [(b, a) if a == BASELINE else (a, b) for a, b in pairs]:
         for minutes in points:
@@ -478,10 +482,13 @@ def paired_lines(table, names, seeds, points) -> list[str]:
             if len(diffs) < 2:
                 out.append(f"- {a} - {b} at {minutes:g} min: {len(diffs)} paired seeds, too few")
                 continue
-            mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
-            verdict = "more than one SE" if abs(mean) > se else "within one SE"
-            out.append(f"- {a} - {b} at {minutes:g} min: {mean:+.4f} ± {se:.4f} over "
-                       f"{len(diffs)} seeds ({verdict})")  # fmt: skip
+            family.append(compare(diffs))
+            heads.append(f"- {a} - {b} at {minutes:g} min")
+    judged = holm(family)
+    if judged:
+        out.insert(0, f"Differences of retrained hypervolume, paired by seed; {RULE} "
+                      f"(here Holm over the {len(judged)} comparisons below).")  # fmt: skip
+    out += [f"{head}: {v.text()}" for head, v in zip(heads, judged)]
     return out
 
 

@@ -266,3 +266,17 @@ def test_strategies_report_says_on_which_cpu_each_seed_ran(tmp_path, monkeypatch
     lines = S.cpu_lines(tmp_path, ["quick-tpe", "quick-random"], [0, 1, 2], [10.0, 30.0])
     assert lines == ["- seed 0: every cell on the AMD EPYC",
                      "- seed 1: cells on AMD EPYC and Intel Xeon: NOT paired on one CPU"]  # fmt: skip
+
+
+def test_the_verdict_bench_reads_the_recorded_per_seed_tables(monkeypatch):
+    """bench/verdicts.py takes its seed noise from the 3-seed tables BENCHMARKS.md records: two
+    studies (12 and 6 designs), every pair of designs of a study paired seed by seed."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import verdicts
+
+    tables = verdicts.studies((ROOT / "BENCHMARKS.md").read_text())
+    assert sorted(len(t) for t in tables) == [6, 12]
+    assert all(len(v) == 3 for t in tables for v in t.values())
+    pool = verdicts.noise_pool(tables)
+    assert len(pool) == 3 * sum(len(t) * (len(t) - 1) // 2 for t in tables)
+    assert abs(pool.mean()) < 1e-9  # residuals: centred per design

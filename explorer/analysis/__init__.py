@@ -1,6 +1,7 @@
 """Judging designs: dominance, non-dominated sorting and crowding (`fronts`, the one
 implementation), hypervolume (`hypervolume`), reading a study's records with their
-re-evaluations and rungs (`studies`), and the stored re-evaluations (`reevals`).
+re-evaluations and rungs (`studies`), the stored re-evaluations (`reevals`), and the one rule by
+which the tool states a difference between designs (`verdicts`).
 
 May import: `explorer.training`, `explorer.store`, `explorer.usage`, `search_space`. Nothing here
 runs a search or trains for a study.
@@ -42,8 +43,28 @@ from .studies import (
     rung_records,
     study_records,
 )
+from .verdicts import (
+    ALPHA,
+    RULE,
+    RacePlan,
+    RaceState,
+    Verdict,
+    compare,
+    holm,
+    paired,
+    race_verdicts,
+)
 
 __all__ = [
+    "ALPHA",
+    "RULE",
+    "RacePlan",
+    "RaceState",
+    "Verdict",
+    "compare",
+    "holm",
+    "paired",
+    "race_verdicts",
     "ATTR_PREFIX",
     "Budget",
     "DEFAULT_OBJECTIVES",
