@@ -28,7 +28,7 @@ from datetime import date, timedelta
 import optuna
 from report import machine, write_section
 
-from explorer.analysis import hypervolume, pareto_front, study_records
+from explorer.analysis import RULE, compare, hypervolume, pareto_front, study_records
 from explorer.search import SearchSettings, run_worker
 from explorer.store import load_study, trial_attr
 from explorer.training import PROXY_NAMES, budget, usable_cpus
@@ -154,11 +154,10 @@ def report(rows: list[tuple[int, int, dict]], args: argparse.Namespace) -> str:
     mean_off = statistics.fmean(r["hv"] for _, m, r in rows if m == 1)
     mean_on = statistics.fmean(r["hv"] for _, m, r in rows if m == args.m)
     wins = sum(d > 0 for d in diffs)
-    sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
     verdict = (
-        f"Mean hypervolume {mean_off:.4f} plain, {mean_on:.4f} pre-screened (difference "
-        f"{statistics.fmean(diffs):+.4f}, standard deviation over seeds {sd:.4f}); pre-screening "
-        f"won on {wins} of {len(diffs)} seeds."
+        f"Mean hypervolume {mean_off:.4f} plain, {mean_on:.4f} pre-screened; pre-screened minus "
+        f"plain, paired by seed: {compare(diffs).text()} ({RULE}); pre-screening won on {wins} "
+        f"of {len(diffs)} seeds."
     )
     parallel = args.parallel > 1
     return "\n".join(
