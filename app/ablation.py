@@ -22,6 +22,7 @@ from explorer.ablate import (
     reused_runs,
     stored_ladders,
 )
+from explorer.analysis.verdicts import Verdict
 from explorer.store import DEFAULT_STORAGE, storage_of
 
 from .guard import shown
@@ -60,16 +61,39 @@ def fingerprint(study: optuna.Study) -> tuple:
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of the waterfall: from `base` to `base + delta`, with the step's SE."""
+    """One bar of the waterfall: from `base` to `base + delta`; a step's bar carries its verdict
+    (the ladder's, Holm-corrected), the start and end totals none."""
 
     label: str
     base: float
     delta: float
-    se: float
-    distinguishable: bool
     params: int  # of the design after the step
     step: int | None  # index into the ladder's steps; None for the start and end totals
-    text: str = ""  # the paired difference as words: a sign only when distinguishable
+    verdict: Verdict | None = None
+
+    @property
+    def distinguishable(self) -> bool:
+        """Whether the rule gives the step a sign (a total always stands as it is)."""
+        return self.verdict is None or self.verdict.decided
+
+    @property
+    def word(self) -> str | None:
+        """``better``, ``worse`` or ``not distinguishable at N seeds``; None for a total."""
+        return self.verdict.word if self.verdict is not None else None
+
+    @property
+    def half(self) -> float:
+        """Half the width of the step's interval: its error bar (0 for a total, or a step
+        below two seeds, which has no interval)."""
+        if self.verdict is None:
+            return 0.0
+        low, high = self.verdict.interval
+        return (high - low) / 2 if math.isfinite(high - low) else 0.0
+
+    @property
+    def text(self) -> str:
+        """The step's difference in words: its interval, seeds and verdict."""
+        return self.verdict.text() if self.verdict is not None else ""
 
 
 def bars(measured: Measured, metric: str = "val") -> list[Bar]:
@@ -78,42 +102,32 @@ def bars(measured: Measured, metric: str = "val") -> list[Bar]:
     steps = list(enumerate(measured.steps))
     if measured.stored.ladder.kind == LEAVE_ONE_OUT:
         return [
-            Bar(r.label, 0.0, _mean(r, metric), _se(r, metric), _paired(r, metric).decided,
-                r.params[1], i, _paired(r, metric).text())
+            Bar(r.label, 0.0, _mean(r, metric), r.params[1], i, _paired(r, metric))
             for i, r in steps
-        ]  # fmt: skip
+        ]
     main = [(i, r) for i, r in steps if r.step.order == "main"]
     if not main:
         return []
     start = _level(measured, main[0][1].step.before, metric)
-    out = [Bar(main[0][1].before.name, 0.0, start, 0.0, True, main[0][1].params[0], None)]
+    out = [Bar(main[0][1].before.name, 0.0, start, main[0][1].params[0], None)]
     level = start
     for i, r in main:
         delta = _mean(r, metric)
-        out.append(
-            Bar(GROUP_TITLES[r.group], level, delta, _se(r, metric),
-                _paired(r, metric).decided, r.params[1], i, _paired(r, metric).text())
-        )  # fmt: skip
+        out.append(Bar(GROUP_TITLES[r.group], level, delta, r.params[1], i, _paired(r, metric)))
         level += 0.0 if math.isnan(delta) else delta
     end = main[-1][1]
     out.append(
-        Bar(end.after.name, 0.0, _level(measured, end.step.after, metric), 0.0, True,
-            end.params[1], None)
-    )  # fmt: skip
+        Bar(end.after.name, 0.0, _level(measured, end.step.after, metric), end.params[1], None)
+    )
     return out
 
 
-def _paired(r: StepResult, metric: str):
+def _paired(r: StepResult, metric: str) -> Verdict:
     return r.val if metric == "val" else r.test
 
 
 def _mean(r: StepResult, metric: str) -> float:
     return _paired(r, metric).mean
-
-
-def _se(r: StepResult, metric: str) -> float:
-    se = _paired(r, metric).se
-    return 0.0 if math.isnan(se) else se
 
 
 def _level(measured: Measured, index: int, metric: str) -> float:

@@ -8,11 +8,25 @@ reads a subset of HTML in every text it draws (titles, labels, hovers): text rea
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.analysis.verdicts import BETTER, WORSE
+from explorer.search.verification import HELD, NOT_HELD, UNCHECKED, UNDECIDED
+
 from .data import ImportanceInfo, ParetoInfo, Point, ProgressInfo, ProxyInfo
 from .details import BlockDiagram
+from .verdicts import (
+    NOT_DISTINGUISHABLE,
+    OPEN_COLOR,
+    VERDICT_COLORS,
+    VerificationInfo,
+    verdict_color,
+    verdict_key,
+)
 
 # One look per trial state: complete trials are plain dots, pruned ones hollow, failed ones
 # crosses, so the states stay apart in print and for colour-blind readers too.
@@ -24,6 +38,7 @@ STATE_STYLE = {
     "WAITING": dict(name="waiting", symbol="hourglass", color="#bab0ac", size=9),
 }
 FRONT_COLOR = "#2ca02c"
+TOTAL_COLOR = "#4c78a8"  # a waterfall's start and end designs, which are levels, not verdicts
 REFERENCE_STYLE = {
     "v1": dict(symbol="star", color="#9467bd"),
     "v2": dict(symbol="diamond", color="#8c564b"),
@@ -149,10 +164,11 @@ def pareto_figure(info: ParetoInfo) -> go.Figure:
         )
     fig.update_layout(
         template="plotly_white",
+        title=dict(text=_text(info.title), font=dict(size=14), y=0.98) if info.title else None,
         xaxis=dict(title=info.x_label, type="log" if info.log_x else "linear"),
         yaxis=dict(title=info.y_label, tickformat=".0%"),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-        margin=dict(l=10, r=10, t=40, b=10),
+        margin=dict(l=10, r=10, t=80 if info.title else 40, b=10),
         height=480,
         clickmode="event+select",
         uirevision=UIREVISION,
@@ -448,21 +464,14 @@ def block_figure(diagram: BlockDiagram) -> go.Figure:
 
 def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
     """A ladder as a waterfall: the start design's accuracy, each step's paired mean difference
-    stacked on the one before with one standard error as its error bar (grey when not
-    distinguishable from zero), the end design; the parameters of each design on the right axis.
-    Each step's bar carries its index in the ladder in ``customdata[0]``."""
+    stacked on the one before with its interval (the ladder's, Holm-corrected) as its error bar
+    and its verdict's colour (`VERDICT_COLORS`), the end design; the parameters of each design on
+    the right axis. Each step's bar carries its index in the ladder in ``customdata[0]``."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     tops = [b.base + b.delta for b in bars]
     finite = [t for t in tops if t == t]  # NaN: a step with no paired seed yet
     low = min(finite, default=0.0) - 0.02
-    colors = []
-    for b in bars:
-        if b.step is None:
-            colors.append("#4c78a8")
-        elif not b.distinguishable:
-            colors.append("#bab0ac")
-        else:
-            colors.append("#2ca02c" if b.delta > 0 else "#d62728")
+    colors = [TOTAL_COLOR if b.step is None else verdict_color(b.word) for b in bars]
     totals_from_low = [b.step is None and b.base == 0.0 for b in bars]
     labels = [_text(b.label) for b in bars]
     fig.add_trace(
@@ -474,13 +483,13 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
             ],
             base=[low if t else b.base for b, t in zip(bars, totals_from_low, strict=True)],
             marker_color=colors,
-            error_y=dict(type="data", array=[b.se for b in bars], visible=True),
+            error_y=dict(type="data", array=[b.half for b in bars], visible=True),
             customdata=[
                 [-1 if b.step is None else b.step, b.text or f"{b.base + b.delta:.4f}"]
                 for b in bars
             ],
             hovertemplate="%{x}<br>%{customdata[1]}<extra></extra>",
-            name=f"{metric} accuracy",
+            name=f"{metric} accuracy (step: Δ with its interval, coloured by its verdict)",
         ),
         secondary_y=False,
     )
@@ -507,3 +516,169 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
     fig.update_yaxes(title_text=f"{metric} accuracy", secondary_y=False)
     fig.update_yaxes(title_text="parameters", secondary_y=True, rangemode="tozero")
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The verification of the search's claims
+
+# How a claimant is drawn by where its claims stand: filled in its verdict's colour where the
+# race decided, hollow where it did not.
+_CLAIMANT_GROUPS = (
+    (HELD, BETTER, "held (better)"),
+    (NOT_HELD, NOT_DISTINGUISHABLE, "not held (not distinguishable)"),
+    (NOT_HELD, WORSE, "not held (worse)"),
+    (UNDECIDED, None, "undecided (race stopped)"),
+    (UNCHECKED, None, "not checked"),
+)
+
+
+def _error(points, low: str = "low", high: str = "high") -> dict:
+    """Asymmetric error bars from each point's interval; none where it has no finite one."""
+
+    def finite(v: float) -> float:
+        return v if math.isfinite(v) else 0.0
+
+    return dict(
+        type="data",
+        symmetric=False,
+        array=[finite(getattr(p, high) - p.mean) for p in points],
+        arrayminus=[finite(p.mean - getattr(p, low)) for p in points],
+        visible=True,
+        thickness=1.5,
+    )
+
+
+def verified_figure(info: VerificationInfo) -> go.Figure:
+    """The claimants and the references they claim against, retrained at the verification
+    budget: test accuracy (mean over seeds, with the rule's interval) against parameters. A
+    claimant is coloured by its best claim's verdict (`VERDICT_COLORS`), hollow when the race
+    decided none; v1/v2 are labelled as on the search front, with a dotted line at their mean.
+    Each point carries its trial number in ``customdata[0]``."""
+    fig = go.Figure()
+    hover = (
+        "<b>%{customdata[1]}</b><br>test accuracy %{y:.4f} %{customdata[2]}<br>"
+        "parameters %{x:,.0f}<br>%{customdata[3]}<extra></extra>"
+    )
+
+    def customdata(points) -> list[list]:
+        return [
+            [
+                p.number,
+                _text(p.label),
+                f"[{p.low:.4f}, {p.high:.4f}] over {p.seeds} seeds"
+                if p.seeds > 1
+                else "over 1 seed",
+                "<br>".join(_text(c.short()) for c in info.claims_of(p.number)),
+            ]
+            for p in points
+        ]
+
+    claimants = [p for p in info.retrained if not p.reference and p.params is not None]
+    for status, word, name in _CLAIMANT_GROUPS:
+        points = [p for p in claimants if p.status == status and (word is None or p.word == word)]
+        if not points:
+            continue
+        color = VERDICT_COLORS[word] if word is not None else OPEN_COLOR
+        fig.add_trace(
+            go.Scatter(
+                x=[p.params for p in points],
+                y=[p.mean for p in points],
+                mode="markers",
+                name=name,
+                marker=dict(
+                    symbol="circle" if word is not None else "circle-open",
+                    size=11,
+                    color=color,
+                    line=dict(width=2, color=color),
+                ),
+                error_y=_error(points),
+                customdata=customdata(points),
+                hovertemplate=hover,
+            )
+        )
+    for p in (p for p in info.retrained if p.reference and p.params is not None):
+        style = REFERENCE_STYLE.get(p.label, _OTHER_REFERENCE)
+        if math.isfinite(p.mean):
+            fig.add_hline(y=p.mean, line=dict(color=style["color"], dash="dot", width=1))
+        fig.add_trace(
+            go.Scatter(
+                x=[p.params],
+                y=[p.mean],
+                mode="markers+text",
+                name=_text(p.label),
+                text=[_text(p.label)],
+                textposition="top center",
+                textfont=dict(size=14, color=style["color"]),
+                marker=dict(
+                    symbol=style["symbol"],
+                    size=18,
+                    color=style["color"],
+                    line=dict(width=1, color="white"),
+                ),  # fmt: skip
+                error_y=_error([p]),
+                customdata=customdata([p]),
+                hovertemplate=hover,
+            )
+        )
+    fig.update_layout(
+        template="plotly_white",
+        title=dict(
+            text=f"retrained at {_text(info.budget)}: test accuracy, mean and interval over seeds",
+            font=dict(size=14),
+        ),
+        xaxis=dict(title="parameters"),
+        yaxis=dict(title=f"test accuracy at {_text(info.budget)}", tickformat=".1%"),
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        margin=dict(l=10, r=10, t=50, b=10),
+        height=460,
+        clickmode="event+select",
+        uirevision=UIREVISION,
+    )
+    return fig
+
+
+def claims_figure(info: VerificationInfo) -> go.Figure:
+    """Each claim the race decided: its difference (design minus reference test accuracy) with
+    its interval, coloured by its verdict (`VERDICT_COLORS`), against zero. Undecided and
+    unchecked claims are not drawn: the race stated nothing about them."""
+    decided = [c for c in info.claims if c.verdict is not None and c.verdict.n >= 2]
+    labels = [_text(c.label) for c in decided]
+    fig = go.Figure()
+    for key in (BETTER, NOT_DISTINGUISHABLE, WORSE):
+        mine = [c for c in decided if verdict_key(c.word) == key]
+        if not mine:
+            continue
+        points = [_Diff(c.verdict.mean, *c.verdict.interval) for c in mine]
+        fig.add_trace(
+            go.Scatter(
+                x=[p.mean for p in points],
+                y=[_text(c.label) for c in mine],
+                mode="markers",
+                name=key,
+                marker=dict(size=11, color=VERDICT_COLORS[key], symbol="diamond"),
+                error_x=_error(points),
+                customdata=[[c.design, _text(c.verdict.text())] for c in mine],
+                hovertemplate="<b>%{y}</b><br>%{customdata[1]}<extra></extra>",
+            )
+        )
+    fig.add_vline(x=0, line=dict(color="#555", width=1))
+    fig.update_layout(
+        template="plotly_white",
+        title=dict(
+            text=f"each claim at {_text(info.budget)}: design minus reference, with its interval",
+            font=dict(size=14),
+        ),
+        xaxis=dict(title="test accuracy difference", tickformat="+.1%", zeroline=False),
+        yaxis=dict(categoryorder="array", categoryarray=labels[::-1], type="category"),
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        margin=dict(l=10, r=10, t=50, b=10),
+        height=max(260, 34 * len(decided) + 150),
+        uirevision=UIREVISION,
+    )
+    return fig
+
+
+class _Diff(NamedTuple):
+    mean: float
+    low: float
+    high: float

@@ -174,6 +174,7 @@ TABLE_COLUMNS = (
     "flops",
     "latency_ms",
     "on_front",
+    "verification",
     "design",
     "test_acc",
     "test_acc_std",
@@ -186,10 +187,16 @@ TABLE_COLUMNS = (
 )
 
 
-def trials_frame(records: list[TrialRecord], config: StudyConfig | None = None) -> pd.DataFrame:
+def trials_frame(
+    records: list[TrialRecord],
+    config: StudyConfig | None = None,
+    verification: dict[int, str] | None = None,
+) -> pd.DataFrame:
     """One row per trial with its state, objectives, design and a note on what went wrong;
-    ``on_front`` is membership of the front on the study's objectives."""
+    ``on_front`` is membership of the front on the study's objectives, ``verification`` where
+    the claims of a front design stand (`app.verdicts.trial_statuses`, by trial number)."""
     front = {r.number for r in pareto_front(records, _objectives(config))}
+    verification = verification or {}
     rows = []
     for r in records:
         acc, source = accuracy(r)
@@ -209,6 +216,7 @@ def trials_frame(records: list[TrialRecord], config: StudyConfig | None = None) 
                 "test_acc": test_acc,
                 "test_acc_std": test_std,
                 "on_front": r.number in front,
+                "verification": verification.get(r.number),
                 "design": design(r),
                 "bn": block.bn if block else None,
                 "wide_kind": block.wide_kind if block and block.wide else None,
@@ -272,6 +280,7 @@ class ParetoInfo(NamedTuple):
     front: list[Point]  # sorted by x
     not_drawn: dict[str, int]  # per state, trials lacking x or y
     limit: float | None = None  # the study's limit on x, drawn as a line (None: no limit)
+    title: str = ""  # what the front is: its budget, and how many of its claims held
 
 
 def pareto_info(
@@ -280,12 +289,13 @@ def pareto_info(
     y: str = "val_acc",
     log_x: bool = False,
     config: StudyConfig | None = None,
+    title: str = "",
 ) -> ParetoInfo:
     """Every trial placed at (x, accuracy), split by state, with the references and the front.
 
     x: ``params``, ``flops`` or ``latency_ms``. y: ``val_acc`` (the front is the study's own,
     `explorer.analysis.pareto_front` on its objectives, the same the summary and the exporter use)
-    or ``reeval`` (re-evaluated trials only).
+    or ``reeval`` (re-evaluated trials only). `title`: the chart's (`app.verdicts.front_label`).
     """
     if x not in X_AXES:
         raise ValueError(f"x must be one of {list(X_AXES)}, got {x!r}")
@@ -321,6 +331,7 @@ def pareto_info(
         front=sorted(front, key=lambda p: (p.x, -p.y)),
         not_drawn={s: not_drawn[s] for s in sorted(not_drawn, key=_state_rank)},
         limit=(config.constraints.get(x) if config is not None else None),
+        title=title,
     )
 
 
@@ -533,6 +544,19 @@ def rung_label(config: StudyConfig | None, rung: int) -> str:
     if factor == 1:
         return f"rung {rung} (top): {config.budget}"
     return f"rung {rung}: 1/{factor} of {config.budget}"
+
+
+def front_budget(config: StudyConfig | None, rung: int | None = None) -> str | None:
+    """The budget the search front shown was trained at: ``quick``, ``quickx9 (rung 2, the
+    top)`` or ``1/9 of quickx9 (rung 0)``; None without the study's settings."""
+    if config is None:
+        return None
+    if config.rungs <= 1 or rung is None:
+        return config.budget
+    factor = config.eta ** (config.rungs - 1 - rung)
+    if factor == 1:
+        return f"{config.budget} (rung {rung}, the top)"
+    return f"1/{factor} of {config.budget} (rung {rung})"
 
 
 RUNG_COLUMNS = ("rung", "budget", "designs finished", "complete", "pruned", "running",

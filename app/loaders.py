@@ -38,7 +38,7 @@ from explorer.store import (
 )
 from explorer.usage import first_line
 
-from . import ablation, data
+from . import ablation, data, verdicts
 from .guard import shown
 
 
@@ -144,6 +144,20 @@ def load(url: str, study_name: str) -> LoadedStudy:
         for k, s in studies.items()
     }
     return LoadedStudy(study, records, data.fingerprint(records), studies, by_rung, config)
+
+
+def verification(
+    url: str, loaded: LoadedStudy
+) -> tuple[verdicts.VerificationInfo | None, str | None]:
+    """The claims of a study (the top rung, as `load` returns it) and where their verification
+    stands (`app.verdicts`), read afresh: (info, None), or (None, why) for stored runs the
+    replay cannot read."""
+    bottom = loaded.rung_studies[min(loaded.rung_studies)] if loaded.rung_studies else None
+    try:
+        info = verdicts.verification_info(loaded.study, loaded.records, loaded.config, url, bottom)
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
+        return None, f"its stored verification runs are malformed ({type(exc).__name__})"
+    return info, None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -7,8 +7,8 @@ the newest there; the sidebar switches between those storages and their studies.
 nothing else, unless the launch lets them type a storage (``--allow-dir``, ``--allow-host``), and
 with ``EXPLORER_DASHBOARD_TOKEN`` set the page asks for that token first: see `app.guard`, which
 also says how text read from a study is shown (as plain text). The page only arranges layout:
-data comes from `app.loaders` (cached reads), tables and infos from `app.data`, figures from
-`app.charts`.
+data comes from `app.loaders` (cached reads), tables and infos from `app.data` and `app.verdicts`
+(the search's claims and their verification), figures from `app.charts`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from explorer.analysis.verdicts import RULE  # noqa: E402
+from explorer.search.verification import VERIFY_FACTOR  # noqa: E402
 from explorer.store import StorageError, TrialRecord  # noqa: E402
 
-from . import ablation, charts, data, details, guard, loaders  # noqa: E402
+from . import ablation, charts, data, details, guard, loaders, verdicts  # noqa: E402
 from .guard import code, md  # noqa: E402
 
-TABS = ("Pareto front", "Search progress", "Trials", "Trial details", "Compare", "Ablation")
+TABS = ("Pareto front", "Verified claims", "Search progress", "Trials", "Trial details",
+        "Compare", "Ablation")  # fmt: skip
 X_LABELS = {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}
 REFRESH_SECONDS = (5, 15, 30, 60)
 WAIT_SECONDS = 5  # how often an empty page looks for a search that has started
@@ -173,7 +176,8 @@ def study_view(storage: str, study_name: str) -> None:
     st.caption(
         " · ".join([*(md(p) for p in settings if p), f"storage {code(guard.shown(storage))}"])
     )
-    top = loaded  # the study itself: its ablations belong to it, whichever rung is shown
+    top = loaded  # the study itself: its ablations and claims belong to it, whichever rung is shown
+    rung = None
     if loaded.rung_studies:
         # Every view below shows one rung; the top rung (the study's result) by default.
         rungs = sorted(loaded.rung_studies, reverse=True)
@@ -196,23 +200,31 @@ def study_view(storage: str, study_name: str) -> None:
         )
     summary = data.study_summary(records, config)
     _summary_row(summary, records)
+    verification, problem = loaders.verification(storage, top)
+    if problem:
+        log.warning("cannot replay the verification of study %r: %s", top.study.study_name, problem)
+    # The claims are the top rung's, and trial numbers are a rung's own: a lower rung shows none.
+    here = verification if loaded.study is top.study else None
 
     tabs = dict(zip(TABS, st.tabs(TABS, key="view", on_change="rerun"), strict=True))
     if tabs["Pareto front"].open:
         with tabs["Pareto front"]:
-            _pareto_tab(records, config)
+            _pareto_tab(records, config, here, data.front_budget(config, rung))
+    if tabs["Verified claims"].open:
+        with tabs["Verified claims"]:
+            _verified_tab(verification, problem, data.front_budget(config, None))
     if tabs["Search progress"].open:
         with tabs["Search progress"]:
             _progress_tab(storage, study_name, loaded, config)
     if tabs["Trials"].open:
         with tabs["Trials"]:
-            _trials_tab(records, study_name, config)
+            _trials_tab(records, study_name, config, here)
     if tabs["Trial details"].open:
         with tabs["Trial details"]:
-            _details_tab(storage, study_name, loaded, summary.best)
+            _details_tab(storage, study_name, loaded, summary.best, here)
     if tabs["Compare"].open:
         with tabs["Compare"]:
-            _compare_tab(records, summary.best)
+            _compare_tab(records, summary.best, here)
     if tabs["Ablation"].open:
         with tabs["Ablation"]:
             _ablation_tab(storage, top)
@@ -273,13 +285,27 @@ def _open_trial(number: int) -> None:
     st.session_state["view"] = "Trial details"
 
 
-def _on_chart_select() -> None:
-    points = (st.session_state.get("pareto") or {}).get("selection", {}).get("points", [])
+def _open_selected(chart: str) -> None:
+    """Open the trial whose point is selected in chart `chart` (its number in customdata[0])."""
+    points = (st.session_state.get(chart) or {}).get("selection", {}).get("points", [])
     if points and points[0].get("customdata"):
         _open_trial(int(points[0]["customdata"][0]))
 
 
-def _pareto_tab(records: list[TrialRecord], config) -> None:
+def _on_chart_select() -> None:
+    _open_selected("pareto")
+
+
+def _on_verified_select() -> None:
+    _open_selected("verified")
+
+
+def _pareto_tab(
+    records: list[TrialRecord],
+    config,
+    verification: verdicts.VerificationInfo | None,
+    budget: str | None,
+) -> None:
     c1, c2, c3 = st.columns([3, 1, 2])
     x = c1.radio("x-axis", data.X_AXES, format_func=X_LABELS.get, horizontal=True, key="x_axis")
     log_x = c2.toggle("log scale", key="log_x")
@@ -292,7 +318,12 @@ def _pareto_tab(records: list[TrialRecord], config) -> None:
             key="y_axis",
             format_func={"val_acc": "search", "reeval": "re-evaluated"}.get,
         )
-    info = data.pareto_info(records, x=x, y=y, log_x=log_x, config=config)
+    title = (
+        verdicts.front_label(verification, budget, top=verification is not None)
+        if y == "val_acc"
+        else "front on re-evaluated test accuracy (mean over seeds)"
+    )
+    info = data.pareto_info(records, x=x, y=y, log_x=log_x, config=config, title=title)
     if summary_limits := data.limits_text(config):
         st.caption(
             f"Limits of this study: {md(summary_limits)}; designs over them are not on the front."
@@ -311,14 +342,100 @@ def _pareto_tab(records: list[TrialRecord], config) -> None:
     )
     if info.front:
         st.markdown("**Designs on the front**")
+        status = verdicts.trial_statuses(verification)
+        front = pd.DataFrame(
+            [(p.label, p.y, p.x, status.get(p.number), p.design) for p in info.front],
+            columns=["trial", "accuracy", X_LABELS[x], "verification", "design"],
+        )
         st.dataframe(
-            pd.DataFrame(
-                [(p.label, p.y, p.x, p.design) for p in info.front],
-                columns=["trial", "accuracy", X_LABELS[x], "design"],
-            ),
+            verdicts.style_verdicts(front, ["verification"]),
             hide_index=True,
+            column_order=[c for c in front.columns if c != "verification" or status],
             column_config={"accuracy": st.column_config.NumberColumn(format="percent")},
         )
+
+
+def _verified_tab(
+    info: verdicts.VerificationInfo | None, problem: str | None, budget: str | None
+) -> None:
+    """The search's claims against v1/v2, retrained beside their references."""
+    if info is None:
+        st.warning(f"This study's verification cannot be shown: {md(problem)}.", icon="⚠️")
+        return
+    refs = md("/".join(info.references) or "v1/v2")
+    if not info.claims:
+        st.info(
+            f"No design on the search front scored above {refs} with no more parameters: the "
+            "search makes no claim to verify."
+            if info.references
+            else "The study has no complete v1 or v2 trial: the search makes no claim to verify.",
+            icon="ℹ️",
+        )
+        return
+    n = len(info.claims)
+    at = md(budget or "the search budget")
+    if info.budget is None:
+        st.info(
+            f"No verification runs in this study yet: its {n} claim(s) against {refs} are "
+            f"single runs at {at}. This command resumes the study without new designs and races "
+            f"each claim against its reference at {VERIFY_FACTOR}x that budget, {info.first} to "
+            f"{info.cap} paired seeds a claim (--timeout: an estimate from the search's trial "
+            "times; a rerun continues the race):",
+            icon="ℹ️",
+        )
+        st.code(info.command, language="bash")
+        _claims_table(info)
+        return
+    st.markdown(
+        f"**{info.held} of {n} claim(s) held** when retrained at {md(info.budget)}: each front "
+        f"design that scored above {refs} at {at} with no more parameters, raced against that "
+        f"reference over {info.first} to {info.cap} paired seeds."
+    )
+    if info.open:
+        st.warning(
+            f"The verification stopped before deciding {info.open} of {n} claim(s) (its time "
+            "ran out): they are listed as undecided, not as results. This command continues the "
+            "race, adding seeds only where undecided:",
+            icon="⏳",
+        )
+        st.code(info.command, language="bash")
+    left, right = st.columns(2)
+    left.plotly_chart(
+        charts.verified_figure(info),
+        key="verified",
+        on_select=_on_verified_select,
+        selection_mode="points",
+        config={"displaylogo": False},
+    )
+    right.plotly_chart(charts.claims_figure(info), key="claims", config={"displaylogo": False})
+    missing = [r for r in info.references if r not in {p.label for p in info.retrained}]
+    st.caption(
+        "Click a point to open its details."
+        + (f" Not retrained (no claim against it): {md(', '.join(missing))}." if missing else "")
+    )
+    _claims_table(info)
+    _rule(
+        "Each claim is judged on the seeds both designs ran at the verification budget, never "
+        "on the search's own run; the race judges its claims together at each look."
+    )
+
+
+def _claims_table(info: verdicts.VerificationInfo) -> None:
+    st.dataframe(
+        verdicts.style_verdicts(verdicts.claims_frame(info.claims), ["status", "verdict"]),
+        hide_index=True,
+        key="claims_table",
+        column_config={
+            "difference": st.column_config.NumberColumn(format="%+.4f"),
+            "design acc": st.column_config.NumberColumn(format="%.4f"),
+            "reference acc": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
+
+
+def _rule(how: str = "") -> None:
+    """The one rule by which the page states a difference, where it shows verdicts."""
+    st.caption(f"{how} The rule: {RULE}. Colours: {verdicts.VERDICT_LEGEND}.".strip())
 
 
 def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy, config) -> None:
@@ -353,8 +470,13 @@ def _progress_tab(storage: str, study_name: str, loaded: loaders.LoadedStudy, co
         right.plotly_chart(charts.proxy_scatter_figure(proxies, chosen), key="proxy_scatter")
 
 
-def _trials_tab(records: list[TrialRecord], study_name: str, config=None) -> None:
-    frame = data.trials_frame(records, config)
+def _trials_tab(
+    records: list[TrialRecord],
+    study_name: str,
+    config=None,
+    verification: verdicts.VerificationInfo | None = None,
+) -> None:
+    frame = data.trials_frame(records, config, verdicts.trial_statuses(verification))
     c1, c2 = st.columns(2)
     present = list(dict.fromkeys(frame["state"]))
     states = c1.multiselect(
@@ -371,13 +493,15 @@ def _trials_tab(records: list[TrialRecord], study_name: str, config=None) -> Non
             _open_trial(int(shown.loc[rows[0], "trial"]))
 
     st.dataframe(
-        shown,
+        verdicts.style_verdicts(shown, ["verification"]),
         hide_index=True,
         key="trials_table",
         on_select=open_row,
         selection_mode="single-row",
         column_order=[
-            c for c in shown.columns if not c.startswith("test_acc") or shown[c].notna().any()
+            c
+            for c in shown.columns
+            if c not in ("test_acc", "test_acc_std", "verification") or shown[c].notna().any()
         ],
         column_config={
             "design": st.column_config.TextColumn(width="large"),
@@ -414,7 +538,11 @@ def _trial_picker(records: list[TrialRecord], label: str, key: str, default: int
 
 
 def _details_tab(
-    storage: str, study_name: str, loaded: loaders.LoadedStudy, best: TrialRecord | None
+    storage: str,
+    study_name: str,
+    loaded: loaders.LoadedStudy,
+    best: TrialRecord | None,
+    verification: verdicts.VerificationInfo | None = None,
 ) -> None:
     records = loaded.records
     record = _trial_picker(records, "Trial", "detail_trial", (best or records[-1]).number)
@@ -450,6 +578,8 @@ def _details_tab(
         else:
             st.caption("No learning curves stored for this trial.")
     with right:
+        if verification is not None:
+            _verification_of(verification, record)
         st.dataframe(details.trial_metrics(record), hide_index=True, key="metrics")
         if record.block is not None and loaded.problem:
             st.caption("No code download: the exporter needs the study's settings.")
@@ -489,7 +619,30 @@ def _details_tab(
                 st.json(record.network.to_dict())
 
 
-def _compare_tab(records: list[TrialRecord], best: TrialRecord | None) -> None:
+def _verification_of(info: verdicts.VerificationInfo, record: TrialRecord) -> None:
+    """Where the claims of a front design (or those against a reference) stand."""
+    claims = info.claims_of(record.number)
+    retrained = verdicts.retrained_text(info, record.number)
+    if not claims and retrained is None:
+        return
+    st.markdown("**Verification**")
+    if retrained is not None:
+        st.caption(md(retrained))
+    if claims:
+        st.dataframe(
+            verdicts.style_verdicts(
+                verdicts.design_frame(info, record.number), ["status", "verdict"]
+            ),
+            hide_index=True,
+            key="verification",
+        )
+
+
+def _compare_tab(
+    records: list[TrialRecord],
+    best: TrialRecord | None,
+    verification: verdicts.VerificationInfo | None = None,
+) -> None:
     refs = [r for r in records if r.is_reference]
     c1, c2 = st.columns(2)
     with c1:
@@ -506,6 +659,20 @@ def _compare_tab(records: list[TrialRecord], best: TrialRecord | None) -> None:
         hide_index=True,
         key="compare_table",
     )
+    pairs = verdicts.paired_verdicts(a, b, verification)
+    if pairs:
+        st.markdown("**Paired verdict** (B minus A, test accuracy, seed by seed)")
+        st.dataframe(
+            verdicts.style_verdicts(
+                verdicts.paired_frame(pairs, a.label(), b.label()), ["verdict"]
+            ),
+            hide_index=True,
+            key="compare_verdicts",
+        )
+        _rule(
+            "A claimant against its reference is the verification race's verdict; any other "
+            "pair is judged alone, with no correction for the other pairs one may look at."
+        )
     for i, (col, record) in enumerate(zip(st.columns(2), (a, b), strict=True)):
         with col:
             if record.block is not None:
@@ -567,9 +734,9 @@ def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
             config={"displaylogo": False},
         )
         st.caption(
-            "Each bar: a step's paired mean difference over the same seeds, ± one standard "
-            "error; grey when within two standard errors of zero. Click a bar to draw its two "
-            "designs below."
+            "Each bar: a step's paired mean difference over the same seeds, with its interval "
+            "(the ladder's steps judged together), in its verdict's colour. Click a bar to draw "
+            "its two designs below."
         )
     with right:
         importance = loaders.importances(storage, study_name, loaded.fingerprint, loaded.study)
@@ -595,13 +762,18 @@ def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
             "them.",
             icon="⏳",
         )
-    st.dataframe(ablation.steps_frame(measured), hide_index=True, key="ablation_steps")
+    st.dataframe(
+        verdicts.style_verdicts(ablation.steps_frame(measured), ["Δ val acc", "Δ test acc"]),
+        hide_index=True,
+        key="ablation_steps",
+    )
     if measured.interaction_val is not None:
         st.caption(
             "Interaction of batch norm and the factorized wide path (what one adds with the "
             f"other minus what it adds alone): val {measured.interaction_val.text()}; "
             f"test {measured.interaction_test.text()}"
         )
+    _rule()
     steps = measured.steps
     if st.session_state.get("ablation_step", 0) >= len(steps):
         st.session_state["ablation_step"] = 0

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import ablation, charts, data, details, guard
+from app import ablation, charts, data, details, guard, verdicts
 from explorer import export
 from explorer.analysis import hypervolume_curve, pareto_front, study_records
+from explorer.analysis.verdicts import RULE
 from explorer.store import DEFAULT_STORAGE, TrialRecord, load_study, open_storage
 from search_space import REFERENCES, NetworkConfig
 from tests.helpers import make_ablation, make_study
@@ -365,7 +366,9 @@ def test_x_axis_and_log_scale_controls(app, demo):
     assert layout["xaxis"]["type"] == "log" and "FLOPs" in layout["xaxis"]["title"]["text"]
 
 
-@pytest.mark.parametrize("tab", ["Search progress", "Trials", "Trial details", "Compare"])
+@pytest.mark.parametrize(
+    "tab", ["Verified claims", "Search progress", "Trials", "Trial details", "Compare"]
+)
 def test_every_tab_renders(app, demo, tab):
     at = app(EXPLORER_STORAGE=demo, EXPLORER_STUDY="demo").run()
     at.session_state["view"] = tab
@@ -378,6 +381,8 @@ def test_every_tab_renders(app, demo, tab):
     elif tab == "Trials":
         assert at.dataframe[0].value.shape[0] == N_TRIALS
         assert [b.label for b in at.get("download_button")] == ["Download CSV"]
+    elif tab == "Verified claims":  # the demo's claims were never verified
+        assert "python -m explorer.search --study demo" in at.code[0].value
     elif tab == "Trial details":
         assert at.selectbox(key="detail_trial").value is not None
         assert any("conv" in a["text"] for a in _figure(at, 0)["layout"]["annotations"])
@@ -543,7 +548,15 @@ def test_waterfall_bars_stack_the_main_steps_from_start_to_end(ablated):
     assert bars[1].distinguishable and bars[1].delta > 0.05  # batch norm is what helps here
     assert bars[-1].delta == pytest.approx(bars[-2].base + bars[-2].delta)  # all seeds paired
     fig = charts.waterfall_figure(bars, "v1 -> v2")
-    assert fig.data[0].error_y.array == tuple(b.se for b in bars)
+    assert fig.data[0].error_y.array == tuple(b.half for b in bars)  # each step's interval
+    step = bars[1]
+    low, high = step.verdict.interval
+    assert step.half == pytest.approx((high - low) / 2) and bars[0].half == 0.0
+    # the steps in the one colour of their verdict's word, the totals in their own
+    assert list(fig.data[0].marker.color) == [
+        charts.TOTAL_COLOR if b.step is None else verdicts.verdict_color(b.word) for b in bars
+    ]
+    assert fig.data[0].marker.color[1] == verdicts.VERDICT_COLORS["better"]
     assert fig.data[1].name == "parameters" and fig.data[1].yaxis == "y2"
     assert all(b.base == 0 for b in ablation.bars(loo, "test"))  # each part's worth from zero
 
@@ -565,6 +578,7 @@ def test_ablation_tab_draws_the_ladder_and_the_two_designs_of_a_step(app, ablate
     (table,) = [d.value for d in at.dataframe if "Δ val acc" in d.value.columns]
     assert len(table) == 6 and table["step"][0] == "1. batch norm: none -> post"
     assert " seeds: " in table["Δ val acc"][0]  # the verdict rule's words, with its interval
+    assert RULE in _texts(at)  # stated where the verdicts are shown
     at.session_state["ablation_step"] = 3  # what clicking a step's bar does
     at.run()
     drawn = [_figure(at, i)["layout"]["title"]["text"] for i in range(2, 4)]
