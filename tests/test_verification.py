@@ -313,3 +313,25 @@ def test_a_design_proposed_again_is_one_claimant(claimed):
              run=lambda net, *a: trained.append(net) or (0.5, 0.5))  # fmt: skip
     counts = collections.Counter(n.to_json() for n in trained)
     assert set(counts.values()) == {2}  # each design its two seeds, the copy none of its own
+
+
+def test_a_failed_run_leaves_its_claims_undecided_and_the_race_goes_on(claimed):
+    """A verification run that raises (out of memory, say) is logged in one line; that design gets
+    no more runs, its claims stay undecided, and the other claims are still raced."""
+    study, claims = claimed
+    config = study_config(study)
+    broken = claims[0].design
+    logged = []
+
+    def run(network, data, train_config, device, seed):
+        if network == broken.network:
+            raise RuntimeError("out of memory")
+        return 0.7, 0.7 + _noise(seed, 3)
+
+    checks = V.verify(study, config, 3, None, "cpu", run=run, log=logged.append)
+    assert sum("failed (RuntimeError: out of memory)" in line for line in logged) == 1
+    for c in checks:
+        if c.design == broken:
+            assert c.status == V.UNCHECKED
+        else:
+            assert c.status != V.UNCHECKED

@@ -25,6 +25,7 @@ from search_space import NetworkConfig
 from ..training import data as data_mod
 from ..training import devices, trainer
 from ..training.budgets import TrainConfig
+from ..usage import first_line
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class RunResult:
     test_acc: float
     seconds: float
     worker: int  # the process id that trained it
+    error: str | None = None  # why the run failed (its accuracies are then NaN)
 
 
 _worker_data: Any = None
@@ -117,13 +119,18 @@ class RunPool:
     def __enter__(self) -> RunPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(stop=kind is not None)
 
-    def close(self) -> None:
+    def close(self, stop: bool = False) -> None:
+        """Wait for the runs in flight, or with `stop` (Ctrl-C, an error) end them at once: no
+        worker process outlives the pool."""
         if self._executor is not None:
             for future in self._pending:
                 future.cancel()
+            if stop:
+                for process in list(getattr(self._executor, "_processes", {}).values()):
+                    process.terminate()
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
@@ -155,12 +162,21 @@ class RunPool:
         self._pending[future] = (run, start)
 
     def finished(self, timeout: float | None = None) -> Iterator[RunResult]:
-        """The runs that ended, waiting up to `timeout` for the first. A run's own error is
-        raised here (a worker killed from outside is `concurrent.futures.process.BrokenProcessPool`)."""
+        """The runs that ended, waiting up to `timeout` for the first. A run that failed comes back
+        with its `error`; a worker killed from outside raises
+        `concurrent.futures.process.BrokenProcessPool`."""
         if not self._pending:
             return
         done, _ = cf.wait(list(self._pending), timeout=timeout, return_when=cf.FIRST_COMPLETED)
         for future in done:
-            run, _ = self._pending.pop(future)
-            val, test, seconds, pid = future.result()
+            run, start = self._pending.pop(future)
+            try:
+                val, test, seconds, pid = future.result()
+            except cf.process.BrokenProcessPool:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the run's own failure, handed to the caller
+                nan = float("nan")
+                yield RunResult(run, nan, nan, time.perf_counter() - start, os.getpid(),
+                                f"{type(exc).__name__}: {first_line(exc)}")  # fmt: skip
+                continue
             yield RunResult(run, float(val), float(test), float(seconds), pid)

@@ -26,6 +26,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,6 +247,7 @@ def verify(
     )
     pending: dict[Any, Reeval] = {}  # results that ended before an earlier seed of theirs
     running: dict[Any, set[int]] = {k: set() for k in targets}
+    failed: set[Any] = set()  # designs with a failed run: no more runs of them
     with RunPool(workers, spec, str(device), run=run, data=data) as pool:
         while True:
             want = _wanted(checks, plan)
@@ -253,7 +255,7 @@ def verify(
                 (seed, order.index(key), key)
                 for key, n in want.items()
                 for seed in range(stored[key].seeds if key in stored else 0, n)
-                if seed not in running[key] and not _ended(pending, key, seed)
+                if seed not in running[key] and not _ended(pending, key, seed) and key not in failed
             ]
             queue.sort()
             started = 0
@@ -269,9 +271,20 @@ def verify(
                 started += 1
             if not pool.busy:
                 break
-            for result in pool.finished(timeout=5.0):
+            try:
+                ended = list(pool.finished(timeout=5.0))
+            except BrokenProcessPool:  # a worker was killed (OOM, SIGKILL): keep what is stored
+                log("a verification worker died; the runs stored so far are kept and the race "
+                    "stops here (rerun the same command to go on)")  # fmt: skip
+                break
+            for result in ended:
                 key, seed = result.run.key, result.run.seed - VERIFY_FIRST_SEED
                 running[key].discard(seed)
+                if result.error is not None:  # its claims stay undecided; the race goes on
+                    failed.add(key)
+                    log(f"{targets[key].label:<10} seed {seed + 1}: failed ({result.error}); "
+                        "no more runs of it, its claims stay undecided")  # fmt: skip
+                    continue
                 lengths.append(result.seconds)
                 pending.setdefault(key, Reeval((), (), budget.name, budget.config.to_dict()))
                 pending[key] = _place(pending[key], seed, result.val_acc, result.test_acc)
