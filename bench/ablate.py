@@ -83,11 +83,7 @@ def svg(measured: Measured) -> str:
     start = measured.means[main[0].step.before][1]
     bars, level = [(main[0].before.name, 0.0, start, 0.0, "#4c78a8")], start
     for r in main:
-        color = (
-            "#bab0ac"
-            if not r.test.decided
-            else ("#2ca02c" if r.test.mean > 0 else "#d62728")
-        )
+        color = "#bab0ac" if not r.test.decided else ("#2ca02c" if r.test.mean > 0 else "#d62728")
         se = 0.0 if math.isnan(r.test.se) else r.test.se
         bars.append((GROUP_TITLES[r.group], level, r.test.mean, se, color))
         level += r.test.mean
