@@ -56,8 +56,8 @@ def _noise(seed: int, salt: int) -> float:
 
 
 def test_verification_races_claims_and_states_only_those_that_hold(claimed):
-    """References first, then the claimants the search scored highest, at 10x the search budget
-    with seeds from 100 (never one `explorer.evaluate` trains). Every claim starts with 3 paired
+    """The claims the search scored highest first, each with its reference, at 10x the search
+    budget with seeds from 100 (never one `explorer.evaluate` trains). Every claim starts with 3 paired
     seeds; a clear winner is decided there, a claimant below its reference stops there as
     futile, and a claim too close to call gets seeds up to the cap; the references' runs are
     shared. The results stay apart from `explorer.evaluate`'s re-evaluations."""
@@ -82,8 +82,15 @@ def test_verification_races_claims_and_states_only_those_that_hold(claimed):
 
     checks = V.verify(study, config, 5, data=None, device="cpu", run=fake_run)
     nets = [n for n, _, _ in trained]
-    first_round = [r.network for r in refs] + [r.network for r in designs]
-    assert nets[: 3 * len(first_round)] == first_round * 3  # seed by seed, strongest first
+    # the strongest claim first: its references and its claimant, three seeds each, before any
+    # other design trains; then the next claimant
+    strongest = designs[0]
+    its_refs = [r.network for r in refs if any(c.design == strongest and c.reference == r
+                                               for c in claims)]  # fmt: skip
+    first = its_refs + [strongest.network]
+    assert nets[: 3 * len(first)] == first * 3
+    second = [c.reference.network for c in claims if c.design == designs[1]] + [designs[1].network]
+    assert nets[3 * len(first)] in second
     smoke = budget("smoke")
     assert all(cfg.train_images == 10 * smoke.train_images for _, cfg, _ in trained)
     assert min(seed for _, _, seed in trained) == V.VERIFY_FIRST_SEED == 100

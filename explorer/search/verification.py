@@ -14,8 +14,9 @@ The verification is a race (`explorer.analysis.verdicts.race_verdicts`, the tool
 every claim starts with `RacePlan.first` paired seeds, and seeds are added only to the claims
 still undecided, up to the cap (``--verify``); a claim decided better or worse, or whose mean
 difference is at or below zero, gets no more. The references' runs are shared by every claim
-against them. The references go first, then the claimants the search scored highest, and the
-runs are spread over the machine's workers (`explorer.evaluate.pool`). No run starts whose
+against them. The strongest claims go first (the claimant the search scored highest, with its
+reference: each claim's first look before the next claim's runs, so a short share decides the
+strongest claims rather than none), and the runs are spread over the machine's workers (`explorer.evaluate.pool`). No run starts whose
 expected length (the median of the runs so far) passes the deadline; a claim the race could not
 decide is listed as undecided, never stated.
 """
@@ -178,17 +179,22 @@ def _targets(claims: Sequence[ClaimCheck]) -> list[Target]:
     return targets
 
 
-def _wanted(checks: Sequence[ClaimCheck], plan: RacePlan) -> dict[int, int]:
-    """How many seeds each design needs for the race's next look: `plan.first` for a claim not
-    yet there, one more than it has for an open one."""
-    want: dict[int, int] = {}
+def _wanted(
+    checks: Sequence[ClaimCheck], plan: RacePlan, rank: dict[int, int]
+) -> dict[int, tuple[int, int]]:
+    """For each design the race needs now: how many seeds its next look needs (`plan.first` for a
+    claim not yet there, one more than it has for an open one), and the rank of the strongest
+    open claim that needs it (`rank`: claimant number -> 0 for the strongest), so the strongest
+    claims are decided first when the time is short."""
+    want: dict[int, tuple[int, int]] = {}
     for c in checks:
         if c.state is not None and c.state.stopped:
             continue
         n = max(plan.first, c.seeds + 1) if c.state is not None else plan.first
-        n = min(n, plan.cap)
+        n, r = min(n, plan.cap), rank[c.design.number]
         for rec in (c.design, c.reference):
-            want[rec.number] = max(want.get(rec.number, 0), n)
+            had_n, had_r = want.get(rec.number, (0, r))
+            want[rec.number] = (max(had_n, n), min(had_r, r))
     return want
 
 
@@ -221,6 +227,7 @@ def verify(
     targets = {t.key: t for t in _targets(claims)}
     check_stored(study, list(targets.values()), budget, prefix=VERIFY_PREFIX)
     order = list(targets)
+    rank = {t.key: i for i, t in enumerate(t for t in targets.values() if t.reference is None)}
     stored = {k: r for k, r in reeval_results(study, VERIFY_PREFIX).items()
               if k in targets and r.same_budget(budget)}  # fmt: skip
     lengths: list[float] = []
@@ -250,16 +257,16 @@ def verify(
     failed: set[Any] = set()  # designs with a failed run: no more runs of them
     with RunPool(workers, spec, str(device), run=run, data=data) as pool:
         while True:
-            want = _wanted(checks, plan)
+            want = _wanted(checks, plan, rank)
             queue = [
-                (seed, order.index(key), key)
-                for key, n in want.items()
+                (r, seed, order.index(key), key)
+                for key, (n, r) in want.items()
                 for seed in range(stored[key].seeds if key in stored else 0, n)
                 if seed not in running[key] and not _ended(pending, key, seed) and key not in failed
             ]
             queue.sort()
             started = 0
-            for seed, _, key in queue[: pool.free]:
+            for _, seed, _, key in queue[: pool.free]:
                 if deadline is not None and expected() is not None:
                     if time.monotonic() + expected() > deadline:
                         break
