@@ -44,8 +44,9 @@ def fake_run(calls: list):
 def test_real_runs_then_resume_then_more_seeds(study_path, tiny_fmnist, monkeypatch, capsys):
     n = _smallest_design(study_path)
 
-    def args(seeds: int) -> list[str]:
+    def args(seeds: int, *extra: str) -> list[str]:
         return [
+            *extra,
             "--storage",
             study_path,
             "--trial",
@@ -61,7 +62,7 @@ def test_real_runs_then_resume_then_more_seeds(study_path, tiny_fmnist, monkeypa
             "--quiet",
         ]
 
-    assert main(args(1)) == 0  # two real runs: the design and v1, seed 0
+    assert main(args(1)) == 0  # two real runs: the design and v1, seed 0, on the worker processes
     results = reeval_results(_study(study_path))
     ref = next(t.number for t in _study(study_path).trials if t.user_attrs.get("reference") == "v1")
     assert set(results) == {n, ref}
@@ -77,9 +78,9 @@ def test_real_runs_then_resume_then_more_seeds(study_path, tiny_fmnist, monkeypa
 
     calls: list[int] = []
     monkeypatch.setattr(evaluate.runner, "train_and_test", fake_run(calls))
-    assert main(args(1)) == 0
+    assert main(args(1, "--workers", "1")) == 0
     assert calls == []  # every seed was already done
-    assert main(args(3)) == 0
+    assert main(args(3, "--workers", "1")) == 0
     assert calls == [1, 2, 1, 2]  # only the new seeds, for each design
     again = _study(study_path).user_attrs[f"reeval:{n}"]
     assert (

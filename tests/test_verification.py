@@ -183,14 +183,15 @@ def test_a_race_cut_short_lists_its_open_claims_as_undecided(claimed):
 
 
 def test_results_that_end_out_of_order_are_stored_without_gaps():
-    from explorer.analysis import Reeval
+    from explorer.evaluate.pool import SeedOrder
 
-    empty = Reeval((), (), "b", None)
-    later = V._place(empty, 1, 0.5, 0.6)  # seed 1 ended first
-    assert V._grow(empty, later).seeds == 0 and V._ended({"k": later}, "k", 1)
-    assert not V._ended({"k": later}, "k", 0)
-    both = V._place(later, 0, 0.4, 0.45)
-    assert V._grow(empty, both).test_acc == (0.45, 0.6)
+    stored = {}
+    order = SeedOrder(stored, "b", {})
+    assert order.add("k", 1, 0.5, 0.6) is None  # seed 1 ended first: it waits for seed 0
+    assert order.ended("k", 1) and not order.ended("k", 0) and order.have("k") == 0
+    grown = order.add("k", 0, 0.4, 0.45)
+    assert grown.test_acc == (0.45, 0.6) and stored["k"] == grown and order.have("k") == 2
+    assert order.add("k", 2, 0.5, 0.5).seeds == 3
 
 
 def test_the_verification_spreads_its_runs_over_worker_processes(tiny_fmnist):

@@ -56,9 +56,20 @@ from ..training.data import DataError, load_dataset
 from ..usage import Parser, UsageError
 from .budgets import LONG, budget_names, resolve_budget
 from .compare import report
+from .pool import DataSpec
 from .runner import check_stored, reevaluate, runs_needed, select_targets
 
 DEFAULT_SEEDS = 3
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be auto or a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be auto or a positive whole number, got {text!r}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
             "seeds for all); store per-seed validation and test accuracy on the study (study\n"
             "attribute reeval:<trial>), where the search summary, the exporter and the dashboard\n"
             "read it. The verdict against each reference chooses on validation accuracy and\n"
-            "reports test accuracy, as a paired difference over seeds with its standard error.\n"
+            "reports test accuracy, as a paired difference over seeds judged by the tool's one\n"
+            "rule (a paired t-test, Holm-corrected over the references).\n"
             "Seeds already done are not trained again: rerun to resume, or raise --seeds."
         ),
         epilog=(
@@ -132,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding the dataset files (default: $EXPLORER_DATA, system packages, download)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="worker processes the runs are spread over, each with its share of the cores "
+        "(default auto: one per CPU core up to 8 on a CPU, as the search; 1 trains in this process)",
+    )
     p.add_argument(
         "--restart", action="store_true", help="discard stored results of these designs first"
     )
@@ -196,16 +214,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             raise UsageError(f"--device: {exc}") from None
         devices.configure_backend(device)  # TF32 and autotuning, as the search's workers train
-        data = None
+        try:
+            workers = len(devices.plan_workers(ns.device, None if ns.workers == "auto" else
+                                               _positive(ns.workers)))  # fmt: skip
+        except ValueError as exc:
+            raise UsageError(f"--workers: {exc}") from None
+        data, spec = None, None
         if needed:
             config = study_config(study)
             dataset = config.dataset if config is not None else "fashion-mnist"
             seed = config.split_seed if config is not None else 0  # the search's validation split
-            data = load_dataset(dataset, data_dir=ns.data_dir, seed=seed).on(device)
+            spec = DataSpec(dataset, ns.data_dir, seed)
+            found = load_dataset(dataset, data_dir=ns.data_dir, seed=seed)  # one clear line if not
+            data = found.on(device) if workers == 1 else None
         if not ns.quiet:
             print(
                 f"study {study.study_name!r}: {len(targets)} designs, {needed} runs to train "
-                f"({ns.seeds} seeds, {device}); budget {budget.name}: {budget.text}",
+                f"({ns.seeds} seeds, {device}, {workers} worker(s)); budget {budget.name}: "
+                f"{budget.text}",
                 file=sys.stderr,
             )
         # One re-evaluation of a study at a time, on any machine; a second one waits, then adds
@@ -220,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device,
                 restart=ns.restart,
                 log=None if ns.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+                workers=workers,
+                spec=spec,
             )
     except (UsageError, StorageError, DataError) as exc:
         print(f"python -m explorer.evaluate: error: {exc}", file=sys.stderr)

@@ -11,8 +11,10 @@ worker, or with a `run` function given (tests), runs go in this process, one at 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,8 +22,9 @@ from typing import Any
 
 import torch
 
-from search_space import NetworkConfig
+from search_space import NetworkConfig, build_network
 
+from ..analysis.reevals import Reeval
 from ..training import data as data_mod
 from ..training import devices, trainer
 from ..training.budgets import TrainConfig
@@ -57,6 +60,27 @@ class RunResult:
     error: str | None = None  # why the run failed (its accuracies are then NaN)
 
 
+def train_and_test(
+    network: NetworkConfig, data: Any, config: Any, device: Any, seed: int
+) -> tuple[float, float]:
+    """(validation accuracy, test accuracy) of the design trained from scratch with `seed`.
+
+    Validation accuracy is the trainer's last-epoch figure (the first ``config.final_val_images``
+    of the validation split, as in the search); test accuracy is over the whole test split.
+    """
+
+    config = dataclasses.replace(config, seed=seed)
+    torch.manual_seed(seed)
+    model = build_network(network).to(device)
+    try:
+        val_acc = trainer.train(model, data, config, device).val_acc[-1]
+    except trainer.DivergedError as exc:  # a real outcome of this design and seed: scored as it is
+        print(f"  diverged ({exc}); scored as it stands", file=sys.stderr)
+        _, val_acc = trainer.evaluate(model, data, device, "val", config.final_val_images)
+    _, test_acc = trainer.evaluate(model, data, device, "test")
+    return float(val_acc), float(test_acc)
+
+
 _worker_data: Any = None
 _worker_device: Any = None
 
@@ -71,14 +95,44 @@ def _init_worker(spec: DataSpec, device: str, threads: int, deterministic: bool)
 
 
 def _train_in_worker(network: dict, config: dict, seed: int) -> tuple[float, float, float, int]:
-    from .runner import train_and_test  # the one way a re-evaluation run trains
-
     start = time.perf_counter()
     val, test = train_and_test(
         NetworkConfig.from_dict(network), _worker_data, TrainConfig.from_dict(config),
         _worker_device, seed,
     )  # fmt: skip
     return val, test, time.perf_counter() - start, os.getpid()
+
+
+class SeedOrder:
+    """Results that end out of seed order, stored in seed order.
+
+    A `Reeval` holds seeds 0..n-1 without gaps; with several workers seed 4 may end before seed 3.
+    `add` keeps such a result until the seeds before it have ended, and answers the longer
+    `Reeval` whenever one grows (None otherwise)."""
+
+    def __init__(self, stored: dict[Any, Reeval], budget_name: str, config: dict) -> None:
+        self.stored = stored
+        self._empty = Reeval((), (), budget_name, config)
+        self._ended: dict[Any, dict[int, tuple[float, float]]] = {}
+
+    def ended(self, key: Any, seed: int) -> bool:
+        """Whether seed `seed` of `key` is stored or has ended and waits for an earlier one."""
+        return seed < self.have(key) or seed in self._ended.get(key, {})
+
+    def have(self, key: Any) -> int:
+        return self.stored[key].seeds if key in self.stored else 0
+
+    def add(self, key: Any, seed: int, val_acc: float, test_acc: float) -> Reeval | None:
+        waiting = self._ended.setdefault(key, {})
+        waiting[seed] = (val_acc, test_acc)
+        result = self.stored.get(key, self._empty)
+        grown = result
+        while grown.seeds in waiting:
+            grown = grown.added(*waiting.pop(grown.seeds))
+        if grown.seeds == result.seeds:
+            return None
+        self.stored[key] = grown
+        return grown
 
 
 class RunPool:
@@ -108,8 +162,6 @@ class RunPool:
                 initializer=_init_worker, initargs=(spec, device, threads, deterministic),
             )  # fmt: skip
         elif self._run is None:
-            from .runner import train_and_test
-
             self._run = train_and_test
             if self._data is None and spec is not None:
                 dataset = data_mod.load_dataset(spec.name, data_dir=spec.data_dir,

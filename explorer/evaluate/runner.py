@@ -4,20 +4,17 @@ re-evaluations (`explorer.analysis.reevals`)."""
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import torch
 
 from search_space import (
     DEFAULT_REFERENCES,
     REFERENCES,
     NetworkConfig,
-    build_network,
     network_params,
 )
 
@@ -26,9 +23,9 @@ from ..analysis.reevals import ATTR_PREFIX, Reeval, reeval_results
 from ..analysis.studies import study_records
 from ..store.records import TrialRecord
 from ..store.studies import study_config
-from ..training import trainer
 from ..usage import UsageError
 from .budgets import Budget, _budget
+from .pool import DataSpec, Run, RunPool, SeedOrder, train_and_test
 
 
 @dataclass(frozen=True)
@@ -110,27 +107,6 @@ def _reference_target(records: list[TrialRecord], name: str) -> Target:
     return Target(name, dataclasses.replace(skeleton, block=REFERENCES[name]), name)
 
 
-def train_and_test(
-    network: NetworkConfig, data: Any, config: Any, device: Any, seed: int
-) -> tuple[float, float]:
-    """(validation accuracy, test accuracy) of the design trained from scratch with `seed`.
-
-    Validation accuracy is the trainer's last-epoch figure (the first ``config.final_val_images``
-    of the validation split, as in the search); test accuracy is over the whole test split.
-    """
-
-    config = dataclasses.replace(config, seed=seed)
-    torch.manual_seed(seed)
-    model = build_network(network).to(device)
-    try:
-        val_acc = trainer.train(model, data, config, device).val_acc[-1]
-    except trainer.DivergedError as exc:  # a real outcome of this design and seed: scored as it is
-        print(f"  diverged ({exc}); scored as it stands", file=sys.stderr)
-        _, val_acc = trainer.evaluate(model, data, device, "val", config.final_val_images)
-    _, test_acc = trainer.evaluate(model, data, device, "test")
-    return float(val_acc), float(test_acc)
-
-
 def reevaluate(
     study: optuna.Study,
     targets: Sequence[Target],
@@ -144,41 +120,51 @@ def reevaluate(
     prefix: str = ATTR_PREFIX,
     deadline: float | None = None,
     first_seed: int = 0,
+    workers: int = 1,
+    spec: DataSpec | None = None,
 ) -> dict[int | str, Reeval]:
     """Train each target until it has `seeds` runs under `budget`, storing each run as it ends.
 
     Every target trains seeds 0..seeds-1, so designs and references pair seed by seed. Raises
     `UsageError` before training anything if a target holds results of another budget (unless
-    `restart`, which discards them). `prefix`: the study attributes the results go to (the
-    search's verification keeps its own, `explorer.search.verification`). `deadline` (a
-    `time.monotonic` value): no run starts after it; targets it leaves short are left out of the
-    answer or hold fewer seeds. `first_seed`: the i-th stored run trains with seed
-    ``first_seed + i`` (the verification's runs are independent of the re-evaluation's).
+    `restart`, which discards them). `prefix`: the study attributes the results go to.
+    `deadline` (a `time.monotonic` value): no run starts after it; targets it leaves short are
+    left out of the answer or hold fewer seeds. `first_seed`: the i-th stored run trains with seed
+    ``first_seed + i``. `workers` > 1 spreads the runs over that many processes, which load the
+    dataset from `spec` (`explorer.evaluate.pool`); `run` (tests) trains in this process.
     """
     budget = _budget(study, budget)
-    run = run or train_and_test
     log = log or (lambda line: None)
     check_stored(study, targets, budget, restart, prefix)
-    stored = reeval_results(study, prefix)
-    results: dict[int | str, Reeval] = {}
-    for t in targets:
-        result = stored.get(t.key)
-        if result is None or restart or not result.same_budget(budget):
-            result = Reeval((), (), budget.name, budget.config.to_dict())
-        for seed in range(result.seeds, seeds):
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            start = time.perf_counter()
-            val_acc, test_acc = run(t.network, data, budget.config, device, first_seed + seed)
-            result = result.added(val_acc, test_acc)
-            study.set_user_attr(f"{prefix}{t.key}", result.to_dict())
-            log(
-                f"{t.label:<10} seed {seed + 1}/{seeds}: val {val_acc:.4f} test {test_acc:.4f} "
-                f"({time.perf_counter() - start:.0f} s)"
-            )
-        if result.seeds:
-            results[t.key] = result
-    return results
+    stored = {} if restart else {
+        k: r for k, r in reeval_results(study, prefix).items() if r.same_budget(budget)
+    }  # fmt: skip
+    ordered = SeedOrder(stored, budget.name, budget.config.to_dict())
+    by_key = {t.key: t for t in targets}
+    jobs = [(t.key, seed) for t in targets for seed in range(ordered.have(t.key), seeds)]
+    inline = run or (train_and_test if workers <= 1 else None)
+    with RunPool(workers, spec, str(device), run=inline, data=data) as pool:
+        while jobs or pool.busy:
+            while jobs and pool.free:
+                if deadline is not None and time.monotonic() > deadline:
+                    jobs.clear()
+                    break
+                key, seed = jobs.pop(0)
+                t = by_key[key]
+                pool.submit(Run(key, t.network, budget.config, first_seed + seed))
+            for result in pool.finished(timeout=5.0):
+                key, seed = result.run.key, result.run.seed - first_seed
+                label = by_key[key].label
+                if result.error is not None:
+                    raise UsageError(f"{label} seed {seed + 1}: the run failed ({result.error})")
+                grown = ordered.add(key, seed, result.val_acc, result.test_acc)
+                if grown is not None:
+                    study.set_user_attr(f"{prefix}{key}", grown.to_dict())
+                log(
+                    f"{label:<10} seed {seed + 1}/{seeds}: val {result.val_acc:.4f} "
+                    f"test {result.test_acc:.4f} ({result.seconds:.0f} s)"
+                )
+    return {t.key: stored[t.key] for t in targets if t.key in stored and stored[t.key].seeds}
 
 
 def check_stored(

@@ -23,7 +23,6 @@ decide is listed as undecided, never stated.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ from ..analysis.reevals import Budget, Reeval, reeval_results
 from ..analysis.studies import study_records
 from ..analysis.verdicts import OPEN, RacePlan, RaceState, race_verdicts
 from ..evaluate.budgets import named_budget
-from ..evaluate.pool import DataSpec, Run, RunPool
+from ..evaluate.pool import DataSpec, Run, RunPool, SeedOrder
 from ..evaluate.runner import Target, check_stored
 from ..store.records import StudyConfig, TrialRecord
 from ..training import budgets
@@ -252,7 +251,7 @@ def verify(
         f"{plan.first} to {plan.cap} paired seeds each, seeds added only to undecided claims, "
         f"on {workers} worker(s)"
     )
-    pending: dict[Any, Reeval] = {}  # results that ended before an earlier seed of theirs
+    ordered = SeedOrder(stored, budget.name, budget.config.to_dict())
     running: dict[Any, set[int]] = {k: set() for k in targets}
     failed: set[Any] = set()  # designs with a failed run: no more runs of them
     with RunPool(workers, spec, str(device), run=run, data=data) as pool:
@@ -261,8 +260,8 @@ def verify(
             queue = [
                 (r, seed, order.index(key), key)
                 for key, (n, r) in want.items()
-                for seed in range(stored[key].seeds if key in stored else 0, n)
-                if seed not in running[key] and not _ended(pending, key, seed) and key not in failed
+                for seed in range(ordered.have(key), n)
+                if seed not in running[key] and not ordered.ended(key, seed) and key not in failed
             ]
             queue.sort()
             started = 0
@@ -293,12 +292,8 @@ def verify(
                         "no more runs of it, its claims stay undecided")  # fmt: skip
                     continue
                 lengths.append(result.seconds)
-                pending.setdefault(key, Reeval((), (), budget.name, budget.config.to_dict()))
-                pending[key] = _place(pending[key], seed, result.val_acc, result.test_acc)
-                have = stored.get(key) or Reeval((), (), budget.name, budget.config.to_dict())
-                grown = _grow(have, pending[key])
-                if grown.seeds > have.seeds:
-                    stored[key] = grown
+                grown = ordered.add(key, seed, result.val_acc, result.test_acc)
+                if grown is not None:
                     study.set_user_attr(f"{VERIFY_PREFIX}{key}", grown.to_dict())
                 log(
                     f"{targets[key].label:<10} seed {seed + 1}: val {result.val_acc:.4f} "
@@ -312,33 +307,6 @@ def verify(
             "out (they are not stated; rerun with --timeout SECONDS to give it until then)"
         )
     return checks
-
-
-def _ended(pending: dict[Any, Reeval], key: Any, seed: int) -> bool:
-    """Whether seed `seed` of `key` ended (NaN marks a later seed's gap, not yet ended)."""
-    got = pending.get(key)
-    return got is not None and seed < got.seeds and not math.isnan(got.test_acc[seed])
-
-
-def _place(reeval: Reeval, seed: int, val: float, test: float) -> Reeval:
-    """`reeval` with seed `seed`'s result in place (seeds not yet ended hold NaN)."""
-    nan = float("nan")
-    vals, tests = list(reeval.val_acc), list(reeval.test_acc)
-    while len(tests) <= seed:
-        vals.append(nan)
-        tests.append(nan)
-    vals[seed], tests[seed] = val, test
-    return Reeval(tuple(tests), tuple(vals), reeval.budget, reeval.train_config)
-
-
-def _grow(have: Reeval, pending: Reeval) -> Reeval:
-    """`have` extended by the results in `pending` that continue it without a gap."""
-    out = have
-    for seed in range(have.seeds, pending.seeds):
-        if math.isnan(pending.test_acc[seed]):
-            break
-        out = out.added(pending.val_acc[seed], pending.test_acc[seed])
-    return out
 
 
 def _checked(
