@@ -151,7 +151,7 @@ def exposure_line(address: str, port: int, token: str, generated: bool) -> str:
         f"{PROG}: the dashboard listens on {address or 'every interface'}, reachable by anyone on "
         f"that network: the page asks for an access token; open {url} (choose the token with "
         f"--token or ${TOKEN_ENV}; for a team, serve on {LOOPBACK} behind a proxy that signs "
-        "people in over HTTPS, see the README)"
+        'people in over HTTPS, see docs/guide.md, "The dashboard for a team")'
     )
 
 

@@ -107,7 +107,7 @@ def test_another_address_gets_a_token_and_one_line_saying_so(served, capsys):
     assert "--server.address=0.0.0.0" in args and token and len(token) >= 20
     (line,) = capsys.readouterr().err.splitlines()
     assert "reachable by anyone on that network" in line
-    assert f":8600/?token={token}" in line and "README" in line
+    assert f":8600/?token={token}" in line and "docs/guide.md" in line
     # a token of one's own is used, and not printed
     args, token = served("--address", "192.0.2.2", "--token", "chosen-token")
     assert token == "chosen-token"
