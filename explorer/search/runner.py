@@ -31,6 +31,7 @@ from search_space import (
 )
 
 from ..analysis.fronts import dominates
+from ..store.locks import StorageUnavailable
 from ..store.records import StudyConfig, TrialRecord, trial_attr
 from ..store.urls import artifact_dir
 from ..training import budgets, metrics, trainer
@@ -200,6 +201,8 @@ class TrialRunner:
             return self._fail(trial, "out of memory")
         except (TrialFailed, optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
             raise
+        except StorageUnavailable:  # not the design's fault: the worker gives up, the trial is
+            raise  # left RUNNING and recovered as a dead worker's
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's reason, not retried
             if "out of memory" in str(exc).lower():
                 trainer.release_memory(self.device, exc)

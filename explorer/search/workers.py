@@ -10,18 +10,19 @@ period) drops that trial, whose retry is already queued, says so in one line and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import optuna
 import torch
 
 from ..store.liveness import WorkerToken, heartbeat
-from ..store.locks import study_lock
+from ..store.locks import StorageUnavailable, study_lock
 from ..store.optuna_api import trial_id
 from ..store.records import WORKERS_STARTED_ATTR, TrialRecord
 from ..store.storages import open_storage
@@ -120,6 +121,17 @@ def _claim_sampler_seed(study: optuna.Study, base: int) -> int:
     return base + n * SEED_STRIDE
 
 
+@contextlib.contextmanager
+def _gives_up_on_storage() -> Iterator[None]:
+    """A storage that kept failing for `TRANSIENT_S` (each call is retried that long) ends the
+    worker with one line that names it, and no traceback."""
+    try:
+        yield
+    except StorageUnavailable as exc:
+        raise WorkerError(f"stopped: {exc}") from None
+
+
+@_gives_up_on_storage()
 def run_worker(
     s: SearchSettings,
     worker_index: int = 0,
@@ -129,7 +141,7 @@ def run_worker(
 ) -> None:
     """Run trials in this process until the study has `s.trials` search trials (or `n_trials`
     were run here, or the timeout passed). Raises `WorkerError` when it gives up
-    (`FailureBound`)."""
+    (`FailureBound`, or a storage down for `explorer.store.locks.TRANSIENT_S`)."""
     # Failed trials are reported by our own one-line log (trial_line), not by Optuna's tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     layout = devices.plan_workers(s.device, s.workers or 1, s.workers_per_gpu)
@@ -140,7 +152,8 @@ def run_worker(
     backend = trainer.configure_backend(device, s.deterministic)
     torch.set_num_threads(devices.cpu_threads_per_worker(workers))
     budget = s.budget or budgets.default_budget(device, *s.new_rungs)
-    storage = open_storage(url, heartbeat=s.heartbeat_s)
+    # A database that restarts or drops a connection is waited for (explorer.store.locks).
+    storage = open_storage(url, heartbeat=s.heartbeat_s, retry=True)
     study, config = open_search_study(s, storage, url, budget)
     token = WorkerToken(url)
     try:
@@ -227,6 +240,8 @@ def _run_trial(
         return _dropped(trial)
     except (KeyboardInterrupt, Stopped):
         _tell(study, trial, optuna.trial.TrialState.FAIL, None, "interrupted: worker stopped")
+        raise
+    except StorageUnavailable:  # nothing can be told; recovered as a dead worker's trial
         raise
     except Exception as exc:  # the runner records its own errors; this is the worker's
         reason = f"error: {type(exc).__name__}: {first_line(exc)}"
