@@ -1,9 +1,16 @@
 """Several worker processes on one machine: starting them, watching them, and stopping every one of
 them, whatever ends the parent.
 
-A worker process that dies of an error writes its traceback to a log file beside the study; the
+A worker process that stops with an error writes its traceback to a log file beside the study; the
 parent prints one line with the reason and that file, stops the other workers (their running
 trials are failed as interrupted, and retried by the next run), and the search exits with status 1.
+
+A worker that dies without a word (killed by a signal: SIGKILL, the kernel's OOM killer, a crash)
+is replaced by a new one on the same device, up to `REPLACEMENTS_PER_WORKER` per worker in a run,
+each said in one line; its running trial is failed and retried by the recovery of every claim
+(`explorer.search.recovery`), as any dead worker's. Past that limit the others go on without it;
+with none left the search stops with status 1. The run ends with one line saying how many workers
+died and how many were replaced.
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store.liveness import check_journal_host
+from ..store.locks import is_transient
 from ..store.urls import default_storage, log_dir, single_process_storage, storage_file
 from ..training import devices
 from ..usage import UsageError, first_line
 from .settings import SearchSettings
 from .workers import Stopped, WorkerError, run_worker
+
+REPLACEMENTS_PER_WORKER = 1  # a run replaces up to this many dead workers per worker it started
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -70,43 +80,113 @@ def _worker_main(s: SearchSettings, index: int, errors: Any) -> None:
 
 
 def run_processes(s: SearchSettings, on_poll: Callable[[], None]) -> None:
-    """Run `s.workers` worker processes until the study is done; raises `WorkerError` (after
-    stopping the others) when one stops with an error. However the parent's part ends (done,
-    Ctrl-C, SIGTERM, an error of its own), no worker outlives it."""
+    """Run `s.workers` worker processes until the study is done, replacing those that die
+    (`REPLACEMENTS_PER_WORKER`); raises `WorkerError` (after stopping the others) when one stops
+    with an error, or when the last one alive dies with no replacement left. However the parent's
+    part ends (done, Ctrl-C, SIGTERM, an error of its own), no worker outlives it."""
     ctx = mp.get_context("spawn")
     errors = ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker_main, args=(s, i, errors), daemon=False)
-        for i in range(s.workers or 1)
-    ]
+    n = s.workers or 1
+    deaths = _Deaths(limit=REPLACEMENTS_PER_WORKER * n)
+
+    def start(index: int):
+        p = ctx.Process(target=_worker_main, args=(s, index, errors), daemon=False)
+        p.start()
+        return p
+
+    procs: list[tuple[int, Any]] = []  # (worker index, process), replacements appended
     # A parent stopped with SIGTERM (a scheduler, `kill`) stops its workers as Ctrl-C does,
     # instead of leaving them to train on alone.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        for p in procs:
-            p.start()
-        failure = None
-        while any(p.is_alive() for p in procs):
-            on_poll()
+        for i in range(n):
+            procs.append((i, start(i)))
+        failure, seen = None, set()
+        while True:
+            _poll(on_poll)
             try:
                 failure = errors.get(timeout=2.0)
                 break
             except queue.Empty:
                 pass
+            unreplaced = False
+            for i, p in list(procs):
+                if p.exitcode is None or p.exitcode >= 0 or p.pid in seen:
+                    continue  # alive, or ended by itself (a stop with an error says why)
+                seen.add(p.pid)
+                if deaths.add(i, p):
+                    procs.append((i, start(i)))
+                else:
+                    unreplaced = True
+            if not any(p.is_alive() for _, p in procs):
+                if unreplaced:  # the last to end died: its trial is left to a rerun
+                    raise WorkerError(deaths.final())
+                break
         if failure is None:
             failure = next((e for e in _drain(errors)), None)
         if failure is not None:
             index, reason, where = failure
             where = f" (traceback in {where})" if where else ""
             raise WorkerError(f"worker {index} {reason}{where}")
-        for p in procs:
+        for _, p in procs:
             p.join()
-        bad = [i for i, p in enumerate(procs) if p.exitcode]
+        bad = [i for i, p in procs if p.exitcode and p.pid not in seen]
         if bad:
-            raise WorkerError(f"worker(s) {bad} exited with status {procs[bad[0]].exitcode}")
+            status = next(p.exitcode for i, p in procs if i == bad[0] and p.pid not in seen)
+            raise WorkerError(f"worker(s) {bad} exited with status {status}")
+        if deaths.count:
+            print(deaths.summary(), file=sys.stderr)
     finally:
-        _stop(procs)
+        _stop([p for _, p in procs])
         signal.signal(signal.SIGTERM, previous)
+
+
+class _Deaths:
+    """The workers that died in a run, and the replacements started for them (up to `limit`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count, self.replaced = limit, 0, 0
+
+    def add(self, index: int, p) -> bool:
+        """Count worker `index`'s death (one line on stderr); True when a replacement may start."""
+        self.count += 1
+        how = _how_it_died(p.exitcode)
+        line = f"worker {index} (pid {p.pid}) {how}; its running trial is failed and retried"
+        ok = self.replaced < self.limit
+        if ok:
+            self.replaced += 1
+            line += f"; started a new worker {index} (replacement {self.replaced} of {self.limit})"
+        else:
+            line += f"; no replacement left ({self.limit} used), the other workers go on"
+        print(line, file=sys.stderr, flush=True)
+        return ok
+
+    def summary(self) -> str:
+        return (
+            f"{self.count} worker(s) died and {self.replaced} were replaced "
+            f"(up to {self.limit} replacements in a run)"
+        )
+
+    def final(self) -> str:
+        return f"every worker died ({self.summary()}); rerun the same command to finish the study"
+
+
+def _how_it_died(exitcode: int) -> str:
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    hint = " (the kernel's OOM killer sends it when memory runs out)" if name == "SIGKILL" else ""
+    return f"was killed by {name}{hint}"
+
+
+def _poll(on_poll: Callable[[], None]) -> None:
+    try:
+        on_poll()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # The progress shown reads the storage: while it is down, the workers retry, it waits.
 
 
 def _drain(q) -> list:
