@@ -32,7 +32,7 @@ from ..analysis.verdicts import RULE
 from ..evaluate.budgets import top_rung_budget
 from ..evaluate.pool import DataSpec
 from ..evaluate.runner import reevaluate, select_targets
-from ..store.locks import reeval_lock, study_lock
+from ..store.locks import StorageUnavailable, reeval_lock, study_lock
 from ..store.storages import StorageError, open_storage
 from ..store.studies import rung_studies, study_names
 from ..store.urls import default_storage, redact
@@ -572,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, StorageError, DataError) as exc:
         print(f"python -m explorer.search: error: {exc}", file=sys.stderr)
         return 2
-    except WorkerError as exc:
+    except (WorkerError, StorageUnavailable) as exc:  # a storage down past TRANSIENT_S
         print(f"python -m explorer.search: {exc}; finished trials are kept", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
