@@ -350,3 +350,37 @@ def test_final_seeds_wait_for_a_search_that_other_workers_still_run(tmp_path):
     study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     assert "still run or wait" in search_unfinished(rungs, 1)
     assert study_config(study) == config
+
+
+# --------------------------------------------------------------------------------------------
+# 6. --timeout as a deadline
+
+
+def test_a_trial_is_expected_to_take_the_median_of_those_trained_so_far(tmp_path):
+    from datetime import datetime, timedelta
+
+    from explorer.search.workers import expected_trial_s
+
+    s = _settings(tmp_path, references=False)
+    study, _ = open_search_study(s, open_storage(s.storage), s.storage, "smoke")
+    assert expected_trial_s({0: study}) is None  # nothing finished: the first trial starts
+    start = datetime(2024, 1, 1)
+    for seconds, attrs in [(10, {}), (30, {}), (20, {}), (0, {"skipped": "infeasible: x"}),
+                           (0, {"duplicate_of": 0})]:  # fmt: skip
+        study.add_trial(
+            optuna.trial.FrozenTrial(
+                number=0,
+                trial_id=0,
+                state=TrialState.COMPLETE,
+                value=None,
+                values=[0.5, 1.0],
+                datetime_start=start,
+                datetime_complete=start + timedelta(seconds=seconds),
+                params={},
+                distributions={},
+                user_attrs=attrs,
+                system_attrs={},
+                intermediate_values={},
+            )
+        )
+    assert expected_trial_s({0: study}) == 20.0

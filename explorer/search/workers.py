@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import optuna
@@ -24,7 +25,7 @@ import torch
 from ..store.liveness import WorkerToken, heartbeat
 from ..store.locks import StorageUnavailable, study_lock
 from ..store.optuna_api import trial_id
-from ..store.records import WORKERS_STARTED_ATTR, TrialRecord
+from ..store.records import WORKERS_STARTED_ATTR, TrialRecord, trial_attr
 from ..store.storages import open_storage
 from ..store.studies import rung_studies
 from ..store.urls import default_storage
@@ -140,7 +141,7 @@ def run_worker(
     in_child: bool = False,
 ) -> None:
     """Run trials in this process until the study has `s.trials` search trials (or `n_trials`
-    were run here, or the timeout passed). Raises `WorkerError` when it gives up
+    were run here, or the next trial would end past `s.timeout`: `expected_trial_s`). Raises `WorkerError` when it gives up
     (`FailureBound`, or a storage down for `explorer.store.locks.TRANSIENT_S`)."""
     # Failed trials are reported by our own one-line log (trial_line), not by Optuna's tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -183,8 +184,9 @@ def run_worker(
         while n_trials is None or ran < n_trials:
             if in_child and os.getppid() != parent:
                 break  # the search that started this process is gone: stop after a trial
-            if s.timeout is not None and time.time() - start > s.timeout:
-                break
+            if s.timeout is not None:  # a deadline: start no trial expected to end past it
+                if time.time() - start + (expected_trial_s(rungs) or 0.0) > s.timeout:
+                    break
             claim = claimer()
             if isinstance(claim, Done):
                 break
@@ -202,6 +204,21 @@ def run_worker(
                 raise WorkerError(f"stopped: {stop}")
     finally:
         token.release()
+
+
+def expected_trial_s(rungs: Mapping[int, optuna.Study]) -> float | None:
+    """How long a trial takes, from those finished so far: the median wall time of the trained
+    ones at every rung (designs skipped over a limit and copies of a trained design take none);
+    None before one has finished."""
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    times = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for study in rungs.values()
+        for t in study.get_trials(deepcopy=False, states=finished)
+        if t.datetime_start and t.datetime_complete
+        and not trial_attr(t, "skipped") and trial_attr(t, "duplicate_of") is None
+    ]  # fmt: skip
+    return statistics.median(times) if times else None
 
 
 def _prescreener(s, config, runner, data, device, workers):
