@@ -1,18 +1,24 @@
-"""Chaos benchmark for shared studies: workers killed (SIGKILL) or paused (SIGSTOP, then SIGCONT)
-while a search runs.
+"""Chaos benchmark for shared studies: workers killed (SIGKILL) or paused (SIGSTOP, then SIGCONT),
+and the PostgreSQL server restarted, while a search runs.
 
     python bench/chaos.py --storage journal            # a fresh journal file in a temp folder
     python bench/chaos.py --storage postgres           # a fresh database on the local server
     python bench/chaos.py --storage both --trials 40 --workers 4 --kills 10 --pauses 4
+    python bench/chaos.py --storage postgres --restarts 3 --kills 6 --unreplaced 2
 
 Four worker processes (one torch thread each, heartbeats every 2 s) run one study at the smoke
 budget. Every few seconds a random live worker is killed with SIGKILL and a new one started in
 its place, or paused with SIGSTOP for `--pause-s` seconds (past the heartbeat grace, so on
 PostgreSQL another worker fails its trial and retries it) and resumed with SIGCONT, until the
-requested numbers of kills and pauses; then the survivors finish. At the end the study must hold exactly the
-requested number of finished search trials, each design trained once (no duplicate retries), the
-v1/v2 references once each, nothing left RUNNING, and every killed trial failed with its reason
-and retried exactly once. Prints one result line per storage (kills survived, trials lost,
+requested numbers of kills and pauses; then the survivors finish. The last `--unreplaced`
+kills start no new worker (a search whose replacements are used up: the others must finish its
+trials). On PostgreSQL, `--restarts` times the server goes away for `--restart-s` seconds: the
+workers reach it through a TCP proxy (`TcpProxy`) that is stopped, every connection closed and new
+ones refused, and started again; the workers retry their calls meanwhile (a restart longer than
+the 4 s heartbeat grace also fails the running trials as stale, to be retried). At the end the
+study must hold exactly the requested number of finished search trials, each design trained once
+(no duplicate retries), the v1/v2 references once each, nothing left RUNNING, and every killed
+trial failed with its reason and retried exactly once. Prints one result line per storage (kills survived, trials lost,
 duplicates) for BENCHMARKS.md; exits 1 if a check fails.
 """
 
@@ -32,6 +38,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,10 +147,13 @@ def fresh_postgres(server: str) -> tuple[str, callable]:
     return f"{base}/{name}", drop
 
 
-def chaos(url: str, args, env: dict, rng: random.Random) -> dict:
+def chaos(url: str, args, env: dict, rng: random.Random, proxy: TcpProxy | None = None) -> dict:
+    """Run the workers on `url` under the faults; `proxy` (PostgreSQL) carries their connections,
+    and a restart stops it for `--restart-s`."""
     procs = [start(url, args.data_dir, args.trials, args.workers, env) for _ in range(args.workers)]
-    kills, pauses, errors, reported = 0, 0, [], set()
+    kills, pauses, restarts, errors, reported = 0, 0, 0, [], set()
     paused: dict[subprocess.Popen, float] = {}  # a paused worker -> when it is resumed
+    back_at = None  # when a stopped proxy (a restarting server) starts again
     deadline = time.time() + args.limit
     next_fault = time.time() + args.warmup
     while time.time() < deadline:
@@ -151,6 +161,9 @@ def chaos(url: str, args, env: dict, rng: random.Random) -> dict:
             if time.time() >= resume_at:
                 p.send_signal(signal.SIGCONT)
                 del paused[p]
+        if back_at is not None and time.time() >= back_at:
+            proxy.start()
+            back_at = None
         for p in procs:
             if p.poll() not in (None, 0, -signal.SIGKILL) and p not in reported:
                 errors.append(p.stderr.read()[-2000:])
@@ -159,27 +172,40 @@ def chaos(url: str, args, env: dict, rng: random.Random) -> dict:
         if not alive:
             break
         faults = ["kill"] * (args.kills - kills) + ["pause"] * (args.pauses - pauses)
+        if proxy is not None and back_at is None:
+            faults += ["restart"] * (args.restarts - restarts)
         running = [p for p in alive if p not in paused]
         if faults and running and time.time() >= next_fault:
             victim = rng.choice(running)
-            if rng.choice(faults) == "kill":
+            fault = rng.choice(faults)
+            # The last --unreplaced kills start no new worker, as a search does once its
+            # replacements are used up; one worker is always left to finish.
+            replace = kills < args.kills - args.unreplaced
+            if fault == "kill" and (replace or len(running) > 1):
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 kills += 1
-                procs.append(start(url, args.data_dir, args.trials, args.workers, env))
-            else:
+                if replace:
+                    procs.append(start(url, args.data_dir, args.trials, args.workers, env))
+            elif fault == "pause":
                 victim.send_signal(signal.SIGSTOP)
                 paused[victim] = time.time() + args.pause_s
                 pauses += 1
+            elif fault == "restart":
+                proxy.stop()
+                back_at = time.time() + args.restart_s
+                restarts += 1
             next_fault = time.time() + rng.uniform(args.every * 0.5, args.every * 1.5)
         time.sleep(0.2)
+    if back_at is not None:
+        proxy.start()
     for p in paused:
         p.send_signal(signal.SIGCONT)
     for p in procs:
         if p.poll() is None:
             p.kill()
             errors.append("a worker was still running at the time limit")
-    return {"kills": kills, "pauses": pauses, "errors": errors}
+    return {"kills": kills, "pauses": pauses, "restarts": restarts, "errors": errors}
 
 
 def check(url: str, trials: int) -> dict:
@@ -244,6 +270,15 @@ def main() -> int:
     p.add_argument("--pause-s", type=float, default=30.0,
                    help="seconds a paused worker stays paused (past the 4 s heartbeat grace and "
                    "the 20 s recovery timer)")  # fmt: skip
+    p.add_argument("--unreplaced", type=int, default=0,
+                   help="of the kills, the last this many start no new worker (a search whose "
+                   "replacements are used up); one worker is always left to finish")  # fmt: skip
+    p.add_argument("--restarts", type=int, default=0,
+                   help="PostgreSQL restarts: the workers reach the server through a TCP proxy "
+                   "(bench.chaos.TcpProxy) that is stopped, every connection closed, for "
+                   "--restart-s and started again")  # fmt: skip
+    p.add_argument("--restart-s", type=float, default=5.0,
+                   help="seconds the server is away (under the workers' 60 s of retries)")  # fmt: skip
     p.add_argument("--every", type=float, default=6.0, help="mean seconds between faults")
     p.add_argument("--warmup", type=float, default=15.0, help="seconds before the first kill")
     p.add_argument("--limit", type=float, default=1500.0, help="give up after this many seconds")
@@ -260,22 +295,29 @@ def main() -> int:
             "OMP_NUM_THREADS": "1",
             "EXPLORER_STUDIES_DIR": str(tmp / "studies"),
         }
-        drop = None
+        drop, proxy = None, None
         if kind == "journal":
             url = str(tmp / "chaos.journal")
         else:
             url, drop = fresh_postgres(args.postgres)
+            if args.restarts:
+                server = urlsplit(url)
+                proxy = TcpProxy((server.hostname, server.port or 5432))
+                proxy.start()
         start_s = time.time()
         try:
-            run = chaos(url, args, env, rng)
+            run = chaos(proxy.url(url) if proxy else url, args, env, rng, proxy)
             result = check(url, args.trials)
         finally:
+            if proxy is not None:
+                proxy.stop()
             if drop is not None:
                 drop()
         wall = time.time() - start_s
         ok &= result["ok"] and not run["errors"]
         print(
-            f"{kind}: {run['kills']} kills and {run['pauses']} pauses survived, "
+            f"{kind}: {run['kills']} kills ({min(args.unreplaced, run['kills'])} unreplaced), "
+            f"{run['pauses']} pauses and {run['restarts']} server restarts survived, "
             f"{result['killed_trials']} trials interrupted, "
             f"{result['undrawn']} of them before a design was drawn, "
             f"lost {len(result['lost'])} {result['lost']}, duplicated {result['duplicates']}, "
