@@ -32,7 +32,7 @@ from ..analysis.verdicts import RULE
 from ..evaluate.budgets import top_rung_budget
 from ..evaluate.pool import DataSpec
 from ..evaluate.runner import reevaluate, select_targets
-from ..store.locks import StorageUnavailable, reeval_lock, study_lock
+from ..store.locks import TRANSIENT_S, StorageUnavailable, reeval_lock, study_lock
 from ..store.storages import StorageError, open_storage
 from ..store.studies import rung_studies, study_names
 from ..store.urls import default_storage, redact
@@ -42,7 +42,7 @@ from ..training.budgets import BUDGETS, budget
 from ..training.data import DATASETS, DataError
 from ..training.proxies import PROXY_NAMES
 from ..usage import HelpFormatter, Parser, UsageError, first_line
-from .processes import plan, run_processes, write_traceback
+from .processes import REPLACEMENTS_PER_WORKER, plan, run_processes, write_traceback
 from .recovery import recover
 from .report import Progress, summary
 from .rungs import fitting_rungs
@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes on this machine: auto is --workers-per-gpu on each GPU "
         f"({d.workers_per_gpu} unless set; not yet measured), one on MPS, and one per CPU core "
         "(up to 8) on a CPU, where separate processes beat threads (BENCHMARKS.md); a number N "
-        "is dealt round-robin over the GPUs",
+        "is dealt round-robin over the GPUs. A worker killed by a signal (the OOM killer, kill "
+        f"-9) is replaced, up to {REPLACEMENTS_PER_WORKER} replacement(s) per worker in a run, "
+        "and the run still ends with its summary",
     )
     p.add_argument(
         "--timeout",
@@ -240,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SEC",
         help="on a database storage, each running trial records a heartbeat every SEC seconds; "
         "a trial silent for twice that is failed as interrupted and retried by another worker "
-        "(a worker paused longer drops that trial when it wakes)",
+        "(a worker paused longer drops that trial when it wakes). A storage that drops out (a "
+        f"restarting server, a reset connection) is retried for {TRANSIENT_S:.0f} s, one line "
+        "each, before the worker gives up",
     )
     p.add_argument(
         "--width",
