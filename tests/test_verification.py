@@ -135,11 +135,15 @@ def test_a_passed_deadline_leaves_claims_unverified_and_says_so(claimed):
     def never(*args):
         raise AssertionError("no run starts after the deadline")
 
+    before = search.report.claim_lines(study, config)  # never verified: says how to verify
+    assert len(before) == 2 and all("not verified (--verify 8 races them" in x for x in before)
     checks = V.verify(study, config, 8, None, "cpu", deadline=time.monotonic() - 1, run=never)
     assert [c.holds for c in checks] == [None] * len(claims)
     assert {c.status for c in checks} == {V.UNCHECKED}
     lines = search.report.claim_lines(study, config)
-    assert len(lines) == 2 and all("not verified (--verify 8" in x for x in lines)
+    assert len(lines) == 2 and all(
+        "not verified: the race's share of the time ran out" in x for x in lines
+    )
 
 
 def test_no_run_starts_that_would_end_after_the_deadline(claimed):

@@ -21,6 +21,7 @@ from .verification import (
     DEFAULT_CAP,
     HELD,
     NOT_HELD,
+    PLAN_ATTR,
     UNCHECKED,
     UNDECIDED,
     VERIFY_FACTOR,
@@ -186,10 +187,15 @@ def claim_lines(
         return []
     where = "the top rung" if config is not None and config.rungs > 1 else "the search budget"
     if all(c.status == UNCHECKED for c in checks):
+        why = (
+            "not verified: the race's share of the time ran out before its first look (rerun "
+            "with --timeout SECONDS to give it longer)"
+            if PLAN_ATTR in study.user_attrs
+            else f"not verified (--verify {DEFAULT_CAP} races them at {VERIFY_FACTOR}x the budget)"
+        )
         return [
             f"{sum(c.reference.reference == ref for c in checks)} front design(s) scored above "
-            f"{ref} with no more parameters: single runs at {where}, not verified (--verify "
-            f"{DEFAULT_CAP} races them at {VERIFY_FACTOR}x the budget)"
+            f"{ref} with no more parameters: single runs at {where}, {why}"
             for ref in sorted({c.reference.reference for c in checks})
         ]
     plan = stored_plan(study)

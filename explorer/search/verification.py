@@ -235,6 +235,7 @@ def verify(
         return statistics.median(lengths) if lengths else expected_s
 
     checks = _checked(claims, stored, plan)
+    study.set_user_attr(PLAN_ATTR, {"first": plan.first, "cap": plan.cap})
     if deadline is not None and expected() is not None:
         # The first look of one claim: FIRST seeds of a reference and of a claimant.
         first = 2 * plan.first - sum(min(r.seeds, plan.first) for r in stored.values())
@@ -245,7 +246,6 @@ def verify(
                 "verification's share of the time (rerun with --timeout SECONDS to give it more)"
             )
             return checks
-    study.set_user_attr(PLAN_ATTR, {"first": plan.first, "cap": plan.cap})
     log(
         f"verifying {len(claims)} claim(s) against v1/v2 at {budget.name} ({budget.text}): "
         f"{plan.first} to {plan.cap} paired seeds each, seeds added only to undecided claims, "
