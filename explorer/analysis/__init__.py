@@ -45,7 +45,9 @@ from .studies import (
 )
 from .verdicts import (
     ALPHA,
+    BETTER,
     RULE,
+    WORSE,
     RacePlan,
     RaceState,
     Verdict,
@@ -57,7 +59,9 @@ from .verdicts import (
 
 __all__ = [
     "ALPHA",
+    "BETTER",
     "RULE",
+    "WORSE",
     "RacePlan",
     "RaceState",
     "Verdict",
