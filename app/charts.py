@@ -485,10 +485,11 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
             marker_color=colors,
             error_y=dict(type="data", array=[b.half for b in bars], visible=True),
             customdata=[
-                [-1 if b.step is None else b.step, b.text or f"{b.base + b.delta:.4f}"]
+                [-1 if b.step is None else b.step, b.text or f"{b.base + b.delta:.4f}", b.params]
                 for b in bars
             ],
-            hovertemplate="%{x}<br>%{customdata[1]}<extra></extra>",
+            hovertemplate="%{x}<br>%{customdata[1]}<br>%{customdata[2]:,} parameters"
+            "<extra></extra>",
             name=f"{metric} accuracy (step: Δ with its interval, coloured by its verdict)",
         ),
         secondary_y=False,
@@ -500,7 +501,7 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
             mode="lines+markers",
             line=dict(color="#9467bd", dash="dot"),
             name="parameters",
-            hovertemplate="%{y:,} parameters<extra></extra>",
+            hoverinfo="skip",  # in the bar's hover: a click in a column picks its bar alone
         ),
         secondary_y=True,
     )
@@ -511,6 +512,10 @@ def waterfall_figure(bars, title: str, metric: str = "val") -> go.Figure:
         title=dict(text=_text(title), font=dict(size=14)),
         showlegend=True,
         legend=dict(orientation="h", y=-0.2),
+        # A step worth little is a bar a pixel high under its interval: hovering or clicking
+        # anywhere in its column picks it.
+        hovermode="x",
+        hoverdistance=-1,
         uirevision=UIREVISION,
     )
     fig.update_yaxes(title_text=f"{metric} accuracy", secondary_y=False)
@@ -665,10 +670,11 @@ def claims_figure(info: VerificationInfo) -> go.Figure:
     fig.update_layout(
         template="plotly_white",
         title=dict(
-            text=f"each claim at {_text(info.budget)}: design minus reference, with its interval",
+            text=f"each claim at {_text(info.budget)}: test accuracy, design minus reference, "
+            "with its interval",
             font=dict(size=14),
         ),
-        xaxis=dict(title="test accuracy difference", tickformat="+.1%", zeroline=False),
+        xaxis=dict(tickformat="+.1%", zeroline=False),
         yaxis=dict(categoryorder="array", categoryarray=labels[::-1], type="category"),
         legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
         margin=dict(l=10, r=10, t=50, b=10),

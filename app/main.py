@@ -387,7 +387,8 @@ def _verified_tab(
         _claims_table(info)
         return
     st.markdown(
-        f"**{info.held} of {n} claim(s) held** when retrained at {md(info.budget)}: each front "
+        f"**{info.held} of {n} claim{'s' if n != 1 else ''} held** when retrained at "
+        f"{md(info.budget)}: each front "
         f"design that scored above {refs} at {at} with no more parameters, raced against that "
         f"reference over {info.first} to {info.cap} paired seeds."
     )
@@ -690,8 +691,10 @@ METRIC_NAMES = {"val": "validation", "test": "test"}
 
 def _on_waterfall_select() -> None:
     points = (st.session_state.get("waterfall") or {}).get("selection", {}).get("points", [])
-    if points and points[0].get("customdata") and points[0]["customdata"][0] >= 0:
-        st.session_state["ablation_step"] = int(points[0]["customdata"][0])
+    # the column's bar carries its step; the parameters' point beside it carries nothing
+    bar = next((p for p in points if p.get("customdata")), None)
+    if bar is not None and bar["customdata"][0] >= 0:
+        st.session_state["ablation_step"] = int(bar["customdata"][0])
 
 
 def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
