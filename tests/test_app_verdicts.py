@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shlex
 
 import optuna
 import pytest
@@ -17,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from app import charts, data, verdicts
 from explorer.analysis import reeval_results, study_records
 from explorer.analysis.verdicts import ALPHA, RULE
-from explorer.search import search_trials_taken
+from explorer.search import parse_settings, search_trials_taken
 from explorer.search import verification as V
 from explorer.store import TrialRecord, load_study, study_config
 from search_space import network_params
@@ -157,6 +158,10 @@ def test_an_unverified_study_gives_the_command_that_verifies_it(storage):
     assert verdicts.front_label(info, "smoke") == (
         "search front at smoke: single runs; 4 claims against v1/v2, not verified"
     )
+    # what the search makes of it: this study, no design more, the race with time to run
+    settings = parse_settings(shlex.split(info.command)[3:])
+    assert (settings.study, settings.storage, settings.trials) == ("unverified", storage, taken)
+    assert settings.verify == V.DEFAULT_CAP and settings.timeout > 0
 
 
 def test_the_command_shows_no_password():
@@ -298,10 +303,10 @@ def test_the_verified_view_shows_both_charts_the_claims_and_the_rule(page):
     at = page("verified", "Verified claims")
     titles = [_figure(at, i)["layout"]["title"]["text"] for i in range(2)]
     assert titles[0].startswith("retrained at smokex10: test accuracy")
-    assert titles[1].startswith("each claim at smokex10: design minus reference")
+    assert titles[1].startswith("each claim at smokex10: test accuracy, design minus reference")
     (table,) = [d.value for d in at.dataframe if "claim" in d.value.columns]
     assert len(table) == 4 and sorted(table["status"]) == ["held"] + ["not held"] * 3
-    assert "**1 of 4 claim(s) held** when retrained at smokex10" in _texts(at)
+    assert "**1 of 4 claims held** when retrained at smokex10" in _texts(at)
     assert _texts(at).count(RULE) == 1  # stated once, where the verdicts are
     assert not at.code and not at.warning  # nothing left to run
 

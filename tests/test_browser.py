@@ -363,6 +363,89 @@ def test_ablation_tab_in_chromium(tmp_path: Path) -> None:
                 raise
 
 
+_PLOT_TEXT = (
+    "return Array.from(document.querySelectorAll('.js-plotly-plot text'))"
+    ".map(t => t.textContent.trim());"
+)
+
+
+@pytest.mark.browser
+def test_verified_study_in_chromium(tmp_path: Path) -> None:
+    """A study whose claims were raced (issue 40): the front is labelled with how many held, the
+    Verified claims tab draws the retrained designs and the claims in their verdicts' colours with
+    the rule, and clicking the claimant that held opens its details with its verification."""
+    why = _missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run under CI: {why}")
+        pytest.skip(why)
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from explorer.analysis.verdicts import RULE
+    from tests.test_app_verdicts import make_verified_study
+
+    journal = tmp_path / DEMO_JOURNAL
+    make_verified_study(str(journal), DEMO_STUDY)
+    with serve_dashboard(str(journal), DEMO_STUDY, tmp_path / "streamlit.log") as url:
+        with chromium(tmp_path / "chrome-profile") as driver:
+            try:
+                driver.get(url)
+                wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+                wait_for_pareto_chart(driver)
+                label = "search front at smoke: single runs; 1 of 4 claims held at smokex10"
+                assert label in driver.execute_script(_BLOCK_TITLES)
+                tab = "//*[@role='tab'][normalize-space()='Verified claims']"
+                wait.until(lambda d: d.find_elements(By.XPATH, tab))[0].click()
+                wait.until(
+                    lambda d: (
+                        {"held (better)", "not held (worse)"} <= set(d.execute_script(_PLOT_TEXT))
+                    )
+                )
+                titles = driver.execute_script(_BLOCK_TITLES)
+                assert any(t.startswith("retrained at smokex10: test accuracy") for t in titles)
+                assert any(
+                    t.startswith("each claim at smokex10: test accuracy, design") for t in titles
+                )
+                body = driver.find_element(By.TAG_NAME, "body").text
+                assert "1 of 4 claims held when retrained at smokex10" in body
+                assert " ".join(RULE.split()[:12]) in " ".join(body.split())
+                driver.save_screenshot(str(tmp_path / "verified.png"))
+                # the claimant that held: the first trace of the retrained designs' chart
+                deadline = time.monotonic() + 90
+                opened = (
+                    "//*[@role='tab'][@aria-selected='true'][normalize-space()='Trial details']"
+                )
+                while True:
+                    try:
+                        plots = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                        (plot,) = [p for p in plots if "retrained at smokex10" in p.text]
+                        point = plot.find_element(
+                            By.CSS_SELECTOR, ".scatterlayer .trace .points path"
+                        )
+                        ActionChains(driver).move_to_element(point).click().perform()
+                        WebDriverWait(driver, 15, poll_frequency=0.5).until(
+                            lambda d: d.find_elements(By.XPATH, opened)
+                        )
+                        break
+                    except (StaleElementReferenceException, TimeoutException, ValueError):
+                        if time.monotonic() > deadline:
+                            raise
+                wait.until(
+                    lambda d: (
+                        "retrained at smokex10: test accuracy"
+                        in d.find_element(By.TAG_NAME, "body").text
+                    )
+                )
+            except Exception:
+                driver.save_screenshot(str(tmp_path / "failure.png"))
+                print(f"page at failure: {tmp_path / 'failure.png'}")
+                print((tmp_path / "streamlit.log").read_text()[-3000:])
+                raise
+
+
 @pytest.mark.browser
 def test_hostile_study_in_chromium(tmp_path: Path) -> None:
     """A study whose names and notes hold markup, and trials that are malformed or enormous:
