@@ -22,7 +22,7 @@ from explorer.ablate import (
     reused_runs,
     stored_ladders,
 )
-from explorer.analysis.verdicts import Verdict
+from explorer.analysis import Verdict
 from explorer.store import DEFAULT_STORAGE, storage_of
 
 from .guard import shown

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.analysis.verdicts import BETTER, WORSE
+from explorer.analysis import BETTER, WORSE
 from explorer.search.verification import HELD, NOT_HELD, UNCHECKED, UNDECIDED
 
 from .data import ImportanceInfo, ParetoInfo, Point, ProgressInfo, ProxyInfo

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from explorer.analysis.verdicts import RULE  # noqa: E402
+from explorer.analysis import RULE  # noqa: E402
 from explorer.search.verification import VERIFY_FACTOR  # noqa: E402
 from explorer.store import StorageError, TrialRecord  # noqa: E402
 
@@ -375,12 +375,17 @@ def _verified_tab(
     n = len(info.claims)
     at = md(budget or "the search budget")
     if info.budget is None:
+        why = (
+            "The verification's share of the time ran out before its first run"
+            if info.attempted
+            else "No verification runs in this study yet"
+        )
         st.info(
-            f"No verification runs in this study yet: its {n} claim(s) against {refs} are "
-            f"single runs at {at}. This command resumes the study without new designs and races "
-            f"each claim against its reference at {VERIFY_FACTOR}x that budget, {info.first} to "
-            f"{info.cap} paired seeds a claim (--timeout: an estimate from the search's trial "
-            "times; a rerun continues the race):",
+            f"{why}: its {n} claim(s) against {refs} are single runs at "
+            f"{at}. This command resumes the study without new designs and races each claim "
+            f"against its reference at {VERIFY_FACTOR}x that budget, {info.first} to {info.cap} "
+            "paired seeds a claim (--timeout: enough for every run, estimated from the search's "
+            "trial times; a rerun continues the race):",
             icon="ℹ️",
         )
         st.code(info.command, language="bash")

@@ -24,13 +24,13 @@ from typing import NamedTuple
 import optuna
 import pandas as pd
 
-from explorer.analysis import Reeval, reeval_results
-from explorer.analysis.verdicts import ALPHA, BETTER, WORSE, Verdict, compare
+from explorer.analysis import ALPHA, BETTER, WORSE, Reeval, Verdict, compare, reeval_results
 from explorer.search import search_trials_taken
 from explorer.search.verification import (
     DEFAULT_CAP,
     HELD,
     NOT_HELD,
+    PLAN_ATTR,
     UNCHECKED,
     UNDECIDED,
     VERIFY_PREFIX,
@@ -171,6 +171,7 @@ class VerificationInfo(NamedTuple):
     runs: dict[int | str, Reeval]  # every well-formed verification run, by trial
     references: tuple[str, ...]  # the study's complete reference trials, by name
     command: str  # resumes the study with no new design and races its claims
+    attempted: bool = False  # a verification started (its plan is stored), runs or none
 
     def count(self, status: str) -> int:
         return sum(c.status == status for c in self.claims)
@@ -219,6 +220,7 @@ def verification_info(
         retrained=_retrained(records, runs, claims, budget),
         runs=runs,
         references=refs,
+        attempted=PLAN_ATTR in study.user_attrs,
         command=verify_command(
             storage,
             study.study_name,

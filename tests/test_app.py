@@ -15,8 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import ablation, charts, data, details, guard, verdicts
 from explorer import export
-from explorer.analysis import hypervolume_curve, pareto_front, study_records
-from explorer.analysis.verdicts import RULE
+from explorer.analysis import RULE, hypervolume_curve, pareto_front, study_records
 from explorer.store import DEFAULT_STORAGE, TrialRecord, load_study, open_storage
 from search_space import REFERENCES, NetworkConfig
 from tests.helpers import make_ablation, make_study

@@ -10,14 +10,14 @@ import json
 import math
 import random
 import shlex
+import time
 
 import optuna
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import charts, data, verdicts
-from explorer.analysis import reeval_results, study_records
-from explorer.analysis.verdicts import ALPHA, RULE
+from explorer.analysis import ALPHA, RULE, reeval_results, study_records
 from explorer.search import parse_settings, search_trials_taken
 from explorer.search import verification as V
 from explorer.store import TrialRecord, load_study, study_config
@@ -350,6 +350,23 @@ def test_an_unverified_study_shows_the_command_and_its_unchecked_claims(page, st
     (table,) = [d.value for d in at.dataframe if "claim" in d.value.columns]
     assert set(table["status"]) == {"not checked"}
     assert not at.get("plotly_chart")  # nothing retrained to draw
+
+
+def test_a_verification_out_of_time_before_its_first_run_says_so(page, storage):
+    study = make_study(storage, "out of time", n_search=N_SEARCH, seed=SEED, weights=False)
+
+    def never(*args):
+        raise AssertionError("no run starts after the deadline")
+
+    V.verify(study, study_config(study), 8, None, "cpu", deadline=time.monotonic() - 1, run=never)
+    info = _info(storage, "out of time")
+    assert info.attempted and info.budget is None
+    assert not _info(storage, "unverified").attempted
+    at = page("out of time", "Verified claims")
+    assert at.info[0].value.startswith(
+        "The verification's share of the time ran out before its first run: its 4 claim(s)"
+    )
+    assert at.code[0].value == info.command
 
 
 def test_an_interrupted_verification_lists_its_undecided_claims_as_such(page):

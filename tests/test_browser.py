@@ -384,7 +384,7 @@ def test_verified_study_in_chromium(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from explorer.analysis.verdicts import RULE
+    from explorer.analysis import RULE
     from tests.test_app_verdicts import make_verified_study
 
     journal = tmp_path / DEMO_JOURNAL
