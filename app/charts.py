@@ -1,5 +1,6 @@
 """The dashboard's charts as plain Plotly figures, one function per chart, drawn from the infos of
-`app.data` (no Streamlit here, so every figure can be built and checked in a plain test).
+`app.data` and `app.verdicts` (no Streamlit here, so every figure can be built and checked in a
+plain test). A verdict is drawn in the one colour of its word, `app.verdicts.VERDICT_COLORS`.
 
 Trials carry their number in ``customdata[0]``, so a selection on any chart names a trial. Plotly
 reads a subset of HTML in every text it draws (titles, labels, hovers): text read from a study

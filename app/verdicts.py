@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import optuna
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from explorer.analysis import ALPHA, BETTER, WORSE, Reeval, Verdict, compare, reeval_results
 from explorer.search import search_trials_taken
@@ -52,7 +53,6 @@ VERDICT_COLORS = {BETTER: "#2ca02c", WORSE: "#d62728", NOT_DISTINGUISHABLE: "#9a
 VERDICT_LEGEND = "green: better, red: worse, grey: not distinguishable"
 # A claim without a verdict (the race stopped first, or never ran) is drawn hollow in this grey.
 OPEN_COLOR = "#bab0ac"
-STATUSES = (HELD, NOT_HELD, UNDECIDED, UNCHECKED)
 # A stored race plan with more seeds a claim than this is not one the tool ran: the page replays
 # the claims at the default cap instead of looping over its looks.
 MAX_CAP = 100
@@ -75,10 +75,10 @@ def verdict_color(word: str | None) -> str:
     return VERDICT_COLORS.get(verdict_key(word), OPEN_COLOR)
 
 
-def verdict_css(word: object) -> str:
-    """A table cell's style for a text that ends in a verdict word or is a claim's status:
-    coloured as the charts colour it, nothing for other text."""
-    key = _word_of(word)
+def verdict_css(text: object) -> str:
+    """A table cell's style for a text that ends in a verdict word (``... at 5 seeds: better``)
+    or says a claim held: coloured as the charts colour it, nothing for other text."""
+    key = _word_of(text)
     return "" if key is None else f"color: {VERDICT_COLORS[key]}; font-weight: 600"
 
 
@@ -91,7 +91,7 @@ def _word_of(text: object) -> str | None:
     return verdict_key(tail) or verdict_key(text)
 
 
-def style_verdicts(frame: pd.DataFrame, columns: Sequence[str]):
+def style_verdicts(frame: pd.DataFrame, columns: Sequence[str]) -> Styler:
     """`frame` as a pandas Styler whose `columns` are coloured by their verdict words."""
     present = [c for c in columns if c in frame.columns]
     return frame.style.map(verdict_css, subset=present) if present else frame.style
