@@ -114,8 +114,8 @@ def mode_default(args) -> None:
         "",
         f"- wall time: **{wall / 60:.1f} min** for {args.trials} search designs plus the v1/v2 "
         f"references: the search {searched / 60:.1f} min, the verification of its claims "
-        f"{(wall - searched) / 60:.1f} min (without --timeout it starts no run after a third of "
-        "the search's time)",
+        f"{(wall - searched) / 60:.1f} min (without --timeout it may take as long as the search "
+        "took)",
         f"- trials: {states['COMPLETE']} complete, {states['PRUNED']} pruned, {states['FAIL']} failed; "
         f"hypervolume {hypervolume(records):.4f}",
         f"- claims against v1/v2 (front designs more accurate at `{budget}` with no more "

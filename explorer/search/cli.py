@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The strongest claims go first, spread over --workers. The verification gets "
         f"{VERIFY_SHARE * 100:.0f}%% of the run: with --timeout the search stops starting trials at "
         f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it and the verification starts no run that would end "
-        "after it; without, it gets a third of the time the search took",
+        "after it; without, it may take as long as the search took",
     )
     p.add_argument(
         "--verify-budget",

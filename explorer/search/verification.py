@@ -50,9 +50,12 @@ VERIFY_FIRST_SEED = 100
 # BENCHMARKS.md "Verdicts: error rate and power").
 FIRST_SEEDS = 3
 DEFAULT_CAP = 8
-# The share of a run's time the verification gets: with --timeout, its last quarter; without, a
-# third of the time the search took (the same split).
+# The share of a run's time the verification gets with --timeout: its last quarter.
 VERIFY_SHARE = 0.25
+# Without --timeout it may take as long as the search took: deciding the six claims of a default
+# 100-design search on a 2-core CPU takes about as long as the search (BENCHMARKS.md, "Search:
+# default 100-trial run"); a third of it decided none.
+UNTIMED_SHARE = 1.0
 
 HELD, NOT_HELD, UNDECIDED, UNCHECKED = "held", "not held", "undecided", "not checked"
 # The study attribute holding the race's plan, so the summary replays the race as it was run.
@@ -119,11 +122,11 @@ def verify_budget(config: StudyConfig, name: str | None = None) -> Budget:
 
 def verification_deadline(now: float, search_s: float, run_deadline: float | None) -> float:
     """When the verification, starting `now`, stops starting runs (`time.monotonic` values): at
-    the run's own deadline (its --timeout) when it has one, else after `VERIFY_SHARE` of the
-    search and the verification together, the search having taken `search_s` seconds."""
+    the run's own deadline (its --timeout) when it has one, else after `UNTIMED_SHARE` times the
+    `search_s` seconds the search took."""
     if run_deadline is not None:
         return run_deadline
-    return now + search_s * VERIFY_SHARE / (1 - VERIFY_SHARE)
+    return now + search_s * UNTIMED_SHARE
 
 
 def expected_run_s(study: optuna.Study, config: StudyConfig, budget: Budget) -> float | None:
