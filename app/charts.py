@@ -671,8 +671,7 @@ def claims_figure(info: VerificationInfo) -> go.Figure:
     fig.update_layout(
         template="plotly_white",
         title=dict(
-            text=f"each claim at {_text(info.budget)}: test accuracy, design minus reference, "
-            "with its interval",
+            text=f"each claim at {_text(info.budget)}: test accuracy, design minus reference",
             font=dict(size=14),
         ),
         xaxis=dict(tickformat="+.1%", zeroline=False),
