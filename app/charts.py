@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.analysis import BETTER, WORSE
-from explorer.search.verification import HELD, NOT_HELD, UNCHECKED, UNDECIDED
+from explorer.search import HELD, NOT_HELD, UNCHECKED, UNDECIDED
 
 from .data import ImportanceInfo, ParetoInfo, Point, ProgressInfo, ProxyInfo
 from .details import BlockDiagram

@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from explorer.analysis import RULE  # noqa: E402
-from explorer.search.verification import VERIFY_FACTOR  # noqa: E402
+from explorer.search import VERIFY_FACTOR  # noqa: E402
 from explorer.store import StorageError, TrialRecord  # noqa: E402
 
 from . import ablation, charts, data, details, guard, loaders, verdicts  # noqa: E402

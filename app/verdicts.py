@@ -26,8 +26,7 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 from explorer.analysis import ALPHA, BETTER, WORSE, Reeval, Verdict, compare, reeval_results
-from explorer.search import search_trials_taken
-from explorer.search.verification import (
+from explorer.search import (
     DEFAULT_CAP,
     HELD,
     NOT_HELD,
@@ -38,6 +37,7 @@ from explorer.search.verification import (
     ClaimCheck,
     expected_run_s,
     race_plan,
+    search_trials_taken,
     stored_plan,
     verified_claims,
     verify_budget,
@@ -285,7 +285,8 @@ def _retrained(
 def verify_command(storage: str, study: str, trials: int, cap: int, timeout_s: int) -> str:
     """The command that resumes `study` without new designs (``--trials``: the designs it has)
     and races its claims, up to `cap` seeds a claim, for at most `timeout_s` seconds (without a
-    --timeout the verification gets a third of the search's time, none on a resumed study)."""
+    --timeout the verification gets as long as the search took, so next to nothing on a
+    resumed study)."""
     parts = ["python", "-m", "explorer.search", "--study", study]
     if storage and storage != DEFAULT_STORAGE:
         parts += ["--storage", shown(storage)]

@@ -123,3 +123,14 @@ def test_a_race_replays_what_it_decided():
 def test_one_rule_in_words():
     assert "paired t-test" in V.RULE and "Holm" in V.RULE and "5%" in V.RULE
     assert math.isclose(V.ALPHA, 0.05)
+
+
+def test_a_stored_plan_or_result_is_untrusted():
+    """A race's cap is bounded (a stored plan of 10^9 seeds would replay for ever), and a stored
+    re-evaluation with a non-finite accuracy is rejected, so readers skip that entry."""
+    from explorer.analysis import Reeval
+
+    with pytest.raises(ValueError, match="cap must be at most"):
+        V.RacePlan(3, 10**9)
+    with pytest.raises(ValueError, match="finite"):
+        Reeval.from_dict({"test_acc": [0.8, float("nan")], "val_acc": [0.8, 0.8], "budget": "b"})

@@ -96,6 +96,8 @@ class Reeval:
             raise ValueError("test_acc and val_acc must be lists of equal length")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in test + val):
             raise ValueError("accuracies must be numbers")
+        if not all(math.isfinite(v) for v in test + val):
+            raise ValueError("accuracies must be finite")
         if not isinstance(budget, str):
             raise ValueError(f"budget must be a string, got {budget!r}")
         config = data.get("train_config")

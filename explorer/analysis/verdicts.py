@@ -148,6 +148,10 @@ def holm(
     return out
 
 
+# No race goes beyond this many seeds a claim (a stored plan is untrusted input).
+MAX_CAP = 64
+
+
 @dataclass(frozen=True)
 class RacePlan:
     """When a verification race looks at its claims: once each has `first` seeds, then after each
@@ -159,6 +163,8 @@ class RacePlan:
     def __post_init__(self) -> None:
         if not 2 <= self.first <= self.cap:
             raise ValueError(f"first must be 2..cap, got first={self.first}, cap={self.cap}")
+        if self.cap > MAX_CAP:
+            raise ValueError(f"cap must be at most {MAX_CAP} seeds, got {self.cap}")
 
     @property
     def looks(self) -> int:

@@ -114,9 +114,14 @@ class SearchSettings:
             raise ValueError(f"eta must be >= 2, got {self.eta}")
         if self.final_seeds < 1:
             raise ValueError(f"final_seeds must be >= 1, got {self.final_seeds}")
-        if not isinstance(self.verify, int) or self.verify < 0 or self.verify == 1:
+        if (
+            not isinstance(self.verify, int)
+            or self.verify < 0
+            or self.verify == 1
+            or self.verify > 64
+        ):
             raise ValueError(
-                f"verify must be 0 (off) or a cap of at least 2 seeds per claim, got {self.verify!r}"
+                f"verify must be 0 (off) or a cap of 2 to 64 seeds per claim, got {self.verify!r}"
             )
         if self.verify_budget is not None:
             budget(self.verify_budget)  # ValueError names the known budgets

@@ -35,7 +35,7 @@ import optuna
 from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
 from ..analysis.reevals import Budget, Reeval, reeval_results
 from ..analysis.studies import study_records
-from ..analysis.verdicts import OPEN, RacePlan, RaceState, race_verdicts
+from ..analysis.verdicts import MAX_CAP, OPEN, RacePlan, RaceState, race_verdicts
 from ..evaluate.budgets import named_budget
 from ..evaluate.pool import DataSpec, Run, RunPool, SeedOrder
 from ..evaluate.runner import Target, check_stored
@@ -361,10 +361,10 @@ def stored_plan(study: optuna.Study, stored: dict[Any, Reeval] | None = None) ->
     if isinstance(value, dict):
         try:
             return RacePlan(int(value["first"]), int(value["cap"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             pass
     stored = reeval_results(study, VERIFY_PREFIX) if stored is None else stored
-    return race_plan(max([DEFAULT_CAP, *(r.seeds for r in stored.values())]))
+    return race_plan(min(MAX_CAP, max([DEFAULT_CAP, *(r.seeds for r in stored.values())])))
 
 
 def _mean(reeval: Reeval, seeds: int) -> float:
