@@ -311,7 +311,8 @@ def test_copies_of_one_design_count_once_as_dominators():
 REEVALUATE = """
 import sys
 from explorer.evaluate import main
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":  # its runs' worker processes re-import this file
+    sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -323,7 +324,7 @@ def test_two_reevaluations_at_once_train_each_seed_once(tmp_path, tiny_fmnist, c
     script.write_text(REEVALUATE)
     flags = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--trial", "0",
              "--references", "none", "--seeds", "2", "--budget", "smoke", "--device", "cpu",
-             "--data-dir", str(tiny_fmnist)]  # fmt: skip
+             "--data-dir", str(tiny_fmnist), "--workers", "1"]  # fmt: skip
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), *flags],
