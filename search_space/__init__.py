@@ -17,8 +17,15 @@ from .models import (
     googlenet_loss,
 )
 from .network import InceptionNet, build_network, network_params
-from .references import DEFAULT_REFERENCES, REFERENCES
-from .space import DEFAULT_SPACE, Dimension, SearchSpace, config_from_trial
+from .references import DEFAULT_REFERENCES, REFERENCES, reference_network, v3_stage_designs
+from .space import (
+    DEFAULT_SPACE,
+    Dimension,
+    SearchSpace,
+    config_from_trial,
+    network_from_trial,
+    stage_prefix,
+)
 
 __all__ = [
     "BN_PLACEMENTS",
@@ -44,5 +51,9 @@ __all__ = [
     "conv_params",
     "googlenet",
     "googlenet_loss",
+    "network_from_trial",
     "network_params",
+    "reference_network",
+    "stage_prefix",
+    "v3_stage_designs",
 ]

@@ -200,6 +200,12 @@ class NetworkConfig:
     stages; stage ``i`` stacks ``stages[i]`` copies of ``block`` with its widths scaled by
     ``width * 2**i``, and stages are separated by a 2x2/2 ``downsample`` pool. Global average
     pooling, dropout and a linear classifier close the network.
+
+    ``stage_blocks`` gives each stage its own design instead (MnasNet's factorized hierarchical
+    space, Tan et al. 2019; Inception v3's per-grid modules, Szegedy et al. 2015): one design per
+    stage, each scaled by ``width * 2**i`` as above, with ``block`` equal to the first stage's.
+    Empty (the default) means ``block`` in every stage, and `to_dict` then leaves the key out so
+    records of shared-block networks read as they always have.
     """
 
     block: BlockConfig
@@ -211,8 +217,10 @@ class NetworkConfig:
     width: float = 0.25
     downsample: str = "max"
     dropout: float = 0.0
-    # Batch norm after the stem follows the block's placement so a no-BN design stays BN-free.
+    # Batch norm after the stem follows the (first stage's) block's placement so a no-BN design
+    # stays BN-free.
     stem_bn: bool | None = None
+    stage_blocks: tuple[BlockConfig, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.block, BlockConfig):
@@ -221,6 +229,21 @@ class NetworkConfig:
             raise ValueError(
                 f"block.stride must be 1 in the search skeleton, got {self.block.stride}"
             )
+        if not isinstance(self.stage_blocks, (list, tuple)):
+            raise ValueError(
+                f"stage_blocks must be a list of block designs, got "
+                f"{type(self.stage_blocks).__name__}"
+            )
+        object.__setattr__(self, "stage_blocks", tuple(self.stage_blocks))
+        for s, design in enumerate(self.stage_blocks):
+            if not isinstance(design, BlockConfig):
+                raise ValueError(
+                    f"stage_blocks[{s}] must be a BlockConfig, got {type(design).__name__}"
+                )
+            if design.stride != 1:
+                raise ValueError(
+                    f"stage_blocks[{s}].stride must be 1 in the search skeleton, got {design.stride}"
+                )
         _check_choice("in_channels", self.in_channels, (1, 3))
         _check_int("num_classes", self.num_classes, 2, MAX_CLASSES)
         _check_int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
@@ -240,6 +263,16 @@ class NetworkConfig:
                 f"(blocks per stage), got {shown}"
             )
         object.__setattr__(self, "stages", stages)
+        if self.stage_blocks and len(self.stage_blocks) != len(stages):
+            raise ValueError(
+                f"stage_blocks has {len(self.stage_blocks)} designs for {len(stages)} stages "
+                f"(stages={list(stages)}): give one design per stage"
+            )
+        if self.stage_blocks and self.block != self.stage_blocks[0]:
+            raise ValueError(
+                f"block must equal stage_blocks[0] in a per-stage network, got block "
+                f"{self.block.short()!r} and stage_blocks[0] {self.stage_blocks[0].short()!r}"
+            )
         if self.image_size >> (len(stages) - 1) < 2:
             raise ValueError(
                 f"stages has {len(stages)} entries, too many downsamplings for "
@@ -251,12 +284,13 @@ class NetworkConfig:
             or not 0 < self.width <= 8
         ):
             raise ValueError(f"width must be in (0, 8], got {self.width!r}")
-        widest = max(getattr(self.block, f) for f in WIDTH_FIELDS)
-        if _scale(widest, self.width * 2 ** (len(stages) - 1)) > MAX_CHANNELS:
-            raise ValueError(
-                f"width={self.width} with {len(stages)} stages scales the block's widest branch "
-                f"({widest}) beyond {MAX_CHANNELS} channels in the last stage"
-            )
+        for s in range(len(stages)):
+            widest = max(getattr(self.stage_design(s), f) for f in WIDTH_FIELDS)
+            if _scale(widest, self.width * 2**s) > MAX_CHANNELS:
+                raise ValueError(
+                    f"width={self.width} with {len(stages)} stages scales stage {s}'s widest "
+                    f"branch ({widest}) beyond {MAX_CHANNELS} channels"
+                )
         if self.stem_width > MAX_CHANNELS:
             raise ValueError(
                 f"stem_channels={self.stem_channels} at width={self.width} gives "
@@ -276,9 +310,79 @@ class NetworkConfig:
     def use_stem_bn(self) -> bool:
         return self.block.bn != "none" if self.stem_bn is None else self.stem_bn
 
+    @property
+    def per_stage(self) -> bool:
+        """Whether each stage has its own design (`stage_blocks`) rather than one shared block."""
+        return bool(self.stage_blocks)
+
+    @property
+    def designs(self) -> tuple[BlockConfig, ...]:
+        """One unscaled design per stage (the shared block repeated when not per-stage)."""
+        return self.stage_blocks or (self.block,) * len(self.stages)
+
+    def stage_design(self, stage: int) -> BlockConfig:
+        """The design of `stage` at paper scale (before the stage's width scaling)."""
+        if not 0 <= stage < len(self.stages):
+            raise ValueError(f"stage must be in 0..{len(self.stages) - 1}, got {stage!r}")
+        return self.stage_blocks[stage] if self.stage_blocks else self.block
+
     def stage_block(self, stage: int) -> BlockConfig:
         """The block design at `stage`, widths scaled for that stage."""
-        return self.block.scaled(self.width * 2**stage)
+        return self.stage_design(stage).scaled(self.width * 2**stage)
+
+    @property
+    def head_bn(self) -> str:
+        """The BN placement of the last stage's design, which the head's normalisation follows."""
+        return self.stage_design(len(self.stages) - 1).bn
+
+    def short(self) -> str:
+        """A one-line summary: the block's `short()` when shared, else ``s0[...] s1[...]``."""
+        if not self.per_stage:
+            return self.block.short()
+        return " ".join(f"s{s}[{d.short()}]" for s, d in enumerate(self.stage_blocks))
+
+    def with_designs(self, designs: tuple[BlockConfig, ...] | list[BlockConfig]) -> NetworkConfig:
+        """This network with one design per stage (a per-stage network)."""
+        designs = tuple(designs)
+        if not designs:
+            raise ValueError("stage_blocks needs one design per stage, got none")
+        return dataclasses.replace(self, block=designs[0], stage_blocks=designs)
+
+    def with_block(self, block: BlockConfig) -> NetworkConfig:
+        """This network with `block` shared by every stage."""
+        return dataclasses.replace(self, block=block, stage_blocks=())
+
+    def with_stage_design(self, stage: int, block: BlockConfig) -> NetworkConfig:
+        """A per-stage network equal to this one except that `stage` has design `block`."""
+        designs = list(self.designs)
+        self.stage_design(stage)  # range check
+        designs[stage] = block
+        return self.with_designs(designs)
+
+    def with_shape(
+        self,
+        stages: tuple[int, ...] | list[int] | None = None,
+        width: float | None = None,
+        stem_channels: int | None = None,
+    ) -> NetworkConfig:
+        """The same design(s) placed in another network: other blocks per stage, width or stem.
+
+        A per-stage network keeps its stage count (each design belongs to its grid); a shared
+        block may go into any number of stages."""
+        changes: dict[str, Any] = {}
+        if stages is not None:
+            stages = tuple(stages)
+            if self.per_stage and len(stages) != len(self.stages):
+                raise ValueError(
+                    f"stages={list(stages)} has {len(stages)} stages but the per-stage design "
+                    f"has {len(self.stages)} (one design per stage)"
+                )
+            changes["stages"] = stages
+        if width is not None:
+            changes["width"] = width
+        if stem_channels is not None:
+            changes["stem_channels"] = stem_channels
+        return dataclasses.replace(self, **changes)
 
     def channel_plan(self) -> list[tuple[str, int, int]]:
         """(name, in_channels, out_channels) for the stem and each block, in order."""
@@ -299,6 +403,10 @@ class NetworkConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["stages"] = list(self.stages)
+        if self.stage_blocks:
+            data["stage_blocks"] = [d.to_dict() for d in self.stage_blocks]
+        else:  # a shared-block network is stored exactly as before per-stage designs existed
+            del data["stage_blocks"]
         return data
 
     @classmethod
@@ -313,6 +421,13 @@ class NetworkConfig:
         if "block" not in data:
             raise ValueError("network config needs a 'block'")
         data["block"] = BlockConfig.from_dict(data["block"])
+        if "stage_blocks" in data:
+            designs = data["stage_blocks"]
+            if not isinstance(designs, list):
+                raise ValueError(
+                    f"stage_blocks must be a list of block configs, got {type(designs).__name__}"
+                )
+            data["stage_blocks"] = tuple(BlockConfig.from_dict(d) for d in designs)
         if "stages" in data and isinstance(data["stages"], list):
             data["stages"] = tuple(data["stages"])
         return cls(**data)

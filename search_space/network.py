@@ -25,7 +25,9 @@ def init_weights(module: nn.Module) -> None:
 
 
 class InceptionNet(nn.Module):
-    """stem -> stages of Inception blocks separated by 2x2/2 pools -> global pool -> linear."""
+    """stem -> stages of Inception blocks separated by 2x2/2 pools -> global pool -> linear.
+
+    Each stage builds its own design (`NetworkConfig.stage_block`), shared or per stage."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -44,10 +46,11 @@ class InceptionNet(nn.Module):
                 channels = block.out_channels
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
-        # "pre" blocks end on a convolution: normalise and activate once before the head.
+        # "pre" blocks end on a convolution: normalise and activate once before the head (the
+        # last stage's design decides, in a per-stage network).
         self.head_norm = (
             nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-            if config.block.bn == "pre"
+            if config.head_bn == "pre"
             else nn.Identity()
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -82,6 +85,6 @@ def network_params(config: NetworkConfig) -> int:
         for _ in range(depth):
             n += block_params(block, channels)
             channels = block.out_channels(channels)
-    if config.block.bn == "pre":
+    if config.head_bn == "pre":
         n += 2 * channels
     return n + channels * config.num_classes + config.num_classes

@@ -2,15 +2,19 @@
 
 A dimension exists only while its condition holds (a branch's reduction and kernel kind exist only
 while that branch has channels), in the manner of keras-tuner's conditional hyperparameters.
-`config_from_trial` is the one function that turns an Optuna trial into a `BlockConfig`.
+`config_from_trial` is the one function that turns an Optuna trial into a `BlockConfig`;
+`network_from_trial` places it in a network, one shared block or one block per stage. Per-stage
+parameters carry the stage in their name (``s0.ch1x1``, ``s1.wide_kind``, ...), with the same
+conditions inside each stage, as in MnasNet's factorized hierarchical space (Tan et al. 2019).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ASYM_SIZES, BN_PLACEMENTS, POOL_TYPES, BlockConfig
+from .config import ASYM_SIZES, BN_PLACEMENTS, POOL_TYPES, BlockConfig, NetworkConfig
 
 _OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
@@ -115,19 +119,46 @@ class SearchSpace:
                 return dim
         raise KeyError(name)
 
-    def config_from_params(self, params: dict[str, Any]) -> BlockConfig:
-        """The block a set of active parameter values describes (as in `trial.params`)."""
+    def config_from_params(self, params: dict[str, Any], prefix: str = "") -> BlockConfig:
+        """The block a set of active parameter values describes (as in `trial.params`); with a
+        `prefix` (``"s1."``), the block of the parameters named with it."""
         values: dict[str, Any] = {}
         for dim in self.dimensions:
+            key = prefix + dim.name
             if dim.active(values):
-                if dim.name not in params:
-                    raise ValueError(f"missing parameter {dim.name!r}")
-                if not dim.contains(params[dim.name], values):
-                    raise ValueError(f"{dim.name} is outside the space: {params[dim.name]!r}")
-                values[dim.name] = params[dim.name]
+                if key not in params:
+                    raise ValueError(f"missing parameter {key!r}")
+                if not dim.contains(params[key], values):
+                    raise ValueError(f"{key} is outside the space: {params[key]!r}")
+                values[dim.name] = params[key]
             else:
                 values[dim.name] = dim.default
         return BlockConfig(**{**self.fixed, **values})
+
+    def network_from_params(self, params: dict[str, Any], skeleton: NetworkConfig) -> NetworkConfig:
+        """The network a trial's parameters describe, placed in `skeleton`'s shape: per stage when
+        they are named by stage (``s0.ch1x1``, ...), else one shared block."""
+        if not any(key.startswith("s0.") for key in params):
+            return skeleton.with_block(self.config_from_params(params))
+        found = sorted({key.split(".", 1)[0] for key in params if _STAGE_KEY.match(key)})
+        if len(found) != len(skeleton.stages):
+            raise ValueError(
+                f"the parameters name {len(found)} stages ({', '.join(found)}) but the network "
+                f"has {len(skeleton.stages)} (stages={list(skeleton.stages)})"
+            )
+        return skeleton.with_designs(
+            [self.config_from_params(params, stage_prefix(s)) for s in range(len(skeleton.stages))]
+        )
+
+    def params_from_network(self, network: NetworkConfig) -> dict[str, Any]:
+        """The active parameter values of a network's design(s), named by stage when per-stage."""
+        if not network.per_stage:
+            return self.params_from_config(network.block)
+        params: dict[str, Any] = {}
+        for s, design in enumerate(network.stage_blocks):
+            prefix = stage_prefix(s)
+            params |= {prefix + k: v for k, v in self.params_from_config(design).items()}
+        return params
 
     def params_from_config(self, config: BlockConfig) -> dict[str, Any]:
         """The active parameter values of a block; raises `ValueError` if it is not a point here."""
@@ -170,19 +201,43 @@ class SearchSpace:
         return "\n".join(lines)
 
 
-def config_from_trial(trial: Any, space: SearchSpace | None = None) -> BlockConfig:
-    """Sample a block design from `space` through an Optuna trial (the one sampling function)."""
+_STAGE_KEY = re.compile(r"^s(\d+)\.")
+
+
+def stage_prefix(stage: int) -> str:
+    """How the parameters of stage `stage` are named in a per-stage study: ``s0.``, ``s1.``..."""
+    return f"s{stage}."
+
+
+def config_from_trial(
+    trial: Any, space: SearchSpace | None = None, prefix: str = ""
+) -> BlockConfig:
+    """Sample a block design from `space` through an Optuna trial (the one sampling function);
+    with a `prefix` (``"s1."``), every parameter is named with it."""
     space = space or DEFAULT_SPACE
     params: dict[str, Any] = {}
     for dim in space.dimensions:
         if not dim.active(params):
             continue
         if dim.choices is not None:
-            params[dim.name] = trial.suggest_categorical(dim.name, list(dim.choices))
+            value = trial.suggest_categorical(prefix + dim.name, list(dim.choices))
         else:
             low, high = dim.bounds(params)
-            params[dim.name] = trial.suggest_int(dim.name, low, high, step=dim.step)
+            value = trial.suggest_int(prefix + dim.name, low, high, step=dim.step)
+        params[dim.name] = value
     return space.config_from_params(params)
+
+
+def network_from_trial(
+    trial: Any, skeleton: NetworkConfig, per_stage: bool, space: SearchSpace | None = None
+) -> NetworkConfig:
+    """Sample a network design through an Optuna trial: one block shared by every stage of
+    `skeleton`, or with `per_stage` one block per stage, its parameters named ``s0.``, ``s1.``..."""
+    if not per_stage:
+        return skeleton.with_block(config_from_trial(trial, space))
+    return skeleton.with_designs(
+        [config_from_trial(trial, space, stage_prefix(s)) for s in range(len(skeleton.stages))]
+    )
 
 
 DEFAULT_SPACE = SearchSpace(

@@ -31,7 +31,10 @@ from search_space import (
     build_network,
     config_from_trial,
     conv_params,
+    network_from_trial,
     network_params,
+    reference_network,
+    v3_stage_designs,
 )
 from search_space.config import (
     BN_PLACEMENT_DESCRIPTIONS,
@@ -557,3 +560,209 @@ def test_python_m_search_space_prints_the_space() -> None:
         assert dim.name in result.stdout, dim.name
     for ref in REFERENCES:
         assert f"{ref}:" in result.stdout, ref
+
+
+# --- per-stage designs -----------------------------------------------------------------------
+
+V2 = REFERENCES["v2"]
+PER_STAGE = {
+    # a different design per stage, and a per-stage network whose stages happen to agree
+    "v1-v2-v3": dict(designs=("v1", "v2", "v3"), stages=(1, 1, 1)),
+    "v2-v1-deep": dict(designs=("v2", "v1"), stages=(2, 1)),
+    "v3-grids": dict(designs=None, stages=(1, 1, 1)),
+    "pre-last": dict(designs=("v1", "pre"), stages=(1, 1)),  # the head follows the last stage
+    "pre-first": dict(designs=("pre", "v1"), stages=(1, 1)),  # the stem BN follows the first
+    "rgb32": dict(designs=("v2", "v1", "v2"), stages=(1, 1, 1), in_channels=3, image_size=32),
+    "one-stage": dict(designs=("v1",), stages=(2,)),
+}
+
+
+def _per_stage(name: str) -> NetworkConfig:
+    spec = dict(PER_STAGE[name])
+    names = spec.pop("designs")
+    skeleton = NetworkConfig(block=V1, **spec)
+    if names is None:
+        return reference_network("v3", skeleton, per_stage=True)
+    lookup = {**REFERENCES, "pre": dataclasses.replace(V1, bn="pre")}
+    return skeleton.with_designs([lookup[n] for n in names])
+
+
+@pytest.mark.parametrize("name", sorted(PER_STAGE))
+def test_per_stage_arithmetic_and_training(name: str) -> None:
+    net = _per_stage(name)
+    assert net.per_stage and net.block == net.stage_blocks[0]
+    _check_arithmetic(net)
+    _check_train_step(net)
+    model = build_network(net)
+    for s, stage in enumerate(model.stages):
+        blocks = [m for m in stage if isinstance(m, InceptionBlock)]
+        assert blocks and all(b.config == net.stage_block(s) for b in blocks), s
+    assert isinstance(model.head_norm, nn.Sequential) == (net.designs[-1].bn == "pre")
+
+
+def test_per_stage_flops_follow_each_stage() -> None:
+    """FLOPs are counted on the built model, so a stage's design moves only that stage's share:
+    swapping the last stage's 5x5 for a 3x3 saves its multiply-adds and no others."""
+    from explorer.training import count_flops
+
+    net = NetworkConfig(block=V1, stages=(1, 1, 1)).with_designs((V1, V1, V1))
+    cheaper = net.with_stage_design(2, dataclasses.replace(V1, wide_kind="double3x3"))
+    shape = (1, 28, 28)
+    grid = 28 // 4  # the third stage's 7x7 map
+    # the wide path's second 3x3 after its first: wide_reduce -> wide -> wide at the stage's widths
+    wide, red = net.stage_block(2).wide, net.stage_block(2).wide_reduce
+    five = 2 * grid * grid * red * wide * 25
+    double = 2 * grid * grid * (red * wide * 9 + wide * wide * 9)
+    assert (
+        count_flops(build_network(net), shape) - count_flops(build_network(cheaper), shape)
+        == five - double
+    )
+    assert network_params(net) == network_params(net.with_block(V1))
+
+
+def test_a_shared_network_is_stored_as_before() -> None:
+    net = NetworkConfig(block=V1)
+    assert "stage_blocks" not in net.to_dict()
+    assert not net.per_stage and net.designs == (V1, V1)
+    assert net.short() == V1.short()
+    text = net.to_json()
+    assert NetworkConfig.from_json(text) == net
+    assert json.loads(text) == {**json.loads(text), "stages": [1, 1]}
+
+
+@pytest.mark.parametrize("name", sorted(PER_STAGE))
+def test_per_stage_json_round_trip(name: str) -> None:
+    net = _per_stage(name)
+    data = json.loads(net.to_json())
+    assert len(data["stage_blocks"]) == len(net.stages)
+    back = NetworkConfig.from_json(net.to_json())
+    assert back == net and isinstance(back.stage_blocks, tuple)
+    assert back.short() == net.short()
+    assert net.short() == " ".join(f"s{s}[{d.short()}]" for s, d in enumerate(net.designs))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (dict(stage_blocks=(V1,)), "stage_blocks has 1 designs for 2 stages"),
+        (dict(stage_blocks=(V1, V1, V1)), "stage_blocks has 3 designs for 2 stages"),
+        (dict(stage_blocks=(V2, V1)), r"block must equal stage_blocks\[0\]"),
+        (dict(stage_blocks=(V1, V1.to_dict())), r"stage_blocks\[1\] must be a BlockConfig"),
+        (
+            dict(stage_blocks=(V1, dataclasses.replace(V1, ch1x1=0, pool_proj=0, stride=2))),
+            r"stage_blocks\[1\]\.stride",
+        ),
+        (dict(stage_blocks="v1"), "stage_blocks must be a list"),
+        (
+            dict(width=8, image_size=64, stages=(1,) * 5, stage_blocks=(V1,) * 5),
+            "stage 4's widest",
+        ),
+    ],
+)
+def test_invalid_per_stage_network_raises(changes: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        NetworkConfig(**{"block": V1, **changes})
+
+
+def test_invalid_per_stage_dict_raises() -> None:
+    with pytest.raises(ValueError, match="stage_blocks must be a list"):
+        NetworkConfig.from_dict({"block": V1.to_dict(), "stage_blocks": V1.to_dict()})
+    with pytest.raises(ValueError, match="ch1x1"):
+        NetworkConfig.from_dict(
+            {"block": V1.to_dict(), "stage_blocks": [V1.to_dict(), {**V1.to_dict(), "ch1x1": -1}]}
+        )
+
+
+def test_stage_helpers() -> None:
+    net = NetworkConfig(block=V1, stages=(1, 2, 1), width=0.5).with_designs((V1, V2, V1))
+    assert net.designs == (V1, V2, V1)
+    assert net.stage_design(1) == V2
+    assert net.stage_block(1) == V2.scaled(0.5 * 2)
+    swapped = net.with_stage_design(0, V2)
+    assert swapped.designs == (V2, V2, V1) and swapped.block == V2
+    assert NetworkConfig(block=V1).with_stage_design(1, V2).designs == (V1, V2)
+    with pytest.raises(ValueError, match="stage must be in 0..2, got 3"):
+        net.stage_design(3)
+    deeper = net.with_shape(stages=(2, 2, 2), width=1.0, stem_channels=64)
+    assert deeper.designs == net.designs
+    assert (deeper.stages, deeper.width, deeper.stem_channels) == ((2, 2, 2), 1.0, 64)
+    with pytest.raises(ValueError, match=r"has 2 stages but the per-stage design has 3"):
+        net.with_shape(stages=(2, 2))
+    # a shared block goes into any shape
+    assert NetworkConfig(block=V1).with_shape(stages=(1, 1, 1)).designs == (V1, V1, V1)
+
+
+def test_v3_per_grid_layout() -> None:
+    kinds = {
+        n: [(d.wide_kind, d.asym_n if d.wide_kind == "asym" else None) for d in v3_stage_designs(n)]
+        for n in (1, 2, 3, 4)
+    }
+    assert kinds[1] == [("double3x3", None)]
+    assert kinds[2] == [("double3x3", None), ("asym", 7)]
+    assert kinds[3] == [("double3x3", None), ("asym", 7), ("asym", 3)]
+    assert kinds[4] == [("double3x3", None), ("asym", 7), ("asym", 7), ("asym", 3)]
+    widths = {f: getattr(REFERENCES["v3"], f) for f in WIDTH_FIELDS}
+    for design in v3_stage_designs(3):
+        assert {f: getattr(design, f) for f in WIDTH_FIELDS} == widths
+        assert DEFAULT_SPACE.contains(design)
+
+
+@pytest.mark.parametrize("ref", sorted(REFERENCES))
+def test_reference_network(ref: str) -> None:
+    skeleton = NetworkConfig(block=V1, stages=(2, 1, 1), width=0.5, stem_channels=64)
+    shared = reference_network(ref, skeleton)
+    assert shared == skeleton.with_block(REFERENCES[ref])
+    placed = reference_network(ref, skeleton, per_stage=True)
+    assert placed.per_stage and (placed.stages, placed.width, placed.stem_channels) == (
+        (2, 1, 1),
+        0.5,
+        64,
+    )
+    expected = v3_stage_designs(3) if ref == "v3" else (REFERENCES[ref],) * 3
+    assert placed.designs == expected
+    # a per-stage skeleton places references per stage by default
+    assert reference_network(ref, skeleton.with_designs((V1,) * 3)) == placed
+    with pytest.raises(ValueError, match="unknown reference 'v9'"):
+        reference_network("v9", skeleton)
+
+
+@pytest.mark.parametrize("per_stage", [False, True])
+def test_network_from_trial_round_trip(per_stage: bool) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=SEED))
+    skeleton = NetworkConfig(block=V1, stages=(1, 1, 1))
+    seen = set()
+    for _ in range(10):
+        trial = study.ask()
+        net = network_from_trial(trial, skeleton, per_stage)
+        study.tell(trial, 0.0)
+        assert net.per_stage == per_stage
+        assert (net.stages, net.width) == (skeleton.stages, skeleton.width)
+        if per_stage:
+            assert {k.split(".")[0] for k in trial.params} == {"s0", "s1", "s2"}
+            # conditional dimensions hold inside each stage
+            for s, design in enumerate(net.stage_blocks):
+                assert (f"s{s}.wide_kind" in trial.params) == (design.wide != 0)
+                assert (f"s{s}.asym_n" in trial.params) == (
+                    design.wide != 0 and design.wide_kind == "asym"
+                )
+            seen.add(tuple(d.wide_kind for d in net.stage_blocks))
+        else:
+            assert not any("." in k for k in trial.params)
+            assert net.block == config_from_trial(optuna.trial.FixedTrial(trial.params))
+        assert DEFAULT_SPACE.network_from_params(trial.params, skeleton) == net
+        assert DEFAULT_SPACE.params_from_network(net) == trial.params
+    if per_stage:
+        assert any(len(set(kinds)) > 1 for kinds in seen), "stages were never sampled apart"
+
+
+def test_network_from_params_rejects_another_stage_count() -> None:
+    net = NetworkConfig(block=V1, stages=(1, 1, 1)).with_designs((V1, V2, V1))
+    params = DEFAULT_SPACE.params_from_network(net)
+    with pytest.raises(ValueError, match=r"name 3 stages .* network has 2"):
+        DEFAULT_SPACE.network_from_params(params, NetworkConfig(block=V1))
+    with pytest.raises(ValueError, match=r"missing parameter 's1\.bn'"):
+        DEFAULT_SPACE.network_from_params(
+            {k: v for k, v in params.items() if k != "s1.bn"},
+            NetworkConfig(block=V1, stages=(1, 1, 1)),
+        )
