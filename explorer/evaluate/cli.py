@@ -47,29 +47,30 @@ import optuna
 
 from search_space import DEFAULT_REFERENCES, REFERENCES
 
-from ..store.locks import reeval_lock
+from ..store.locks import StorageUnavailable, reeval_lock
 from ..store.storages import StorageError
-from ..store.studies import study_config, the_study
+from ..store.studies import add_study_args, study_config, the_study
 from ..store.urls import default_storage
-from ..training import budgets, devices
+from ..training import devices
 from ..training.data import DataError, load_dataset
-from ..usage import Parser, UsageError
-from .budgets import LONG, budget_names, resolve_budget
+from ..usage import (
+    Parser,
+    UsageError,
+    add_data_dir,
+    add_device,
+    add_dry_run,
+    add_quiet,
+    add_seeds,
+    add_workers,
+)
+from .budgets import LONG, add_budget, resolve_budget
 from .compare import report
 from .pool import DataSpec
-from .runner import check_stored, reevaluate, runs_needed, select_targets
+from .runner import ATTR_PREFIX, check_stored, reevaluate, runs_needed, select_targets
+from .transfer import Shape, placed, transfer_prefix
+from .transfer import report as transfer_report
 
 DEFAULT_SEEDS = 3
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"must be auto or a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"must be auto or a positive whole number, got {text!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,20 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m explorer.evaluate --pareto                     # the front, 3 seeds, long\n"
             "  python -m explorer.evaluate --study NAME --trial 17 42 --seeds 5\n"
             "  python -m explorer.evaluate --top 3 --budget quick --dry-run\n"
+            "  python -m explorer.evaluate --pareto --stages 2,2    # transfer check: twice the depth\n"
             "budgets: long = the budget the study was searched with (its top rung), with 10 x its\n"
             "training images (10 x its epochs where it trains on the whole split), so each run\n"
             "takes about 10 x a top-rung trial's time; smoke, quick and standard as in the search,\n"
             "and any of them with xK (quickx10: 10 x quick's images)."
         ),
     )
-    p.add_argument(
-        "--study", default=None, help="study name (default: the only study in the storage)"
-    )
-    p.add_argument(
-        "--storage",
-        default=None,
-        help=f"journal file path or SQLAlchemy URL (default: $EXPLORER_STORAGE or {default_storage()})",
-    )
+    add_study_args(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "--pareto", action="store_true", help="the searched designs on the Pareto front"
@@ -118,55 +113,64 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--top", type=int, metavar="K", help="the K best by search validation accuracy"
     )
-    p.add_argument(
-        "--seeds",
-        type=int,
-        default=DEFAULT_SEEDS,
-        help=f"runs per design, seeds 0..N-1 (default {DEFAULT_SEEDS})",
-    )
-    p.add_argument(
-        "--budget",
-        default="long",
-        type=_budget_arg,
-        metavar="BUDGET",
-        help=f"training budget of each run: {', '.join(budget_names())}, or a preset with xK for "
-        "K times its training images (quickx10) (default long: 10 x the study's own budget, "
-        "its top rung's in a successive-halving study)",
-    )
+    add_seeds(p, DEFAULT_SEEDS)
+    add_budget(p, LONG, "each run")
     p.add_argument(
         "--references",
         default=",".join(DEFAULT_REFERENCES),
         help="comma-separated reference designs to re-evaluate beside them, or 'none' (default v1,v2)",
     )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding the dataset files (default: $EXPLORER_DATA, system packages, download)",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument(
-        "--workers",
-        default="auto",
-        help="worker processes the runs are spread over, each with its share of the cores "
-        "(default auto: one per CPU core up to 8 on a CPU, as the search; 1 trains in this process)",
+    add_data_dir(p)
+    add_device(p)
+    add_workers(
+        p,
+        "the runs are spread over them, each with its share of the cores (default auto: one per "
+        "CPU core up to 8 on a CPU, as the search; 1 trains in this process)",
     )
     p.add_argument(
         "--restart", action="store_true", help="discard stored results of these designs first"
     )
-    p.add_argument(
-        "--dry-run", action="store_true", help="list the designs and runs, train nothing"
+    add_dry_run(p)
+    add_quiet(p)
+    moved = p.add_argument_group(
+        "transfer check",
+        "retrain the designs and the references also in another network (results kept apart, "
+        "under transfer:<shape>:<trial>) and say whether their ordering against each reference "
+        "found on the search network holds there; a per-stage design keeps its stage count",
     )
-    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+    moved.add_argument(
+        "--stages",
+        type=_stages_arg,
+        default=None,
+        metavar="N,N",
+        help="blocks per stage of the transfer network, e.g. 2,2 (default: as searched)",
+    )
+    moved.add_argument(
+        "--width",
+        type=float,
+        default=None,
+        help="width multiplier of the transfer network, e.g. 0.5 (default: as searched)",
+    )
+    moved.add_argument(
+        "--stem",
+        type=int,
+        default=None,
+        metavar="CHANNELS",
+        help="stem channels at paper scale, before the width (default: as searched)",
+    )
     return p
 
 
-def _budget_arg(text: str) -> str:
-
-    if text == LONG or budgets.is_budget(text):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"invalid choice: {text!r} (choose from {', '.join(budget_names())}, or one with xK)"
-    )
+def _stages_arg(text: str) -> tuple[int, ...]:
+    try:
+        stages = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be blocks per stage separated by commas (2,2), got {text!r}"
+        ) from None
+    if any(n < 1 for n in stages):
+        raise argparse.ArgumentTypeError(f"every stage needs at least one block, got {text!r}")
+    return stages
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -187,6 +191,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"unknown reference(s) {', '.join(unknown)}; choose from {', '.join(REFERENCES)} or none"
         )
     ns.references = tuple(dict.fromkeys(refs))
+    ns.shape = Shape(ns.stages, ns.width, ns.stem)
+    if ns.shape.given and not ns.references:
+        raise UsageError(
+            "a transfer check compares designs with references: --references none leaves none"
+        )
     return ns
 
 
@@ -200,12 +209,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             study, pareto=ns.pareto, trials=ns.trial or (), top=ns.top, references=ns.references
         )
         budget = resolve_budget(study, ns.budget)
-        check_stored(study, targets, budget, ns.restart)
-        needed = runs_needed(study, targets, ns.seeds, budget, ns.restart)
+        # (targets, attribute prefix) per network: the searched one, then the transfer one
+        networks = [(targets, ATTR_PREFIX)]
+        if ns.shape.given:
+            moved = placed(targets, ns.shape)
+            networks.append((moved, transfer_prefix(moved[0].network)))
+        for group, prefix in networks:
+            check_stored(study, group, budget, ns.restart, prefix)
+        needed = sum(
+            runs_needed(study, group, ns.seeds, budget, ns.restart, prefix)
+            for group, prefix in networks
+        )
         if ns.dry_run:
+            where = f" in {len(networks)} networks" if len(networks) > 1 else ""
             print(
                 f"{len(targets)} designs ({', '.join(t.label for t in targets)}), "
-                f"{needed} runs to train under budget {budget.name} ({budget.text})"
+                f"{needed} runs to train{where} under budget {budget.name} ({budget.text})"
             )
             return 0
 
@@ -216,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devices.configure_backend(device)  # TF32 and autotuning, as the search's workers train
         try:
             workers = len(devices.plan_workers(ns.device, None if ns.workers == "auto" else
-                                               _positive(ns.workers)))  # fmt: skip
+                                               ns.workers))  # fmt: skip
         except ValueError as exc:
             raise UsageError(f"--workers: {exc}") from None
         data, spec = None, None
@@ -237,26 +256,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One re-evaluation of a study at a time, on any machine; a second one waits, then adds
         # only the seeds the first did not store.
         with reeval_lock(ns.storage or default_storage(), study.study_name):
-            results = reevaluate(
-                study,
-                targets,
-                ns.seeds,
-                budget,
-                data,
-                device,
-                restart=ns.restart,
-                log=None if ns.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
-                workers=workers,
-                spec=spec,
-            )
+            results = [
+                reevaluate(
+                    study,
+                    group,
+                    ns.seeds,
+                    budget,
+                    data,
+                    device,
+                    restart=ns.restart,
+                    log=None if ns.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+                    prefix=prefix,
+                    workers=workers,
+                    spec=spec,
+                )
+                for group, prefix in networks
+            ]
     except (UsageError, StorageError, DataError) as exc:
         print(f"python -m explorer.evaluate: error: {exc}", file=sys.stderr)
         return 2
+    except StorageUnavailable as exc:  # a storage down past TRANSIENT_S: one line naming it
+        print(f"python -m explorer.evaluate: {exc}; finished runs are kept", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "\ninterrupted: finished seeds are stored; rerun the same command to continue",
             file=sys.stderr,
         )
         return 130
-    print(report(study, targets, results, budget))
+    print(report(study, targets, results[0], budget))
+    if len(networks) > 1:
+        print(transfer_report(targets, networks[1][0], results[0], results[1]))
     return 0

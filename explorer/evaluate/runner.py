@@ -3,7 +3,6 @@ re-evaluations (`explorer.analysis.reevals`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from search_space import (
     REFERENCES,
     NetworkConfig,
     network_params,
+    reference_network,
 )
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
@@ -104,7 +104,7 @@ def _reference_target(records: list[TrialRecord], name: str) -> Target:
     skeleton = next((r.network for r in records if r.network is not None), None)
     if skeleton is None:
         raise UsageError(f"no trial has a design to take the network skeleton from for {name}")
-    return Target(name, dataclasses.replace(skeleton, block=REFERENCES[name]), name)
+    return Target(name, reference_network(name, skeleton), name)
 
 
 def reevaluate(
@@ -200,10 +200,11 @@ def runs_needed(
     seeds: int,
     budget: str | Budget,
     restart: bool = False,
+    prefix: str = ATTR_PREFIX,
 ) -> int:
-    """How many training runs `reevaluate` would do."""
+    """How many training runs `reevaluate` would do (into the attributes `prefix` names)."""
     budget = _budget(study, budget)
-    stored = reeval_results(study)
+    stored = reeval_results(study, prefix)
     done = 0
     for t in targets:
         old = stored.get(t.key)
