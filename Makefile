@@ -40,10 +40,15 @@ app: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The quick benches, each a few minutes at most on 2 CPU cores and each rewriting its BENCHMARKS.md
+# section: latency, threads, trainer, verdicts (`python -m bench --help` marks them "quick"). The
+# others take from tens of minutes to hours, or need a study, a PostgreSQL server or a GPU: run
+# them by name, `python -m bench NAME --help` says how.
 bench: setup
-	$(BIN)/python bench/trainer.py
-	$(BIN)/python bench/calibrate.py
-	$(BIN)/python bench/search.py default
+	$(BIN)/python -m bench latency --write
+	$(BIN)/python -m bench threads
+	$(BIN)/python -m bench trainer
+	$(BIN)/python -m bench verdicts --write
 
 # ruff, and import-linter's contracts in pyproject.toml (layers, no cycles): an upward import fails.
 lint: setup

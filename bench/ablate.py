@@ -1,8 +1,8 @@
 """The v1 -> v2 ablation ladder of a study, measured and written up: what each change from GoogLeNet's
 block to BN-Inception's is worth, with paired seeds.
 
-    python bench/ablate.py --storage S --study NAME              # train what is missing, print
-    python bench/ablate.py --storage S --study NAME --write      # and write BENCHMARKS.md + SVG
+    python -m bench ablate --storage S --study NAME              # train what is missing, print
+    python -m bench ablate --storage S --study NAME --write      # and write BENCHMARKS.md + SVG
 
 Runs `python -m explorer.ablate` on the study (resumable: a rerun trains only the runs not
 stored yet), then prints each step's paired difference in validation and test accuracy as a
@@ -16,9 +16,6 @@ import argparse
 import math
 import sys
 from datetime import date
-from pathlib import Path
-
-from report import machine, write_section
 
 from explorer.ablate import (
     GROUP_TITLES,
@@ -35,8 +32,10 @@ from explorer.ablate import (
 from explorer.evaluate import resolve_budget, top_rung_budget
 from explorer.store import load_study, open_storage, study_config
 
+from ._common import ROOT, machine, write_section
+
 SECTION = "Ablation: v1 to v2"
-SVG = Path(__file__).resolve().parents[1] / "docs" / "ablation-v1-v2.svg"
+SVG = ROOT / "docs" / "ablation-v1-v2.svg"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{measured.missing} runs missing: not writing a half-run result", file=sys.stderr)
         return 1
     body = [
-        f"`python bench/ablate.py --storage STORAGE --study {ns.study} --seeds {ns.seeds} --write` "
+        f"`python -m bench ablate --storage STORAGE --study {ns.study} --seeds {ns.seeds} --write` "
         f"(the ladder of `python -m explorer.ablate`), {date.today().isoformat()}, {machine()}.",
         f"Budget {chosen.budget} (the study's top rung); seeds 0..{ns.seeds - 1}, the same for "
         "every design; each step is after minus before, paired seed by seed, ± one standard error.",

@@ -7,15 +7,16 @@ batch-norm ones alone), how much of its longer-budget accuracy v1 reaches, and t
 trial, from which it estimates a whole search (100 random trials plus the references). Writes the
 "Budget calibration" section of BENCHMARKS.md.
 
-    python bench/calibrate.py            # the full measurement (about 20-25 min on 2 CPU cores)
-    python bench/calibrate.py --quick    # a sanity run of a few minutes
+    python -m bench calibrate            # the full measurement (about 20-25 min on 2 CPU cores)
+    python -m bench calibrate --quick    # a sanity run of a few minutes
 
 More designs on two cores: one process per core, each training half of them into a shared cache,
 then a run that reports from the cache (and writes the section):
 
-    python bench/calibrate.py --threads 1 --designs 22 --cache c.json --part 1/2 &
-    python bench/calibrate.py --threads 1 --designs 22 --cache c.json --part 2/2; wait
-    python bench/calibrate.py --threads 1 --designs 22 --cache c.json --reuse-short
+    C=bench/results/calibrate/runs.json
+    python -m bench calibrate --threads 1 --designs 22 --cache $C --part 1/2 &
+    python -m bench calibrate --threads 1 --designs 22 --cache $C --part 2/2; wait
+    python -m bench calibrate --threads 1 --designs 22 --cache $C --reuse-short
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from pathlib import Path
 
 import optuna
 import torch
-from report import environment_lines, set_threads, update_section
 
 from explorer.training import (
     BUDGETS,
@@ -52,7 +52,20 @@ from search_space import (
     network_params,
 )
 
+from ._common import (
+    LOAD_AT_START,
+    ROOT,
+    JsonState,
+    add_run_args,
+    command,
+    environment_lines,
+    results_dir,
+    set_threads,
+    write_section,
+)
+
 SECTION = "Budget calibration"
+CACHE_EXAMPLE = (results_dir("calibrate") / "runs.json").relative_to(ROOT)
 
 
 def random_designs(
@@ -73,31 +86,6 @@ def random_designs(
         if max_params is None or network_params(net) <= max_params:
             out.append((f"r{trial.number}", net))
     return out
-
-
-class Cache:
-    """Finished runs in a JSON file, keyed by design, config and device. Several processes may
-    share one: each write re-reads the file under a lock and replaces it whole."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def _read(self) -> dict:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def get(self, key: str):
-        return self._read().get(key)
-
-    def put(self, key: str, value) -> None:
-        import fcntl
-
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = self._read()
-            data[key] = value
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            os.replace(tmp, self.path)
 
 
 def parse_fields(pairs: list[str], config: TrainConfig) -> dict:
@@ -237,28 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the random designs (default: 0)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )
-    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a sanity run: 2 random designs, factor 2, nothing written",
-    )
-    parser.add_argument(
-        "--output",
-        default="BENCHMARKS.md",
-        help="the file whose 'Budget calibration' section is rewritten",
-    )
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    add_run_args(parser, SECTION, quick="2 random designs, factor 2")
     parser.add_argument(
         "--cache",
         default=None,
         help="a JSON file keeping the longer runs' results, keyed by design, "
         "longer-budget config and device, so a re-run that changes only "
-        "how the short budget validates need not retrain them",
+        f"how the short budget validates need not retrain them (e.g. {CACHE_EXAMPLE})",
     )
     parser.add_argument(
         "--short-images",
@@ -365,7 +341,7 @@ class Calibration:
     args: argparse.Namespace
     device: torch.device
     data: object
-    cache: Cache | None
+    cache: JsonState | None
     reused: dict[str, int] = dataclasses.field(default_factory=lambda: {"short": 0, "long": 0})
 
     def short_run(self, net: NetworkConfig) -> dict:
@@ -609,14 +585,14 @@ def main(argv: list[str] | None = None) -> int:
         ("v2", NetworkConfig(block=REFERENCES["v2"])),
     ]
     designs += random_designs(args.designs, args.seed, args.max_params or None)
-    load_start = os.getloadavg()[0]
+    load_start = LOAD_AT_START
     started = time.time()
     print(
         f"{len(designs)} designs, budget {args.budget} vs {args.factor}x images, device {device}, "
         f"{threads} threads, load {load_start:.2f}",
         flush=True,
     )
-    cal = Calibration(args, device, data, Cache(Path(args.cache)) if args.cache else None)
+    cal = Calibration(args, device, data, JsonState(args.cache) if args.cache else None)
     part = args.part
     rows = [
         cal.row(name, net)
@@ -631,11 +607,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.no_write:
         return 0
-    command = "python bench/calibrate.py " + " ".join(argv if argv is not None else sys.argv[1:])
     environment = environment_lines(device, threads, load_start)
-    update_section(
-        Path(args.output), SECTION, section_body(rows, args, summary, environment, command)
-    )
+    body = section_body(rows, args, summary, environment, command("calibrate", argv))
+    write_section(SECTION, body, Path(args.output))
     print(f"wrote the '{SECTION}' section of {args.output}")
     return 0
 

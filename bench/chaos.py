@@ -1,10 +1,10 @@
 """Chaos benchmark for shared studies: workers killed (SIGKILL) or paused (SIGSTOP, then SIGCONT),
 and the PostgreSQL server restarted, while a search runs.
 
-    python bench/chaos.py --storage journal            # a fresh journal file in a temp folder
-    python bench/chaos.py --storage postgres           # a fresh database on the local server
-    python bench/chaos.py --storage both --trials 40 --workers 4 --kills 10 --pauses 4
-    python bench/chaos.py --storage postgres --restarts 3 --kills 6 --unreplaced 2
+    python -m bench chaos --storage journal            # a fresh journal file in a temp folder
+    python -m bench chaos --storage postgres           # a fresh database on the local server
+    python -m bench chaos --storage both --trials 40 --workers 4 --kills 10 --pauses 4
+    python -m bench chaos --storage postgres --restarts 3 --kills 6 --unreplaced 2
 
 Four worker processes (one torch thread each, heartbeats every 2 s) run one study at the smoke
 budget. Every few seconds a random live worker is killed with SIGKILL and a new one started in

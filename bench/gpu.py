@@ -16,14 +16,13 @@ training step 3 x the forward (see explorer.training.metrics).
     bash bench/gpu.sh                      # on a GPU machine: under 9.5 minutes, writes
                                            # bench/gpu-results.md (a "## GPU" section to paste)
                                            # and bench/gpu-tests.log beside it
-    python bench/gpu.py --dry-run          # tiny sizes on the CPU, no tests, no searches
+    python -m bench gpu --dry-run          # tiny sizes on the CPU, no tests, no searches
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gzip
 import json
 import os
@@ -39,13 +38,6 @@ from typing import Any
 
 import torch
 
-# bench/ on the path for the sibling helpers below: a script run as `python bench/gpu.py` has it
-# already, but tests/test_gpu.py loads this file by its path.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from report import update_section
-from trainer import matmul_peak
-
 from explorer.training import (
     BUDGETS,
     TRAIN_FLOPS_PER_FORWARD,
@@ -59,8 +51,8 @@ from explorer.training import (
 )
 from search_space import REFERENCES, BlockConfig, NetworkConfig, build_network, config_from_trial
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+from ._common import BENCH, ROOT, matmul_peak, stamp, write_section
+
 SECTION = "GPU"
 DEFAULT_OUTPUT = BENCH / "gpu-results.md"
 TESTS_LOG = "gpu-tests.log"  # beside the results file
@@ -612,7 +604,7 @@ def render(results: dict[str, Any], command: str, data_note: str, started: str) 
 
 def run_in_child(name: str, ctx: Context, cap_s: float) -> dict[str, Any]:
     """Run one step in a fresh process (its own CUDA context and backend state) under a cap."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--step", name]
+    command = [sys.executable, "-m", "bench", "gpu", "--step", name]
     command += ["--data-dir", ctx.data_dir] if ctx.data_dir else []
     command += ["--deterministic"] if ctx.deterministic else []
     command += ["--cap", str(cap_s)]
@@ -688,7 +680,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_step(args.step, ctx, args.cap)), flush=True)
         return 0
     if not args.dry_run and not torch.cuda.is_available():
-        print("bench/gpu.py: no CUDA device (torch sees none); use --dry-run", file=sys.stderr)
+        print(
+            "python -m bench gpu: no CUDA device (torch sees none); use --dry-run", file=sys.stderr
+        )
         return 2
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if "searches" in skip:
@@ -696,13 +690,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = skip - set(CAPS) - {"searches"}
     if unknown:
         print(
-            f"bench/gpu.py: unknown step(s) in --skip: {', '.join(sorted(unknown))}",
+            f"python -m bench gpu: unknown step(s) in --skip: {', '.join(sorted(unknown))}",
             file=sys.stderr,
         )
         return 2
     output = Path(args.output) if args.output else (None if args.dry_run else DEFAULT_OUTPUT)
     command = "bash bench/gpu.sh " + " ".join(argv if argv is not None else sys.argv[1:])
-    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    started = stamp()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -711,9 +705,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def write() -> None:
             if output is not None:
-                update_section(
-                    output, SECTION, render(results, command.strip(), data_note, started)
-                )
+                write_section(SECTION, render(results, command.strip(), data_note, started), output)
 
         for name, cap in CAPS.items():
             if name in skip or (args.dry_run and name.startswith(("search", "tests"))):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 18 and 44 in one command (bench/gpu.py): the tests marked gpu (the CUDA
+# The GPU checks of issues 18 and 44 in one command (python -m bench gpu): the tests marked gpu (the CUDA
 # graph capture among them), the matmul peaks, the trainer's images/s eager and with its step in a
 # CUDA graph (v1, v2 and two search designs), and a search at 1, 2, 4 and 8 workers per GPU. Under
 # 9.5 minutes on one GPU, so it fits one 10-minute device call; it rewrites the "## GPU" section of
@@ -22,4 +22,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout --signal=TERM --kill-after=10 560 "$PYTHON" bench/gpu.py "$@"
+exec timeout --signal=TERM --kill-after=10 560 "$PYTHON" -m bench gpu "$@"

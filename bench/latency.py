@@ -1,8 +1,8 @@
 """How noisy ``latency_ms`` is as the search measures it: the same design timed again and again,
 alone and while sibling workers train on the same cores.
 
-    python bench/latency.py                     # v1 and v2, 15 timings each, 0 and 1 siblings
-    python bench/latency.py --siblings 0 1 --repeats 15 --write
+    python -m bench latency                     # v1 and v2, 15 timings each, 0 and 1 siblings
+    python -m bench latency --siblings 0 1 --repeats 15 --write
 
 A trial times its design at batch 1 with `explorer.training.measure_latency` (7 repeats within
 0.3 s, the median) right before it trains, while the other workers of the machine train their own
@@ -21,10 +21,11 @@ import time
 from datetime import date
 
 import torch
-from report import machine, write_section
 
 from explorer.training import load_dataset, measure_latency
 from search_space import REFERENCES, NetworkConfig, build_network
+
+from ._common import machine, write_section
 
 SECTION = "Latency noise"
 
@@ -70,7 +71,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     load_dataset("fashion-mnist")  # fail early, with one line, where the data is missing
-    lines = [f"{machine()}; {date.today()}; `python bench/latency.py --siblings "
+    lines = [f"{machine()}; {date.today()}; `python -m bench latency --siblings "
              f"{' '.join(map(str, args.siblings))} --repeats {args.repeats}`", "",
              "| design | siblings training | median ms | 5-95% range / median |",
              "|---|---|---|---|"]  # fmt: skip

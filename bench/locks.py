@@ -1,8 +1,8 @@
 """How long a claim holds the study's lock, at 2,000 finished trials, with 1 and 8 claiming processes.
 
-    python bench/locks.py                                 # journal and PostgreSQL, 1 and 8 processes
-    python bench/locks.py --storage postgres --processes 8 --claims 40
-    python bench/locks.py --write                         # also write the BENCHMARKS.md section
+    python -m bench locks                                 # journal and PostgreSQL, 1 and 8 processes
+    python -m bench locks --storage postgres --processes 8 --claims 40
+    python -m bench locks --write                         # also write the BENCHMARKS.md section
 
 Fills a fresh study (a journal file in a temporary folder, or a fresh database on the local
 PostgreSQL server) with synthetic finished trials over three rungs (by default 1,500 / 375 / 125:
@@ -33,11 +33,12 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from report import machine, write_section
 
 from explorer.search import Claimer, Done, SearchSettings, Wait, open_search_study
 from explorer.store import HOLDS, open_storage, rung_studies
 from search_space import DEFAULT_SPACE, NetworkConfig, config_from_trial
+
+from ._common import ROOT, machine, write_section
 
 SECTION = "Claim lock hold at 2,000 trials"
 STUDY = "locks"
@@ -136,13 +137,16 @@ def measure(url: str, processes: int, claims: int) -> dict:
         subprocess.Popen(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                "bench",
+                "locks",
                 "--child",
                 url,
                 str(claims),
                 str(start_at),
                 str(folder / f"{i}.json"),
-            ]
+            ],
+            cwd=ROOT,
         )  # fmt: skip
         for i in range(processes)
     ]
@@ -203,7 +207,7 @@ def main() -> None:
         claim_loop(url, int(claims), float(start_at), Path(out))
         return
     kinds = ("journal", "postgres") if args.storage == "both" else (args.storage,)
-    lines = [f"{machine()}; {date.today()}; `python bench/locks.py "
+    lines = [f"{machine()}; {date.today()}; `python -m bench locks "
              f"--storage {args.storage} --claims {args.claims}`", "",
              f"{sum(args.trials):,} finished trials ({' / '.join(map(str, args.trials))} by rung); "
              "times in ms over every claim of every process", "",

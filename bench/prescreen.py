@@ -1,6 +1,6 @@
 """Does pre-screening with a zero-cost proxy find a better front in the same wall time?
 
-    python bench/prescreen.py --seconds 100 --seeds 0 1 2 --m 4 --proxy naswot [--write]
+    python -m bench prescreen --seconds 100 --seeds 0 1 2 --m 4 --proxy naswot [--write]
 
 For each seed, two searches from scratch on the smoke budget, each given the same wall time: the
 search as `explorer.search.run_worker` runs it (multi-objective TPE, pruning on), and the same
@@ -14,7 +14,7 @@ by the hypervolume of (validation accuracy, parameters) over the trials finished
 proxy" section of BENCHMARKS.md (for another budget, a section of its own); ``--parallel 2`` runs
 two searches at a time.
 
-    python bench/prescreen.py --seconds 20 --seeds 0   # a sanity run of under a minute
+    python -m bench prescreen --seconds 20 --seeds 0   # a sanity run of under a minute
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import time
 from datetime import date, timedelta
 
 import optuna
-from report import machine, write_section
 
 from explorer.analysis import RULE, compare, hypervolume, pareto_front, study_records
 from explorer.search import SearchSettings, run_worker
 from explorer.store import load_study, trial_attr
 from explorer.training import PROXY_NAMES, budget, usable_cpus
+
+from ._common import machine, write_section
 
 SECTION = "Pre-screening with a proxy"
 STUDY = "prescreen"
@@ -116,7 +117,7 @@ def run_all(jobs: list[tuple[int, int]], args: argparse.Namespace, folder: str):
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="sanity run: python bench/prescreen.py --seconds 20 --seeds 0",
+        epilog="sanity run: python -m bench prescreen --seconds 20 --seeds 0",
     )
     p.add_argument("--seconds", type=float, default=100.0, help="wall time of each search")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -162,7 +163,7 @@ def report(rows: list[tuple[int, int, dict]], args: argparse.Namespace) -> str:
     parallel = args.parallel > 1
     return "\n".join(
         [
-            f"`python bench/prescreen.py --seconds {args.seconds:g} --seeds "
+            f"`python -m bench prescreen --seconds {args.seconds:g} --seeds "
             f"{' '.join(map(str, args.seeds))} --m {args.m} --proxy {args.proxy} --budget {args.budget}"
             f"{f' --parallel {args.parallel}' if parallel else ''}` "
             f"({date.today().isoformat()}; {machine()}, {args.threads} torch thread(s) per search"

@@ -1,6 +1,6 @@
 """Zero-cost proxies against trained accuracy, on our own search space, next to parameter count.
 
-    python bench/proxies.py --storage studies/explorer.journal [--study NAME] [--write]
+    python -m bench proxies --storage studies/explorer.journal [--study NAME] [--write]
 
 Takes every complete trial of a study (references included; pruned trials have no final
 accuracy), scores its design with every proxy of `explorer.training.proxies` at the initial weights that
@@ -24,13 +24,14 @@ from datetime import date
 
 import numpy as np
 import torch
-from report import machine, write_section
 from scipy import stats
 
 from explorer.analysis import study_records
 from explorer.store import load_study, open_storage, study_config, study_names
 from explorer.training import PROXY_NAMES, load_dataset, proxy_scores
 from search_space import network_params
+
+from ._common import machine, write_section
 
 SECTION = "Zero-cost proxies on our space"
 BOOTSTRAP = 2000
@@ -170,7 +171,7 @@ def main() -> None:
     best_partial = max(PROXY_NAMES, key=lambda n: partials[n])
     body = "\n".join(
         [
-            f"`python bench/proxies.py --storage {args.storage}{' --study ' + name if args.study else ''}`"
+            f"`python -m bench proxies --storage {args.storage}{' --study ' + name if args.study else ''}`"
             f" ({date.today().isoformat()}; {machine(threads=True)}).",
             "",
             f"{len(rows)} trained designs of study `{name}` ({dataset}, budget `{budget}`, "

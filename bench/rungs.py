@@ -1,10 +1,10 @@
 """Successive halving across budgets: what it costs, whether its front holds, whether it pays.
 
-    python bench/rungs.py time --trials 100            # three rungs against --rungs 1, wall time
-    python bench/rungs.py hold --storage S             # re-evaluate S's front, Kendall tau, verdicts
-    python bench/rungs.py worth --seeds 0,1 --trials 30    # against single-budget at equal wall time
-    python bench/rungs.py signals --storage S          # bottom rung's accuracy and loss vs the top
-    python bench/rungs.py prune --seeds 0 --trials 30  # three rungs with and without pruning
+    python -m bench rungs time --trials 100            # three rungs against --rungs 1, wall time
+    python -m bench rungs hold --storage S             # re-evaluate S's front, Kendall tau, verdicts
+    python -m bench rungs worth --seeds 0,1 --trials 30    # against single-budget at equal wall time
+    python -m bench rungs signals --storage S          # bottom rung's accuracy and loss vs the top
+    python -m bench rungs prune --seeds 0 --trials 30  # three rungs with and without pruning
 
 Each mode prints its table and replaces its own section of BENCHMARKS.md (command, machine,
 date). `time` runs the two searches one after the other in fresh journals under --dir; `hold`
@@ -24,12 +24,9 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
-from report import machine
-from report import write_section as _write_section
 
 from explorer.analysis import (
     hypervolume,
@@ -41,14 +38,10 @@ from explorer.analysis import (
 )
 from explorer.store import open_storage, storage_of, study_config
 
-ROOT = Path(__file__).resolve().parents[1]
+from ._common import ROOT, machine, stamp
+from ._common import write_section as _write_section
+
 STUDY = "fashion-mnist-inception-block"
-
-
-def stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 WRITE = True
 
 
@@ -122,7 +115,7 @@ def mode_time(args) -> None:
         rows.append((label, wall, study_config(study).budget, per_rung(study)))
     ratio = rows[0][1] / rows[1][1]
     body = [
-        f"Command: `python bench/rungs.py time --trials {args.trials}"
+        f"Command: `python -m bench rungs time --trials {args.trials}"
         + (f" --mf-budget {args.mf_budget}" if args.mf_budget else "")
         + (f" --single-budget {args.single_budget}" if args.single_budget else "")
         + f"` (the two searches one after the other, fresh journals). Machine: {machine()}. "
@@ -207,7 +200,7 @@ def mode_hold(args) -> None:
             f"{len(held)} still do after re-evaluation"
         )
     body = [
-        f"Command: `python bench/rungs.py hold --storage {storage} --budget {args.budget} "
+        f"Command: `python -m bench rungs hold --storage {storage} --budget {args.budget} "
         f"--seeds {args.seeds}"
         + (f" --up-to {args.up_to}" if args.up_to else "")
         + "` "
@@ -333,7 +326,7 @@ def mode_worth(args) -> None:
             out.append((_reevaluated_front(storage, args.long, args.parallel), per_rung(study)))
         rows.append((seed, wall, out))
     body = [
-        f"Command: `python bench/rungs.py worth --seeds {args.seeds} --trials {args.trials} "
+        f"Command: `python -m bench rungs worth --seeds {args.seeds} --trials {args.trials} "
         f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
         "Per search seed: the three-rung search with --trials designs, then a single-budget "
         "search (--rungs 1) given the same wall time; each front re-evaluated at "
@@ -438,7 +431,7 @@ def mode_signals(args) -> None:
             loss_tau = kendall_tau([p[1] for p in pairs], [p[2] for p in pairs])
             rows.append((rung, len(pairs), acc_tau, loss_tau))
     body = [
-        f"Command: `python bench/rungs.py signals --storage {args.storage}`. Machine: {machine()}. "
+        f"Command: `python -m bench rungs signals --storage {args.storage}`. Machine: {machine()}. "
         f"Date: {stamp()}.",
         f"Study: {config.rungs} rungs, eta {config.eta}, top budget `{config.budget}`. Over the "
         "designs that reached the top rung: Kendall tau of each lower rung's validation accuracy, "
@@ -504,7 +497,7 @@ def mode_prune(args) -> None:
             out.append((_span_s(storage), _pruning(study), front.hypervolume, front.size))
         rows.append((seed, out))
     body = [
-        f"Command: `python bench/rungs.py prune --seeds {args.seeds} --trials {args.trials} "
+        f"Command: `python -m bench rungs prune --seeds {args.seeds} --trials {args.trials} "
         f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
         "Per search seed: the three-rung search (dominated-at-epoch pruning at every rung) "
         "and the same search with --no-prune, same seed and designs asked for; search time from "

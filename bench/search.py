@@ -1,8 +1,8 @@
 """Search benchmarks: the default 100-trial run, default sampler against random, pruning's effect.
 
-    python bench/search.py default            # wall time of `python -m explorer.search --trials 100`
-    python bench/search.py samplers           # hypervolume, tpe vs random, 3 seeds, smoke budget
-    python bench/search.py prune              # time saved and front quality lost by pruning
+    python -m bench search default            # wall time of `python -m explorer.search --trials 100`
+    python -m bench search samplers           # hypervolume, tpe vs random, 3 seeds, smoke budget
+    python -m bench search prune              # time saved and front quality lost by pruning
 
 Each mode prints a table and replaces its own section of BENCHMARKS.md (command, machine, date).
 Hypervolume is on (validation accuracy, parameters) against the fixed reference point
@@ -22,7 +22,6 @@ from datetime import date
 from pathlib import Path
 
 import optuna
-from report import machine, write_section
 
 from explorer.analysis import (
     RULE,
@@ -44,7 +43,7 @@ from explorer.search import (
 )
 from explorer.store import open_storage, study_config
 
-ROOT = Path(__file__).resolve().parents[1]
+from ._common import ROOT, machine, write_section
 
 
 def front_vs_refs(records) -> list[str]:
@@ -109,7 +108,7 @@ def mode_default(args) -> None:
     body = [
         f"Command: `python -m explorer.search --trials {args.trials}` (defaults: Fashion-MNIST, "
         f"one budget `{budget}`, sampler {config.sampler if config else '?'}, pruning on, "
-        "`--verify 8`, a race of 3 to 8 paired seeds a claim) via `python bench/search.py default`.",
+        "`--verify 8`, a race of 3 to 8 paired seeds a claim) via `python -m bench search default`.",
         f"Machine: {machine()}. Date: {date.today()}.",
         "",
         f"- wall time: **{wall / 60:.1f} min** for {args.trials} search designs plus the v1/v2 "
@@ -202,7 +201,7 @@ def mode_samplers(args) -> None:
         )
         print(rows[-1], flush=True)
     body = [
-        f"Command: `python bench/search.py samplers --trials {args.trials} --budget {args.budget} "
+        f"Command: `python -m bench search samplers --trials {args.trials} --budget {args.budget} "
         f"--seeds {args.seeds} --parallel {args.parallel}`. Machine: {machine()}. "
         f"Date: {date.today()}. Searches ran {args.parallel} at a time, one torch thread each "
         "per core share, so wall times are comparable within the table only.",
@@ -243,7 +242,7 @@ def mode_prune(args) -> None:
         )
         print(rows[-1], flush=True)
     body = [
-        f"Command: `python bench/search.py prune --trials {args.trials} --budget {args.budget} "
+        f"Command: `python -m bench search prune --trials {args.trials} --budget {args.budget} "
         f"--seeds {args.seeds} --parallel {args.parallel}`. Machine: {machine()}. "
         f"Date: {date.today()}. Searches ran {args.parallel} at a time.",
         "",

@@ -1,9 +1,9 @@
 """Search strategies at equal wall time: which returns the best front for its time on this machine.
 
-    python bench/strategies.py run --minutes 30 --seeds 0,1,2        # search cells, resumable
-    python bench/strategies.py judge --points 10,30 --budget quickx10 # retrain fronts, resumable
-    python bench/strategies.py report --points 10,30 --write          # the table, BENCHMARKS.md
-    python bench/strategies.py claims --strategies quick-tpe-verify3 --seeds 2 --points 30
+    python -m bench strategies run --minutes 30 --seeds 0,1,2        # search cells, resumable
+    python -m bench strategies judge --points 10,30 --budget quickx10 # retrain fronts, resumable
+    python -m bench strategies report --points 10,30 --write          # the table, BENCHMARKS.md
+    python -m bench strategies claims --strategies quick-tpe-verify3 --seeds 2 --points 30
                                       # each search claim: margin at search, verification, judge
 
 `run` gives each (strategy, seed) cell the whole machine for --minutes (``--timeout``, every
@@ -48,7 +48,6 @@ from pathlib import Path
 
 import optuna
 import torch
-from report import machine, write_section
 
 from explorer.analysis import (
     RULE,
@@ -66,7 +65,8 @@ from explorer.store import TrialRecord, open_storage, study_config
 from explorer.training import budget, load_dataset
 from search_space import REFERENCES, NetworkConfig, network_params
 
-ROOT = Path(__file__).resolve().parents[1]
+from ._common import ROOT, JsonState, machine, results_dir, write_section
+
 STUDY = "s"
 SECTION = "Search strategies at equal wall time"
 # name -> the search flags of that strategy (the seed, storage and timeout are added per cell)
@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("mode", choices=("run", "judge", "report", "claims"))
     p.add_argument(
         "--dir",
-        default=str(ROOT / "bench" / "results" / "strategies"),
+        default=str(results_dir("strategies")),
         help="where the journals and results go (committed: a later session goes on)",
     )
     p.add_argument(
@@ -233,7 +233,7 @@ def mode_run(ns: argparse.Namespace) -> None:
         run_cell(folder, cell, name, seed, minutes)
         ran += 1
     left = [r for r in runs(ns) if not done_file(folder, r[0], r[2]).exists()]
-    print(f"{len(left)} cells left" + (f"; continue with: python bench/strategies.py run "
+    print(f"{len(left)} cells left" + (f"; continue with: python -m bench strategies run "
           f"--minutes {ns.minutes:g} --points {ns.points} --seeds {ns.seeds} "
           f"--strategies {ns.strategies}" if left else ""))  # fmt: skip
 
@@ -282,24 +282,20 @@ class Judged:
     """Retrained results by design (network JSON), budget and seed, kept in a JSON file."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
+        self.state = JsonState(path)
 
     def key(self, network: NetworkConfig, budget_name: str, seed: int) -> str:
         return f"{network.to_json()}|{budget_name}|{seed}"
 
     def get(self, network: NetworkConfig, budget_name: str, seed: int = 0) -> dict | None:
-        return self.data.get(self.key(network, budget_name, seed))
+        return self.state.get(self.key(network, budget_name, seed))
 
     def put(self, network: NetworkConfig, budget_name: str, seed: int, val: float, test: float,
             seconds: float | None = None):  # fmt: skip
         entry = {"val": val, "test": test}
         if seconds is not None:
             entry["seconds"] = round(seconds, 1)
-        self.data[self.key(network, budget_name, seed)] = entry
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
-        tmp.replace(self.path)
+        self.state.put(self.key(network, budget_name, seed), entry)
 
 
 _DATA = None  # each judge process's copy of the dataset (`_judge_init`)
@@ -437,7 +433,7 @@ def mode_report(ns: argparse.Namespace) -> None:
         *cpu_lines(folder, names, seeds, points),
     ]
     body = [
-        f"Command: `python bench/strategies.py run --minutes {max(points):g} --seeds {ns.seeds}`, "
+        f"Command: `python -m bench strategies run --minutes {max(points):g} --seeds {ns.seeds}`, "
         f"`judge --budget {ns.budget} --up-to {ns.up_to}`, `report --up-to {ns.up_to}`. "
         f"Report made on: {machine()} (it only reads; the CPU each seed's cells ran on is listed "
         f"below). Date: {datetime.now(timezone.utc):%Y-%m-%d}.",

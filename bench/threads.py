@@ -1,6 +1,6 @@
 """How a CPU search should spend its cores: torch threads per trial against worker processes.
 
-    python bench/threads.py [--budget quick] [--trials 3]
+    python -m bench threads [--budget quick] [--trials 3]
 
 Trains the v1 and v2 reference designs in the search's own skeleton on Fashion-MNIST under one
 budget, the way a search worker does, in three layouts of the machine's cores:
@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 from datetime import date
+
+from ._common import ROOT, machine, write_section
 
 
 def one(args) -> None:
@@ -58,7 +60,9 @@ def run(threads: int, processes: int, args) -> tuple[float, float]:
     """(seconds per trial, trials per minute) for `processes` children of `threads` threads."""
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "bench",
+        "threads",
         "_one",
         "--threads",
         str(threads),
@@ -69,7 +73,8 @@ def run(threads: int, processes: int, args) -> tuple[float, float]:
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(processes)
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(processes)
     ]
     times = []
     for p in procs:
@@ -93,8 +98,6 @@ def main() -> None:
     if args.mode == "_one":
         one(args)
         return
-    from report import machine, write_section
-
     cores = os.cpu_count() or 1
     layouts = [(1, 1), (cores, 1), (1, cores)]
     rows = []
@@ -103,7 +106,7 @@ def main() -> None:
         rows.append(f"| {processes} | {threads} | {per_trial:.1f} | {rate:.2f} |")
         print(rows[-1], flush=True)
     body = [
-        f"Command: `python bench/threads.py --budget {args.budget} --trials {args.trials}`. "
+        f"Command: `python -m bench threads --budget {args.budget} --trials {args.trials}`. "
         f"Machine: {machine()}. Date: {date.today()}.",
         f"v1 and v2 in the search skeleton, {args.budget} budget, {args.trials} trials per "
         "process; processes run at the same time.",

@@ -7,8 +7,8 @@ transforms loop. Training FLOPs are counted as 3 x the forward FLOPs (forward, p
 for inputs and weights), forward FLOPs as 2 x multiply-adds (see explorer.training.metrics). Writes the
 "Trainer throughput" section of BENCHMARKS.md with the command, machine, date and load average.
 
-    python bench/trainer.py            # the full measurement (a few minutes on 2 CPU cores)
-    python bench/trainer.py --quick    # a sanity run of well under a minute, nothing written
+    python -m bench trainer            # the full measurement (a few minutes on 2 CPU cores)
+    python -m bench trainer --quick    # a sanity run of well under a minute, nothing written
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from report import environment_lines, set_threads, update_section
 
 from explorer.training import (
     BUDGETS,
@@ -37,39 +36,20 @@ from explorer.training import (
 )
 from search_space import REFERENCES, NetworkConfig, build_network
 
+from ._common import (
+    LOAD_AT_START,
+    add_run_args,
+    command,
+    environment_lines,
+    matmul_peak,
+    set_threads,
+    write_section,
+)
+
 SECTION = "Trainer throughput"
 
 
 # --- measurements ------------------------------------------------------------------------------
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def matmul_peak(
-    device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...], seconds: float
-) -> tuple[float, int]:
-    """(best FLOP/s, at size n) of n x n matmuls; 2 n^3 FLOPs each."""
-    best, best_n = 0.0, sizes[0]
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        torch.mm(a, b)
-        _sync(device)
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            for _ in range(4):
-                torch.mm(a, b)
-            _sync(device)
-            rate = 4 * 2 * n**3 / (time.perf_counter() - t0)
-            if rate > best:
-                best, best_n = rate, n
-    return best, best_n
 
 
 def trainer_rate(
@@ -149,19 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated CPU thread counts to compare (default: 1 and all)",
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a sanity run: 256 images, batch 64, no compile, nothing written",
-    )
-    parser.add_argument(
-        "--output",
-        default="BENCHMARKS.md",
-        help="the file whose 'Trainer throughput' section is rewritten",
-    )
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    add_run_args(parser, SECTION, quick="256 images, batch 64, no compile")
     args = parser.parse_args(argv)
     try:
         args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -320,13 +288,12 @@ def write_results(
     ]
     if compile_note:
         body.append(f"- {compile_note}")
-    update_section(Path(args.output), SECTION, "\n".join(body))
+    write_section(SECTION, "\n".join(body), Path(args.output))
     print(f"wrote the '{SECTION}' section of {args.output}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    load_start = os.getloadavg()[0]
     try:
         device = resolve_device(args.device)
         dataset = load_dataset(data_dir=args.data_dir)
@@ -361,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if compile_note:
         print(compile_note)
     if not args.no_write:
-        command = "python bench/trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_results(m, args, command, threads, load_start, compile_note)
+        write_results(m, args, command("trainer", argv), threads, LOAD_AT_START, compile_note)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The verdict rule's error rate and power, measured on the project's own per-seed results.
 
-    python bench/verdicts.py             # print the section
-    python bench/verdicts.py --write     # and replace "Verdicts: error rate and power" in BENCHMARKS.md
+    python -m bench verdicts             # print the section
+    python -m bench verdicts --write     # and replace "Verdicts: error rate and power" in BENCHMARKS.md
 
 The seed noise of a paired difference at the verification budget (``quickx10``) is taken from the
 3-seed retrainings BENCHMARKS.md records (every design of one study trained with seeds 0, 1 and
@@ -22,9 +22,10 @@ import sys
 from datetime import date
 
 import numpy as np
-from report import BENCHMARKS, machine, write_section
 
 from explorer.analysis import RacePlan, race_verdicts
+
+from ._common import BENCHMARKS, machine, write_section
 
 SECTION = "Verdicts: error rate and power"
 ROW = re.compile(r"^\| (#\d+|v[12] \(#\d+\)) \|.*\| (0\.\d{4} 0\.\d{4} 0\.\d{4}) \| 0\.\d{4} ± ")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{pw:.3f} | {pw_seeds:.2f} |")  # fmt: skip
     designs = sum(len(t) for t in tables)
     body = [
-        f"Command: `python bench/verdicts.py --races {ns.races} --cap {ns.cap} --write`. Machine: "
+        f"Command: `python -m bench verdicts --races {ns.races} --cap {ns.cap} --write`. Machine: "
         f"{machine()}. Date: {date.today():%Y-%m-%d}.",
         "",
         f"Noise: {len(pool)} paired-difference residuals from {len(tables)} studies ({designs} "

@@ -1,8 +1,8 @@
-"""The bench/ scripts stay runnable against today's API: each command answers ``--help``, imports
-from explorer only what a package exports, and keeps its functions short enough to read.
-
-A bench script is a command when it has an ``if __name__ == "__main__":`` block; the others
-(bench/report.py) are libraries the commands import.
+"""bench/ is one tool: ``python -m bench NAME`` runs each bench of its table and every one answers
+``--help``; the benches share one module of helpers (bench/_common.py: machine facts, timing,
+BENCHMARKS.md sections, resumable state), edit no ``sys.path``, import from explorer only what a
+package exports, and keep their functions short enough to read; every section a bench writes names
+the command that rewrites it.
 """
 
 from __future__ import annotations
@@ -10,16 +10,25 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import json
 import math
+import multiprocessing
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench import _common
+from bench.__main__ import BENCHES, QUICK
+from bench.__main__ import main as bench_main
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SCRIPTS = sorted(BENCH.glob("*.py"))
+SHARED = {"__init__.py", "__main__.py", "_common.py"}  # the tool itself, not benches
 SURFACES = {f"explorer.{name}" for name in ("store", "training", "analysis", "search", "evaluate",
                                             "export", "ablate", "usage", "cli")}  # fmt: skip
 MAX_FUNCTION_LINES = 120
@@ -29,41 +38,154 @@ def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
 
-def _is_command(path: Path) -> bool:
-    for node in _tree(path).body:
-        if (
-            isinstance(node, ast.If)
-            and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name)
-            and node.test.left.id == "__name__"
-        ):
-            return True
-    return False
-
-
-COMMANDS = [p for p in SCRIPTS if _is_command(p)]
-
-
 def _name(path: Path) -> str:
     return path.name
 
 
-def test_the_commands_are_found():
-    assert len(COMMANDS) >= 9, [p.name for p in COMMANDS]
-    assert BENCH / "report.py" in SCRIPTS and BENCH / "report.py" not in COMMANDS
+def test_the_table_holds_every_bench_and_each_has_a_main():
+    modules = sorted(p.stem for p in SCRIPTS if p.name not in SHARED)
+    assert sorted(BENCHES) == modules
+    for name in BENCHES:
+        tree = _tree(BENCH / f"{name}.py")
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body), name
 
 
-@pytest.mark.parametrize("script", COMMANDS, ids=_name)
-def test_each_command_answers_help(script):
-    proc = subprocess.run(
-        [sys.executable, f"bench/{script.name}", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_the_tool_lists_every_bench_with_one_line():
+    proc = _run("--help")
+    assert proc.returncode == 0, proc.stderr
+    listed = re.findall(r"^  (\w+) +\S.*$", proc.stdout, re.M)
+    assert listed == list(BENCHES)
+
+
+@pytest.mark.parametrize("argv, message", [([], "usage: python -m bench NAME"),
+                                           (["benchmark"], "no bench 'benchmark'")])  # fmt: skip
+def test_a_missing_or_unknown_bench_is_a_usage_error(argv, message, capsys):
+    assert bench_main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err
+    if argv:
+        assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", list(BENCHES))
+def test_each_bench_answers_help(name):
+    proc = _run(name, "--help")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith(f"usage: {script.name}"), proc.stdout[:500]
+    assert proc.stdout.startswith(f"usage: python -m bench {name}"), proc.stdout[:500]
+
+
+def test_make_bench_runs_the_quick_benches():
+    """`make bench` runs exactly the benches the table marks quick, through the one entry."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^bench:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    run = [shlex.split(line)[2:4] for line in recipe.strip().splitlines()]
+    assert all(r[0] == "bench" for r in run) and [r[1] for r in run] == list(QUICK)
+    assert len(QUICK) >= 3
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=_name)
+def test_no_bench_edits_sys_path(script):
+    """A bench imports its helpers as a package module (``from ._common import ...``)."""
+    for node in ast.walk(_tree(script)):
+        assert not (isinstance(node, ast.Attribute) and node.attr == "path"
+                    and isinstance(node.value, ast.Name) and node.value.id == "sys"), (
+            f"{script.name}:{node.lineno} uses sys.path")  # fmt: skip
+
+
+def _section_titles(path: Path) -> set[str]:
+    """The literal titles a bench hands `write_section` (directly or through a module constant)."""
+    tree = _tree(path)
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}  # fmt: skip
+    titles = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", "").endswith("write_section")
+                and node.args):  # fmt: skip
+            first = node.args[0]
+            if isinstance(first, ast.Constant):
+                titles.add(first.value)
+            elif isinstance(first, ast.Name) and first.id in constants:
+                titles.add(constants[first.id])
+    return titles
+
+
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_each_section_a_bench_writes_names_the_command_that_rewrites_it():
+    sections = _sections((ROOT / "BENCHMARKS.md").read_text())
+    found = 0
+    for name in BENCHES:
+        for title in _section_titles(BENCH / f"{name}.py"):
+            if title in sections:  # a bench not yet run has no section
+                found += 1
+                assert f"python -m bench {name}" in sections[title], title
+    assert found >= 12
+
+
+def test_nothing_names_the_old_script_form():
+    pages = [ROOT / "BENCHMARKS.md", ROOT / "README.md", ROOT / "Makefile",
+             *(ROOT / "docs").glob("*.md"), *SCRIPTS, BENCH / "gpu.sh"]  # fmt: skip
+    old = [
+        f"{p.name}: {m}"
+        for p in pages
+        for m in re.findall(r"python3? bench/\w+\.py", p.read_text())
+    ]
+    assert not old
+
+
+def test_write_section_replaces_one_section_and_wants_its_command(tmp_path):
+    path = tmp_path / "B.md"
+    path.write_text("# Benchmarks\n\n## A\n\nold a\n\n## B\n\nold b\n")
+    _common.write_section("A", "Command: `python -m bench x`.\nnew a", path)
+    _common.write_section("C", "Command: `python -m bench y`.", path)
+    assert path.read_text() == (
+        "# Benchmarks\n\n## A\n\nCommand: `python -m bench x`.\nnew a\n\n## B\n\nold b\n\n"
+        "## C\n\nCommand: `python -m bench y`.\n"
+    )
+    with pytest.raises(ValueError, match="does not name"):
+        _common.write_section("B", "figures with no command", path)
+    assert "old b" in path.read_text()
+
+
+def test_the_command_line_is_the_one_entry():
+    assert _common.command("trainer", []) == "python -m bench trainer"
+    assert _common.command("rungs", ["hold", "--storage", "a b.journal"]) == (
+        "python -m bench rungs hold --storage 'a b.journal'"
+    )
+    assert _common.machine().count(", ") >= 4 and "CPU cores" in _common.machine()
+
+
+def _put_many(path: str, prefix: str, count: int) -> None:
+    state = _common.JsonState(path)
+    for i in range(count):
+        state.put(f"{prefix}{i}", {"i": i})
+
+
+def test_resumable_state_keeps_every_process_s_entries(tmp_path):
+    """Two processes writing one state file at once lose none of each other's entries, and a
+    reader sees what a writer added after the reader's first look."""
+    path = tmp_path / "results" / "state.json"
+    reader = _common.JsonState(path)
+    assert reader.get("a0") is None
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_put_many, args=(str(path), p, 25)) for p in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    data = json.loads(path.read_text())
+    assert sorted(data) == sorted(f"{p}{i}" for p in "ab" for i in range(25))
+    assert reader.get("b24") == {"i": 24}
+    assert _common.results_dir("strategies") == BENCH / "results" / "strategies"
 
 
 def _explorer_imports(tree: ast.Module) -> list[tuple[int, str, list[str]]]:
@@ -127,8 +249,7 @@ def test_no_bench_function_is_too_long_to_read(script):
 
 
 def _strategies(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))  # as `python bench/strategies.py` runs it
-    return importlib.import_module("strategies")
+    return importlib.import_module("bench.strategies")
 
 
 def test_strategies_packs_a_finished_cell_and_reads_each_design_once(tmp_path, monkeypatch):
@@ -272,10 +393,9 @@ def test_strategies_report_says_on_which_cpu_each_seed_ran(tmp_path, monkeypatch
 
 
 def test_the_verdict_bench_reads_the_recorded_per_seed_tables(monkeypatch):
-    """bench/verdicts.py takes its seed noise from the 3-seed tables BENCHMARKS.md records: two
+    """`python -m bench verdicts` takes its seed noise from the 3-seed tables BENCHMARKS.md records: two
     studies (12 and 6 designs), every pair of designs of a study paired seed by seed."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    import verdicts
+    from bench import verdicts
 
     tables = verdicts.studies((ROOT / "BENCHMARKS.md").read_text())
     assert sorted(len(t) for t in tables) == [6, 12]

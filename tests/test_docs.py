@@ -1,7 +1,7 @@
 """Every command the README and docs/ show still parses: each `python -m explorer...` and
 `inception-explorer ...` line goes through its command's own parser (the search's through its
-settings check too), each `make` target exists, each bench script is there. A renamed flag or
-a dropped subcommand fails here, not in a user's terminal."""
+settings check too), each `make` target exists, each `python -m bench NAME` names a bench of its
+table. A renamed flag or a dropped subcommand fails here, not in a user's terminal."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-STARTS = ("python -m explorer", "inception-explorer ", "make ", "python bench/", "bash bench/")
+STARTS = ("python -m explorer", "inception-explorer ", "make ", "python -m bench ", "bash bench/")
 
 
 def commands(text: str) -> list[str]:
@@ -60,8 +60,13 @@ def test_a_documented_command_still_parses(page, line, monkeypatch, tmp_path):
             return
         sub = "search" if words[1] == "search" else "dashboard"
         words = ["inception-explorer", sub, *shlex.split(extra[0])]
-    if words[0] in ("python", "bash") and words[1].startswith("bench/"):
+    if words[0] == "bash" and words[1].startswith("bench/"):
         assert (ROOT / words[1]).is_file(), f"{page}: {words[1]} does not exist"
+        return
+    if words[:3] == ["python", "-m", "bench"]:
+        from bench.__main__ import BENCHES
+
+        assert words[3] in (*BENCHES, "--help"), f"{page}: `{line}` names no bench of its table"
         return
     if words[:2] == ["python", "-m"]:
         module, args = words[2], words[3:]

@@ -148,17 +148,13 @@ def test_every_command_configures_the_backend_as_its_workers_do(
     assert torch.is_deterministic_algorithms_warn_only_enabled()  # set by the call, not a default
 
 
-# --- the measurement script (bench/gpu.py), on any machine ------------------------------------
+# --- the measurement (`python -m bench gpu`), on any machine -----------------------------------
 
 
 def _bench_gpu():
-    import importlib.util
+    from bench import gpu
 
-    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return gpu
 
 
 @pytest.mark.slow
