@@ -113,7 +113,7 @@ def bars(measured: Measured, metric: str = "val") -> list[Bar]:
     level = start
     for i, r in main:
         delta = _mean(r, metric)
-        out.append(Bar(GROUP_TITLES[r.group], level, delta, r.params[1], i, _paired(r, metric)))
+        out.append(Bar(r.step.title, level, delta, r.params[1], i, _paired(r, metric)))
         level += 0.0 if math.isnan(delta) else delta
     end = main[-1][1]
     out.append(

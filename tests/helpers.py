@@ -22,8 +22,9 @@ from search_space import (
     REFERENCES,
     NetworkConfig,
     build_network,
-    config_from_trial,
+    network_from_trial,
     network_params,
+    reference_network,
 )
 
 
@@ -35,8 +36,11 @@ def make_study(
     weights: bool = True,
     pruned: int = 1,
     failed: int = 1,
+    stages: tuple[int, ...] = (1, 1),
+    per_stage: bool = False,
 ) -> optuna.Study:
-    """A study with the v1/v2 references, `n_search` complete designs, pruned and failed trials."""
+    """A study with the v1/v2 references, `n_search` complete designs, pruned and failed trials;
+    with `per_stage`, each design has its own block per stage of `stages`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(seed)
     proxy_rng = random.Random(seed + 1)  # its own stream: the accuracies stay as they were
@@ -50,22 +54,23 @@ def make_study(
     study.set_user_attr("dataset", "fashion-mnist")
     study.set_user_attr("budget", "smoke")
     store = FileSystemArtifactStore(str(_mkdir(artifact_dir(storage)))) if weights else None
+    skeleton = NetworkConfig(block=REFERENCES["v2"], stages=stages)
     for ref in ("v1", "v2"):
         study.enqueue_trial(
-            DEFAULT_SPACE.params_from_config(REFERENCES[ref]), user_attrs={"reference": ref}
+            DEFAULT_SPACE.params_from_network(reference_network(ref, skeleton, per_stage)),
+            user_attrs={"reference": ref},
         )
     plan = ["complete"] * (2 + n_search) + ["pruned"] * pruned + ["failed"] * failed
     for kind in plan:
         trial = study.ask()
         try:
-            block = config_from_trial(trial)
+            net = network_from_trial(trial, skeleton, per_stage)
         except ValueError as exc:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             trial.set_user_attr("fail_reason", str(exc))
             continue
-        net = NetworkConfig(block=block)
         params = network_params(net)
-        acc = _synthetic_accuracy(block, params, rng)
+        acc = _synthetic_accuracy(net.block, params, rng)
         epochs = 3 if kind != "pruned" else 1
         curve = [acc * (0.6 + 0.4 * (e + 1) / 3) for e in range(epochs)]
         attrs = {

@@ -27,7 +27,13 @@ from explorer.ablate import (
     path_ladder,
 )
 from explorer.store import ablation_study_name, open_storage, study_names
-from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial
+from search_space import (
+    DEFAULT_SPACE,
+    REFERENCES,
+    NetworkConfig,
+    config_from_trial,
+    reference_network,
+)
 from tests.helpers import make_study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: one thread is faster
@@ -375,3 +381,78 @@ def test_nothing_to_measure_says_why_in_one_line(study_path, capsys):
     # the seeded study has no search design no larger than v2, so no winner, and no path asked
     _fails(capsys, ["--storage", study_path, "--to", "none", "--dry-run"],
            "nothing to measure: no leave-one-out: the study has no complete search design")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-stage designs
+
+
+def _per_stage(name: str, *designs) -> Design:
+    skeleton = NetworkConfig(block=designs[0], stages=(1,) * len(designs))
+    return Design(name, skeleton.with_designs(designs))
+
+
+def _check_one_stage_group_per_step(ladder) -> None:
+    for step in ladder.steps:
+        before, after = ladder.designs[step.before], ladder.designs[step.after]
+        assert step.stage is not None, ladder.label(step)
+        assert ablate.ladder.changes(before.network, after.network) == [(step.stage, step.group)]
+        assert ladder.label(step).startswith(f"stage {step.stage + 1}: ")
+        assert all(DEFAULT_SPACE.contains(d) for d in after.network.designs)
+
+
+def test_a_per_stage_path_changes_one_group_of_one_stage_per_step():
+    v2, v3 = REFERENCES["v2"], REFERENCES["v3"]
+    v1 = REFERENCES["v1"]
+    start, end = _per_stage("a", v2, v2, v1), _per_stage("b", v2, v3, v2)
+    ladder = path_ladder(start, end)
+    _check_one_stage_group_per_step(ladder)
+    assert [(s.stage, s.group) for s in ladder.steps] == [
+        (1, "factorization"), (2, "bn"), (2, "factorization"), (2, "widths"), (2, "pool"),
+    ]  # fmt: skip
+    assert ladder.designs[-1].name == "b" and ladder.designs[-1].network.designs == (v2, v3, v2)
+    assert ladder.label(ladder.steps[0]) == "stage 2: factorized wide path: double3x3 -> 1x7+7x1"
+    assert ladder.factorial is None
+    assert ablate.Ladder.from_dict(json.loads(json.dumps(ladder.to_dict()))) == ladder
+
+
+def test_a_per_stage_winner_against_v2_placed_per_stage_reverts_one_stage_group_at_a_time():
+    v2 = REFERENCES["v2"]
+    odd = v2.__class__(**{**v2.to_dict(), "wide_kind": "asym", "asym_n": 3, "bn": "pre"})
+    winner = _per_stage("#9", v2, odd, v2)
+    baseline = Design("v2", reference_network("v2", winner.network))
+    ladder = leave_one_out(winner, baseline)
+    _check_one_stage_group_per_step(ladder)
+    assert [(s.stage, s.group) for s in ladder.steps] == [(1, "bn"), (1, "factorization")]
+    assert [d.name for d in ladder.designs[1:]] == [
+        "#9 with v2's stage 2 batch norm", "#9 with v2's stage 2 factorized wide path",
+    ]  # fmt: skip
+    assert all(s.after == 0 for s in ladder.steps)
+
+
+def test_a_shared_ladder_is_stored_as_before():
+    ladder = path_ladder(_design("v1"), _design("v2"))
+    assert all(s.stage is None and "stage" not in s.to_dict() for s in ladder.steps)
+    assert not any(d.network.per_stage for d in ladder.designs)
+
+
+def test_a_shared_design_goes_to_a_per_stage_one_stage_by_stage():
+    v1, v2 = REFERENCES["v1"], REFERENCES["v2"]
+    shared = Design("v1", NetworkConfig(block=v1, stages=(1, 1)))
+    ladder = path_ladder(shared, _per_stage("b", v1, v2))
+    _check_one_stage_group_per_step(ladder)
+    assert {s.stage for s in ladder.steps} == {1}
+
+
+def test_a_per_stage_study_ablates_stage_by_stage(tmp_path, capsys):
+    path = str(tmp_path / "s.journal")
+    make_study(path, n_search=4, weights=False, stages=(1, 1, 1), per_stage=True)
+    study = optuna.load_study(study_name="demo", storage=open_storage(path, create=False))
+    n = next(t.number for t in study.trials if t.state.name == "COMPLETE" and t.number > 1)
+    argv = ["--storage", path, "--study", "demo", "--dry-run", "--from", "v2", "--to", str(n)]
+    assert ablate.main([*argv, "--winner", "none"]) == 0
+    out = capsys.readouterr().out
+    assert f"v2 -> #{n}" in out and "s2[" in out  # designs listed stage by stage
+    # a design from a two-stage network does not fit the three-stage study
+    (tmp_path / "two.json").write_text(NetworkConfig(block=REFERENCES["v2"]).to_json())
+    _fails(capsys, [*argv[:-2], "--to", str(tmp_path / "two.json")], "comes from another space")

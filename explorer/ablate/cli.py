@@ -15,7 +15,6 @@ several machines at once against one ``--storage`` to share the runs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -31,21 +30,32 @@ from search_space import (
     BlockConfig,
     NetworkConfig,
     network_params,
+    reference_network,
 )
 
 from ..analysis.studies import study_records
-from ..evaluate import resolve_budget, top_rung_budget
-from ..evaluate.budgets import budget_names
+from ..evaluate import resolve_budget
+from ..evaluate.budgets import TOP, add_budget
+from ..store.locks import StorageUnavailable
 from ..store.records import TrialRecord
 from ..store.storages import StorageError, open_storage
-from ..store.studies import study_config, the_study
+from ..store.studies import add_study_args, study_config, the_study
 from ..store.urls import default_storage, redact
-from ..training import budgets, devices
+from ..training import devices
 from ..training.data import DataError, load_dataset
-from ..usage import Parser, UsageError
+from ..usage import (
+    Parser,
+    UsageError,
+    add_data_dir,
+    add_device,
+    add_dry_run,
+    add_quiet,
+    add_seeds,
+)
 from .ladder import Design, Ladder, canonical, leave_one_out, nearest, path_ladder, skeleton
 from .report import lines, measure
 from .runs import (
+    HEARTBEAT_S,
     StoredLadder,
     Worker,
     collect,
@@ -58,8 +68,6 @@ from .runs import (
 
 PROG = "python -m explorer.ablate"
 DEFAULT_SEEDS = 3
-TOP = "top"
-HEARTBEAT_S = 60  # RDB storages: seconds between a run's heartbeats (twice this is the grace)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,12 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
             "A difference within two standard errors prints as 'not distinguishable at K seeds'."
         ),
     )
-    p.add_argument("--study", default=None, help="study name (default: the only one)")
-    p.add_argument(
-        "--storage",
-        default=None,
-        help=f"journal file path or SQLAlchemy URL (default: $EXPLORER_STORAGE or {default_storage()})",
-    )
+    add_study_args(p)
     p.add_argument(
         "--from", dest="start", default="v1", metavar="DESIGN",
         help="where the path starts: a reference (v1, v2, v3), a trial number, or a JSON file of "
@@ -109,19 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what leave-one-out reverts each group to (default: whichever of v1 and v2 differs "
         "from the winner in fewer groups)",
     )  # fmt: skip
-    p.add_argument(
-        "--seeds", type=int, default=DEFAULT_SEEDS,
-        help=f"runs per design, seeds 0..K-1, the same for every design (default {DEFAULT_SEEDS})",
-    )  # fmt: skip
-    p.add_argument(
-        "--budget", default=TOP, metavar="BUDGET",
-        help=f"training budget of every run: top (the study's top rung, default), "
-        f"{', '.join(budget_names())}, or a preset with xK (quickx9)",
-    )  # fmt: skip
-    p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--dry-run", action="store_true", help="list the designs and runs, train none")
-    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+    add_seeds(p, DEFAULT_SEEDS)
+    add_budget(p, TOP, "every run")
+    add_data_dir(p)
+    add_device(p)
+    add_dry_run(p)
+    add_quiet(p)
     return p
 
 
@@ -129,11 +125,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ns = build_parser().parse_args(argv)
     if ns.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {ns.seeds}")
-    if ns.budget != TOP and ns.budget != "long" and not budgets.is_budget(ns.budget):
-        raise UsageError(
-            f"--budget: unknown budget {ns.budget!r} (choose from top, {', '.join(budget_names())}, "
-            "or one with xK)"
-        )
     if ns.end == "none" and ns.winner == "none":
         raise UsageError("--to none and --winner none leave nothing to measure")
     return ns
@@ -151,7 +142,7 @@ class Designs:
         self.base = nets[0]
 
     def reference(self, name: str) -> Design:
-        return Design(name, dataclasses.replace(self.base, block=REFERENCES[name]))
+        return Design(name, reference_network(name, self.base))
 
     def resolve(self, word: str, flag: str) -> Design:
         if word in REFERENCES:
@@ -183,7 +174,12 @@ class Designs:
             if isinstance(data, dict) and "block" in data:
                 network = NetworkConfig.from_dict(data)
             else:
-                network = dataclasses.replace(self.base, block=BlockConfig.from_dict(data))
+                block = BlockConfig.from_dict(data)  # the study's way: shared or in each stage
+                network = (
+                    self.base.with_designs([block] * len(self.base.stages))
+                    if self.base.per_stage
+                    else self.base.with_block(block)
+                )
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{flag}: {path} is not a block design: {exc}") from None
         return Design(path.stem, network)
@@ -196,9 +192,10 @@ class Designs:
                 f"{flag}: {design.name} comes from another space: its network differs from the "
                 f"study's in {', '.join(diff)}"
             )
-        if not DEFAULT_SPACE.contains(canonical(design.block)):
+        outside = [d for d in design.network.designs if not DEFAULT_SPACE.contains(canonical(d))]
+        if outside:
             raise UsageError(
-                f"{flag}: {design.name} ({design.block.short()}) is not a point of the search "
+                f"{flag}: {design.name} ({outside[0].short()}) is not a point of the search "
                 "space, so the ladder's steps would leave it"
             )
         return design
@@ -243,32 +240,26 @@ def ladders(ns: argparse.Namespace, designs: Designs, log) -> list[Ladder]:
     return out
 
 
-def _budget(study: optuna.Study, name: str):
-    if name == TOP:
-        config = study_config(study)
-        if config is None:
-            raise UsageError("the study stores no budget; pass --budget with a named budget")
-        return top_rung_budget(config)
-    return resolve_budget(study, name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         ns = parse_args(argv)
         url = ns.storage or default_storage()
         storage = open_storage(url, create=False, heartbeat=HEARTBEAT_S)
-        study = the_study(storage, ns.study)
+        chosen: list[str] = []  # the line saying which study, once the input is known good
+        study = the_study(storage, ns.study, chosen.append)
         say = (lambda line: None) if ns.quiet else (lambda line: print(line, file=sys.stderr))
         skipped: list[str] = []
         built = ladders(ns, Designs(study), skipped.append)
         if not built:
             raise UsageError(f"nothing to measure: {'; '.join(skipped)}")
-        for line in skipped:
-            say(line)
-        budget = _budget(study, ns.budget)
+        budget = resolve_budget(study, ns.budget)
         stored = [StoredLadder(b, budget.name, budget.config.to_dict(), ns.seeds) for b in built]
         todo = units(stored, ns.seeds)
+        for line in chosen:
+            print(line, file=sys.stderr)
+        for line in skipped:
+            say(line)
         if ns.dry_run:
             return _dry_run(storage, study, stored, todo, budget)
         config = study_config(study)
@@ -303,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, StorageError, DataError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except StorageUnavailable as exc:  # a storage down past TRANSIENT_S: one line naming it
+        print(f"{PROG}: {exc}; finished runs are kept", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are stored; rerun the same command to continue",
               file=sys.stderr)  # fmt: skip
@@ -323,6 +317,6 @@ def _dry_run(storage: Any, study: optuna.Study, stored: list[StoredLadder], todo
     for s in stored:
         print(s.ladder.title)
         for d in s.ladder.designs:
-            print(f"  {d.name:<48} {d.block.short()}")
+            print(f"  {d.name:<48} {d.network.short()}")
     print(f"{left} of {len(todo)} runs to train under budget {budget.name} ({budget.text})")
     return 0

@@ -14,6 +14,11 @@ orders of batch norm and factorization (a 2x2 factorial) when both differ, so th
 interaction shows. `leave_one_out` reverts each group of a winner to a baseline's value, one at a
 time (the ablation analysis of Fawcett and Hoos, 2016): what each part of the winner is worth.
 
+In a per-stage network (one block design per stage, `NetworkConfig.stage_blocks`) a step changes
+one group of one stage's design ("stage 2: factorized wide path double3x3 -> 1x7+7x1"), stage by
+stage; a shared block's ladders are as above. A shared design on the way to a per-stage one is
+first written as the same design in every stage, so both walk the same stages.
+
 Fields that a design does not use (the wide path's kind when it has no wide branch, the pool type
 without a pool branch) are set to the search space's defaults (`canonical`) and never count as a
 difference (`changed_groups`).
@@ -90,6 +95,45 @@ def with_group(block: BlockConfig, source: BlockConfig, group: str) -> BlockConf
     return canonical(dataclasses.replace(block, **{f: getattr(source, f) for f in GROUPS[group]}))
 
 
+def canonical_network(network: NetworkConfig) -> NetworkConfig:
+    """`network` with each stage's design `canonical`."""
+    if not network.per_stage:
+        return network.with_block(canonical(network.block))
+    return network.with_designs([canonical(d) for d in network.designs])
+
+
+def per_stage_pair(a: NetworkConfig, b: NetworkConfig) -> tuple[NetworkConfig, NetworkConfig]:
+    """Both networks per stage when either is (a shared block written once per stage), else as
+    they are."""
+    if not (a.per_stage or b.per_stage):
+        return a, b
+    return a.with_designs(a.designs), b.with_designs(b.designs)
+
+
+def changes(a: NetworkConfig, b: NetworkConfig) -> list[tuple[int | None, str]]:
+    """(stage, group) for each group in which `a` and `b` differ: stage None for shared blocks,
+    else stage by stage, in `GROUPS` order within a stage."""
+    if not (a.per_stage or b.per_stage):
+        return [(None, g) for g in changed_groups(a.block, b.block)]
+    a, b = per_stage_pair(a, b)
+    return [
+        (s, g)
+        for s in range(len(a.stages))
+        for g in changed_groups(a.stage_design(s), b.stage_design(s))
+    ]
+
+
+def with_change(
+    network: NetworkConfig, source: NetworkConfig, stage: int | None, group: str
+) -> NetworkConfig:
+    """`network` with `group` of one stage's design (every stage's, when `stage` is None) taken
+    from `source`."""
+    if stage is None:
+        return network.with_block(with_group(network.block, source.block, group))
+    design = with_group(network.stage_design(stage), source.stage_design(stage), group)
+    return network.with_stage_design(stage, design)
+
+
 def describe_group(block: BlockConfig, group: str) -> str:
     """How `block` fills one group, e.g. ``post`` or ``64|96>128|16>32|32``."""
     if group == "bn":
@@ -117,6 +161,10 @@ class Design:
     def block(self) -> BlockConfig:
         return self.network.block
 
+    def design(self, stage: int | None) -> BlockConfig:
+        """The design of `stage` (the shared block when `stage` is None)."""
+        return self.network.block if stage is None else self.network.stage_design(stage)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "network": self.network.to_dict()}
 
@@ -129,19 +177,38 @@ class Design:
 class Step:
     """Design `before` to design `after` (indices into the ladder's designs), changing `group`.
     `order` is ``main`` (the waterfall's path), ``other`` (the factorial's second order) or
-    ``revert`` (a leave-one-out step: the winner against itself with one group reverted)."""
+    ``revert`` (a leave-one-out step: the winner against itself with one group reverted).
+    `stage`: the stage whose design the step changes in a per-stage ladder (None: the shared
+    block, every stage)."""
 
     before: int
     after: int
     group: str
     order: str = "main"
+    stage: int | None = None
+
+    @property
+    def title(self) -> str:
+        """``batch norm``, or ``stage 2: batch norm`` in a per-stage ladder."""
+        where = "" if self.stage is None else f"stage {self.stage + 1}: "
+        return f"{where}{GROUP_TITLES[self.group]}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.stage is None:  # a shared block's step is stored as before per-stage designs
+            del data["stage"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:
-        return cls(int(data["before"]), int(data["after"]), str(data["group"]), str(data["order"]))
+        stage = data.get("stage")
+        return cls(
+            int(data["before"]),
+            int(data["after"]),
+            str(data["group"]),
+            str(data["order"]),
+            None if stage is None else int(stage),
+        )
 
 
 @dataclass(frozen=True)
@@ -164,8 +231,8 @@ class Ladder:
         """``v1 -> v1 +bn: bn none -> post``."""
         a, b = self.designs[step.before], self.designs[step.after]
         return (
-            f"{GROUP_TITLES[step.group]}: {describe_group(a.block, step.group)} -> "
-            f"{describe_group(b.block, step.group)}"
+            f"{step.title}: {describe_group(a.design(step.stage), step.group)} -> "
+            f"{describe_group(b.design(step.stage), step.group)}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,15 +265,17 @@ class _Builder:
         self.steps: list[Step] = []
 
     def add(self, name: str, network: NetworkConfig) -> int:
-        network = dataclasses.replace(network, block=canonical(network.block))
+        network = canonical_network(network)
         for i, d in enumerate(self.designs):
             if d.network == network:
                 return i
         self.designs.append(Design(name, network))
         return len(self.designs) - 1
 
-    def step(self, before: int, after: int, group: str, order: str) -> None:
-        self.steps.append(Step(before, after, group, order))
+    def step(
+        self, before: int, after: int, group: str, order: str, stage: int | None = None
+    ) -> None:
+        self.steps.append(Step(before, after, group, order, stage))
 
 
 def _plus(name: str, group: str) -> str:
@@ -216,11 +285,14 @@ def _plus(name: str, group: str) -> str:
 def path_ladder(start: Design, end: Design) -> Ladder:
     """From `start` to `end` one group at a time, in `GROUPS` order; batch norm and factorization
     in both orders when both differ. `ValueError` if the two are one design, or their networks
-    differ outside the block (the skeleton)."""
+    differ outside the block (the skeleton). Per-stage designs: one group of one stage a step,
+    stage by stage, without the factorial."""
     _same_skeleton(start.network, end.network)
-    groups = changed_groups(start.block, end.block)
-    if not groups:
+    if not changes(start.network, end.network):
         raise ValueError(f"{start.name} and {end.name} are the same design")
+    if start.network.per_stage or end.network.per_stage:
+        return _stage_path(start, end)
+    groups = changed_groups(start.block, end.block)
     b = _Builder()
     first = b.add(start.name, start.network)
     current, name = first, start.name
@@ -250,20 +322,37 @@ def path_ladder(start: Design, end: Design) -> Ladder:
     return Ladder(PATH, f"{start.name} -> {end.name}", tuple(b.designs), tuple(b.steps), factorial)
 
 
+def _stage_path(start: Design, end: Design) -> Ladder:
+    """`path_ladder` between per-stage designs: one group of one stage's design a step."""
+    first, last = per_stage_pair(start.network, end.network)
+    b = _Builder()
+    current = b.add(start.name, first)
+    for k, (stage, group) in enumerate(changes(first, last), 1):
+        network = with_change(b.designs[current].network, last, stage, group)
+        done = not changes(network, last)
+        name = end.name if done else f"{start.name} -> {end.name}, step {k}"
+        i = b.add(name, network)
+        b.step(current, i, group, "main", stage)
+        current = i
+    return Ladder(PATH, f"{start.name} -> {end.name}", tuple(b.designs), tuple(b.steps))
+
+
 def leave_one_out(winner: Design, baseline: Design) -> Ladder:
     """The winner against itself with each group in which it differs from `baseline` reverted to
-    the baseline's, one at a time. `ValueError` when they do not differ or their skeletons do."""
+    the baseline's, one at a time (one group of one stage's design at a time, per stage).
+    `ValueError` when they do not differ or their skeletons do."""
     _same_skeleton(winner.network, baseline.network)
-    groups = changed_groups(winner.block, baseline.block)
-    if not groups:
+    top_net, base_net = per_stage_pair(winner.network, baseline.network)
+    found = changes(top_net, base_net)
+    if not found:
         raise ValueError(f"{winner.name} is the same design as {baseline.name}")
     b = _Builder()
-    top = b.add(winner.name, winner.network)
-    for group in groups:
-        block = with_group(winner.block, baseline.block, group)
-        name = f"{winner.name} with {baseline.name}'s {GROUP_TITLES[group]}"
-        i = b.add(name, dataclasses.replace(winner.network, block=block))
-        b.step(i, top, group, "revert")
+    top = b.add(winner.name, top_net)
+    for stage, group in found:
+        where = "" if stage is None else f"stage {stage + 1} "
+        name = f"{winner.name} with {baseline.name}'s {where}{GROUP_TITLES[group]}"
+        i = b.add(name, with_change(top_net, base_net, stage, group))
+        b.step(i, top, group, "revert", stage)
     title = f"{winner.name} leave-one-out against {baseline.name}"
     return Ladder(LEAVE_ONE_OUT, title, tuple(b.designs), tuple(b.steps))
 
@@ -274,16 +363,17 @@ def nearest(winner: Design, candidates: Sequence[Design]) -> Design:
     return min(
         candidates,
         key=lambda c: (
-            len(changed_groups(winner.block, c.block)),
+            len(changes(winner.network, c.network)),
             abs(network_params(c.network) - size),
         ),
     )
 
 
 def skeleton(network: NetworkConfig) -> dict[str, Any]:
-    """A network's fields other than its block: what every design of one ladder shares."""
+    """A network's fields other than its design(s): what every design of one ladder shares."""
     data = network.to_dict()
     data.pop("block")
+    data.pop("stage_blocks", None)
     return data
 
 

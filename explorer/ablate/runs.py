@@ -8,9 +8,10 @@ which (``run_key``: the design and the training recipe but not the seed; ``seed`
 the dashboard can draw them.
 
 Any number of processes, on any machines sharing the storage, run `work` at once: each claims the
-next missing run under the study's lock (`explorer.store.study_lock`), trains it outside the lock
-with heartbeats, and stores it. A run whose worker died (`explorer.store.fail_dead`: its lock file
-freed, its heartbeats stopped) is failed as interrupted and claimed again: each interrupted run
+next missing run under the study's lock, trains it outside the lock with heartbeats, and stores it,
+through the one work loop the search uses too (`explorer.store.work`). A run whose worker died or
+was paused past the grace (its lock file freed, its heartbeats stopped) is failed as interrupted
+and claimed again: each interrupted run
 is retried once, up to `MAX_ATTEMPTS` runs of one design and seed; a run that failed for a reason
 of its own (out of memory, an error) is not retried. Finished runs are never trained again, and
 asking for more seeds later trains only the new ones.
@@ -21,10 +22,8 @@ what an ablation run would (`explorer.evaluate.train_and_test`), so its stored s
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,19 +32,21 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search_space import REFERENCES, NetworkConfig
+from search_space import REFERENCES, NetworkConfig, reference_network
 
 from ..analysis.reevals import reeval_results
 from ..evaluate import train_and_test
-from ..store.liveness import WorkerToken, heartbeat
-from ..store.locks import study_lock
+from ..store.liveness import WorkerToken
+from ..store.locks import StorageUnavailable, study_lock
 from ..store.optuna_api import storage_of, study_id
-from ..store.stale import MAX_ATTEMPTS, fail_dead, is_interrupted
+from ..store.stale import MAX_ATTEMPTS, is_interrupted
 from ..store.studies import ablation_study_name
+from ..store.work import Claims, TakenOver, record_in, run_claimed
 from ..usage import first_line
 from .ladder import PATH, Design, Ladder
 
 LADDER_PREFIX = "ladder:"
+HEARTBEAT_S = 60  # seconds between a run's heartbeats (twice this is the grace)
 WAIT_S = 2.0  # how often a worker with nothing to claim looks again while others still train
 
 
@@ -170,9 +171,9 @@ def reused_runs(
         except (TypeError, ValueError):
             continue
         skeleton = skeleton or networks[t.number]
-    for name, block in REFERENCES.items():
+    for name in REFERENCES:
         if skeleton is not None:
-            networks.setdefault(name, dataclasses.replace(skeleton, block=block))
+            networks.setdefault(name, reference_network(name, skeleton))
     out = {}
     for key, result in reeval_results(study).items():
         if (
@@ -261,6 +262,8 @@ class Worker:
         self.log = log or (lambda line: None)
         self.token: WorkerToken | None = None
         self.trained = 0
+        # The one work loop's claims (explorer.store.work): dead runs failed, then claimed again.
+        self.claims = Claims(url, abl.study_name, [abl], requeue=False)
 
     def runs(self) -> Runs:
         return collect(
@@ -290,12 +293,14 @@ class Worker:
             self.token.release()
 
     def _claim(self, todo: list[Unit], reused) -> tuple[tuple[Unit, int] | None, Runs]:
-        with study_lock(self.url, self.abl.study_name):
-            reasons = fail_dead(self.abl, self.url)
+        seen: list[Runs] = []
+
+        def pick() -> tuple[Unit, int] | None:
             runs = collect(self.abl.get_trials(deepcopy=False), reused)
+            seen.append(runs)
             unit = next((u for u in todo if _claimable(u, runs)), None)
             if unit is None:
-                return None, runs
+                return None
             storage = storage_of(self.abl)
             tid = storage.create_new_trial(study_id(self.abl))
             attrs = {
@@ -310,47 +315,41 @@ class Worker:
             cut = runs.last_cut.get((unit.key, unit.seed))
             if cut is not None:  # a retry: of which run, and why that one stopped
                 attrs["retry_of"] = cut
-                attrs["retry_reason"] = reasons.get(cut, "interrupted")
+                attrs["retry_reason"] = self.claims.reasons.get(
+                    (self.abl.study_name, cut), "interrupted"
+                )
             for name, value in attrs.items():
                 storage.set_trial_user_attr(tid, name, value)
-        return (unit, tid), runs
+            return unit, tid
+
+        claimed = self.claims(pick)
+        return claimed, seen[-1]
 
     def _run(self, unit: Unit, tid: int) -> None:
         storage = storage_of(self.abl)
         start = time.perf_counter()
         if self._loaded is None:
             self._loaded = self._data()
+
+        def work() -> tuple[TrialState, tuple[float, float]]:
+            val, test = self.train(
+                unit.design.network, self._loaded, self.budget.config, self.device, unit.seed
+            )
+            return TrialState.COMPLETE, (val, test)
+
         try:
-            with heartbeat(storage, tid):
-                val, test = self.train(
-                    unit.design.network, self._loaded, self.budget.config, self.device, unit.seed
-                )
-        except (KeyboardInterrupt, SystemExit):
-            self._fail(tid, "interrupted: stopped by the user")
-            raise
-        except Exception as exc:  # noqa: BLE001 - out of memory, an error: recorded, not retried
-            reason = first_line(exc)
-            self._fail(tid, f"error: {reason}")
-            self.log(f"{unit.design.name:<40} seed {unit.seed}: failed ({reason})")
-            return
-        try:
-            storage.set_trial_state_values(tid, TrialState.COMPLETE, [val, test])
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # failed as interrupted while this worker was paused: its retry stores the result
+            run_claimed(work, record_in(storage, tid), storage, tid, self.url, HEARTBEAT_S)
+        except TakenOver:
             self.log(f"{unit.design.name:<40} seed {unit.seed}: taken over while paused; dropped")
             return
+        except StorageUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - out of memory, an error: recorded, not retried
+            self.log(f"{unit.design.name:<40} seed {unit.seed}: failed ({first_line(exc)})")
+            return
+        val, test = storage.get_trial(tid).values
         self.trained += 1
         self.log(
             f"{unit.design.name:<40} seed {unit.seed}: val {val:.4f} test {test:.4f} "
             f"({time.perf_counter() - start:.0f} s)"
         )
-
-    def _fail(self, tid: int, reason: str) -> None:
-        storage = storage_of(self.abl)
-        try:
-            storage.set_trial_user_attr(tid, "fail_reason", reason)
-            storage.set_trial_state_values(tid, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - a lost database: its recovery fails it later
-            print(f"could not record the failed run: {first_line(exc)}", file=sys.stderr)
