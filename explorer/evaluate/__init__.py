@@ -24,6 +24,7 @@ from .compare import (
     comparisons,
     report,
 )
+from .pool import DataSpec, Run, RunPool
 from .runner import (
     Target,
     check_stored,
@@ -36,6 +37,9 @@ from .runner import (
 __all__ = [
     "Comparison",
     "DEFAULT_SEEDS",
+    "DataSpec",
+    "Run",
+    "RunPool",
     "Target",
     "base_budget",
     "budget_names",

@@ -1,0 +1,175 @@
+"""Per-stage blocks: Inception v3's rule about where asymmetric factorization pays, tested here.
+
+    python -m bench stages rule --seeds 3              # train what is missing, print the section
+    python -m bench stages rule --seeds 5 --write      # more paired seeds, then rewrite it
+    python -m bench stages rule --quick                # a sanity run: smoke budget, 2 seeds
+
+Inception v3 (Szegedy et al. 2015, section 3.2) says asymmetric 1xn/nx1 factorization "does not
+work well on early layers, but gives very good results on medium grid sizes (between 12 and 20)".
+On a three-stage network (28x28, 14x14, 7x7 grids: ``--stages 1,1,1`` at the search's width) this
+bench trains v2 in every stage, and, for each stage alone, v2 with that stage's wide path replaced
+by 1x7 then 7x1 (the rest held at v2), all with the same paired seeds at the verification budget
+(``quickx10``). Each stage's effect (asymmetric minus double 3x3, test accuracy, paired by seed)
+is judged by the tool's verdict rule, Holm-corrected over the three stages. Every finished run is
+kept in bench/results/stages/runs.json (keyed by arm, network, budget and seed), so a cut-short run
+resumes and a larger --seeds only trains the seeds missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import sys
+import time
+
+from explorer.analysis import RULE, holm
+from explorer.evaluate import DataSpec, Run, RunPool
+from explorer.training import budget
+from search_space import REFERENCES, NetworkConfig, network_params
+
+from ._common import JsonState, command, machine, results_dir, stamp, write_section
+
+SECTION = "Per-stage blocks: Inception v3's rule"
+STAGES = (1, 1, 1)
+GRIDS = (28, 14, 7)
+ASYM_N = 7  # the paper's 17x17 modules: 1x7 then 7x1
+
+
+def arms(stages: tuple[int, ...] = STAGES) -> dict[str, NetworkConfig]:
+    """v2 in every stage, and v2 with one stage's wide path asymmetric, for each stage."""
+    v2 = REFERENCES["v2"]
+    asym = dataclasses.replace(v2, wide_kind="asym", asym_n=ASYM_N)
+    base = NetworkConfig(block=v2, stages=stages).with_designs((v2,) * len(stages))
+    out = {"v2": base}
+    for s in range(len(stages)):
+        out[f"asym@s{s}"] = base.with_stage_design(s, asym)
+    return out
+
+
+def run_key(arm: str, network: NetworkConfig, budget_name: str, seed: int) -> str:
+    digest = hashlib.sha256(network.to_json().encode()).hexdigest()[:12]
+    return f"{arm}|{digest}|{budget_name}|{seed}"
+
+
+def train_missing(
+    state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int, workers: int,
+    data_dir: str | None,
+) -> None:  # fmt: skip
+    """Train every (arm, seed) not yet in `state`, seed by seed so an early stop leaves whole
+    pairs, and store each as it ends."""
+    config = budget(budget_name)
+    todo = [
+        (arm, net, seed)
+        for seed in range(seeds)
+        for arm, net in nets.items()
+        if state.get(run_key(arm, net, budget_name, seed)) is None
+    ]
+    if not todo:
+        return
+    print(f"{len(todo)} runs to train at {budget_name} on {workers} worker(s)", file=sys.stderr)
+    spec = DataSpec("fashion-mnist", data_dir, 0)
+    started = time.perf_counter()
+    with RunPool(workers, spec) as pool:
+        queue = list(todo)
+        done = 0
+        while queue or pool.busy:
+            while queue and pool.free > 0:
+                arm, net, seed = queue.pop(0)
+                pool.submit(Run((arm, seed), net, config, seed))
+            for result in pool.finished(timeout=60):
+                arm, seed = result.run.key
+                if result.error:
+                    print(f"  {arm} seed {seed} failed: {result.error}", file=sys.stderr)
+                    continue
+                state.put(
+                    run_key(arm, result.run.network, budget_name, seed),
+                    {"val_acc": result.val_acc, "test_acc": result.test_acc,
+                     "seconds": round(result.seconds, 1), "date": stamp()},
+                )  # fmt: skip
+                done += 1
+                print(
+                    f"  {done}/{len(todo)} {arm} seed {seed}: test {result.test_acc:.4f} "
+                    f"({result.seconds:.0f} s, {time.perf_counter() - started:.0f} s in)",
+                    file=sys.stderr,
+                )
+
+
+def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int) -> str:
+    """The section: each arm's accuracy, each stage's paired effect under the verdict rule."""
+    acc: dict[str, list[float]] = {}
+    for arm, net in nets.items():
+        acc[arm] = []
+        for seed in range(seeds):
+            row = state.get(run_key(arm, net, budget_name, seed))
+            if row is None:
+                break
+            acc[arm].append(row["test_acc"])
+    n = min(len(v) for v in acc.values())
+    lines = [
+        f"Command: `{command('stages')}`. Machine: {machine()}. Date: {stamp()}.",
+        "",
+        f"Network: three stages of one block each on Fashion-MNIST (grids {GRIDS[0]}, "
+        f"{GRIDS[1]}, {GRIDS[2]}), width {nets['v2'].width}; every arm is v2 in every stage "
+        f"except the one named, whose wide path is 1x{ASYM_N} then {ASYM_N}x1 instead of two 3x3. "
+        f"Budget `{budget_name}`, paired training seeds 0..{n - 1}, one data split; test accuracy.",
+        "",
+        "| arm | parameters | test accuracy per seed | mean |",
+        "|---|---|---|---|",
+    ]
+    for arm, net in nets.items():
+        vals = acc[arm][:n]
+        mean = sum(vals) / len(vals) if vals else float("nan")
+        per = " ".join(f"{v:.4f}" for v in vals)
+        lines.append(f"| {arm} | {network_params(net):,} | {per} | {mean:.4f} |")
+    if n < 2:
+        lines += ["", f"Only {n} paired seed(s) finished: no effect can be judged yet."]
+        return "\n".join(lines)
+    stages = [a for a in nets if a != "v2"]
+    diffs = [[a - b for a, b in zip(acc[arm][:n], acc["v2"][:n])] for arm in stages]
+    verdicts = holm(diffs)
+    lines += [
+        "",
+        f"Effect of the asymmetric wide path in one stage (asym minus double 3x3): {RULE}",
+    ]
+    lines += [f"Holm over the {len(stages)} stages."]
+    for arm, grid, v in zip(stages, GRIDS, verdicts):
+        lines.append(f"- stage {arm[-1]} ({grid}x{grid} grid): {v.text()}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench stages",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("mode", choices=("rule",), help="rule: Inception v3's rule, stage by stage")
+    p.add_argument("--seeds", type=int, default=3, help="paired seeds per arm (default: 3)")
+    p.add_argument("--budget", default="quickx10", help="training budget (default: quickx10)")
+    p.add_argument("--workers", type=int, default=2, help="training processes (default: 2)")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST files")
+    p.add_argument("--quick", action="store_true", help="a sanity run: smoke budget, 2 seeds")
+    p.add_argument("--write", action="store_true", help="replace the BENCHMARKS.md section")
+    p.add_argument("--report-only", action="store_true", help="train nothing, report what is kept")
+    args = p.parse_args()
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    budget_name, seeds = ("smoke", 2) if args.quick else (args.budget, args.seeds)
+    try:
+        budget(budget_name)
+    except ValueError as exc:
+        p.error(str(exc))
+    state = JsonState(results_dir("stages") / ("quick.json" if args.quick else "runs.json"))
+    nets = arms()
+    if not args.report_only:
+        train_missing(state, nets, budget_name, seeds, args.workers, args.data_dir)
+    body = report(state, nets, budget_name, seeds)
+    print(body)
+    if args.write and not args.quick:
+        write_section(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
