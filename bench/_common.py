@@ -152,6 +152,11 @@ def add_run_args(parser: argparse.ArgumentParser, section: str, quick: str) -> N
     parser.add_argument("--no-write", action="store_true", help="print only")
 
 
+def provenance(command_line: str) -> str:
+    """A section's first line: the command that rewrites it, the machine and the date."""
+    return f"Command: `{command_line}`. Machine: {machine()}. Date: {stamp()}."
+
+
 def names_its_command(body: str) -> bool:
     """Whether a section's text names a bench command (`python -m bench NAME`, or the GPU run's
     `bash bench/gpu.sh`) in inline code, so a reader knows what rewrites it."""
@@ -174,6 +179,13 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS) -> None:
     else:
         lines += ["", *new]
     path.write_text("\n".join(lines) + "\n")
+
+
+def publish(title: str, lines: list[str], write: bool = True, path: Path = BENCHMARKS) -> None:
+    """Print a section's lines, and with `write` make them the ``## title`` section of `path`."""
+    print("\n".join(lines))
+    if write:
+        write_section(title, "\n".join(lines), path)
 
 
 # --- resumable state -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from explorer.ablate import (
 from explorer.evaluate import resolve_budget, top_rung_budget
 from explorer.store import load_study, open_storage, study_config
 
-from ._common import ROOT, machine, write_section
+from ._common import ROOT, machine, publish
 
 SECTION = "Ablation: v1 to v2"
 SVG = ROOT / "docs" / "ablation-v1-v2.svg"
@@ -154,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *table(measured),
     ]
-    print("\n".join(body))
+    publish(SECTION, body, ns.write)
     if ns.write:
-        write_section(SECTION, "\n".join(body) + "\n")
         SVG.parent.mkdir(exist_ok=True)
         SVG.write_text(svg(measured))
         print(f"wrote BENCHMARKS.md ({SECTION}) and {SVG}")

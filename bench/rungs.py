@@ -38,16 +38,10 @@ from explorer.analysis import (
 )
 from explorer.store import open_storage, storage_of, study_config
 
-from ._common import ROOT, machine, stamp
-from ._common import write_section as _write_section
+from ._common import ROOT, machine, provenance, publish, stamp
 
 STUDY = "fashion-mnist-inception-block"
-WRITE = True
-
-
-def write_section(title: str, body: str) -> None:
-    if WRITE:
-        _write_section(title, body)
+WRITE = True  # --no-write: print only
 
 
 def kendall_tau(x: list[float], y: list[float]) -> float:
@@ -127,8 +121,7 @@ def mode_time(args) -> None:
         "",
         f"Ratio: **{ratio:.2f}x** the single-budget search's time (target: at most 3.5x).",
     ]
-    print("\n".join(body))
-    write_section(f"Successive halving: wall time ({args.trials} trials)", "\n".join(body))
+    publish(f"Successive halving: wall time ({args.trials} trials)", body, WRITE)
 
 
 def _reevaluate(
@@ -246,10 +239,7 @@ def mode_hold(args) -> None:
         *lines,
         f"- claims reversed: {reversed_} (target: none)",
     ]
-    print("\n".join(body))
-    write_section(
-        f"Successive halving: does the front hold? ({config.rungs} rungs)", "\n".join(body)
-    )
+    publish(f"Successive halving: does the front hold? ({config.rungs} rungs)", body, WRITE)
 
 
 def _distinct(records: list, done: set[int] = frozenset()) -> list:
@@ -305,6 +295,10 @@ def _reevaluated_front(storage: Path, budget: str, parallel: int) -> Front:
     return _judge_front(load(storage), budget)
 
 
+def _seeded(args) -> str:
+    return f"--seeds {args.seeds} --trials {args.trials} --long {args.long}"
+
+
 def mode_worth(args) -> None:
     folder = Path(args.dir)
     rows = []
@@ -326,8 +320,7 @@ def mode_worth(args) -> None:
             out.append((_reevaluated_front(storage, args.long, args.parallel), per_rung(study)))
         rows.append((seed, wall, out))
     body = [
-        f"Command: `python -m bench rungs worth --seeds {args.seeds} --trials {args.trials} "
-        f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
+        provenance(f"python -m bench rungs worth {_seeded(args)}"),
         "Per search seed: the three-rung search with --trials designs, then a single-budget "
         "search (--rungs 1) given the same wall time; each front re-evaluated at "
         f"`{args.long}` (1 seed) and its hypervolume computed with the re-evaluated test accuracy "
@@ -368,8 +361,7 @@ def mode_worth(args) -> None:
         f"Multi-fidelity higher on {sum(a.hypervolume > b.hypervolume for _, _, ((a, _), (b, _)) in rows)} "
         f"of {len(rows)} seeds (target: every seed).",
     ]
-    print("\n".join(body))
-    write_section("Successive halving: against single-budget search", "\n".join(body))
+    publish("Successive halving: against single-budget search", body, WRITE)
 
 
 def _rung_facts(study: optuna.Study, config, by_rung: dict) -> list[str]:
@@ -431,8 +423,7 @@ def mode_signals(args) -> None:
             loss_tau = kendall_tau([p[1] for p in pairs], [p[2] for p in pairs])
             rows.append((rung, len(pairs), acc_tau, loss_tau))
     body = [
-        f"Command: `python -m bench rungs signals --storage {args.storage}`. Machine: {machine()}. "
-        f"Date: {stamp()}.",
+        provenance(f"python -m bench rungs signals --storage {args.storage}"),
         f"Study: {config.rungs} rungs, eta {config.eta}, top budget `{config.budget}`. Over the "
         "designs that reached the top rung: Kendall tau of each lower rung's validation accuracy, "
         "and of its last-epoch mean training loss (lower is better), against the top rung's "
@@ -444,9 +435,7 @@ def mode_signals(args) -> None:
         "",
         *_rung_facts(study, config, by_rung),
     ]
-    print("\n".join(body))
-    write_section(f"Successive halving: signals at the bottom rung ({config.rungs} rungs)",
-                  "\n".join(body))  # fmt: skip
+    publish(f"Successive halving: signals at the bottom rung ({config.rungs} rungs)", body, WRITE)
 
 
 def _span_s(storage: Path) -> float:
@@ -497,8 +486,7 @@ def mode_prune(args) -> None:
             out.append((_span_s(storage), _pruning(study), front.hypervolume, front.size))
         rows.append((seed, out))
     body = [
-        f"Command: `python -m bench rungs prune --seeds {args.seeds} --trials {args.trials} "
-        f"--long {args.long}`. Machine: {machine()}. Date: {stamp()}.",
+        provenance(f"python -m bench rungs prune {_seeded(args)}"),
         "Per search seed: the three-rung search (dominated-at-epoch pruning at every rung) "
         "and the same search with --no-prune, same seed and designs asked for; search time from "
         "the first trial's start to the last trial's end; each front re-evaluated at "
@@ -514,8 +502,7 @@ def mode_prune(args) -> None:
             for label, (span, pruned, hv, n) in zip(("on (default)", "off"), out)
         ],
     ]
-    print("\n".join(body))
-    write_section("Successive halving: pruning inside a rung", "\n".join(body))
+    publish("Successive halving: pruning inside a rung", body, WRITE)
 
 
 def main() -> None:

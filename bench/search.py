@@ -43,7 +43,7 @@ from explorer.search import (
 )
 from explorer.store import open_storage, study_config
 
-from ._common import ROOT, machine, write_section
+from ._common import ROOT, machine, provenance, publish
 
 
 def front_vs_refs(records) -> list[str]:
@@ -132,8 +132,14 @@ def mode_default(args) -> None:
             for r in pareto_front(records)
         ],
     ]  # fmt: skip
-    print("\n".join(body))
-    write_section("Search: default 100-trial run", "\n".join(body))
+    publish("Search: default 100-trial run", body)
+
+
+def _flags(args) -> str:
+    return (
+        f"--trials {args.trials} --budget {args.budget} --seeds {args.seeds} "
+        f"--parallel {args.parallel}"
+    )
 
 
 def run_one(
@@ -201,10 +207,9 @@ def mode_samplers(args) -> None:
         )
         print(rows[-1], flush=True)
     body = [
-        f"Command: `python -m bench search samplers --trials {args.trials} --budget {args.budget} "
-        f"--seeds {args.seeds} --parallel {args.parallel}`. Machine: {machine()}. "
-        f"Date: {date.today()}. Searches ran {args.parallel} at a time, one torch thread each "
-        "per core share, so wall times are comparable within the table only.",
+        provenance(f"python -m bench search samplers {_flags(args)}")
+        + f" Searches ran {args.parallel} at a time, one torch thread each per core share, so "
+        "wall times are comparable within the table only.",
         f"Hypervolume {hypervolume_spec(None).describe()}, normalised to [0, 1]; "
         f"{args.trials} search trials plus v1/v2 each, pruning on.",
         "",
@@ -224,8 +229,7 @@ def mode_samplers(args) -> None:
             else []
         ),
     ]
-    print("\n".join(body))
-    write_section("Search: default sampler against random search", "\n".join(body))
+    publish("Search: default sampler against random search", body)
 
 
 def mode_prune(args) -> None:
@@ -242,16 +246,14 @@ def mode_prune(args) -> None:
         )
         print(rows[-1], flush=True)
     body = [
-        f"Command: `python -m bench search prune --trials {args.trials} --budget {args.budget} "
-        f"--seeds {args.seeds} --parallel {args.parallel}`. Machine: {machine()}. "
-        f"Date: {date.today()}. Searches ran {args.parallel} at a time.",
+        provenance(f"python -m bench search prune {_flags(args)}")
+        + f" Searches ran {args.parallel} at a time.",
         "",
         "| pruning | seed | wall (min) | pruned trials | hypervolume |",
         "|---|---|---|---|---|",
         *rows,
     ]
-    print("\n".join(body))
-    write_section("Search: what pruning saves and costs", "\n".join(body))
+    publish("Search: what pruning saves and costs", body)
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ from explorer.store import TrialRecord, open_storage, study_config
 from explorer.training import budget, load_dataset
 from search_space import REFERENCES, NetworkConfig, network_params
 
-from ._common import ROOT, JsonState, machine, results_dir, write_section
+from ._common import ROOT, JsonState, machine, publish, results_dir
 
 STUDY = "s"
 SECTION = "Search strategies at equal wall time"
@@ -445,9 +445,7 @@ def mode_report(ns: argparse.Namespace) -> None:
         "",
         *lines,
     ]
-    print("\n".join(body))
-    if ns.write:
-        write_section(SECTION, "\n".join(body) + "\n")
+    publish(SECTION, body, ns.write)
 
 
 def cpu_lines(folder: Path, names: list[str], seeds: list[int], points: list[float]) -> list[str]:

@@ -21,9 +21,8 @@ import os
 import subprocess
 import sys
 import time
-from datetime import date
 
-from ._common import ROOT, machine, write_section
+from ._common import ROOT, provenance, publish
 
 
 def one(args) -> None:
@@ -106,8 +105,7 @@ def main() -> None:
         rows.append(f"| {processes} | {threads} | {per_trial:.1f} | {rate:.2f} |")
         print(rows[-1], flush=True)
     body = [
-        f"Command: `python -m bench threads --budget {args.budget} --trials {args.trials}`. "
-        f"Machine: {machine()}. Date: {date.today()}.",
+        provenance(f"python -m bench threads --budget {args.budget} --trials {args.trials}"),
         f"v1 and v2 in the search skeleton, {args.budget} budget, {args.trials} trials per "
         "process; processes run at the same time.",
         "",
@@ -115,8 +113,7 @@ def main() -> None:
         "|---|---|---|---|",
         *rows,
     ]
-    print("\n".join(body))
-    write_section("Threads per trial", "\n".join(body))
+    publish("Threads per trial", body)
 
 
 if __name__ == "__main__":

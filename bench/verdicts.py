@@ -19,13 +19,12 @@ import argparse
 import math
 import re
 import sys
-from datetime import date
 
 import numpy as np
 
 from explorer.analysis import RacePlan, race_verdicts
 
-from ._common import BENCHMARKS, machine, write_section
+from ._common import BENCHMARKS, provenance, write_section
 
 SECTION = "Verdicts: error rate and power"
 ROW = re.compile(r"^\| (#\d+|v[12] \(#\d+\)) \|.*\| (0\.\d{4} 0\.\d{4} 0\.\d{4}) \| 0\.\d{4} ± ")
@@ -104,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{pw:.3f} | {pw_seeds:.2f} |")  # fmt: skip
     designs = sum(len(t) for t in tables)
     body = [
-        f"Command: `python -m bench verdicts --races {ns.races} --cap {ns.cap} --write`. Machine: "
-        f"{machine()}. Date: {date.today():%Y-%m-%d}.",
+        provenance(f"python -m bench verdicts --races {ns.races} --cap {ns.cap} --write"),
         "",
         f"Noise: {len(pool)} paired-difference residuals from {len(tables)} studies ({designs} "
         "designs, 3 seeds each, test accuracy at `quickx10`, the tables of 'Re-evaluation of the "

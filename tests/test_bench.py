@@ -98,13 +98,14 @@ def test_no_bench_edits_sys_path(script):
 
 
 def _section_titles(path: Path) -> set[str]:
-    """The literal titles a bench hands `write_section` (directly or through a module constant)."""
+    """The literal titles a bench hands `write_section` or `publish` (directly or through a module
+    constant)."""
     tree = _tree(path)
     constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
                  for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}  # fmt: skip
     titles = set()
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and getattr(node.func, "id", "").endswith("write_section")
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("write_section", "publish")
                 and node.args):  # fmt: skip
             first = node.args[0]
             if isinstance(first, ast.Constant):
