@@ -43,7 +43,7 @@ def test_the_layers_contract_is_kept():
 
 @needs_lint_imports
 def test_an_upward_import_breaks_the_contract(tmp_path):
-    for name in ("explorer", "search_space", "app"):
+    for name in ("explorer", "search_space", "app", "bench"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     urls = tmp_path / "explorer" / "store" / "urls.py"
