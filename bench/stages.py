@@ -3,6 +3,7 @@
     python -m bench stages rule --seeds 3              # train what is missing, print the section
     python -m bench stages rule --seeds 5 --write      # more paired seeds, then rewrite it
     python -m bench stages rule --quick                # a sanity run: smoke budget, 2 seeds
+    python -m bench stages transfer --seeds 3 --write  # search-network leads, kept when deeper?
 
 Inception v3 (Szegedy et al. 2015, section 3.2) says asymmetric 1xn/nx1 factorization "does not
 work well on early layers, but gives very good results on medium grid sizes (between 12 and 20)".
@@ -13,6 +14,14 @@ by 1x7 then 7x1 (the rest held at v2), all with the same paired seeds at the ver
 is judged by the tool's verdict rule, Holm-corrected over the three stages. Every finished run is
 kept in bench/results/stages/runs.json (keyed by arm, network, budget and seed), so a cut-short run
 resumes and a larger --seeds only trains the seeds missing.
+
+``transfer`` asks whether a lead found on the small search network (two stages of one block)
+holds in a network of twice the blocks per stage (``--stages 2,2``): the two designs of the
+default study's front that its 3-seed re-evaluation found ahead of v1 and of v2 (BENCHMARKS.md,
+"Re-evaluation of the default study's front (long budget)", #58 and #14; the study's own
+verification upheld no claim to take instead), and v1 and v2, are trained in both networks with
+the same paired seeds, and each design's difference against each reference is judged in each
+network by the verdict rule (Holm over the family of one network).
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ import time
 from explorer.analysis import RULE, holm
 from explorer.evaluate import DataSpec, Run, RunPool
 from explorer.training import budget
-from search_space import REFERENCES, NetworkConfig, network_params
+from search_space import REFERENCES, BlockConfig, NetworkConfig, network_params
 
 from ._common import JsonState, command, machine, results_dir, stamp, write_section
 
 SECTION = "Per-stage blocks: Inception v3's rule"
+TRANSFER_SECTION = "Per-stage blocks: does a lead transfer to a deeper network?"
 STAGES = (1, 1, 1)
 GRIDS = (28, 14, 7)
 ASYM_N = 7  # the paper's 17x17 modules: 1x7 then 7x1
@@ -45,6 +55,26 @@ def arms(stages: tuple[int, ...] = STAGES) -> dict[str, NetworkConfig]:
     for s in range(len(stages)):
         out[f"asym@s{s}"] = base.with_stage_design(s, asym)
     return out
+
+
+# The default study's front designs the 3-seed re-evaluation put ahead of a reference (see above).
+TRANSFER_DESIGNS = {
+    "#58": BlockConfig(ch1x1=32, ch3x3_reduce=64, ch3x3=16, wide_reduce=64, wide=48, pool_proj=64,
+                       wide_kind="asym", asym_n=7, pool_type="max", bn="post_act"),
+    "#14": BlockConfig(ch1x1=96, ch3x3_reduce=48, ch3x3=224, wide_reduce=16, wide=128,
+                       pool_proj=32, wide_kind="asym", asym_n=7, pool_type="max", bn="post_act"),
+}  # fmt: skip
+TRANSFER_SHAPES = {"search (1,1)": (1, 1), "deeper (2,2)": (2, 2)}
+
+
+def transfer_arms() -> dict[str, NetworkConfig]:
+    """Each transfer design and v1, v2, in the search network and in the deeper one."""
+    blocks = {**TRANSFER_DESIGNS, "v1": REFERENCES["v1"], "v2": REFERENCES["v2"]}
+    return {
+        f"{name} in {shape}": NetworkConfig(block=block, stages=stages)
+        for shape, stages in TRANSFER_SHAPES.items()
+        for name, block in blocks.items()
+    }
 
 
 def run_key(arm: str, network: NetworkConfig, budget_name: str, seed: int) -> str:
@@ -138,13 +168,77 @@ def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, s
     return "\n".join(lines)
 
 
+def transfer_report(
+    state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int
+) -> str:
+    """The section: each design against v1 and v2 in each network, and whether the order holds."""
+    acc: dict[str, list[float]] = {}
+    for arm, net in nets.items():
+        acc[arm] = []
+        for seed in range(seeds):
+            row = state.get(run_key(arm, net, budget_name, seed))
+            if row is None:
+                break
+            acc[arm].append(row["test_acc"])
+    n = min(len(v) for v in acc.values())
+    lines = [
+        f"Command: `{command('stages')}`. Machine: {machine()}. Date: {stamp()}.",
+        "",
+        f"Fashion-MNIST, width {next(iter(nets.values())).width}, budget `{budget_name}`, paired "
+        f"training seeds 0..{n - 1}, one data split; test accuracy. The search network has one "
+        "block per stage in two stages; the deeper one two blocks per stage.",
+        "",
+        "| design | network | parameters | test accuracy per seed | mean |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, net in nets.items():
+        name, shape = arm.split(" in ")
+        vals = acc[arm][:n]
+        mean = sum(vals) / len(vals) if vals else float("nan")
+        per = " ".join(f"{v:.4f}" for v in vals)
+        lines.append(f"| {name} | {shape} | {network_params(net):,} | {per} | {mean:.4f} |")
+    if n < 2:
+        lines += ["", f"Only {n} paired seed(s) finished: no difference can be judged yet."]
+        return "\n".join(lines)
+    lines += ["", f"Each design minus each reference, per network: {RULE}"]
+    words: dict[tuple[str, str], dict[str, str]] = {}
+    for shape in TRANSFER_SHAPES:
+        pairs = [(d, r) for d in TRANSFER_DESIGNS for r in ("v1", "v2")]
+        diffs = [
+            [a - b for a, b in zip(acc[f"{d} in {shape}"][:n], acc[f"{r} in {shape}"][:n])]
+            for d, r in pairs
+        ]
+        lines.append(f"- {shape}, Holm over its {len(pairs)} comparisons:")
+        for (d, r), v in zip(pairs, holm(diffs)):
+            words.setdefault((d, r), {})[shape] = v.word
+            lines.append(f"  - {d} - {r}: {v.text()}")
+    search, deeper = TRANSFER_SHAPES
+    lines += ["", "Does the order found in the search network hold in the deeper one?"]
+    for (d, r), by in words.items():
+        a, b = by[search], by[deeper]
+        if a not in ("better", "worse"):
+            said = f"no order to carry ({a} in the search network)"
+        elif b == a:
+            said = f"holds ({a} in both)"
+        elif b in ("better", "worse"):
+            said = f"reversed ({a} in the search network, {b} deeper)"
+        else:
+            said = f"{a} in the search network; deeper, {b}"
+        lines.append(f"- {d} against {r}: {said}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench stages",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("mode", choices=("rule",), help="rule: Inception v3's rule, stage by stage")
+    p.add_argument(
+        "mode",
+        choices=("rule", "transfer"),
+        help="rule: Inception v3's rule, stage by stage; transfer: search-network leads, deeper",
+    )
     p.add_argument("--seeds", type=int, default=3, help="paired seeds per arm (default: 3)")
     p.add_argument("--budget", default="quickx10", help="training budget (default: quickx10)")
     p.add_argument("--workers", type=int, default=2, help="training processes (default: 2)")
@@ -161,13 +255,16 @@ def main() -> int:
     except ValueError as exc:
         p.error(str(exc))
     state = JsonState(results_dir("stages") / ("quick.json" if args.quick else "runs.json"))
-    nets = arms()
+    nets = arms() if args.mode == "rule" else transfer_arms()
     if not args.report_only:
         train_missing(state, nets, budget_name, seeds, args.workers, args.data_dir)
-    body = report(state, nets, budget_name, seeds)
+    if args.mode == "rule":
+        body, title = report(state, nets, budget_name, seeds), SECTION
+    else:
+        body, title = transfer_report(state, nets, budget_name, seeds), TRANSFER_SECTION
     print(body)
     if args.write and not args.quick:
-        write_section(SECTION, body)
+        write_section(title, body)
     return 0
 
 

@@ -1,0 +1,84 @@
+"""bench/stages.py: the arms it trains and how it reports them, on stored numbers (no training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench._common import JsonState
+from bench.stages import (
+    TRANSFER_DESIGNS,
+    arms,
+    report,
+    run_key,
+    transfer_arms,
+    transfer_report,
+)
+from search_space import REFERENCES, build_network, network_params
+
+
+def test_rule_arms_change_one_stage_each():
+    nets = arms()
+    base = nets["v2"]
+    assert base.stages == (1, 1, 1) and all(d == REFERENCES["v2"] for d in base.designs)
+    for s in range(3):
+        net = nets[f"asym@s{s}"]
+        changed = [i for i in range(3) if net.stage_design(i) != base.stage_design(i)]
+        assert changed == [s]
+        assert net.stage_design(s).wide_kind == "asym" and net.stage_design(s).asym_n == 7
+        model = build_network(net)
+        assert sum(p.numel() for p in model.parameters()) == network_params(net)
+
+
+def _fill(state, nets, accs):
+    for arm, net in nets.items():
+        for seed, acc in enumerate(accs[arm]):
+            state.put(run_key(arm, net, "b", seed), {"test_acc": acc})
+
+
+def test_rule_report_judges_each_stage_under_holm(tmp_path):
+    nets = arms()
+    state = JsonState(tmp_path / "runs.json")
+    base = [0.850, 0.852, 0.849, 0.851]
+    accs = {
+        "v2": base,
+        "asym@s0": [a - 0.010 + j for a, j in zip(base, (0.0, 0.0004, -0.0003, 0.0001))],
+        "asym@s1": [a + 0.0001 * (-1) ** i for i, a in enumerate(base)],
+        "asym@s2": [a + 0.012 + j for a, j in zip(base, (0.0002, -0.0001, 0.0003, 0.0))],
+    }
+    _fill(state, nets, accs)
+    text = report(state, nets, "b", 4)
+    lines = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- stage")}
+    assert lines["- stage 0 (28x28 grid)"].endswith("worse")
+    assert "not distinguishable at 4 seeds" in lines["- stage 1 (14x14 grid)"]
+    assert lines["- stage 2 (7x7 grid)"].endswith("better")
+
+
+def test_rule_report_waits_for_two_whole_pairs(tmp_path):
+    nets = arms()
+    state = JsonState(tmp_path / "runs.json")
+    _fill(state, nets, {arm: [0.85] for arm in nets})
+    assert "no effect can be judged yet" in report(state, nets, "b", 3)
+
+
+@pytest.mark.parametrize(
+    ("deeper_gap", "said"),
+    [
+        (0.02, "holds (better in both)"),
+        (-0.02, "reversed (better in the search network, worse deeper)"),
+    ],
+)
+def test_transfer_report_says_whether_the_order_holds(tmp_path, deeper_gap, said):
+    nets = transfer_arms()
+    assert len(nets) == 2 * (len(TRANSFER_DESIGNS) + 2)
+    state = JsonState(tmp_path / "runs.json")
+    noise = (0.0, 0.0003, -0.0002)
+    accs = {}
+    for arm in nets:
+        gap = 0.0
+        if arm.startswith("#"):
+            gap = 0.02 if "search" in arm else deeper_gap
+        accs[arm] = [0.85 + gap + (n if arm.startswith("#") else 0.0) for n in noise]
+    _fill(state, nets, accs)
+    text = transfer_report(state, nets, "b", 3)
+    assert f"- #58 against v1: {said}" in text
+    assert f"- #14 against v2: {said}" in text
