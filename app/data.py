@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shlex
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import optuna
@@ -28,6 +29,7 @@ from explorer.analysis import (
     rung_counts,
 )
 from explorer.store import DEFAULT_STORAGE, StudyConfig, TrialRecord
+from search_space import BlockConfig
 
 from .guard import short, shown
 
@@ -94,10 +96,22 @@ def reeval_accuracy(record: TrialRecord) -> tuple[float | None, float | None]:
 
 
 def design(record: TrialRecord) -> str:
-    """The block in short form, or why there is none."""
-    if record.block is not None:
-        return record.block.short()
+    """The design in short form on one line (stage by stage when per-stage), or why there is
+    none."""
+    if record.network is not None:
+        return record.network.short()
     return record.problem or "no design stored"
+
+
+def _per_stage(record: TrialRecord, field: Callable[[BlockConfig], str | None]) -> str | None:
+    """One field of a trial's design; in a per-stage design, each stage's joined by ``/``
+    (``post/post/pre``, ``-`` where a stage does not use it)."""
+    net = record.network
+    if net is None:
+        return None
+    if not net.per_stage:
+        return field(net.block)
+    return "/".join(field(d) or "-" for d in net.designs)
 
 
 def trial_note(record: TrialRecord) -> str | None:
@@ -201,7 +215,6 @@ def trials_frame(
     for r in records:
         acc, source = accuracy(r)
         test_acc, test_std = reeval_accuracy(r)
-        block = r.block
         curves = _curves(r)
         rows.append(
             {
@@ -218,9 +231,9 @@ def trials_frame(
                 "on_front": r.number in front,
                 "verification": verification.get(r.number),
                 "design": design(r),
-                "bn": block.bn if block else None,
-                "wide_kind": block.wide_kind if block and block.wide else None,
-                "pool_type": block.pool_type if block and block.has_pool_branch else None,
+                "bn": _per_stage(r, lambda b: b.bn),
+                "wide_kind": _per_stage(r, lambda b: b.wide_kind if b.wide else None),
+                "pool_type": _per_stage(r, lambda b: b.pool_type if b.has_pool_branch else None),
                 "epochs": len(curves.get("epoch") or []) or None,
                 "train_time_s": r.train_time_s,
                 "note": trial_note(r),

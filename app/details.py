@@ -10,9 +10,9 @@ from typing import NamedTuple
 import pandas as pd
 
 from explorer.store import TrialRecord
-from search_space import BN_PLACEMENT_DESCRIPTIONS, BlockConfig
+from search_space import BN_PLACEMENT_DESCRIPTIONS, BlockConfig, NetworkConfig
 
-from .data import _curves, _format, _number_or_none, reeval_accuracy
+from .data import _curves, _format, _number_or_none, design, reeval_accuracy
 from .guard import short
 
 
@@ -130,13 +130,22 @@ COMPARED_METRICS = ("val_acc", "params", "flops", "latency_ms", "test_acc")
 
 
 def compare_frame(a: TrialRecord, b: TrialRecord) -> pd.DataFrame:
-    """Each block field and metric of two trials side by side, with whether they differ."""
+    """Each block field and metric of two trials side by side, with whether they differ; when
+    either design is per-stage, the fields stage by stage (group ``stage 1``, ...)."""
     rows = []
     fields = [f.name for f in dataclasses.fields(BlockConfig)]
-    for name in fields:
-        va = getattr(a.block, name) if a.block else None
-        vb = getattr(b.block, name) if b.block else None
-        rows.append(("design", name, _format(va), _format(vb), va != vb))
+    nets = (a.network, b.network)
+    if any(n is not None and n.per_stage for n in nets):
+        stages = max(len(n.stages) for n in nets if n is not None)
+        groups = [(f"stage {s + 1}", s) for s in range(stages)]
+    else:
+        groups = [("design", None)]
+    for group, stage in groups:
+        da, db = (_design_of(n, stage) for n in nets)
+        for name in fields:
+            va = getattr(da, name) if da else None
+            vb = getattr(db, name) if db else None
+            rows.append((group, name, _format(va), _format(vb), va != vb))
     for key in COMPARED_METRICS:
         if key == "test_acc":
             va, vb = reeval_accuracy(a)[0], reeval_accuracy(b)[0]
@@ -148,16 +157,37 @@ def compare_frame(a: TrialRecord, b: TrialRecord) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "field", a.label(), b.label(), "differs"])
 
 
+def _design_of(network: NetworkConfig | None, stage: int | None) -> BlockConfig | None:
+    """The shared block (`stage` None), or a stage's design (None past the network's stages)."""
+    if network is None:
+        return None
+    if stage is None:
+        return network.block
+    return network.stage_design(stage) if stage < len(network.stages) else None
+
+
+def design_lines(record: TrialRecord) -> str:
+    """The design in short form: one line, or one line per stage for a per-stage design."""
+    net = record.network
+    if net is None or not net.per_stage:
+        return design(record)
+    return "\n".join(f"stage {s + 1}: {d.short()}" for s, d in enumerate(net.designs))
+
+
 def stage_diagrams(record: TrialRecord) -> list[BlockDiagram]:
-    """The block as the trained network has it in each stage: its widths scaled by the network's
-    width (0.25 by default) in stage 0, doubled in each later stage, so the drawing shows the real
-    channel counts rather than the paper-scale design."""
+    """The block as the trained network has it in each stage (each stage's own design in a
+    per-stage network): its widths scaled by the network's width (0.25 by default) in stage 0,
+    doubled in each later stage, so the drawing shows the real channel counts rather than the
+    paper-scale design."""
     net = record.network
     if net is None:
         return []
     out = []
+    own = " (its own design)" if net.per_stage else ""
     for stage in range(len(net.stages)):
         factor = net.width * 2**stage
-        title = f"{record.label()}, stage {stage + 1} of {len(net.stages)}, widths x{factor:g}"
+        title = (
+            f"{record.label()}, stage {stage + 1} of {len(net.stages)}{own}, widths x{factor:g}"
+        )
         out.append(block_diagram(net.stage_block(stage), title))
     return out

@@ -32,7 +32,7 @@ import streamlit as st  # noqa: E402
 
 from explorer.analysis import RULE  # noqa: E402
 from explorer.search import VERIFY_FACTOR  # noqa: E402
-from explorer.store import StorageError, TrialRecord  # noqa: E402
+from explorer.store import StorageError, StorageUnavailable, TrialRecord  # noqa: E402
 
 from . import ablation, charts, data, details, guard, loaders, verdicts  # noqa: E402
 from .guard import code, md  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> None:
         return _empty_state(
             storage, launch.study, f"There is no study storage at {code(guard.shown(storage))} yet."
         )
-    except StorageError as exc:
+    except (StorageError, StorageUnavailable) as exc:
         return _storage_error(storage, exc)
     if not names:
         return _empty_state(
@@ -146,7 +146,7 @@ def _storage_picker(launch: guard.Launch) -> str:
         return launch.storages[chosen]
 
 
-def _storage_error(storage: str, exc: StorageError) -> None:
+def _storage_error(storage: str, exc: StorageError | StorageUnavailable) -> None:
     log.warning("cannot read the study storage %s: %s", guard.shown(storage), exc)
     st.error(
         f"Cannot read the study storage {code(guard.shown(storage))}: the log of the server "
@@ -159,7 +159,7 @@ def study_view(storage: str, study_name: str) -> None:
     """Everything below the sidebar; re-run on its own by the live refresh."""
     try:
         loaded = loaders.load(storage, study_name)
-    except StorageError as exc:
+    except (StorageError, StorageUnavailable) as exc:
         log.warning("cannot read study %r of %s: %s", study_name, guard.shown(storage), exc)
         st.error(f"Cannot read study {code(study_name)}: the server's log says why.", icon="⚠️")
         return
@@ -242,7 +242,7 @@ def _wait_for_search(storage: str) -> None:
     """Reload the whole page once the storage holds a study (a search has started)."""
     try:
         started = bool(loaders.list_studies(storage))
-    except StorageError:
+    except (StorageError, StorageUnavailable):
         return
     if started:
         st.rerun(scope="app")
@@ -573,11 +573,12 @@ def _details_tab(
                 key="block",
                 config={"displayModeBar": False},
             )
+            whose = "each stage's own design's" if record.network.per_stage else "the design's"
             st.caption(
-                "Channel counts as trained: the design's widths times the network's width in "
+                f"Channel counts as trained: {whose} widths times the network's width in "
                 "stage 1, doubled in each later stage."
             )
-            st.code(data.design(record), language=None)
+            st.code(details.design_lines(record), language=None)
         curves = details.curves_frame(record)
         if len(curves):
             st.plotly_chart(charts.curves_figure(curves), key="curves")
@@ -682,11 +683,14 @@ def _compare_tab(
     for i, (col, record) in enumerate(zip(st.columns(2), (a, b), strict=True)):
         with col:
             if record.block is not None:
-                st.plotly_chart(
-                    charts.block_figure(details.stage_diagrams(record)[0]),
-                    key=f"compare_block_{i}",
-                    config={"displayModeBar": False},
-                )
+                # a per-stage design drawn stage by stage; a shared block once
+                diagrams = details.stage_diagrams(record)
+                for s, diagram in enumerate(diagrams if record.network.per_stage else diagrams[:1]):
+                    st.plotly_chart(
+                        charts.block_figure(diagram),
+                        key=f"compare_block_{i}" + (f"_{s}" if s else ""),
+                        config={"displayModeBar": False},
+                    )
             else:
                 st.caption(md(data.design(record)))
 
@@ -792,13 +796,15 @@ def _ablation_tab(storage: str, loaded: loaders.LoadedStudy) -> None:
     step = steps[chosen]
     for i, (col, design) in enumerate(zip(st.columns(2), (step.before, step.after), strict=True)):
         with col:
-            diagram = details.block_diagram(design.network.stage_block(0), design.name)
+            stage = step.step.stage  # a per-stage step: the stage it changes
+            title = design.name if stage is None else f"{design.name}, stage {stage + 1}"
+            diagram = details.block_diagram(design.network.stage_block(stage or 0), title)
             st.plotly_chart(
                 charts.block_figure(diagram),
                 key=f"ablation_block_{i}",
                 config={"displayModeBar": False},
             )
-            st.caption(md(design.block.short()))
+            st.caption(md(design.network.short()))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def make_ablation(storage: str, name: str = "demo", seeds: int = 3) -> None:
     from explorer import ablate  # the ablation package imports torch-heavy modules late
 
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
-    budget = ablate.cli._budget(study, "smoke")
+    budget = ablate.cli.resolve_budget(study, "smoke")
     designs = ablate.cli.Designs(study)
     v1, v2 = designs.reference("v1"), designs.reference("v2")
     winner = designs.winner() or designs.resolve(

@@ -218,7 +218,7 @@ def test_a_seeded_smoke_ladder_is_stored_beside_the_study_and_resumes_with_more_
 
 def test_reevaluated_seeds_of_the_same_design_and_recipe_are_reused(study_path, tiny_fmnist):
     study = optuna.load_study(study_name="demo", storage=open_storage(study_path, create=False))
-    budget = ablate.cli._budget(study, "smoke")
+    budget = ablate.cli.resolve_budget(study, "smoke")
     v1 = next(t.number for t in study.trials if t.user_attrs.get("reference") == "v1")
     study.set_user_attr(f"reeval:{v1}", {"test_acc": [0.6, 0.61], "val_acc": [0.5, 0.51],
         "seeds": 2, "budget": "smoke", "train_config": budget.config.to_dict()})  # fmt: skip

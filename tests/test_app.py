@@ -593,3 +593,61 @@ def test_ablation_tab_without_ablations_names_the_command(app, demo):
     at.run()
     assert not at.exception
     assert "python -m explorer.ablate --study demo" in _texts(at)
+
+
+# ---------------------------------------------------------------------------------------------
+# A per-stage study: each stage its own design
+
+PER_STAGE = (1, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def per_stage(tmp_path_factory) -> str:
+    """A journal whose study ``demo`` searched one design per stage of a three-stage network,
+    with a stored ablation (its ladders go stage by stage)."""
+    storage = str(tmp_path_factory.mktemp("per_stage") / "explorer.journal")
+    make_study(storage, "demo", n_search=4, weights=False, stages=PER_STAGE, per_stage=True)
+    make_ablation(storage, "demo", seeds=3)
+    return storage
+
+
+def test_a_per_stage_design_is_labelled_and_compared_stage_by_stage(per_stage):
+    records = study_records(load_study(per_stage, "demo"))
+    searched = next(r for r in records if r.is_search and r.network is not None)
+    assert data.design(searched) == searched.network.short() and "s2[" in data.design(searched)
+    lines = details.design_lines(searched).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["stage 1", "stage 2", "stage 3"]
+    frame = details.compare_frame(records[0], searched)
+    assert list(dict.fromkeys(frame["group"]))[:3] == ["stage 1", "stage 2", "stage 3"]
+    row = data.trials_frame(records).set_index("trial").loc[searched.number]
+    assert row["bn"] == "/".join(d.bn for d in searched.network.designs)
+    diagrams = details.stage_diagrams(searched)
+    for s, diagram in enumerate(diagrams):  # each stage drawn from its own design
+        assert diagram.branches[1].out == searched.network.stage_block(s).ch3x3
+        assert "its own design" in diagram.title
+
+
+def test_a_per_stage_study_renders_its_front_details_and_compare(app, per_stage):
+    at = app(EXPLORER_STORAGE=per_stage, EXPLORER_STUDY="demo").run()
+    assert not at.exception and not at.error
+    names = [t["name"] for t in _figure(at)["data"]]
+    assert "Pareto front" in names and "v1" in names and "v2" in names
+    records = study_records(load_study(per_stage, "demo"))
+    searched = next(r for r in records if r.is_search and r.network is not None)
+    at = _open(at, searched.number)
+    assert not at.exception and not at.error
+    assert at.radio(key="detail_stage").options == ["stage 1", "stage 2", "stage 3"]
+    assert "stage 3: " in at.code[0].value
+    at.radio(key="detail_stage").set_value(2).run()
+    assert "stage 3 of 3 (its own design)" in _figure(at, 0)["layout"]["title"]["text"]
+    at.session_state["view"] = "Compare"
+    at.run()
+    assert not at.exception and not at.error
+    (compared,) = [d.value for d in at.dataframe if "differs" in d.value.columns]
+    assert {"stage 1", "stage 2", "stage 3"} <= set(compared["group"])
+    assert len(at.get("plotly_chart")) >= 6  # two designs, three stages each
+    at.session_state["view"] = "Ablation"
+    at.run()
+    assert not at.exception and not at.error
+    (table,) = [d.value for d in at.dataframe if "Δ val acc" in d.value.columns]
+    assert table["step"][0].startswith("1. stage ")
