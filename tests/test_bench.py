@@ -404,3 +404,18 @@ def test_the_verdict_bench_reads_the_recorded_per_seed_tables(monkeypatch):
     pool = verdicts.noise_pool(tables)
     assert len(pool) == 3 * sum(len(t) * (len(t) - 1) // 2 for t in tables)
     assert abs(pool.mean()) < 1e-9  # residuals: centred per design
+
+
+def test_a_gpu_step_runs_in_its_own_process_through_the_tool():
+    """`python -m bench gpu` runs each step in a fresh `python -m bench gpu --step NAME` process;
+    the child reaches the step itself: without CUDA, the step's own CUDA error comes back."""
+    import torch
+
+    from bench import gpu
+
+    row = gpu.run_in_child("env", gpu.Context("cpu", None, True), cap_s=90)
+    if torch.cuda.is_available():
+        assert row["device"]["type"] == "cuda", row
+    else:
+        # exit 1 from the step's CUDA call, not 2 (the child's flags) nor a missing module
+        assert row["error"].startswith("exit 1: ") and "No module named" not in row["error"], row
