@@ -38,7 +38,7 @@ from explorer.analysis import (
 )
 from explorer.store import open_storage, storage_of, study_config
 
-from ._common import ROOT, machine, provenance, publish, stamp
+from ._common import ROOT, machine, provenance, publish, results_dir, stamp
 
 STUDY = "fashion-mnist-inception-block"
 WRITE = True  # --no-write: print only
@@ -512,7 +512,12 @@ def main() -> None:
     p.add_argument("mode", choices=("time", "hold", "worth", "signals", "prune"))
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--storage", help="hold/signals: the study's journal")
-    p.add_argument("--dir", default="bench-rungs", help="time/worth/prune: where the journals go")
+    p.add_argument(
+        "--dir",
+        default=str(results_dir("rungs").relative_to(ROOT)),
+        help="time/worth/prune: where the journals go; a rerun reuses those there "
+        "(default: %(default)s)",
+    )
     p.add_argument("--budget", default="long", help="hold: the re-evaluation budget")
     p.add_argument(
         "--stored",
