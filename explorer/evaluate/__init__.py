@@ -1,6 +1,6 @@
 """Re-evaluation: `python -m explorer.evaluate` (`cli`) retrains chosen designs and the references
 over several seeds (`runner`) under a longer budget (`budgets`) and gives the paired verdict
-against each reference (`compare`).
+against each reference (`compare`); with another network shape, the transfer check (`transfer`).
 
 May import: `explorer.analysis`, `explorer.training`, `explorer.store`, `explorer.usage`,
 `search_space`.
@@ -33,10 +33,16 @@ from .runner import (
     select_targets,
     train_and_test,
 )
+from .transfer import (
+    Shape,
+    placed,
+    transfer_prefix,
+)
 
 __all__ = [
     "Comparison",
     "DEFAULT_SEEDS",
+    "Shape",
     "DataSpec",
     "Run",
     "RunPool",
@@ -49,6 +55,7 @@ __all__ = [
     "main",
     "named_budget",
     "parse_args",
+    "placed",
     "reevaluate",
     "report",
     "resolve_budget",
@@ -56,4 +63,5 @@ __all__ = [
     "select_targets",
     "top_rung_budget",
     "train_and_test",
+    "transfer_prefix",
 ]

@@ -33,8 +33,11 @@ stored as ``reeval:v1`` / ``reeval:v2``. Read them all with `reeval_results(stud
 validation split is the one the search used (the study's dataset seed). Seed ``s`` initialises the
 network with ``torch.manual_seed(s)`` and seeds the training stream with ``s``. Each finished seed
 is stored at once, so an interrupted run resumes where it stopped, and asking for more seeds later
-trains only the new ones. One re-evaluation of a study runs at a time (`explorer.store.reeval_lock`),
-on any machine: a second waits, then trains only the seeds the first did not store.
+trains only the new ones. With ``--stages``, ``--width`` or ``--stem`` the same designs and
+references are also retrained in that network, their results kept apart per network shape as
+``transfer:<shape>:<key>`` (`explorer.evaluate.transfer`). One re-evaluation of a study runs at
+a time (`explorer.store.reeval_lock`), on any machine: a second waits, then trains only the seeds
+the first did not store.
 """
 
 from __future__ import annotations
@@ -204,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         ns = parse_args(argv)
-        study = the_study(ns.storage, ns.study)
+        chosen: list[str] = []  # the line saying which study, once the input is known good
+        study = the_study(ns.storage, ns.study, chosen.append)
         targets = select_targets(
             study, pareto=ns.pareto, trials=ns.trial or (), top=ns.top, references=ns.references
         )
@@ -221,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for group, prefix in networks
         )
         if ns.dry_run:
+            for line in chosen:
+                print(line, file=sys.stderr)
             where = f" in {len(networks)} networks" if len(networks) > 1 else ""
             print(
                 f"{len(targets)} designs ({', '.join(t.label for t in targets)}), "
@@ -246,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = DataSpec(dataset, ns.data_dir, seed)
             found = load_dataset(dataset, data_dir=ns.data_dir, seed=seed)  # one clear line if not
             data = found.on(device) if workers == 1 else None
+        for line in chosen:
+            print(line, file=sys.stderr)
         if not ns.quiet:
             print(
                 f"study {study.study_name!r}: {len(targets)} designs, {needed} runs to train "
