@@ -161,10 +161,13 @@ def steps_frame(measured: Measured) -> pd.DataFrame:
 
 
 def group_importances(importances: dict[str, float]) -> dict[str, float]:
-    """Parameter importances summed over each field group."""
+    """Parameter importances summed over each field group (and over the stages of a per-stage
+    study, whose parameters are named by stage: ``s1.bn``)."""
     out: dict[str, float] = {}
     for param, value in importances.items():
-        group = GROUP_OF_FIELD.get(param)
+        stage, dot, field = param.partition(".")
+        per_stage = dot and stage[:1] == "s" and stage[1:].isdigit()
+        group = GROUP_OF_FIELD.get(field if per_stage else param)
         if group is not None:
             out[group] = out.get(group, 0.0) + float(value)
     return out

@@ -186,8 +186,6 @@ def stage_diagrams(record: TrialRecord) -> list[BlockDiagram]:
     own = " (its own design)" if net.per_stage else ""
     for stage in range(len(net.stages)):
         factor = net.width * 2**stage
-        title = (
-            f"{record.label()}, stage {stage + 1} of {len(net.stages)}{own}, widths x{factor:g}"
-        )
+        title = f"{record.label()}, stage {stage + 1} of {len(net.stages)}{own}, widths x{factor:g}"
         out.append(block_diagram(net.stage_block(stage), title))
     return out

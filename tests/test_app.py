@@ -651,3 +651,11 @@ def test_a_per_stage_study_renders_its_front_details_and_compare(app, per_stage)
     assert not at.exception and not at.error
     (table,) = [d.value for d in at.dataframe if "Δ val acc" in d.value.columns]
     assert table["step"][0].startswith("1. stage ")
+
+
+def test_importances_of_a_per_stage_study_sum_over_stages_into_groups():
+    found = ablation.group_importances(
+        {"s0.bn": 0.25, "s2.bn": 0.25, "s1.wide_kind": 0.5, "x.y": 1}
+    )
+    assert found == {"bn": 0.5, "factorization": 0.5}
+    assert ablation.group_importances({"bn": 0.3, "ch1x1": 0.2}) == {"bn": 0.3, "widths": 0.2}
