@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from collections import Counter
 from datetime import date
@@ -31,7 +30,7 @@ from explorer.store import load_study, open_storage, study_config, study_names
 from explorer.training import PROXY_NAMES, load_dataset, proxy_scores
 from search_space import network_params
 
-from ._common import machine, write_section
+from ._common import machine, timed, write_section
 
 SECTION = "Zero-cost proxies on our space"
 BOOTSTRAP = 2000
@@ -91,9 +90,8 @@ def score_designs(trials: list, data, batch_size: int) -> tuple[list[tuple], lis
     for t in trials:
         net = t.network
         seed = t.seed or 0
-        start = time.perf_counter()
-        scores = proxy_scores(net, data, "cpu", seed, batch_size=batch_size)
-        times.append(time.perf_counter() - start)
+        scores, seconds = timed(proxy_scores, net, data, "cpu", seed, batch_size=batch_size)
+        times.append(seconds)
         rows.append((t.number, t.val_acc, network_params(net), scores, net.block.bn))
         print(
             f"trial {t.number:>4} acc {rows[-1][1]:.4f} params {rows[-1][2]:>8,} "

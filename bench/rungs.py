@@ -38,7 +38,7 @@ from explorer.analysis import (
 )
 from explorer.store import open_storage, storage_of, study_config
 
-from ._common import ROOT, machine, provenance, publish, results_dir, stamp
+from ._common import ROOT, machine, provenance, publish, results_dir, stamp, timed
 
 STUDY = "fashion-mnist-inception-block"
 WRITE = True  # --no-write: print only
@@ -79,9 +79,7 @@ def search(storage: Path, *flags: str, timeout: float | None = None) -> float:
     if timeout is not None:
         cmd += ["--timeout", f"{timeout:.0f}"]
     print("$", " ".join(cmd[1:]), file=sys.stderr)
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return timed(subprocess.run, cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)[1]
 
 
 def load(storage: Path) -> optuna.Study:

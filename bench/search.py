@@ -43,7 +43,7 @@ from explorer.search import (
 )
 from explorer.store import open_storage, study_config
 
-from ._common import ROOT, machine, provenance, publish
+from ._common import ROOT, machine, provenance, publish, timed
 
 
 def front_vs_refs(records) -> list[str]:
@@ -163,9 +163,7 @@ def run_one(
             proxies=False,  # the same for every sampler; not what is compared here
             workers=parallel,  # only sets the torch threads: cores / parallel
         )
-        start = time.perf_counter()
-        run_worker(s)
-        wall = time.perf_counter() - start
+        _, wall = timed(run_worker, s)
         study = optuna.load_study(study_name="b", storage=open_storage(s.storage))
         records = study_records(study)
     return hypervolume(records), wall, records

@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -65,7 +64,7 @@ from explorer.store import TrialRecord, open_storage, study_config
 from explorer.training import budget, load_dataset
 from search_space import REFERENCES, NetworkConfig, network_params
 
-from ._common import ROOT, JsonState, machine, publish, results_dir
+from ._common import ROOT, JsonState, machine, publish, results_dir, timed
 
 STUDY = "s"
 SECTION = "Search strategies at equal wall time"
@@ -211,9 +210,7 @@ def run_cell(folder: Path, cell: str, name: str, seed: int, minutes: float) -> N
     print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     start = datetime.now()  # naive local time, as Optuna stores trial times
     load = os.getloadavg()[0]  # machine() gives the load when this script started, cells ago
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    _, wall = timed(subprocess.run, cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     info = {"start": start.isoformat(), "wall_s": wall, "minutes": minutes, "machine": machine(),
             "load_at_cell_start": load}  # fmt: skip
     done_file(folder, cell, seed).write_text(json.dumps(info) + "\n")
@@ -308,11 +305,9 @@ def _judge_init() -> None:
 
 
 def _judge_one(network_json: str, budget_name: str) -> tuple[str, float, float, float]:
-    t0 = time.perf_counter()
-    val, test = train_and_test(
-        NetworkConfig.from_json(network_json), _DATA, budget(budget_name), "cpu", 0
-    )
-    return network_json, val, test, time.perf_counter() - t0
+    net = NetworkConfig.from_json(network_json)
+    (val, test), seconds = timed(train_and_test, net, _DATA, budget(budget_name), "cpu", 0)
+    return network_json, val, test, seconds
 
 
 def mode_judge(ns: argparse.Namespace) -> None:

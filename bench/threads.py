@@ -20,9 +20,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-from ._common import ROOT, provenance, publish
+from ._common import ROOT, provenance, publish, timed
 
 
 def one(args) -> None:
@@ -49,9 +48,7 @@ def one(args) -> None:
         )
         torch.manual_seed(0)
         model = build_network(net)
-        start = time.perf_counter()
-        train(model, data, config, "cpu")
-        times.append(time.perf_counter() - start)
+        times.append(timed(train, model, data, config, "cpu")[1])
     print(json.dumps(times))
 
 
