@@ -125,8 +125,11 @@ def train_missing(
                 )
 
 
-def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int) -> str:
-    """The section: each arm's accuracy, each stage's paired effect under the verdict rule."""
+def accuracies(
+    state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int
+) -> tuple[dict[str, list[float]], int]:
+    """Each arm's test accuracies over seeds 0.. until its first missing run, and how many seeds
+    every arm has (the pairs that can be judged)."""
     acc: dict[str, list[float]] = {}
     for arm, net in nets.items():
         acc[arm] = []
@@ -135,7 +138,12 @@ def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, s
             if row is None:
                 break
             acc[arm].append(row["test_acc"])
-    n = min(len(v) for v in acc.values())
+    return acc, min(len(v) for v in acc.values())
+
+
+def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int) -> str:
+    """The section: each arm's accuracy, each stage's paired effect under the verdict rule."""
+    acc, n = accuracies(state, nets, budget_name, seeds)
     lines = [
         f"Command: `{command('stages')}`. Machine: {machine()}. Date: {stamp()}.",
         "",
@@ -172,15 +180,7 @@ def transfer_report(
     state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int
 ) -> str:
     """The section: each design against v1 and v2 in each network, and whether the order holds."""
-    acc: dict[str, list[float]] = {}
-    for arm, net in nets.items():
-        acc[arm] = []
-        for seed in range(seeds):
-            row = state.get(run_key(arm, net, budget_name, seed))
-            if row is None:
-                break
-            acc[arm].append(row["test_acc"])
-    n = min(len(v) for v in acc.values())
+    acc, n = accuracies(state, nets, budget_name, seeds)
     lines = [
         f"Command: `{command('stages')}`. Machine: {machine()}. Date: {stamp()}.",
         "",
