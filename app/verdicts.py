@@ -290,7 +290,7 @@ def verify_command(storage: str, study: str, trials: int, cap: int, timeout_s: i
     parts = ["python", "-m", "explorer.search", "--study", study]
     if storage and storage != DEFAULT_STORAGE:
         parts += ["--storage", shown(storage)]
-    parts += ["--trials", str(trials), "--verify", str(cap), "--timeout", str(timeout_s)]
+    parts += ["--trials", str(trials), "--verify-seeds", str(cap), "--timeout", str(timeout_s)]
     return shlex.join(parts)
 
 

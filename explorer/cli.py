@@ -24,12 +24,24 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import optuna
 import torch
 
 from search_space import DEFAULT_SPACE
 
 from .search.rungs import DEFAULT_ETA, DEFAULT_RUNGS
-from .store.studies import study_names
+from .search.settings import SearchSettings
+from .search.study import new_config
+from .store.records import StudyConfig
+from .store.storages import StorageError, open_storage
+from .store.studies import (
+    STORAGE_HELP,
+    STUDY_HELP,
+    choose_study,
+    is_companion_study,
+    study_line,
+    study_names,
+)
 from .store.urls import artifact_dir, default_storage, is_journal, redact
 from .training.budgets import BUDGETS, LONG_FACTOR, default_budget
 from .training.data import DATASETS, ENV_VAR, DataError, cache_dir, find_dataset
@@ -155,6 +167,25 @@ def exposure_line(address: str, port: int, token: str, generated: bool) -> str:
     )
 
 
+def dashboard_study(
+    storages: Sequence[str] | None, study: str | None
+) -> tuple[str | None, str | None]:
+    """(the study the page opens, the line saying which when not given), chosen as every
+    subcommand chooses (`choose_study`) in the first storage; a storage not made yet, unreadable
+    or empty leaves it to the page, which waits for a search or says why."""
+    url = (storages or [None])[0] or default_storage()
+    if is_journal(url) and not Path(url).expanduser().is_file():
+        return study, None
+    try:
+        names = study_names(url)
+    except StorageError:
+        return study, None
+    if not names:
+        return study, None
+    name, why = choose_study(names, study)
+    return name, None if why is None else study_line(name, why)
+
+
 def _dashboard(ns: argparse.Namespace) -> int:
     try:
         # Here, not at the top: 0.4 s more for every other subcommand (Xeon, 2026-12-02).
@@ -162,12 +193,15 @@ def _dashboard(ns: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"the dashboard needs streamlit ({exc}); pip install streamlit") from None
     token = ns.token or os.environ.get(TOKEN_ENV) or None
+    study, chosen = dashboard_study(ns.storage, ns.study)
+    if chosen is not None:
+        print(chosen, file=sys.stderr)
     if not is_loopback(ns.address):
         generated = token is None
         token = token or secrets.token_urlsafe(18)
         print(exposure_line(ns.address, ns.port or DEFAULT_PORT, token, generated), file=sys.stderr)
     args = streamlit_args(
-        dashboard_page(), ns.storage, ns.study, ns.port, ns.address, ns.browser, ns.allow_dir,
+        dashboard_page(), ns.storage, study, ns.port, ns.address, ns.browser, ns.allow_dir,
         ns.allow_host or (),
     )  # fmt: skip
     before = os.environ.get(TOKEN_ENV)
@@ -224,10 +258,12 @@ def info_text() -> str:
     source = "$EXPLORER_STORAGE" if os.environ.get("EXPLORER_STORAGE") else "default"
     if is_journal(storage):
         path = Path(storage).expanduser().resolve()
+        networks: list[str] = []
         if path.is_file():
             try:
                 names = study_names(storage)
                 held = f"{len(names)} studies" + (f": {', '.join(names)}" if names else "")
+                networks = _study_networks(storage)
             except Exception as exc:  # an unreadable journal is worth a line, not a traceback
                 held = (
                     f"unreadable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
@@ -235,8 +271,11 @@ def info_text() -> str:
         else:
             held = "not created yet; the first search makes it"
         lines.append(f"studies: {path} ({source}, {held})")
+        lines += networks
     else:
         lines.append(f"studies: {redact(storage)} ({source})")
+    default = new_config(SearchSettings(), "quick").network_text()
+    lines.append(f"network of a new study: {default} (--stages, --width, --stem, --per-stage)")
     lines.append(f"weights: {artifact_dir().expanduser().resolve()} ($EXPLORER_ARTIFACTS to move)")
 
     env = os.environ.get(ENV_VAR)
@@ -272,9 +311,35 @@ def info_text() -> str:
     # The search's verification trains at LONG_FACTOR times its budget (explorer.search.verification).
     lines.append(
         f"claims against v1/v2: retrained at {top}x{LONG_FACTOR} before the summary states them "
-        "(--verify 0: off)"
+        "(--verify-seeds 0: off)"
     )
     return "\n".join(lines)
+
+
+# At most this many studies get a line of their own in ``info``.
+INFO_STUDIES = 20
+
+
+def _study_networks(storage: str) -> list[str]:
+    """One line per study (up to `INFO_STUDIES`): the network its designs are trained in."""
+    store = open_storage(storage, create=False)
+    summaries = [
+        s
+        for s in optuna.get_all_study_summaries(store, include_best_trial=False)
+        if not is_companion_study(s.study_name)
+    ]
+    lines = []
+    for summary in summaries[:INFO_STUDIES]:
+        try:
+            config = StudyConfig.from_study(summary.user_attrs)
+        except ValueError as exc:
+            what = f"unreadable settings: {exc}"
+        else:
+            what = config.network_text() if config is not None else "no settings yet"
+        lines.append(f"  {summary.study_name}: {what}")
+    if len(summaries) > INFO_STUDIES:
+        lines.append(f"  ... and {len(summaries) - INFO_STUDIES} more")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +366,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             f"  {prog} {cmd:<38} # {why}\n"
             for cmd, why in (
                 ("search --trials 20 --budget smoke", "a minute, to try it"),
-                ("dashboard", "the newest study in studies/"),
+                ("dashboard", "the study in studies/"),
                 ("evaluate --pareto", "retrain the front longer"),
                 ("export --study NAME --best -o net.py", "standalone PyTorch code"),
                 ("info", "what this install sees"),
@@ -317,15 +382,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "dashboard",
         description="Serve the dashboard (Streamlit) on a study; stop it with Ctrl-C.",
     )
+    d.add_argument("--study", default=None, metavar="NAME", help=STUDY_HELP)
     d.add_argument(
         "--storage",
         action="append",
         default=None,
-        help="journal file or SQLAlchemy URL the page offers; repeat it to offer several (default: "
-        "$EXPLORER_STORAGE or studies/explorer.journal). Visitors choose among these only",
-    )
-    d.add_argument(
-        "--study", default=None, help="study to open (default: $EXPLORER_STUDY, else the newest)"
+        metavar="URL",
+        help=f"{STORAGE_HELP}; repeat it to offer several on the page (--study is looked for in "
+        "the first). Visitors choose among these only",
     )
     d.add_argument(
         "--port", type=_port, default=None, help=f"port to serve on (default: {DEFAULT_PORT})"
@@ -387,7 +451,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             print(info_text())
             return 0
         return _dashboard(ns)
-    except UsageError as exc:
+    except (UsageError, StorageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:  # a broken install rather than bad input

@@ -153,7 +153,7 @@ def test_an_unverified_study_gives_the_command_that_verifies_it(storage):
     assert {c.status for c in info.claims} == {V.UNCHECKED}
     assert info.command.startswith(
         f"python -m explorer.search --study unverified --storage {storage} "
-        f"--trials {taken} --verify {V.DEFAULT_CAP} --timeout "
+        f"--trials {taken} --verify-seeds {V.DEFAULT_CAP} --timeout "
     )
     assert verdicts.front_label(info, "smoke") == (
         "search front at smoke: single runs; 4 claims against v1/v2, not verified"
@@ -168,7 +168,7 @@ def test_the_command_shows_no_password():
     command = verdicts.verify_command("postgresql://me:secret@db/nas", "s", 40, 8, 600)
     assert command == (
         "python -m explorer.search --study s --storage 'postgresql://me:***@db/nas' "
-        "--trials 40 --verify 8 --timeout 600"
+        "--trials 40 --verify-seeds 8 --timeout 600"
     )
 
 
@@ -345,7 +345,7 @@ def test_an_unverified_study_shows_the_command_and_its_unchecked_claims(page, st
     at = page("unverified", "Verified claims")
     (command,) = [c.value for c in at.code]
     assert command.startswith(f"python -m explorer.search --study unverified --storage {storage}")
-    assert "--verify 8" in command and "--timeout " in command
+    assert "--verify-seeds 8" in command and "--timeout " in command
     assert "No verification runs in this study yet" in at.info[0].value
     (table,) = [d.value for d in at.dataframe if "claim" in d.value.columns]
     assert set(table["status"]) == {"not checked"}

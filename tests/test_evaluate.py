@@ -305,7 +305,7 @@ def test_dry_run_trains_nothing(study_path, capsys):
         (["--pareto", "--top", "2"], "not allowed with"),
         (["--top", "0"], "--top must be at least 1"),
         (["--pareto", "--seeds", "0"], "--seeds must be at least 1"),
-        (["--pareto", "--budget", "forever"], "invalid choice"),
+        (["--pareto", "--budget", "forever"], "unknown budget 'forever'"),
         (["--pareto", "--references", "v9"], "unknown reference(s) v9"),
         (["--trial", "999"], "has no trial 999"),
         (["--pareto", "--study", "nope"], "no study named 'nope'"),

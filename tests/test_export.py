@@ -47,7 +47,14 @@ from explorer.export import (
 )
 from explorer.export import files as export_files
 from explorer.store import artifact_dir, open_storage
-from search_space import REFERENCES, BlockConfig, NetworkConfig, build_network, network_params
+from search_space import (
+    REFERENCES,
+    BlockConfig,
+    NetworkConfig,
+    build_network,
+    network_params,
+    reference_network,
+)
 from tests.helpers import make_study
 
 REPO = Path(__file__).parents[1]
@@ -151,6 +158,19 @@ NETWORKS = {
     "post_act-asym3-max": NetworkConfig(
         block=BlockConfig(8, 4, 8, 4, 8, 4, wide_kind="asym", asym_n=3, bn="post_act"),
         stages=(1, 2),
+    ),
+    # per-stage designs: Inception v3's per-grid layout, and stages that differ in every layer
+    # choice (batch norm, pool, wide kind, a removed branch), the last one pre-activation
+    "per-stage-v3-grids": reference_network(
+        "v3", NetworkConfig(block=REFERENCES["v1"], stages=(1, 1, 1)), per_stage=True
+    ),
+    "per-stage-none-pre-rgb32": NetworkConfig(
+        block=REFERENCES["v1"], in_channels=3, image_size=32, stages=(2, 1), stem_channels=40
+    ).with_designs(
+        (
+            REFERENCES["v1"],
+            BlockConfig(16, 0, 0, 4, 8, 16, wide_kind="asym", asym_n=5, pool_type="avg", bn="pre"),
+        )
     ),
 }
 
@@ -614,7 +634,10 @@ def test_bad_requests_are_export_errors(demo) -> None:
 CLI_ERRORS = [
     (["--study", "demo", "--trial", "99"], "study 'demo' has no trial 99"),
     (["--study", "empty", "--best"], "study 'empty' has no complete trials"),
-    (["--study", "demo", "--pareto", "--max-params", "10"], "none of the 12 complete trials"),
+    (
+        ["--study", "demo", "--pareto", "--select-max-params", "10"],
+        "none of the 12 complete trials",
+    ),
 ]
 
 
@@ -642,10 +665,13 @@ def test_cli_bad_arguments_give_one_line_and_status_2(demo, tmp_path, args, mess
         (["--study", "demo", "--trial", "12"], "trial 12 was pruned, not complete"),
         (["--study", "demo", "--trial", "13"], "trial 13 failed, not complete"),
         (
-            ["--study", "demo", "--trial", "1", "--max-params", "5"],
-            "--max-params and --min-accuracy",
+            ["--study", "demo", "--trial", "1", "--select-max-params", "5"],
+            "--select-max-params and --select-min-accuracy",
         ),
-        (["--study", "demo", "--best", "--min-accuracy", "1.5"], "argument --min-accuracy"),
+        (
+            ["--study", "demo", "--best", "--select-min-accuracy", "1.5"],
+            "argument --select-min-accuracy",
+        ),
         (["--study", "demo"], "one of the arguments --trial --best --pareto is required"),
     ],
 )
@@ -687,7 +713,7 @@ def test_the_exporter_knows_every_design_field() -> None:
     """A new design field must be taught to the generator, or it would be dropped silently."""
     assert {f.name for f in dataclasses.fields(NetworkConfig)} == {
         "block", "in_channels", "num_classes", "image_size", "stem_channels", "stages", "width",
-        "downsample", "dropout", "stem_bn",
+        "downsample", "dropout", "stem_bn", "stage_blocks",
     }  # fmt: skip
     assert {f.name for f in dataclasses.fields(BlockConfig)} == {
         "ch1x1", "ch3x3_reduce", "ch3x3", "wide_reduce", "wide", "pool_proj", "wide_kind",

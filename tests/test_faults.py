@@ -176,7 +176,7 @@ def test_a_waiter_given_a_timeout_says_who_holds_the_lock(tmp_path):
 def _search(url: str, data: Path, tmp: Path, trials: int) -> subprocess.Popen:
     args = ["--trials", str(trials), "--budget", "smoke", "--rungs", "1", "--device", "cpu",
             "--data-dir", str(data), "--storage", url, "--study", "t", "--workers", "2",
-            "--no-references", "--no-proxies", "--no-weights", "--verify", "0", "--quiet"]  # fmt: skip
+            "--no-references", "--no-proxies", "--no-weights", "--verify-seeds", "0", "--quiet"]  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "explorer.search", *args],
         cwd=ROOT,

@@ -88,7 +88,7 @@ def test_export_writes_a_working_model_from_it(legacy, tmp_path, capsys):
 def test_it_resumes_under_its_own_settings(legacy, tiny_fmnist, capsys):
     args = ["--storage", legacy, "--study", "legacy", "--trials", "3", "--device", "cpu",
             "--data-dir", str(tiny_fmnist), "--workers", "1", "--quiet", "--no-proxies",
-            "--verify", "0"]  # fmt: skip
+            "--verify-seeds", "0"]  # fmt: skip
     assert search.main(args) == 0, capsys.readouterr().err
     study = optuna.load_study(study_name="legacy", storage=open_storage(legacy))
     # the seeded sampler proposes the two old designs again first: copies reuse their results and

@@ -142,7 +142,7 @@ def test_promotable_takes_the_best_floor_n_over_eta_not_yet_promoted():
 def _args(tmp_path, data, trials: int, *more: str) -> list[str]:
     return ["--trials", str(trials), "--budget", "smoke", "--rungs", "2", "--device", "cpu",
             "--data-dir", str(data), "--storage", str(tmp_path / "s.journal"), "--study", "t",
-            "--workers", "1", "--quiet", "--no-proxies", "--verify", "0", *more]  # fmt: skip
+            "--workers", "1", "--quiet", "--no-proxies", "--verify-seeds", "0", *more]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def base_args(
         "1",
         "--quiet",
         *([] if proxies else ["--no-proxies"]),
-        *([] if verify else ["--verify", "0"]),
+        *([] if verify else ["--verify-seeds", "0"]),
     ]
 
 
@@ -127,7 +127,7 @@ def test_help_shows_defaults():
         "--rungs",
         "--eta",
         "--final-seeds",
-        "--verify",
+        "--verify-seeds",
     ):
         assert flag in out
     flat = " ".join(out.split())
@@ -814,7 +814,7 @@ def test_a_small_default_search_gives_a_real_answer_and_resumes(tmp_path, tiny_f
     study = optuna.load_study(study_name="t", storage=open_storage(storage))
     assert study_config(study).rungs == 1 and search.search_trials_taken(study) == 5
     assert "study 't': 7 complete" in out  # 5 search designs and v1, v2
-    # The default check of claims (--verify 8): this seeded front makes no claim against v1/v2,
+    # The default check of claims (--verify-seeds 8): this seeded front makes no claim against v1/v2,
     # so nothing is retrained and the summary states none.
     checks = search.verified_claims(study, study_config(study))
     assert checks == [] and reeval_results(study, search.VERIFY_PREFIX) == {}

@@ -136,7 +136,9 @@ def test_a_passed_deadline_leaves_claims_unverified_and_says_so(claimed):
         raise AssertionError("no run starts after the deadline")
 
     before = search.report.claim_lines(study, config)  # never verified: says how to verify
-    assert len(before) == 2 and all("not verified (--verify 8 races them" in x for x in before)
+    assert len(before) == 2 and all(
+        "not verified (--verify-seeds 8 races them" in x for x in before
+    )
     checks = V.verify(study, config, 8, None, "cpu", deadline=time.monotonic() - 1, run=never)
     assert [c.holds for c in checks] == [None] * len(claims)
     assert {c.status for c in checks} == {V.UNCHECKED}
@@ -232,7 +234,7 @@ def test_verify_budget_scales_the_top_budget_and_names_it():
 
 def test_a_timed_search_leaves_a_quarter_of_its_time_to_the_verification(tmp_path, monkeypatch):
     """With --timeout and the default verification, the workers stop starting trials at 3/4 of
-    it; with --verify 0 they get all of it."""
+    it; with --verify-seeds 0 they get all of it."""
     seen = []
 
     def fake_worker(s, index, on_trial=None):
@@ -244,8 +246,8 @@ def test_a_timed_search_leaves_a_quarter_of_its_time_to_the_verification(tmp_pat
     base = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--workers", "1",
             "--budget", "smoke", "--rungs", "1", "--quiet", "--timeout", "100"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
-        assert search.main(base) == 0  # the default: --verify 8
-        assert search.main(base + ["--verify", "0"]) == 0
+        assert search.main(base) == 0  # the default: --verify-seeds 8
+        assert search.main(base + ["--verify-seeds", "0"]) == 0
     assert seen == [pytest.approx(100 * (1 - V.VERIFY_SHARE)), 100]
 
 
@@ -257,7 +259,7 @@ def test_the_verification_gets_a_quarter_of_the_run():
 
 def test_an_untimed_search_hands_the_verification_the_search_time(tmp_path, monkeypatch):
     """By default (no --timeout) the claims are verified after the search, which hands the
-    verification the time it took; --verify 0 skips the verification."""
+    verification the time it took; --verify-seeds 0 skips the verification."""
     seen, calls = [], []
 
     def slow_worker(s, index, on_trial=None):
@@ -274,8 +276,8 @@ def test_an_untimed_search_hands_the_verification_the_search_time(tmp_path, monk
     base = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--workers", "1",
             "--budget", "smoke", "--rungs", "1", "--quiet"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
-        assert search.main(base) == 0  # the default: --verify 8
-        assert search.main(base + ["--verify", "0"]) == 0
+        assert search.main(base) == 0  # the default: --verify-seeds 8
+        assert search.main(base + ["--verify-seeds", "0"]) == 0
     assert len(seen) == len(calls) == 1
     search_s, run_deadline = seen[0]
     assert run_deadline is None and search_s >= 0.3
@@ -283,7 +285,7 @@ def test_an_untimed_search_hands_the_verification_the_search_time(tmp_path, monk
 
 
 def test_a_verified_search_end_to_end(tmp_path, tiny_fmnist):
-    """A real smoke search with --verify 2 (at smoke, to stay cheap): every claim its summary
+    """A real smoke search with --verify-seeds 2 (at smoke, to stay cheap): every claim its summary
     makes was retrained there (both sides), and the summary's claim lines say verified."""
     storage = str(tmp_path / "s.journal")
     out = io.StringIO()
@@ -291,7 +293,7 @@ def test_a_verified_search_end_to_end(tmp_path, tiny_fmnist):
         code = search.main(["--storage", storage, "--study", "t", "--trials", "4",
                             "--budget", "smoke", "--rungs", "1", "--workers", "1", "--seed", "1",
                             "--data-dir", str(tiny_fmnist), "--no-weights", "--quiet",
-                            "--verify", "2", "--verify-budget", "smoke", "--timeout", "900"])  # fmt: skip
+                            "--verify-seeds", "2", "--verify-budget", "smoke", "--timeout", "900"])  # fmt: skip
     assert code == 0
     study = optuna.load_study(study_name="t", storage=open_storage(storage))
     checks = V.verified_claims(study, study_config(study))

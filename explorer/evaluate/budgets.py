@@ -8,6 +8,7 @@ budget, is `budgets.long_budget` of the budget the study was searched with (`Stu
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Any
 
@@ -19,11 +20,53 @@ from ..store.studies import study_config
 from ..training import budgets
 from ..usage import UsageError
 
+# The budget words of every subcommand: the presets of `budgets.BUDGETS`, each also with xK, and
+# two words that read the study's own budget (its top rung's): top is that budget, long is
+# `budgets.LONG_FACTOR` times its training images.
+TOP = "top"
+PRESETS_HELP = (
+    f"a preset ({', '.join(budgets.BUDGETS)}) or one with xK for K times its training images "
+    "(quickx9)"
+)
+STUDY_WORDS_HELP = (
+    f"{TOP}: the study's own budget (its top rung's); {LONG}: {budgets.LONG_FACTOR} x the images "
+    f"of {TOP}"
+)
+
 
 def budget_names() -> list[str]:
-    """What ``--budget`` accepts: ``long`` (derived from the study's budget) or a named budget."""
+    """What a subcommand's ``--budget`` accepts besides xK: the study's words and the presets."""
 
-    return [LONG, *budgets.BUDGETS]
+    return [TOP, LONG, *budgets.BUDGETS]
+
+
+def budget_word(text: str) -> str:
+    """An argparse type: one of `budget_names`, or a preset with xK."""
+    if text in (TOP, LONG) or budgets.is_budget(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown budget {text!r} (choose from {', '.join(budget_names())}, or a preset with xK)"
+    )
+
+
+def add_budget(p: argparse.ArgumentParser, default: str, what: str) -> None:
+    """--budget as every subcommand that trains a study's designs takes it: `what` is trained."""
+    p.add_argument(
+        "--budget",
+        type=budget_word,
+        default=default,
+        metavar="BUDGET",
+        help=f"training budget of {what}: {PRESETS_HELP}; {STUDY_WORDS_HELP} (default: {default})",
+    )
+
+
+def preset_word(text: str) -> str:
+    """An argparse type: a preset of `budgets.BUDGETS`, or one with xK."""
+    if budgets.is_budget(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown budget {text!r} (choose from {', '.join(budgets.BUDGETS)}, or one with xK)"
+    )
 
 
 def _size(config: Any) -> str:
@@ -68,8 +111,15 @@ def base_budget(stored: Any) -> tuple[Any, str]:
 
 def resolve_budget(study: optuna.Study, name: str) -> Budget:
     """``long``: `budgets.long_budget` of the study's own budget (its stored ``train_config``
-    fields, else its ``budget`` name); any other name: that budget of `budgets.BUDGETS`."""
+    fields, else its ``budget`` name); ``top``: the study's top-rung budget; any other name: that
+    budget of `budgets.BUDGETS`."""
 
+    if name == TOP:
+        config = study_config(study)
+        if config is None:
+            raise UsageError(f"the study stores no budget to read {TOP!r} from; pass --budget "
+                             "with a preset")  # fmt: skip
+        return top_rung_budget(config)
     if name == LONG:
         config = study_config(study)
         stored = (config.train_config or config.budget) if config is not None else None

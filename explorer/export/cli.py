@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from ..store.storages import StorageError
-from ..store.studies import load_study
+from ..store.studies import add_study_args, the_study
 from ..store.urls import artifact_dir, redact
-from ..usage import Parser, UsageError
+from ..usage import Parser, UsageError, add_renamed
 from .files import export_onnx, export_to_file
 from .selection import ExportError, select_trials
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            f"  {PROG} --study demo --best --max-params 100000 -o best.py\n"
+            f"  {PROG} --study demo --best --select-max-params 100000 -o best.py\n"
             f"  {PROG} --study demo --trial 12 --weights -o net.py\n"
             "      (also writes net_trial12.pt and load_trial12() in net.py)\n"
             f"  {PROG} --study demo --pareto -o front.py\n"
@@ -67,12 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--study", required=True, help="name of the study to export from")
-    p.add_argument(
-        "--storage",
-        help="journal file or database URL of the study (default: $EXPLORER_STORAGE, else "
-        "studies/explorer.journal)",
-    )
+    add_study_args(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "--trial",
@@ -91,18 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="export every Pareto-optimal design meeting the constraints, one class each",
     )
+    # Named for what they limit, the selection: a search's --max-params limits what it trains.
     p.add_argument(
-        "--max-params",
+        "--select-max-params",
+        dest="max_params",
         type=_positive_int,
         metavar="P",
-        help="with --best/--pareto: only designs with at most P parameters",
+        help="with --best/--pareto: select only designs with at most P parameters",
     )
     p.add_argument(
-        "--min-accuracy",
+        "--select-min-accuracy",
+        dest="min_accuracy",
         type=_accuracy,
         metavar="A",
-        help="with --best/--pareto: only designs with validation accuracy at least A (0..1)",
+        help="with --best/--pareto: select only designs with validation accuracy at least A (0..1)",
     )
+    add_renamed(p, "--max-params", "--select-max-params")
+    add_renamed(p, "--min-accuracy", "--select-min-accuracy")
     p.add_argument(
         "--weights",
         action="store_true",
@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _command(args: argparse.Namespace) -> str:
-    parts = ["python", "-m", "explorer.export", "--study", args.study]
+def _command(args: argparse.Namespace, study: str) -> str:
+    parts = ["python", "-m", "explorer.export", "--study", study]
     if args.storage:
         parts += ["--storage", redact(args.storage)]
     if args.trial is not None:
@@ -133,9 +133,9 @@ def _command(args: argparse.Namespace) -> str:
     else:
         parts.append("--best" if args.best else "--pareto")
         if args.max_params is not None:
-            parts += ["--max-params", str(args.max_params)]
+            parts += ["--select-max-params", str(args.max_params)]
         if args.min_accuracy is not None:
-            parts += ["--min-accuracy", f"{args.min_accuracy:g}"]
+            parts += ["--select-min-accuracy", f"{args.min_accuracy:g}"]
     if args.weights:
         parts.append("--weights")
     if args.format != "py":
@@ -156,9 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_params is not None or args.min_accuracy is not None
         ):
             raise ExportError(
-                "--max-params and --min-accuracy go with --best or --pareto, not --trial"
+                "--select-max-params and --select-min-accuracy go with --best or --pareto, "
+                "not --trial"
             )
-        study = load_study(args.storage, args.study)
+        chosen: list[str] = []  # the line saying which study, once the export is written
+        study = the_study(args.storage, args.study, chosen.append)
         mode = "best" if args.best else "pareto" if args.pareto else None
         numbers = (
             args.trial
@@ -174,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             onnx_file = export_onnx(
                 study, numbers[0], args.output, artifacts=artifact_dir(args.storage)
             )
+            for line in chosen:
+                print(line, file=sys.stderr)
             print(f"wrote {onnx_file}: trial {numbers[0]} with its trained weights, as ONNX")
             return 0
         written = export_to_file(
@@ -182,11 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.output,
             weights=args.weights,
             artifacts=artifact_dir(args.storage),
-            command=_command(args),
+            command=_command(args, study.study_name),
         )
     except (ExportError, StorageError, UsageError) as exc:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    for line in chosen:
+        print(line, file=sys.stderr)
     code, *pts = written
     classes = ", ".join(f"Trial{n}Net" for n in dict.fromkeys(numbers))
     print(f"wrote {code}: {classes}")

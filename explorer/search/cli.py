@@ -7,7 +7,7 @@ designs are trained first in every new study as ordinary trials tagged ``referen
 same command again resumes the study up to the requested number of trials (under the settings it
 was made with); several processes or machines may share one storage. The parts: `settings`
 (what a run asks for), `study` (creating, loading, checking), `workers` and `objective` (running
-trials), `recovery` (dead workers' trials), `report` (progress and summary).
+trials), `explorer.store.work` (dead workers' trials), `report` (progress and summary).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import optuna
 
+from search_space import DEFAULT_SPACE
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -29,21 +31,32 @@ from optuna.trial import TrialState
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
 from ..analysis.verdicts import RULE
-from ..evaluate.budgets import top_rung_budget
+from ..evaluate.budgets import LONG, PRESETS_HELP, preset_word, top_rung_budget
 from ..evaluate.pool import DataSpec
 from ..evaluate.runner import reevaluate, select_targets
 from ..store.locks import TRANSIENT_S, StorageUnavailable, reeval_lock, study_lock
 from ..store.storages import StorageError, open_storage
-from ..store.studies import rung_studies, study_names
-from ..store.urls import default_storage, redact
+from ..store.studies import add_study_args, choose_study, rung_studies, study_line, study_names
+from ..store.urls import default_storage, is_journal, redact
+from ..store.work import recover
 from ..training import budgets, devices
 from ..training import data as data_mod
-from ..training.budgets import BUDGETS, budget
+from ..training.budgets import budget
 from ..training.data import DATASETS, DataError
 from ..training.proxies import PROXY_NAMES
-from ..usage import HelpFormatter, Parser, UsageError, first_line
+from ..usage import (
+    HelpFormatter,
+    Parser,
+    UsageError,
+    add_data_dir,
+    add_device,
+    add_quiet,
+    add_renamed,
+    add_workers,
+    first_line,
+    renamed_flags,
+)
 from .processes import REPLACEMENTS_PER_WORKER, plan, run_processes, write_traceback
-from .recovery import recover
 from .report import Progress, summary
 from .rungs import fitting_rungs
 from .settings import SAMPLERS, SearchSettings
@@ -72,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             "and latency. The v1 (GoogLeNet) and v2 (BN-Inception) blocks are trained first as\n"
             "reference trials. After the search, each front design that claims to beat v1 or v2\n"
             "is retrained beside it ten times longer, and only the claims that hold are stated\n"
-            "(--verify). Rerun the same command to resume; run it on several machines against\n"
-            "one --storage to share the work."
+            "(--verify-seeds). Rerun the same command to resume; run it on several machines\n"
+            "against one --storage to share the work."
         ),
         epilog=(
             "examples:\n"
@@ -103,15 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"{COPIES_IN_A_ROW} of them in a row end the search early); a rerun continues up to "
         "this number",
     )
-    p.add_argument(
-        "--study",
-        default=None,
-        help="study name (default: DATASET-inception-block, e.g. fashion-mnist-inception-block)",
-    )
-    p.add_argument(
-        "--storage",
-        default=None,
-        help=f"journal file path or SQLAlchemy URL (default: $EXPLORER_STORAGE or {default_storage()})",
+    add_study_args(
+        p,
+        f"; a search's default name is DATASET-{DEFAULT_SPACE.name} (the --dataset's, "
+        "fashion-mnist by default), and where the command would ask, a search starts a new study "
+        "under that name instead; a new name given makes a new study",
     )
     p.add_argument(
         "--dataset",
@@ -119,18 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(DATASETS),
         help="dataset to train on (default: the study's, fashion-mnist for a new study)",
     )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding the dataset files (default: $EXPLORER_DATA, system packages, download)",
-    )
+    add_data_dir(p)
     p.add_argument(
         "--budget",
         default=None,
-        type=_budget_arg,
+        type=preset_word,
         metavar="BUDGET",
-        help=f"training budget of the top rung: one of {', '.join(BUDGETS)}, or one with xK for "
-        "K times its training images (quickx9) (default: the study's own, stored whole when it "
+        help=f"training budget of the top rung: {PRESETS_HELP} (default: the study's own, stored "
+        "whole when it "
         "was made; for a new study standard on CUDA, otherwise quick x eta^(rungs-1), so that "
         "the bottom rung is quick: quick with the default single rung, quickx9 with --rungs 3)",
     )
@@ -164,17 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="after the search, retrain the top rung's front designs and v1/v2 with K seeds at "
         "the top rung's budget and report test accuracy mean ± sd (1: off, the search's own run; "
-        "stored as a re-evaluation, like python -m explorer.evaluate --budget TOP)",
+        "stored as a re-evaluation, like python -m explorer.evaluate --budget top --seeds K)",
     )
     p.add_argument(
-        "--verify",
+        "--verify-seeds",
+        dest="verify",
         type=int,
         default=d.verify,
-        metavar="CAP",
+        metavar="K",
         help="after the search, race each front design that claims to beat v1 or v2 (more "
         "accurate at the search budget with no more parameters) against that reference at "
         f"--verify-budget: {FIRST_SEEDS} paired seeds each, then one more seed at a time to the "
-        "claims still undecided, up to CAP seeds a claim (default %(default)s; 0: off, claims are "
+        "claims still undecided, up to K seeds a claim (default %(default)s; 0: off, claims are "
         "then single runs at the search budget, most of which reversed when retrained, "
         f"BENCHMARKS.md). The rule: {RULE.replace('%', '%%')}. The summary states each claim that holds with its "
         "difference, interval and seeds, and lists those the race could not decide as undecided. "
@@ -183,16 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it and the verification starts no run that would end "
         "after it; without, it may take as long as the search took",
     )
+    add_renamed(p, "--verify", "--verify-seeds")
     p.add_argument(
         "--verify-budget",
-        default=None,
-        type=_budget_arg,
+        default=LONG,
+        type=_verify_budget_arg,
         metavar="BUDGET",
-        help=f"training budget of --verify (default: {VERIFY_FACTOR}x the search's top budget, "
-        "quickx10 for quick, as python -m explorer.evaluate's long; at 3x, most claims made at "
-        "quick that reverse at 10x still held, BENCHMARKS.md)",
+        help=f"training budget of --verify-seeds: {PRESETS_HELP}; {LONG}: {VERIFY_FACTOR} x the "
+        "images of the study's own budget, quickx10 for quick, as python -m explorer.evaluate's "
+        f"(default: {LONG}; at 3x, most claims made at quick that reverse at 10x still held, "
+        "BENCHMARKS.md)",
     )
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
+    add_device(p)
     p.add_argument(
         "--seed",
         type=int,
@@ -215,23 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
         "timed at batch 1 while the machine's other workers train: the same design timed again "
         "varies by about 10%% (5-95%% range, 2-core Xeon, BENCHMARKS.md 'Latency noise')",
     )
-    p.add_argument(
-        "--workers",
-        type=_workers_arg,
-        default="auto",
-        help="worker processes on this machine: auto is --workers-per-gpu on each GPU "
+    add_workers(
+        p,
+        "auto is --workers-per-gpu on each GPU "
         f"({d.workers_per_gpu} unless set; not yet measured), one on MPS, and one per CPU core "
         "(up to 8) on a CPU, where separate processes beat threads (BENCHMARKS.md); a number N "
         "is dealt round-robin over the GPUs. A worker killed by a signal (the OOM killer, kill "
         f"-9) is replaced, up to {REPLACEMENTS_PER_WORKER} replacement(s) per worker in a run, "
-        "and the run still ends with its summary",
+        "and the run still ends with its summary (default: auto)",
     )
     p.add_argument(
         "--timeout",
         type=float,
         default=None,
         help="the run's time in seconds: the search starts no trial after "
-        f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it (all of it with --verify 0), the verification "
+        f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it (all of it with --verify-seeds 0), the verification "
         "of claims no run after it",
     )
     p.add_argument(
@@ -240,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.heartbeat_s,
         metavar="SEC",
-        help="on a database storage, each running trial records a heartbeat every SEC seconds; "
+        help="each running trial records a heartbeat every SEC seconds (in the database, or in a "
+        "file beside a journal); "
         "a trial silent for twice that is failed as interrupted and retried by another worker "
         "(a worker paused longer drops that trial when it wakes). A storage that drops out (a "
         f"restarting server, a reset connection) is retried for {TRANSIENT_S:.0f} s, one line "
@@ -252,6 +259,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="network width multiplier for block widths (default: the study's, 0.25 for a new "
         "study)",
+    )
+    p.add_argument(
+        "--stages",
+        type=_stages_arg,
+        default=None,
+        metavar="N,N,...",
+        help="blocks per stage of the network the designs are trained in, one number per stage; "
+        "stages are separated by a 2x2 pool, so 1,1,1 is 28x28 -> 14x14 -> 7x7 on Fashion-MNIST "
+        "(default: the study's, 1,1 for a new study); fixed when the study is made",
+    )
+    p.add_argument(
+        "--stem",
+        type=int,
+        default=None,
+        metavar="N",
+        help="channels of the stem's 3x3 convolution at paper scale, multiplied by --width like "
+        "the blocks (default: the study's, 96 for a new study); fixed when the study is made",
+    )
+    p.add_argument(
+        "--per-stage",
+        action="store_const",
+        const=True,
+        default=None,
+        help="search one block design per stage (each stage's parameters named s0., s1., ...) "
+        "instead of one block repeated in every stage; v1 and v2 are repeated per stage as "
+        "references (default: the study's, one shared block for a new study); fixed when the "
+        "study is made",
     )
     p.add_argument(
         "--workers-per-gpu",
@@ -323,26 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PROXY_NAMES,
         help="zero-cost proxy that --prescreen ranks candidates by",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
+    add_quiet(p)
     return p
 
 
-def _budget_arg(text: str) -> str:
+def _verify_budget_arg(text: str) -> str:
+    """A preset, or long (the default: the study's own budget times `VERIFY_FACTOR`)."""
+    return text if text == LONG else preset_word(text)
 
+
+def _stages_arg(text: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in text.split(",")]
     try:
-        budget(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("budget must be", "must be")) from None
-    return text
-
-
-def _workers_arg(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
+        stages = tuple(int(part) for part in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number or auto, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be blocks per stage as integers separated by commas (1,1,1), got {text!r}"
+        ) from None
+    if not stages:
+        raise argparse.ArgumentTypeError(f"needs at least one stage, got {text!r}")
+    return stages
 
 
 # Config keys that are switches: the value that turns the flag on.
@@ -354,6 +388,7 @@ _SWITCHES = {
     "quiet": ("--quiet", True),
     "deterministic": ("--deterministic", True),
     "override": ("--override", True),
+    "per_stage": ("--per-stage", True),
 }
 
 
@@ -366,7 +401,9 @@ def config_args(path: str, parser: argparse.ArgumentParser) -> list[str]:
         raise UsageError(f"--config {path}: cannot read it ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"--config {path}: not valid TOML ({exc})") from None
-    known = {a.dest for a in parser._actions} - {"help", "config", *_SWITCHES}
+    flags = {o[2:].replace("-", "_"): o for a in parser._actions for o in a.option_strings
+             if o.startswith("--")}  # fmt: skip
+    known = set(flags) - {"help", "config", *_SWITCHES}
     tokens: list[str] = []
     for key, value in data.items():
         name = key.replace("-", "_")
@@ -380,11 +417,11 @@ def config_args(path: str, parser: argparse.ArgumentParser) -> list[str]:
                 value = ",".join(map(str, value))
             if isinstance(value, (dict, bool)):
                 raise UsageError(f"--config {path}: {key} cannot be {value!r}")
-            tokens += [f"--{name.replace('_', '-')}", str(value)]
+            tokens += [flags[name], str(value)]
         else:
             raise UsageError(
                 f"--config {path}: unknown key {key!r}; keys are the flag names: "
-                f"{', '.join(sorted(known | set(_SWITCHES)))}"
+                f"{', '.join(sorted((known - set(renamed_flags(parser))) | set(_SWITCHES)))}"
             )
     return tokens
 
@@ -402,24 +439,30 @@ def parse_settings(argv: Sequence[str] | None = None) -> SearchSettings:
     values = vars(ns)
     values.pop("config")
     values["workers"] = None if ns.workers == "auto" else ns.workers
+    if ns.verify_budget == LONG:
+        values["verify_budget"] = None  # the settings' default: the study's budget x VERIFY_FACTOR
     if ns.objectives is not None:
         values["objectives"] = tuple(o.strip() for o in ns.objectives.split(",") if o.strip())
     try:
         return SearchSettings(**values)
     except ValueError as exc:
-        raise UsageError(_as_flags(str(exc))) from None
+        raise UsageError(_as_flags(str(exc), parser)) from None
 
 
-def _as_flags(message: str) -> str:
-    """A settings error in the words of the command line (``--workers`` for ``workers``)."""
+def _as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """A settings error in the words of the command line (``--verify-seeds`` for ``verify``)."""
     name = message.split(" ", 1)[0]
     if name.isidentifier() and name in SearchSettings.__dataclass_fields__:
-        return f"--{name.replace('_', '-')}" + message[len(name) :]
+        flag = next((a.option_strings[0] for a in parser._actions
+                     if a.dest == name and a.option_strings and a.help != argparse.SUPPRESS),
+                    f"--{name.replace('_', '-')}")  # fmt: skip
+        return flag + message[len(name) :]
     return message
 
 
-def run(s: SearchSettings) -> optuna.Study:
-    """Run a search as the CLI does (in-process for one worker, processes for several)."""
+def run(s: SearchSettings, chosen: str | None = None) -> optuna.Study:
+    """Run a search as the CLI does (in-process for one worker, processes for several);
+    `chosen` is the line saying which study, printed once the study and its data are found."""
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
@@ -435,12 +478,15 @@ def run(s: SearchSettings) -> optuna.Study:
     s, notes = plan(s)
     for note in notes:
         print(note, file=sys.stderr)
-    storage = open_storage(url, heartbeat=s.heartbeat_s)
+    # The parent waits out a database restart as its workers do (explorer.store.locks).
+    storage = open_storage(url, heartbeat=s.heartbeat_s, retry=True)
     s = _fit_rungs(s, storage)
     budget = s.budget or budgets.default_budget(device, *s.new_rungs)
     study, config = open_search_study(s, storage, url, budget)
     # Check the data before starting workers, so a missing dataset is one clear line.
     data_mod.find_dataset(config.dataset, s.data_dir)
+    if chosen is not None:
+        print(chosen, file=sys.stderr)
     rungs = rung_studies(storage, study, config)
     with study_lock(url, study.study_name):
         for rung_study in rungs.values():
@@ -569,10 +615,23 @@ def verify_claims(study: optuna.Study, config, s: SearchSettings, device, deadli
            expected_s=expected_run_s(study, config, budget))  # fmt: skip
 
 
+def choose_search_study(s: SearchSettings) -> tuple[SearchSettings, str | None]:
+    """The settings with the study every subcommand would choose (`choose_study`), or a new one
+    under the default name where a reader would ask for --study; and the line saying which
+    (None when --study named it)."""
+    if s.study is not None:
+        return s, None
+    url = s.storage or default_storage()
+    missing = is_journal(url) and not Path(url).expanduser().exists()
+    names = [] if missing else study_names(url)
+    name, why = choose_study(names, None, default=s.study_name, create=True)
+    return dataclasses.replace(s, study=name), study_line(name, why)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        s = parse_settings(argv)
-        study = run(s)
+        s, chosen = choose_search_study(parse_settings(argv))
+        study = run(s, chosen)
     except (UsageError, StorageError, DataError) as exc:
         print(f"python -m explorer.search: error: {exc}", file=sys.stderr)
         return 2

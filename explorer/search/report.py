@@ -102,7 +102,7 @@ def trial_line(r: TrialRecord) -> str:
         curve = r.curves.get("val_acc") or []
         acc = curve[-1] if curve else float("nan")
         head += f" at epoch {r.pruned_at_epoch or len(curve)}"
-    design = r.block.short() if r.block else "?"
+    design = r.network.short() if r.network else "?"
     if r.duplicate_of is not None:
         design += f"  (same design as trial {r.duplicate_of}, not retrained)"
     return (
@@ -127,6 +127,8 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         f"{sum(r.state == 'PRUNED' for r in records)} pruned, {sum(r.state == 'FAIL' for r in records)} failed; "
         f"hypervolume {hypervolume(records, spec):.4f} {spec.describe()}",
     ]
+    if config is not None:
+        lines.append(f"network: {config.network_text()}")
     if config is not None and config.rungs > 1:
         lines.append(rungs_line(study, config))
     if config is not None and config.constraints:
@@ -147,7 +149,7 @@ def summary(study: optuna.Study, storage_url: str) -> str:
             + (f"{reevals[r.number] or '-':<24} " if reeval_col else "")
             + f"{r.params or 0:>9,} "
             f"{(r.flops or 0) / 1e6:8.2f} {r.latency_ms if r.latency_ms is not None else nan:7.2f}"
-            f"  {r.block.short() if r.block else '?'}"
+            f"  {r.network.short() if r.network else '?'}"
         )
     lines += claim_lines(study, config, records)
     lines.append(
@@ -191,7 +193,7 @@ def claim_lines(
             "not verified: the race's share of the time ran out before its first look (rerun "
             "with --timeout SECONDS to give it longer)"
             if PLAN_ATTR in study.user_attrs
-            else f"not verified (--verify {DEFAULT_CAP} races them at {VERIFY_FACTOR}x the budget)"
+            else f"not verified (--verify-seeds {DEFAULT_CAP} races them at {VERIFY_FACTOR}x the budget)"
         )
         return [
             f"{sum(c.reference.reference == ref for c in checks)} front design(s) scored above "

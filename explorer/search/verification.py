@@ -12,7 +12,7 @@ as study attributes ``verify:<trial>``.
 
 The verification is a race (`explorer.analysis.verdicts.race_verdicts`, the tool's one rule):
 every claim starts with `RacePlan.first` paired seeds, and seeds are added only to the claims
-still undecided, up to the cap (``--verify``); a claim decided better or worse, or whose mean
+still undecided, up to the cap (``--verify-seeds``); a claim decided better or worse, or whose mean
 difference is at or below zero, gets no more. The references' runs are shared by every claim
 against them. The strongest claims go first (the claimant the search scored highest, with its
 reference: each claim's first look before the next claim's runs, so a short share decides the
@@ -45,7 +45,7 @@ from ..training import budgets
 VERIFY_PREFIX = "verify:"
 VERIFY_FACTOR = budgets.LONG_FACTOR
 VERIFY_FIRST_SEED = 100
-# The race: every claim starts with FIRST_SEEDS paired seeds; --verify is the cap (the default
+# The race: every claim starts with FIRST_SEEDS paired seeds; --verify-seeds is the cap (the default
 # decides about 95% of true +0.01 differences at the seed spread measured at quickx10,
 # BENCHMARKS.md "Verdicts: error rate and power").
 FIRST_SEEDS = 3

@@ -4,19 +4,30 @@ search (``NAME@rung0``, ...), and a study's stored `StudyConfig`.
 A study searched with R rungs is R Optuna studies in one storage: the top rung keeps the study's
 own name (and its `StudyConfig`); the rungs below are ``NAME@rung0``, ``NAME@rung1``, ... whose
 user attributes say whose rung they are (see `explorer.search.rungs`).
+
+Which study a command means is decided here, once, for every subcommand (`choose_study`): the
+study --study names; without it, the storage's only study, else the default name if the storage
+holds it; otherwise the command asks for --study (a search starts a new study under its default
+name instead). The subcommands add --study and --storage with `add_study_args`.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.storages import BaseStorage
+
+from search_space import DEFAULT_SPACE
 
 from ..usage import first_line
 from .optuna_api import storage_of
 from .records import StudyConfig
 from .storages import StorageError, open_storage
+from .urls import DEFAULT_STORAGE
 
 RUNG_SUFFIX = re.compile(r"@rung(?P<rung>[0-9]+)$")
 # The study beside a study that holds its ablation runs (`explorer.ablate`).
@@ -88,19 +99,75 @@ def load_study(storage: str | BaseStorage | None, study_name: str) -> optuna.Stu
         raise StorageError(f"cannot load study {study_name!r}: {first_line(exc)}") from None
 
 
-def the_study(storage: str | BaseStorage | None, study_name: str | None) -> optuna.Study:
-    """The study named `study_name`, or, when no name is given, the storage's only study (its
-    rung and ablation studies aside); a `StorageError` that names the studies otherwise."""
+# The name a search gives a new study on the default dataset, and the study every command opens
+# without --study in a storage of several.
+DEFAULT_STUDY = f"fashion-mnist-{DEFAULT_SPACE.name}"
+STUDY_HELP = (
+    "study to use (default: the storage's only study, else the study named "
+    f"{DEFAULT_STUDY} if the storage holds it; otherwise the command lists the studies and asks "
+    "for --study; the study chosen is said on stderr)"
+)
+STORAGE_HELP = (
+    f"journal file path or SQLAlchemy URL of the studies (default: $EXPLORER_STORAGE, else "
+    f"{DEFAULT_STORAGE})"
+)
+
+
+def add_study_args(p: argparse.ArgumentParser, study_extra: str = "") -> None:
+    """--study and --storage, as every subcommand that reads a study takes them; `study_extra`
+    is a subcommand's own addition to the help of --study."""
+    p.add_argument("--study", default=None, metavar="NAME", help=STUDY_HELP + study_extra)
+    p.add_argument("--storage", default=None, metavar="URL", help=STORAGE_HELP)
+
+
+def choose_study(
+    names: Sequence[str], given: str | None, default: str = DEFAULT_STUDY, create: bool = False
+) -> tuple[str, str | None]:
+    """(the study a command uses, why it was chosen: None when `given`), among the storage's
+    studies `names` (`study_names`: lower rungs and ablation runs aside). Without `given`: the
+    only study, else `default` if there; `create` (a search) takes `default` as a new study
+    where neither is, where a reader gets a `StorageError` listing the studies."""
+    if given is not None:
+        if given not in names and not create:
+            known = ", ".join(sorted(names)) or "none"
+            raise StorageError(f"no study named {given!r} in this storage (studies: {known})")
+        return given, None
+    if len(names) == 1:
+        return names[0], "the only study in the storage"
+    if default in names:
+        return default, f"the default name, one of the storage's {len(names)} studies"
+    if create:
+        held = f"{len(names)} studies have other names" if names else "no study yet"
+        return default, f"a new study under the default name (the storage holds {held})"
+    if not names:
+        raise StorageError("the storage holds no study yet: run a search first")
+    raise StorageError(
+        f"the storage holds {len(names)} studies ({', '.join(sorted(names))}) and none is "
+        f"named {default}; pick one with --study"
+    )
+
+
+def study_line(name: str, why: str) -> str:
+    """The one line a command prints when it chose the study itself."""
+    return f"study {name!r}: {why} (--study NAME for another)"
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def the_study(
+    storage: str | BaseStorage | None,
+    study_name: str | None,
+    say: Callable[[str], None] = _to_stderr,
+) -> optuna.Study:
+    """The study a command means (`choose_study`), loaded; when the name was not given, one
+    line through `say` says which study and why. A `StorageError` names the studies otherwise."""
     store = storage if isinstance(storage, BaseStorage) else open_storage(storage, create=False)
-    if study_name is None:
-        names = study_names(store)
-        if len(names) != 1:
-            raise StorageError(
-                f"the storage holds {len(names)} studies ({', '.join(sorted(names)) or 'none'}); "
-                "pick one with --study"
-            )
-        study_name = names[0]
-    return load_study(store, study_name)
+    name, why = choose_study(study_names(store), study_name)
+    if why is not None:
+        say(study_line(name, why))
+    return load_study(store, name)
 
 
 def study_names(storage: str | BaseStorage | None, rungs: bool = False) -> list[str]:
