@@ -105,8 +105,9 @@ def test_a_search_whose_every_trial_diverges_ends_by_itself_with_one_line(
 
 PAUSED_WORKER = """
 import sys
-from explorer.search import SearchSettings, claims, run_worker
-claims.RECOVER_EVERY_S = 0.5  # recover at every claim: the test pauses a worker for seconds
+from explorer.search import SearchSettings, run_worker
+from explorer.store import work
+work.RECOVER_EVERY_S = 0.5  # recover at every claim: the test pauses a worker for seconds
 url, name, data, index, trials = sys.argv[1:6]
 s = SearchSettings(trials=int(trials), study=name, storage=url, budget="smoke", rungs=1,
                    device="cpu", data_dir=data, quiet=True, weights=False, proxies=False,
@@ -128,21 +129,31 @@ def _state(study: optuna.Study, number: int) -> TrialState:
     return next(t.state for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
-@pytest.mark.postgres
+def _url_and_workers(kind: str, tmp_path: Path, request) -> tuple[str, Path]:
+    """A fresh storage of `kind` and the folder of its workers' lock files."""
+    if kind == "journal":
+        return str(tmp_path / "s.journal"), tmp_path / ".workers"
+    return request.getfixturevalue("postgres_url"), tmp_path / "studies" / ".workers"
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_paused_worker_drops_its_stale_trial_and_the_search_goes_on(
-    postgres_url, pg_study_name, tiny_fmnist, tmp_path
+    kind, tiny_fmnist, tmp_path, request
 ):
     """Worker A is paused (SIGSTOP) past the heartbeat grace while it trains; worker B fails A's
     trial as interrupted and retrains its design; A, resumed (SIGCONT), drops that trial and goes
     on. The search ends with exactly --trials designs, none lost or trained twice, and no worker
-    stops with an error. (Four designs: the other worker is still claiming after the heartbeat
-    grace of 2 s has passed, which is all the takeover needs.)"""
+    stops with an error; on a journal as on a database (its heartbeats are files beside it).
+    (Four designs: the other worker is still claiming after the heartbeat grace of 2 s has
+    passed, which is all the takeover needs.)"""
     trials = 4
+    url, workers = _url_and_workers(kind, tmp_path, request)
+    name = "t"
     script = tmp_path / "worker.py"
     script.write_text(PAUSED_WORKER)
     env = {**os.environ, "EXPLORER_STUDIES_DIR": str(tmp_path / "studies")}
-    args = [postgres_url, pg_study_name, str(tiny_fmnist)]
+    args = [url, name, str(tiny_fmnist)]
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), *args, str(i), str(trials)],
@@ -155,15 +166,15 @@ def test_a_paused_worker_drops_its_stale_trial_and_the_search_goes_on(
         for i in range(2)
     ]
     try:
-        storage = open_storage(postgres_url)
+        storage = open_storage(url)
         deadline, taken_over = time.time() + 240, None
         while taken_over is None and time.time() < deadline:
             time.sleep(0.2)
             try:
-                study = optuna.load_study(study_name=pg_study_name, storage=storage)
+                study = optuna.load_study(study_name=name, storage=storage)
             except KeyError:
                 continue
-            pids = _worker_pids(tmp_path / "studies" / ".workers")
+            pids = _worker_pids(workers)
             running = [
                 t
                 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -189,7 +200,7 @@ def test_a_paused_worker_drops_its_stale_trial_and_the_search_goes_on(
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
     assert any("this run of it is dropped" in err for _, err in outs), [err for _, err in outs]
-    study = optuna.load_study(study_name=pg_study_name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
     by_state = {s: [t for t in study.trials if t.state == s] for s in TrialState}
     assert len(by_state[TrialState.COMPLETE]) == trials
     assert not by_state[TrialState.RUNNING] and not by_state[TrialState.WAITING]
@@ -200,6 +211,70 @@ def test_a_paused_worker_drops_its_stale_trial_and_the_search_goes_on(
     retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == taken_over)
     assert retry.state == TrialState.COMPLETE
     assert retry.user_attrs["retry_reason"].startswith("interrupted: no heartbeat")
+
+
+ONE_TRIAL_WORKER = """
+import sys
+from explorer.search import SearchSettings, run_worker
+url, data, index = sys.argv[1:4]
+s = SearchSettings(trials=2, study="t", storage=url, budget="smoke", rungs=1, device="cpu",
+                   data_dir=data, quiet=True, weights=False, proxies=False, references=False,
+                   prune=False, workers=2)
+run_worker(s, worker_index=int(index), n_trials=1)
+"""
+
+
+def _running(study: optuna.Study, attr: str, deadline: float) -> optuna.trial.FrozenTrial:
+    while time.time() < deadline:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if attr in t.user_attrs:
+                return t
+        time.sleep(0.2)
+    raise AssertionError(f"no running trial with {attr!r}")
+
+
+@pytest.mark.slow
+def test_two_workers_proposed_the_same_design_train_it_once_and_it_counts_once(
+    tmp_path, tiny_fmnist
+):
+    """Worker A trains a design and is paused mid-training (well within the heartbeat grace); the
+    same design is queued and worker B takes it: B sees it training, waits for A's result and
+    copies it (``duplicate_of``) instead of training it again; the design counts once."""
+    url = str(tmp_path / "s.journal")
+    script = tmp_path / "worker.py"
+    script.write_text(ONE_TRIAL_WORKER)
+
+    def worker(index: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), url, str(tiny_fmnist), str(index)],
+                                cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)  # fmt: skip
+
+    a = worker(0)
+    procs = [a]
+    try:
+        deadline = time.time() + 120
+        while not Path(url).exists() and time.time() < deadline:
+            time.sleep(0.2)
+        study = optuna.load_study(study_name="t", storage=open_storage(url))
+        trained = _running(study, "training", deadline)
+        os.kill(a.pid, signal.SIGSTOP)
+        try:
+            study.enqueue_trial(trained.params)
+            procs.append(worker(1))
+            waiting = _running(study, "waiting_for", time.time() + 120)
+        finally:
+            os.kill(a.pid, signal.SIGCONT)
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert waiting.user_attrs["waiting_for"] == trained.number
+    copy = study.trials[waiting.number]
+    assert copy.state == TrialState.COMPLETE and copy.params == trained.params
+    assert copy.user_attrs["duplicate_of"] == trained.number
+    assert copy.values == study.trials[trained.number].values
+    assert search.search_trials_taken(study) == 1  # two trials, one design
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m explorer.evaluate --study NAME --trial 17 42 --seeds 5\n"
             "  python -m explorer.evaluate --top 3 --budget quick --dry-run\n"
             "  python -m explorer.evaluate --pareto --stages 2,2    # transfer check: twice the depth\n"
-            "budgets: long = the budget the study was searched with (its top rung), with 10 x its\n"
-            "training images (10 x its epochs where it trains on the whole split), so each run\n"
-            "takes about 10 x a top-rung trial's time; smoke, quick and standard as in the search,\n"
-            "and any of them with xK (quickx10: 10 x quick's images)."
+            "budgets, the words of every subcommand: top = the budget the study was searched with\n"
+            "(its top rung); long = top with 10 x its training images (10 x its epochs where it\n"
+            "trains on the whole split), so each run takes about 10 x a top-rung trial's time;\n"
+            "smoke, quick and standard as in the search, and any of them with xK (quickx10: 10 x\n"
+            "quick's images)."
         ),
     )
     add_study_args(p)

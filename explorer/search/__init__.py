@@ -1,13 +1,15 @@
 """The search: `python -m explorer.search` (`cli`), what a run asks for (`settings`), creating and
 checking its study (`study`), successive halving's promotions (`rungs`), the claim a worker makes
 one trial (`runner`), the worker loop (`workers`), several worker processes
-(`processes`), dead workers' trials (`recovery`), the claims against v1/v2 retrained before they
+(`processes`), dead workers' trials (`explorer.store.work`, the one work loop), the claims against v1/v2 retrained before they
 are stated (`verification`), and what it prints (`report`).
 
 May import: `explorer.evaluate` (the final seeds and the verification are re-evaluations), `explorer.analysis`,
 `explorer.training`, `explorer.store`, `explorer.usage`, `search_space`.
 """
 
+from ..store.stale import MAX_ATTEMPTS
+from ..store.work import recover, retry
 from .claims import (
     RECOVER_EVERY_S,
     Claim,
@@ -29,11 +31,6 @@ from .processes import (
     plan,
     run_processes,
     write_traceback,
-)
-from .recovery import (
-    MAX_ATTEMPTS,
-    recover,
-    retry,
 )
 from .report import (
     Progress,

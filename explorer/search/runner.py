@@ -12,6 +12,7 @@ import io
 import math
 import platform
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -26,26 +27,30 @@ from search_space import (
     DEFAULT_SPACE,
     NetworkConfig,
     build_network,
-    config_from_trial,
+    network_from_trial,
     network_params,
 )
 
 from ..analysis.fronts import dominates
-from ..store.locks import StorageUnavailable
+from ..store.locks import StorageUnavailable, storage_lock
 from ..store.records import StudyConfig, TrialRecord, trial_attr
+from ..store.stale import fail_dead
 from ..store.urls import artifact_dir
+from ..store.work import TakenOver
 from ..training import budgets, metrics, trainer
 from ..training.proxies import compute_proxies, proxy_batch
 from ..usage import first_line
 from .settings import SearchSettings
 from .study import FINISHED
 
+TWIN_WAIT_S = 2.0  # how often a trial waiting for its design's result elsewhere looks again
+
 
 class TrialFailed(Exception):
     """A trial that could not finish (invalid design, divergence, out of memory); recorded, not fatal."""
 
 
-class TrialTakenOver(Exception):
+class TrialTakenOver(TakenOver):
     """Another worker failed this trial as interrupted while it ran here (this worker was paused
     or cut off past the heartbeat grace period); its retry is queued, so this run is dropped."""
 
@@ -122,6 +127,7 @@ class TrialRunner:
         self.train_config = self.top_config
         self.rule = PruneRule() if s.prune else None
         self.store = None
+        self.url = storage_url
         if s.weights:
             folder = artifact_dir(storage_url)
             folder.mkdir(parents=True, exist_ok=True)
@@ -132,14 +138,9 @@ class TrialRunner:
         self.sampler_seed: int | None = None
 
     def network(self, trial: optuna.Trial) -> NetworkConfig:
-        block = config_from_trial(trial, DEFAULT_SPACE)
-        return NetworkConfig(
-            block=block,
-            in_channels=self.data.info.channels,
-            num_classes=self.data.info.num_classes,
-            image_size=self.data.info.image_size,
-            width=self.config.width,
-        )
+        info = self.data.info
+        skeleton = self.config.skeleton(info.channels, info.num_classes, info.image_size)
+        return network_from_trial(trial, skeleton, self.config.per_stage, DEFAULT_SPACE)
 
     def __call__(self, trial: optuna.Trial, rung: int | None = None) -> tuple[float, ...]:
         """Run `trial` at `rung` (default: the top rung, the whole budget of a single-budget
@@ -240,21 +241,39 @@ class TrialRunner:
         result this trial reuses instead of training again. On a CPU, or on a GPU with
         --deterministic, seeded training would repeat that result exactly; otherwise the copy is a
         cache of the earlier result (a GPU run with autotuned kernels differs in the last digits),
-        and the record says which (`reuse`)."""
-        for t in trial.study.get_trials(deepcopy=False, states=FINISHED):
-            if (
-                t.params == trial.params
-                and trial_attr(t, "budget") == self.config.budget
-                and trial_attr(t, "seed") == self.config.train_seed
-                and trial_attr(t, "curves")
-            ):
-                return t
-        return None
+        and the record says which (`reuse`).
+
+        A design being trained is visible to every worker (``training``, written under the
+        study's design lock): a trial of the same design waits for that one's result
+        (``waiting_for`` says which) instead of training it a second time; if that one fails, or
+        its worker dies, the check runs again and this trial may train it."""
+        while True:
+            with storage_lock(self.url, f"designs:{trial.study.study_name}"):
+                training = None
+                states = (*FINISHED, TrialState.RUNNING)
+                for t in trial.study.get_trials(deepcopy=False, states=states):
+                    if t.number == trial.number or t.params != trial.params:
+                        continue
+                    if t.state != TrialState.RUNNING and (
+                        trial_attr(t, "budget") == self.config.budget
+                        and trial_attr(t, "seed") == self.config.train_seed
+                        and trial_attr(t, "curves")
+                    ):
+                        return t
+                    if t.state == TrialState.RUNNING and t.user_attrs.get("training"):
+                        training = training or t
+                if training is None:
+                    trial.set_user_attr("training", True)
+                    return None
+                fail_dead(trial.study, self.url)  # a dead or paused trainer's trial is freed
+            trial.set_user_attr("waiting_for", training.number)
+            time.sleep(TWIN_WAIT_S)
 
     def _copy(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
         """Record `twin`'s results as this trial's, without training (a pruned twin prunes)."""
         own = {"worker", "reference", "attempt", "retry_of", "prescreen", "duplicate_of",
-               "sampler_seed", "reuse", "rung", "parent", "promotion"}  # fmt: skip
+               "sampler_seed", "reuse", "rung", "parent", "promotion", "training",
+               "waiting_for"}  # fmt: skip
         self._write(trial, {k: v for k, v in twin.user_attrs.items() if k not in own})
         for key, value in twin.constraints.items():
             trial.set_constraint(key, value)

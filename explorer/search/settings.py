@@ -1,7 +1,7 @@
 """`SearchSettings`: what one run of the search was asked to do, validated once, frozen.
 
-The fields that shape the study itself (dataset, width, seed, budget, sampler, objectives and the
-constraints) default to None, which means "as the study was made" when it exists and the defaults
+The fields that shape the study itself (dataset, the network: width, stages, stem and
+per-stage designs; seed, budget, sampler, objectives and the constraints) default to None, which means "as the study was made" when it exists and the defaults
 in `NEW_STUDY_DEFAULTS` for a new one; `explorer.search.study` turns them into the study's
 `StudyConfig`. The other fields only steer this run (how many trials, which workers, what to keep).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search_space import DEFAULT_SPACE
+from search_space import DEFAULT_SPACE, NetworkConfig
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
 from ..store.records import MAX_RUNGS
@@ -39,6 +39,9 @@ class SearchSettings:
     # study-level: None = as stored, or the new-study default
     dataset: str | None = None
     width: float | None = None
+    stages: tuple[int, ...] | None = None  # blocks per stage
+    stem: int | None = None  # stem channels at paper scale
+    per_stage: bool | None = None  # one design per stage
     seed: int | None = None
     budget: str | None = None
     sampler: str | None = None
@@ -56,7 +59,7 @@ class SearchSettings:
     workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU
     deterministic: bool = False
     timeout: float | None = None
-    heartbeat_s: int = 60  # RDB storages: seconds between heartbeats; twice this is the grace
+    heartbeat_s: int = 60  # seconds between a trial's heartbeats (any storage); twice is the grace
     references: bool = True
     prune: bool = True
     weights: bool = True
@@ -88,6 +91,8 @@ class SearchSettings:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.width is not None and not 0 < self.width <= 8:
             raise ValueError(f"width must be in (0, 8], got {self.width}")
+        if self.stages is not None or self.stem is not None:
+            self._check_network()
         if self.budget is not None:
             budget(self.budget)  # ValueError names the known budgets
         if self.sampler is not None and self.sampler not in SAMPLERS:
@@ -129,6 +134,27 @@ class SearchSettings:
             raise ValueError(f"prescreen must be >= 1, got {self.prescreen}")
         if self.proxy not in PROXY_NAMES:
             raise ValueError(f"proxy must be one of {', '.join(PROXY_NAMES)}, got {self.proxy!r}")
+
+    def _check_network(self) -> None:
+        """The network asked for fits the dataset's images and the channel limits (the space's
+        widest design in every stage)."""
+        info = DATASETS[self.dataset or NEW_STUDY_DEFAULTS["dataset"]]
+        shape: dict = {"image_size": info.image_size, "in_channels": info.channels}
+        if self.stages is not None:
+            shape["stages"] = self.stages
+        if self.stem is not None:
+            shape["stem_channels"] = self.stem
+        if self.width is not None:
+            shape["width"] = self.width
+        widest: dict = {}
+        for dim in DEFAULT_SPACE.dimensions:
+            if dim.active(widest):
+                widest[dim.name] = dim.high if dim.choices is None else dim.choices[0]
+        try:
+            NetworkConfig(block=DEFAULT_SPACE.config_from_params(widest), **shape)
+        except ValueError as exc:
+            # The network's words for the flags: stem_channels is --stem.
+            raise ValueError(str(exc).replace("stem_channels", "stem")) from None
 
     @property
     def study_name(self) -> str:

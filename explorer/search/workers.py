@@ -1,5 +1,5 @@
 """The worker loop: claim a trial (`explorer.search.claims`), run it (`explorer.search.runner`)
-with heartbeats, tell Optuna how it ended, and stop when the study is done or when failures show
+with heartbeats and tell Optuna how it ended (both through the one work loop, `explorer.store.work`), and stop when the study is done or when failures show
 that going on would only fail more.
 
 Each worker proposes with its own sampler seed, stored on its trials: the first worker of a study
@@ -22,19 +22,19 @@ from dataclasses import dataclass, field
 import optuna
 import torch
 
-from ..store.liveness import WorkerToken, heartbeat
+from ..store.liveness import WorkerToken
 from ..store.locks import StorageUnavailable, study_lock
 from ..store.optuna_api import trial_id
 from ..store.records import WORKERS_STARTED_ATTR, TrialRecord, trial_attr
 from ..store.storages import open_storage
 from ..store.studies import rung_studies
 from ..store.urls import default_storage
+from ..store.work import TakenOver, run_claimed
 from ..training import budgets, devices, metrics, trainer
 from ..training import data as data_mod
 from ..training.proxies import Prescreener
-from ..usage import first_line
 from .claims import Claimer, Done, Wait
-from .runner import TrialFailed, TrialRunner, TrialTakenOver
+from .runner import TrialFailed, TrialRunner
 from .settings import SearchSettings
 from .study import open_search_study, sampler_for
 
@@ -193,7 +193,9 @@ def run_worker(
             if isinstance(claim, Wait):
                 time.sleep(WAIT_S)
                 continue
-            frozen = _run_trial(rungs[claim.rung], claim.trial, runner, storage, claim.rung)
+            frozen = _run_trial(
+                rungs[claim.rung], claim.trial, runner, storage, claim.rung, url, s.heartbeat_s
+            )
             ran += 1
             if frozen is None:
                 continue
@@ -241,31 +243,28 @@ def _run_trial(
     runner: TrialRunner,
     storage: optuna.storages.BaseStorage,
     rung: int | None = None,
+    url: str | None = None,
+    heartbeat_s: float | None = None,
 ) -> optuna.trial.FrozenTrial | None:
-    """Run one trial (at `rung`, default the top) with heartbeats and tell Optuna how it ended;
-    None when another worker took it over meanwhile."""
-    state, values = optuna.trial.TrialState.FAIL, None
+    """Run one trial (at `rung`, default the top) through the one work loop's `run_claimed`
+    (heartbeats, its end told to Optuna once); None when another worker took it over meanwhile."""
+
+    def work() -> tuple[optuna.trial.TrialState, tuple[float, ...] | None]:
+        try:
+            return optuna.trial.TrialState.COMPLETE, runner(trial, rung)
+        except optuna.TrialPruned:
+            return optuna.trial.TrialState.PRUNED, None
+        except TrialFailed:  # its reason is written
+            return optuna.trial.TrialState.FAIL, None
+
     try:
-        with heartbeat(storage, trial_id(trial)):
-            values = runner(trial, rung)
-        state = optuna.trial.TrialState.COMPLETE
-    except optuna.TrialPruned:
-        state = optuna.trial.TrialState.PRUNED
-    except TrialFailed:
-        pass
-    except TrialTakenOver:
+        return run_claimed(
+            work,
+            lambda state, values, reason: _tell(study, trial, state, values, reason),
+            storage, trial_id(trial), url, heartbeat_s,
+        )  # fmt: skip
+    except TakenOver:
         return _dropped(trial)
-    except (KeyboardInterrupt, Stopped):
-        _tell(study, trial, optuna.trial.TrialState.FAIL, None, "interrupted: worker stopped")
-        raise
-    except StorageUnavailable:  # nothing can be told; recovered as a dead worker's trial
-        raise
-    except Exception as exc:  # the runner records its own errors; this is the worker's
-        reason = f"error: {type(exc).__name__}: {first_line(exc)}"
-        _tell(study, trial, optuna.trial.TrialState.FAIL, None, reason)
-        raise
-    told = _tell(study, trial, state, values)
-    return told if told is not None else _dropped(trial)
 
 
 def _dropped(trial: optuna.Trial) -> None:

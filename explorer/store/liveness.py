@@ -5,7 +5,9 @@ A worker holds an exclusive lock on its own file ``<id>.lock`` in `workers_dir` 
 lives, so a trial whose worker's file can be locked by someone else belongs to a dead worker, in
 any container on this machine that sees the same folder. Elsewhere (another machine) the file is
 absent and the worker's fate is left to the heartbeats `heartbeat` records for each running
-trial (RDB storages opened with a heartbeat interval).
+trial (RDB storages opened with a heartbeat interval). A storage with no heartbeats of its own (a
+journal file) gets them as files in the same folder, one a running trial, touched each interval:
+a paused worker's file goes stale as an RDB heartbeat would (`beat_file`, `silent_beat`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,23 +101,49 @@ def check_journal_host(url: str) -> str | None:
     )
 
 
+def beat_file(url: str, trial_id: int) -> Path:
+    """The file whose time is a running trial's heartbeat on a storage with no heartbeats of its
+    own (a journal file, SQLite): ``trial-<id>.beat`` in `workers_dir`, holding the interval."""
+    return workers_dir(url) / f"trial-{trial_id}.beat"
+
+
+def silent_beat(url: str, trial_id: int) -> float | None:
+    """Seconds since the trial's beat file was last touched, when that is past its grace (twice
+    its interval): its worker is paused, hung or cut off. None while it beats, or with no file."""
+    path = beat_file(url, trial_id)
+    try:
+        interval = float(path.read_text().split()[0])
+        silent = time.time() - path.stat().st_mtime
+    except (OSError, ValueError, IndexError):
+        return None
+    return silent if silent > 2 * interval else None
+
+
 @contextlib.contextmanager
-def heartbeat(storage: object, trial_id: int) -> Iterator[None]:
+def heartbeat(
+    storage: object, trial_id: int, url: str | None = None, interval: float | None = None
+) -> Iterator[None]:
     """Record the trial's heartbeat every interval while the block runs, so that other workers can
-    tell it is alive (an RDB storage opened with a heartbeat interval; nothing elsewhere)."""
-    interval = (
-        storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
-    )
-    if not interval:
+    tell it is alive: through an RDB storage opened with a heartbeat interval, else (a journal)
+    by touching `beat_file` every `interval` seconds when `url` and `interval` are given."""
+    rdb = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    path = beat_file(url, trial_id) if not rdb and url and interval else None
+    if not rdb and path is None:
         yield
         return
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{interval}\n")
     stop = threading.Event()
 
     def beat() -> None:
         while True:
             with contextlib.suppress(Exception):  # a dropped connection: the next beat retries
-                storage.record_heartbeat(trial_id)
-            if stop.wait(interval):
+                if path is not None:
+                    os.utime(path)
+                else:
+                    storage.record_heartbeat(trial_id)
+            if stop.wait(rdb or interval):
                 return
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
@@ -124,3 +153,6 @@ def heartbeat(storage: object, trial_id: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()

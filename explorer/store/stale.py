@@ -3,7 +3,8 @@
 A trial is left RUNNING when its worker dies (killed, out of memory, a machine lost) or stalls
 (paused, cut off from the database). Such a trial is dead when its worker's lock file on this
 machine is free (`explorer.store.liveness.worker_dead`), when no heartbeat came within the grace
-period (RDB storages with heartbeats, any machine; `optuna.storages.fail_stale_trials`), or when
+period (RDB storages with heartbeats, any machine; `optuna.storages.fail_stale_trials`; a
+journal's beat files, `explorer.store.liveness.silent_beat`), or when
 no worker ever claimed it (no ``worker`` attribute `ORPHAN_GRACE_S` after it started). The search
 (`explorer.search.recovery`) and the ablation (`explorer.ablate`) retry what this fails; callers
 hold the study's lock.
@@ -17,7 +18,7 @@ from datetime import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .liveness import worker_dead
+from .liveness import silent_beat, worker_dead
 from .optuna_api import storage_of, trial_id
 from .records import trial_attr
 
@@ -63,6 +64,9 @@ def fail_dead(study: optuna.Study, url: str) -> dict[int, str]:
             continue
         if isinstance(worker, str) and worker_dead(url, worker):
             reason = f"interrupted: worker {worker} died"
+        elif (silent := silent_beat(url, trial_id(t))) is not None:
+            # A journal's heartbeat (a file the worker touches): paused, hung or cut off.
+            reason = f"interrupted: no heartbeat from worker {worker or '?'} for {silent:.0f} s"
         elif worker is None and _started_before(t, ORPHAN_GRACE_S):
             # A worker writes its id first thing after taking a trial; one that never did died
             # in between, and nothing else would ever end its trial.

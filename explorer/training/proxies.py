@@ -338,6 +338,17 @@ class Prescreener:
 
     def __call__(self, study: optuna.Study, trial: Any = None) -> dict[str, Any] | None:
         """Enqueue one pre-screened trial if one is due; returns the ``prescreen`` attribute."""
+        chosen = self.choose(study)
+        if chosen is None:
+            return None
+        params, attr = chosen
+        study.enqueue_trial(params, user_attrs={"prescreen": attr})
+        return attr
+
+    def choose(self, study: optuna.Study) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The pre-screened choice (its parameters and ``prescreen`` attribute) if one is due,
+        without queueing it: a search samples and scores here, outside its study's lock, and
+        queues the choice under the lock only when a new design is due."""
         if self.m < 2:
             return None
         trials = study.get_trials(deepcopy=False)
@@ -383,9 +394,8 @@ class Prescreener:
             else [int(c) if math.isfinite(c) else None for c in chosen.costs],
             "time_s": round(time.perf_counter() - start, 3),
         }
-        study.enqueue_trial(drawn[chosen.index], user_attrs={"prescreen": attr})
         self.log.append(attr)
-        return attr
+        return drawn[chosen.index], attr
 
     def _score(self, net: NetworkConfig) -> float:
         if self.score_fn is not None:
