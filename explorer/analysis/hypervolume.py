@@ -36,9 +36,16 @@ def _short(value: float) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def largest_design(dataset: str = "fashion-mnist", width: float = 0.25) -> tuple[int, float]:
+def largest_design(
+    dataset: str = "fashion-mnist",
+    width: float = 0.25,
+    stages: tuple[int, ...] = (1, 1),
+    stem_channels: int = 96,
+) -> tuple[int, float]:
     """(parameters, FLOPs per image) of the space's largest design at `width` in the network the
-    search builds for `dataset`: every width at its maximum, each choice the costliest."""
+    search builds for `dataset` (its `stages` and stem): every width at its maximum, each choice
+    the costliest. The same block in every stage is also the largest per-stage design, up to the
+    stem's and the head's batch norm (a few hundred parameters at most)."""
 
     info = DATASETS[dataset]
     widest = {d.name: d.high for d in DEFAULT_SPACE.dimensions if d.high is not None}
@@ -49,7 +56,8 @@ def largest_design(dataset: str = "fashion-mnist", width: float = 0.25) -> tuple
         try:
             block = DEFAULT_SPACE.config_from_params(params)
             net = NetworkConfig(block=block, in_channels=info.channels, num_classes=info.num_classes,
-                                image_size=info.image_size, width=width)  # fmt: skip
+                                image_size=info.image_size, width=width, stages=tuple(stages),
+                                stem_channels=stem_channels)  # fmt: skip
         except ValueError:
             continue
         count = network_params(net)
@@ -71,7 +79,8 @@ def hypervolume_spec(
     width = config.width if config is not None else 0.25
     reference: dict[str, float] = {"val_acc": 0.0}
     if "params" in objectives or "flops" in objectives:
-        params, flops = largest_design(dataset, width)
+        shape = (config.stages, config.stem_channels) if config is not None else ()
+        params, flops = largest_design(dataset, width, *shape)
         reference["params"], reference["flops"] = float(params), flops
     if "latency_ms" in objectives:
         slowest = max((r.latency_ms for r in records if r.latency_ms is not None), default=1.0)

@@ -196,14 +196,20 @@ def _network_unit(design: ExportDesign) -> list[str]:
     size = int(net.image_size)
     doc = _docstring(
         [
-            f"Trial {design.number}: {_escape(net.block.short())}.",
+            f"Trial {design.number}: {_escape(net.short())}.",
             f"{_sentence(_kind(design))}; block widths x{float(net.width):g} of paper scale, "
             f"{len(net.stages)} stage{'s' * (len(net.stages) > 1)}. {_sentence(_stats(design))} "
             f"{_input_sentence(design.inputs)} Its input, mean, std and class names are "
             f"``{design.cfg_name}`` (also ``{design.class_name}.cfg``).",
             "The keyword defaults are the design; other ``depths`` (blocks per stage), "
             "``widths`` (one ``BlockWidths`` per stage, a 2x2 pool before each stage after the "
-            "first) or ``wide_kernels`` build variants of it.",
+            "first) or ``wide_kernels`` build variants of it."
+            + (
+                " Each stage has its own design: ``wide_kernels``, ``pool_type`` and ``bn`` "
+                "hold one entry per stage."
+                if net.per_stage
+                else ""
+            ),
         ],
         4,
     )
@@ -227,6 +233,14 @@ def _network_unit(design: ExportDesign) -> list[str]:
         "wide_kernels": "tuple[tuple[int, int], ...]",
         "pool_type": "str",
         "bn": "str",
+    }
+    if net.per_stage:  # one entry per stage (`standalone.per_stage`)
+        annotations |= {
+            "wide_kernels": "tuple[tuple[tuple[int, int], ...], ...]",
+            "pool_type": "tuple[str, ...]",
+            "bn": "tuple[str, ...]",
+        }
+    annotations |= {
         "stem_bn": "bool",
         "downsample": "str",
         "dropout": "float",
@@ -241,7 +255,14 @@ def _network_unit(design: ExportDesign) -> list[str]:
         elif name in ("mean", "std"):
             params.append(f"        {name}: {kind} = {design.cfg_name}.{name},")
         else:
-            params.append(f"        {name}: {kind} = {_literal(kwargs[name])},")
+            one = f"        {name}: {kind} = {_literal(kwargs[name])},"
+            if len(one) <= LINE_LENGTH or len(kwargs[name]) < 2:
+                params.append(one)
+            else:  # a per-stage choice, one stage a line
+                items = [
+                    f"            {_literal(v)},  # stage {i}" for i, v in enumerate(kwargs[name])
+                ]
+                params += [f"        {name}: {kind} = (", *items, "        ),"]
     lines = [f"class {design.class_name}(InceptionNet):", *doc, ""]
     lines += [f"    cfg = {design.cfg_name}", ""]
     lines += ["    def __init__(", "        self,", *params, "    ) -> None:"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from search_space import NetworkConfig, build_network, network_params
+from search_space import BlockConfig, NetworkConfig, build_network, network_params
 from search_space.config import BN_PLACEMENTS, DOWNSAMPLES, POOL_TYPES
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
@@ -164,15 +164,28 @@ def network_kwargs(design: ExportDesign) -> dict[str, Any]:
             BlockWidths(*(int(getattr(net.stage_block(s), f)) for f in BlockWidths._fields))
             for s in range(len(net.stages))
         ),
-        "wide_kernels": tuple((int(h), int(w)) for h, w in net.block.wide_kernels()),
-        "pool_type": POOL_TYPES[POOL_TYPES.index(net.block.pool_type)],
-        "bn": BN_PLACEMENTS[BN_PLACEMENTS.index(net.block.bn)],
+        # once for a shared block, one per stage for a per-stage design
+        "wide_kernels": _once_or_per_stage(net, _kernels),
+        "pool_type": _once_or_per_stage(net, lambda b: POOL_TYPES[POOL_TYPES.index(b.pool_type)]),
+        "bn": _once_or_per_stage(net, lambda b: BN_PLACEMENTS[BN_PLACEMENTS.index(b.bn)]),
         "stem_bn": bool(net.use_stem_bn),
         "downsample": DOWNSAMPLES[DOWNSAMPLES.index(net.downsample)],
         "dropout": float(net.dropout),
         "mean": inputs.mean,
         "std": inputs.std,
     }
+
+
+def _kernels(block: BlockConfig) -> tuple[tuple[int, int], ...]:
+    return tuple((int(h), int(w)) for h, w in block.wide_kernels())
+
+
+def _once_or_per_stage(net: NetworkConfig, choice: Callable[[BlockConfig], Any]) -> Any:
+    """A layer choice of the design: one value for a shared block, a tuple of one per stage for
+    a per-stage design (`standalone.per_stage` reads both)."""
+    if not net.per_stage:
+        return choice(net.block)
+    return tuple(choice(design) for design in net.stage_blocks)
 
 
 def _dataset(record: TrialRecord, study: optuna.Study) -> str:

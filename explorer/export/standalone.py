@@ -183,14 +183,32 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def per_stage(value: tuple | list | str, stages: int, name: str) -> tuple:
+    """A layer choice given once for every stage, or as one entry per stage, as one per stage.
+
+    ``wide_kernels`` once is a tuple of kernel sizes, ``((5, 5),)``; per stage it is a tuple of
+    those, ``(((5, 5),), ((1, 7), (7, 1)))``. ``pool_type`` and ``bn`` once are strings."""
+    if name == "wide_kernels":
+        once = not value or isinstance(value[0][0], int)
+    else:
+        once = isinstance(value, str)
+    if once:
+        return (value,) * stages
+    if len(value) != stages:
+        raise ValueError(f"{name} needs one entry per stage ({stages}), got {len(value)}")
+    return tuple(value)
+
+
 class InceptionNet(nn.Module):
     """normalise -> 3x3 stem -> stages of Inception blocks, a 2x2 pool before each stage after
     the first -> global average pool -> dropout -> linear.
 
-    ``depths`` holds the blocks per stage and ``widths`` one `BlockWidths` per stage; every block
-    shares ``wide_kernels``, ``pool_type`` and the batch-norm placement ``bn`` (the stem has
-    batch norm after its convolution when ``stem_bn``). Inputs are images in [0, 1]: the first
-    layer standardises them with ``mean`` and ``std``.
+    ``depths`` holds the blocks per stage and ``widths`` one `BlockWidths` per stage. The wide
+    path's ``wide_kernels``, the ``pool_type`` and the batch-norm placement ``bn`` are given once
+    for every block, or one per stage for a design whose stages differ (the head normalises
+    when the last stage's ``bn`` is ``pre``; the stem has batch norm after its convolution when
+    ``stem_bn``). Inputs are images in [0, 1]: the first layer standardises them with ``mean``
+    and ``std``.
     """
 
     def __init__(
@@ -201,9 +219,9 @@ class InceptionNet(nn.Module):
         stem_width: int,
         depths: tuple[int, ...],
         widths: tuple[BlockWidths, ...],
-        wide_kernels: tuple[tuple[int, int], ...],
-        pool_type: str,
-        bn: str,
+        wide_kernels: tuple[tuple[int, int], ...] | tuple[tuple[tuple[int, int], ...], ...],
+        pool_type: str | tuple[str, ...],
+        bn: str | tuple[str, ...],
         stem_bn: bool,
         downsample: str,
         dropout: float,
@@ -217,13 +235,18 @@ class InceptionNet(nn.Module):
             raise ValueError(f"downsample must be 'max' or 'avg', got {downsample!r}")
         self.normalize = Normalize(mean, std)
         self.stem = ConvNormAct(in_channels, stem_width, 3, "post" if stem_bn else "none")
+        kernels = per_stage(wide_kernels, len(depths), "wide_kernels")
+        pools = per_stage(pool_type, len(depths), "pool_type")
+        bns = per_stage(bn, len(depths), "bn")
         channels, stages = stem_width, []
         for stage, (depth, stage_widths) in enumerate(zip(depths, widths, strict=True)):
             layers: list[nn.Module] = []
             if stage:
                 layers.append(nn.MaxPool2d(2, 2) if downsample == "max" else nn.AvgPool2d(2, 2))
             for _ in range(depth):
-                block = Inception(channels, BlockWidths(*stage_widths), wide_kernels, pool_type, bn)
+                block = Inception(
+                    channels, BlockWidths(*stage_widths), kernels[stage], pools[stage], bns[stage]
+                )
                 layers.append(block)
                 channels = block.out_channels
             stages.append(nn.Sequential(*layers))
@@ -231,7 +254,7 @@ class InceptionNet(nn.Module):
         # Pre-activation blocks end on a convolution: normalise and activate once before the head.
         self.head_norm = (
             nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-            if bn == "pre"
+            if bns[-1] == "pre"
             else nn.Identity()
         )
         self.pool = nn.AdaptiveAvgPool2d(1)

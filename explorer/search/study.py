@@ -19,17 +19,19 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search_space import DEFAULT_REFERENCES, DEFAULT_SPACE, REFERENCES, NetworkConfig
+from search_space import DEFAULT_REFERENCES, DEFAULT_SPACE, NetworkConfig, reference_network
 
 from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
 from ..store.locks import study_lock
 from ..store.records import STUDY_CONFIG_ATTR, StudyConfig, is_search_trial, trial_attr
 from ..training import budgets
+from ..training.data import DATASETS
 from ..usage import UsageError
 from .rungs import create_lower_rungs
 from .settings import NEW_STUDY_DEFAULTS, SAMPLERS, SearchSettings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_NETWORK_DEFAULTS = NetworkConfig.__dataclass_fields__  # what a new study's network gets
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -75,6 +77,9 @@ def new_config(s: SearchSettings, budget: str) -> StudyConfig:
         constraints=dict(s.constraints or {}),
         rungs=rungs,
         eta=eta,
+        stages=tuple(s.stages or _NETWORK_DEFAULTS["stages"].default),
+        stem_channels=s.stem if s.stem is not None else _NETWORK_DEFAULTS["stem_channels"].default,
+        per_stage=bool(s.per_stage),
     )
 
 
@@ -97,14 +102,25 @@ def _given(s: SearchSettings, budget_given: bool) -> dict[str, Any]:
         given["rungs"] = s.rungs
     if s.eta is not None:
         given["eta"] = s.eta
+    if s.stages is not None:
+        given["stages"] = tuple(s.stages)
+    if s.stem is not None:
+        given["stem_channels"] = s.stem
+    if s.per_stage is not None:
+        given["per_stage"] = s.per_stage
     if budget_given:
         given["budget"] = s.budget
     return given
 
 
+# The network's settings are fixed when a study is made, even under --override: every design of
+# a study is placed in the same network (a per-stage study's parameters are named by stage).
+NETWORK_FIELDS = ("stages", "stem_channels", "per_stage")
+
+
 def _flag_value(field: str, value: Any) -> str:
-    if field == "objectives":
-        return ",".join(value)
+    if field in ("objectives", "stages"):
+        return ",".join(map(str, value))
     if field == "constraints":
         return " ".join(f"--max-{k.replace('_', '-')} {v:g}" for k, v in value.items()) or "none"
     return shlex.quote(str(value))
@@ -125,6 +141,14 @@ def check_resume(stored: StudyConfig, s: SearchSettings, name: str) -> StudyConf
                 f"study {name!r} was made with {field}={have}, not {value}; its rungs are fixed "
                 f"when it is made: leave {StudyConfig.FLAGS[field]} out to continue it, or use "
                 "another --study"
+            )
+        if field in NETWORK_FIELDS and have != value:
+            flag = StudyConfig.FLAGS[field]
+            shown = {"per_stage": "per-stage" if have else "shared-block"}.get(field)
+            raise UsageError(
+                f"study {name!r} was made with {field}={_show(have)}, not {_show(value)}; its "
+                f"network is fixed when it is made ({stored.network_text()}): leave {flag} out "
+                f"to continue this {shown or 'study'}, or use another --study"
             )
         if have != value and not s.override:
             flag = StudyConfig.FLAGS[field]
@@ -196,13 +220,20 @@ def open_search_study(
         if len(study.directions) != len(config.objectives):
             raise UsageError(f"study {name!r} has {len(study.directions)} objectives, not "
                              f"{len(config.objectives)}; use another --study")  # fmt: skip
+        image_size = DATASETS[config.dataset].image_size
+        if image_size >> (len(config.stages) - 1) < 2:
+            raise UsageError(
+                f"--stages {_flag_value('stages', config.stages)}: {len(config.stages)} stages "
+                f"downsample {config.dataset}'s {image_size}x{image_size} images too far"
+            )
         if s.references:
             queued = {trial_attr(t, "reference") for t in study.get_trials(deepcopy=False)}
             for ref in DEFAULT_REFERENCES:
                 if ref not in queued:
                     enqueue_reference(
-                        study, ref, rung=config.rungs - 1 if config.rungs > 1 else None
-                    )
+                        study, ref, rung=config.rungs - 1 if config.rungs > 1 else None,
+                        config=config,
+                    )  # fmt: skip
         if config.rungs > 1:
             _set_up_rungs(storage, study, config, s.references)
         study.set_user_attr(STUDY_CONFIG_ATTR, config.to_dict())
@@ -224,13 +255,20 @@ def _set_up_rungs(
         queued = {trial_attr(t, "reference") for t in lower.get_trials(deepcopy=False)}
         for ref in DEFAULT_REFERENCES:
             if ref not in queued:
-                enqueue_reference(lower, ref, rung=rung)
+                enqueue_reference(lower, ref, rung=rung, config=config)
 
 
 def enqueue_reference(
-    study: optuna.Study, name: str, attempt: int = 1, rung: int | None = None
+    study: optuna.Study,
+    name: str,
+    attempt: int = 1,
+    rung: int | None = None,
+    config: StudyConfig | None = None,
 ) -> None:
-    params = DEFAULT_SPACE.params_from_config(REFERENCES[name])
+    """Queue reference `name` as a trial of `study`, placed in the study's network
+    (`search_space.reference_network`: per stage in a per-stage study)."""
+    config = config or _config_of(study)
+    params = DEFAULT_SPACE.params_from_network(reference_network(name, skeleton(config)))
     attrs: dict[str, Any] = {"reference": name, "attempt": attempt}
     if rung is not None:
         attrs["rung"] = rung
@@ -269,3 +307,16 @@ def out_of_new_designs(trials: optuna.Study | Sequence[FrozenTrial]) -> bool:
     return len(last) == COPIES_IN_A_ROW and all(
         trial_attr(t, "duplicate_of") is not None for t in last
     )
+
+
+def _config_of(study: optuna.Study) -> StudyConfig:
+    """A study's stored settings, or a new study's defaults while it has none (the network of
+    studies made before it was a setting)."""
+    stored = StudyConfig.from_study(study.user_attrs)
+    return stored or new_config(SearchSettings(), "quick")
+
+
+def skeleton(config: StudyConfig) -> NetworkConfig:
+    """The study's network for its dataset's images (`StudyConfig.skeleton`)."""
+    info = DATASETS[config.dataset]
+    return config.skeleton(info.channels, info.num_classes, info.image_size)

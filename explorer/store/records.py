@@ -6,7 +6,9 @@ project (the search's workers, the summary, the re-evaluation, the exporter, the
 a study through these two types.
 
 A study keeps its settings under one study attribute, ``config``, written once when the study is
-created. Studies written before that attribute existed kept each setting under its own name
+created. Its network (`StudyConfig.stages`, `stem_channels`, `per_stage`) was added later: a
+config stored without it reads as the network every study had then, stages (1, 1), stem 96, one
+shared block. Studies written before that attribute existed kept each setting under its own name
 (``dataset``, ``budget``, ``seed``, ``width``, ``objectives``, ``space``); `StudyConfig.from_study`
 reads both.
 
@@ -27,7 +29,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from search_space import DEFAULT_SPACE, BlockConfig, NetworkConfig
+from search_space import DEFAULT_SPACE, REFERENCES, BlockConfig, NetworkConfig, reference_network
+from search_space.config import MAX_IMAGE_SIZE
 
 STUDY_CONFIG_ATTR = "config"
 MAX_RUNGS = 6
@@ -86,6 +89,11 @@ class StudyConfig:
     # `budget` and `train_config` are the top rung's. One rung is a single-budget search.
     rungs: int = 1
     eta: int = 3
+    # The network the designs are placed in: blocks per stage, the stem's channels at paper scale,
+    # and whether each stage has its own design (`NetworkConfig.stage_blocks`).
+    stages: tuple[int, ...] = NetworkConfig.__dataclass_fields__["stages"].default
+    stem_channels: int = NetworkConfig.__dataclass_fields__["stem_channels"].default
+    per_stage: bool = False
     legacy: bool = False
 
     def __post_init__(self) -> None:
@@ -105,6 +113,37 @@ class StudyConfig:
             raise ValueError(f"rungs must be in 1..{MAX_RUNGS}, got {self.rungs!r}")
         if _int(self.eta) is None or not self.eta >= 2:
             raise ValueError(f"eta must be an integer >= 2, got {self.eta!r}")
+        if isinstance(self.stages, list):
+            object.__setattr__(self, "stages", tuple(self.stages))
+        if not isinstance(self.per_stage, bool):
+            raise ValueError(f"per_stage must be true or false, got {self.per_stage!r}")
+        # The network's own checks (stage count and depths, stem at the study's width); whether
+        # the stages fit the dataset's images is checked where the images are known.
+        self.skeleton(image_size=MAX_IMAGE_SIZE)
+
+    def skeleton(
+        self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28
+    ) -> NetworkConfig:
+        """The study's network for data of this shape, with v1 placed in it (per stage in a
+        per-stage study); trials replace the design (`search_space.network_from_trial`)."""
+        shape = NetworkConfig(
+            block=REFERENCES["v1"],
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=image_size,
+            stem_channels=self.stem_channels,
+            stages=self.stages,
+            width=self.width,
+        )
+        return reference_network("v1", shape, per_stage=self.per_stage)
+
+    def network_text(self) -> str:
+        """The network in one line, as `info` and the summary show it."""
+        design = "one design per stage" if self.per_stage else "one shared block"
+        return (
+            f"stages {','.join(map(str, self.stages))} (blocks per stage), width {self.width:g}, "
+            f"stem {self.stem_channels}, {design}"
+        )
 
     # Fields a resumed run is checked against, with the flag that sets each.
     FLAGS = {
@@ -121,12 +160,16 @@ class StudyConfig:
         "constraints": "--max-params/--max-flops/--max-latency-ms",
         "rungs": "--rungs",
         "eta": "--eta",
+        "stages": "--stages",
+        "stem_channels": "--stem",
+        "per_stage": "--per-stage",
     }
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["space_dims"] = list(self.space_dims)
         data["objectives"] = list(self.objectives)
+        data["stages"] = list(self.stages)
         data.pop("legacy")
         return data
 
@@ -143,6 +186,9 @@ class StudyConfig:
         values["objectives"] = tuple(values.get("objectives") or ())
         values["train_config"] = dict(values.get("train_config") or {})
         values["constraints"] = dict(values.get("constraints") or {})
+        if "stages" in values:
+            stages = values["stages"]
+            values["stages"] = tuple(stages) if isinstance(stages, (list, tuple)) else stages
         try:
             return cls(**values)
         except TypeError as exc:
