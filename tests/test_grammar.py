@@ -317,3 +317,15 @@ def test_the_dashboard_resolves_the_study_the_same_way(capsys, monkeypatch, stud
     calls.clear()
     assert cli.main(["dashboard", "--storage", str(Path(study_path).with_name("new.journal"))]) == 0
     assert "--study" not in calls[-1]
+
+
+@pytest.mark.parametrize("word", ["top", "long", "smokex2"])
+def test_a_budget_word_is_the_same_budget_in_evaluate_and_ablate(capsys, study_path, word):
+    said = []
+    for main, argv in ((evaluate_cli.main, ["--pareto"]), (ablate_cli.main, [])):
+        assert main(["--storage", study_path, "--study", "demo", *argv, "--budget", word,
+                     "--dry-run"]) == 0  # fmt: skip
+        said.append(capsys.readouterr().out.strip().splitlines()[-1].split(" under budget ")[1])
+    assert said[0] == said[1]
+    if word == "top":  # the study's own: make_study searched it at smoke
+        assert said[0].startswith("smoke (the top rung, smoke: ")
