@@ -329,3 +329,27 @@ def test_a_budget_word_is_the_same_budget_in_evaluate_and_ablate(capsys, study_p
     assert said[0] == said[1]
     if word == "top":  # the study's own: make_study searched it at smoke
         assert said[0].startswith("smoke (the top rung, smoke: ")
+
+
+def test_the_search_chooses_its_study_by_the_same_rule(study_path, tmp_path):
+    def chosen(storage, *flags):
+        settings = search_cli.parse_settings(["--storage", storage, *flags])
+        s, line = search_cli.choose_search_study(settings)
+        return s.study, line
+
+    new = str(tmp_path / "new.journal")
+    assert chosen(new) == (
+        DEFAULT_STUDY,
+        f"study '{DEFAULT_STUDY}': a new study under the default name (the storage holds no "
+        "study yet) (--study NAME for another)",
+    )
+    assert chosen(study_path)[0] == "demo"  # the only study, as every reader takes it
+    assert chosen(study_path, "--study", "demo") == ("demo", None)
+    # a dataset names its own study rather than resuming another dataset's only one
+    assert chosen(study_path, "--dataset", "mnist") == (
+        "mnist-inception-block",
+        "study 'mnist-inception-block': the default name for --dataset mnist, new (--study NAME "
+        "for another)",
+    )
+    optuna.create_study(study_name="other", storage=open_storage(study_path))
+    assert chosen(study_path)[0] == DEFAULT_STUDY  # where a reader would ask for --study

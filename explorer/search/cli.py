@@ -36,7 +36,14 @@ from ..evaluate.pool import DataSpec
 from ..evaluate.runner import reevaluate, select_targets
 from ..store.locks import TRANSIENT_S, StorageUnavailable, reeval_lock, study_lock
 from ..store.storages import StorageError, open_storage
-from ..store.studies import add_study_args, choose_study, rung_studies, study_line, study_names
+from ..store.studies import (
+    DEFAULT_STUDY,
+    add_study_args,
+    choose_study,
+    rung_studies,
+    study_line,
+    study_names,
+)
 from ..store.urls import default_storage, is_journal, redact
 from ..store.work import recover
 from ..training import budgets, devices
@@ -118,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_study_args(
         p,
-        f"; a search's default name is DATASET-{DEFAULT_SPACE.name} (the --dataset's, "
-        "fashion-mnist by default), and where the command would ask, a search starts a new study "
-        "under that name instead; a new name given makes a new study",
+        f"; where the command would ask, a search starts a new study {DEFAULT_STUDY} instead; "
+        f"with --dataset D it makes or resumes "
+        f"D-{DEFAULT_SPACE.name}; a new name given makes a new study",
     )
     p.add_argument(
         "--dataset",
@@ -624,7 +631,11 @@ def choose_search_study(s: SearchSettings) -> tuple[SearchSettings, str | None]:
     url = s.storage or default_storage()
     missing = is_journal(url) and not Path(url).expanduser().exists()
     names = [] if missing else study_names(url)
-    name, why = choose_study(names, None, default=s.study_name, create=True)
+    if s.dataset is not None:  # the dataset's own study, not another dataset's only study
+        name = s.study_name
+        why = f"the default name for --dataset {s.dataset}" + ("" if name in names else ", new")
+    else:
+        name, why = choose_study(names, None, default=s.study_name, create=True)
     return dataclasses.replace(s, study=name), study_line(name, why)
 
 
