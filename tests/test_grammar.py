@@ -353,3 +353,21 @@ def test_the_search_chooses_its_study_by_the_same_rule(study_path, tmp_path):
     )
     optuna.create_study(study_name="other", storage=open_storage(study_path))
     assert chosen(study_path)[0] == DEFAULT_STUDY  # where a reader would ask for --study
+
+
+def test_the_docs_use_no_old_spelling():
+    from tests.test_docs import PAGES, commands
+
+    old = []
+    for page in PAGES:
+        for line in commands(page.read_text()):
+            words = line.replace("python -m explorer.", "python -m explorer ").split()
+            if words[:1] == ["inception-explorer"]:
+                sub = words[1]
+            elif words[:3] == ["python", "-m", "explorer"] and len(words) > 3:
+                sub = words[3]
+            else:
+                continue
+            renamed = renamed_flags(PARSERS[sub]) if sub in PARSERS else {}
+            old += [f"{page.name}: {line}" for w in words if w.split("=")[0] in renamed]
+    assert not old, old
