@@ -139,6 +139,21 @@ def test_a_lock_whose_holder_stalled_past_the_grace_is_broken(
 
 
 @pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_lock_whose_holder_was_killed_is_had_at_once(kind, tmp_path, request, capsys):
+    """SIGKILL frees the lock with its holder (the kernel drops a file lock, the server the
+    session's advisory lock): a waiter has it in well under the grace, and nothing is broken."""
+    url = _url(kind, tmp_path, request)
+    holder = _holder(url, tmp_path, "60")
+    threading.Timer(1.0, holder.kill).start()
+    start = time.monotonic()
+    with study_lock(url, "x"):
+        waited = time.monotonic() - start
+    holder.wait(30)
+    assert 0.5 < waited < 10, waited
+    assert "breaking" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_waiter_names_a_live_holder_and_keeps_waiting(
     kind, tmp_path, request, monkeypatch, capsys
 ):

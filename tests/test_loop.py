@@ -386,6 +386,8 @@ def test_copies_of_one_design_count_once_as_dominators():
 REEVALUATE = """
 import sys
 from explorer.evaluate import main
+from explorer.store import locks
+locks.LOCK_NOTE_S = 0.5  # a short stand-in for the minute after which a waiter names the holder
 if __name__ == "__main__":  # its runs' worker processes re-import this file
     sys.exit(main(sys.argv[1:]))
 """
@@ -412,6 +414,8 @@ def test_two_reevaluations_at_once_train_each_seed_once(tmp_path, tiny_fmnist, c
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    # One waited for the other past its (test-set) lock-message time, said so, and went on.
+    assert any("'reeval:t'" in err and "still waiting" in err for _, err in outs), outs
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
     stored = reeval_results(study)[0]
     assert isinstance(stored, Reeval) and stored.seeds == 2
