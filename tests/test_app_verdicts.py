@@ -161,7 +161,7 @@ def test_an_unverified_study_gives_the_command_that_verifies_it(storage):
     # what the search makes of it: this study, no design more, the race with time to run
     settings = parse_settings(shlex.split(info.command)[3:])
     assert (settings.study, settings.storage, settings.trials) == ("unverified", storage, taken)
-    assert settings.verify == V.DEFAULT_CAP and settings.timeout > 0
+    assert settings.verify_seeds == V.DEFAULT_CAP and settings.timeout > 0
 
 
 def test_the_command_shows_no_password():

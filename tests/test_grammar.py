@@ -210,9 +210,9 @@ def test_the_search_config_file_takes_the_new_and_the_old_key(tmp_path, capsys):
     new.write_text("verify_seeds = 4\n")
     old = tmp_path / "old.toml"
     old.write_text("verify = 4\n")
-    assert search_cli.parse_settings(["--config", str(new)]).verify == 4
+    assert search_cli.parse_settings(["--config", str(new)]).verify_seeds == 4
     assert capsys.readouterr().err == ""
-    assert search_cli.parse_settings(["--config", str(old)]).verify == 4
+    assert search_cli.parse_settings(["--config", str(old)]).verify_seeds == 4
     assert "--verify is deprecated" in capsys.readouterr().err
     with pytest.raises(UsageError, match="--verify-seeds must be 0"):  # named as the flag
         search_cli.parse_settings(["--verify-seeds", "1"])

@@ -775,7 +775,8 @@ def test_a_new_study_searches_one_budget_with_tpe_by_default():
     (BENCHMARKS.md, "Search strategies at equal wall time"): single-budget TPE at quick,
     standard on CUDA, its claims against v1/v2 raced up to 8 seeds."""
     s = search.SearchSettings()
-    assert s.new_rungs[0] == 1 and s.verify == search.DEFAULT_CAP == 8 and s.verify_budget is None
+    assert s.new_rungs[0] == 1 and s.verify_seeds == search.DEFAULT_CAP == 8
+    assert s.verify_budget is None
     config = search.new_config(s, default_budget("cpu", *s.new_rungs))
     assert (config.rungs, config.budget, config.sampler) == (1, "quick", "tpe")
     assert default_budget("cuda", *s.new_rungs) == "standard"
@@ -783,7 +784,7 @@ def test_a_new_study_searches_one_budget_with_tpe_by_default():
     written = search.parse_settings(["--config", str(ROOT / "studies" / "cpu-default.toml")])
     assert search.new_config(written, written.budget) == config
     default = search.parse_settings([])
-    for field in ("trials", "workers", "references", "prune", "verify", "verify_budget"):
+    for field in ("trials", "workers", "references", "prune", "verify_seeds", "verify_budget"):
         assert getattr(written, field) == getattr(default, field), field
 
 

@@ -180,9 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--verify-seeds",
-        dest="verify",
         type=int,
-        default=d.verify,
+        default=d.verify_seeds,
         metavar="K",
         help="after the search, race each front design that claims to beat v1 or v2 (more "
         "accurate at the search budget with no more parameters) against that reference at "
@@ -474,7 +473,7 @@ def run(s: SearchSettings, chosen: str | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
     deadline = None if s.timeout is None else started + s.timeout
-    if s.verify and s.timeout is not None:  # the rest of the time is the verification's
+    if s.verify_seeds and s.timeout is not None:  # the rest of the time is the verification's
         s = dataclasses.replace(s, timeout=s.timeout * (1 - VERIFY_SHARE))
     url = s.storage or default_storage()
     try:
@@ -556,7 +555,7 @@ def run(s: SearchSettings, chosen: str | None = None) -> optuna.Study:
             # One machine at a time; a later one finds the seeds stored and adds only missing ones.
             with reeval_lock(url, study.study_name):
                 final_seeds(study, config, s, device)
-    if s.verify:
+    if s.verify_seeds:
         # One machine at a time, as the final seeds; a later one adds only what is missing.
         with reeval_lock(url, study.study_name):
             until = verification_deadline(time.monotonic(), search_s, deadline)
@@ -617,7 +616,7 @@ def verify_claims(study: optuna.Study, config, s: SearchSettings, device, deadli
     log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
     spec = DataSpec(config.dataset, s.data_dir, config.split_seed)
     budget = verify_budget(config, s.verify_budget)
-    verify(study, config, s.verify, None, device, deadline=deadline, log=log,
+    verify(study, config, s.verify_seeds, None, device, deadline=deadline, log=log,
            budget_name=s.verify_budget, workers=s.workers or 1, spec=spec,
            expected_s=expected_run_s(study, config, budget))  # fmt: skip
 

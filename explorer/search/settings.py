@@ -67,7 +67,7 @@ class SearchSettings:
     prescreen: int = 1
     proxy: str = "naswot"
     final_seeds: int = 1
-    verify: int = (
+    verify_seeds: int = (
         8  # seeds cap of the claims' verification race (`explorer.search.verification`); 0: off
     )
     verify_budget: str | None = None  # None: 10x the search's top budget
@@ -120,13 +120,14 @@ class SearchSettings:
         if self.final_seeds < 1:
             raise ValueError(f"final_seeds must be >= 1, got {self.final_seeds}")
         if (
-            not isinstance(self.verify, int)
-            or self.verify < 0
-            or self.verify == 1
-            or self.verify > 64
+            not isinstance(self.verify_seeds, int)
+            or self.verify_seeds < 0
+            or self.verify_seeds == 1
+            or self.verify_seeds > 64
         ):
             raise ValueError(
-                f"verify must be 0 (off) or a cap of 2 to 64 seeds per claim, got {self.verify!r}"
+                "verify_seeds must be 0 (off) or a cap of 2 to 64 seeds per claim, got "
+                f"{self.verify_seeds!r}"
             )
         if self.verify_budget is not None:
             budget(self.verify_budget)  # ValueError names the known budgets
