@@ -62,7 +62,7 @@ from explorer.evaluate import train_and_test
 from explorer.search import verified_claims
 from explorer.store import TrialRecord, open_storage, study_config
 from explorer.training import budget, load_dataset
-from search_space import REFERENCES, NetworkConfig, network_params
+from search_space import REFERENCES, NetworkConfig, network_params, reference_network
 
 from ._common import ROOT, JsonState, machine, publish, results_dir, timed
 
@@ -84,7 +84,18 @@ STRATEGIES = {
     # the same verified at quickx3: measured once, and not enough (BENCHMARKS); not run by default
     "quick-tpe-verify3": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "8",
                           "--verify-budget", "quickx3"],
+    # Per-stage freedom against one shared block, on a three-stage network (28, 14, 7): the same
+    # search but for --per-stage. Judged on their own (`--strategies stages3-shared,stages3-per-stage`),
+    # into their own section, with v1 and v2 placed in the same network.
+    "stages3-shared": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "0",
+                       "--stages", "1,1,1"],
+    "stages3-per-stage": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "0",
+                          "--stages", "1,1,1", "--per-stage"],
 }  # fmt: skip
+# The network each strategy searches in, where it is not the default two stages of one block.
+STAGES = {"stages3-shared": (1, 1, 1), "stages3-per-stage": (1, 1, 1)}
+DEFAULT_STAGES = (1, 1)
+STAGES_SECTION = "Per-stage blocks: does per-stage freedom pay?"
 DEFAULT_STRATEGIES = ["rungs3-tpe", "quick-tpe", "quick-random", "quick-tpe-verify"]
 # Strategies whose answer exists only when their own --timeout ends (the verification runs last):
 # each time point is a cell of its own, that many minutes long, and its front is the whole run's.
@@ -120,6 +131,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-cells", type=int, default=None, help="run: stop after this many cells")
     p.add_argument("--write", action="store_true", help="report: replace the BENCHMARKS.md section")
     return p.parse_args(argv)
+
+
+def network_stages(names: list[str]) -> tuple[int, ...]:
+    """The stages every one of `names` searches in: strategies are compared in one network only."""
+    found = {STAGES.get(n, DEFAULT_STAGES) for n in names}
+    if len(found) != 1:
+        raise SystemExit(f"strategies {', '.join(names)} search different networks; judge apart")
+    return found.pop()
 
 
 def cells(ns: argparse.Namespace) -> list[tuple[str, int]]:
@@ -319,9 +338,10 @@ def mode_judge(ns: argparse.Namespace) -> None:
         if not finished(folder, name, seed, points):
             continue
         for front, _, _ in fronts_at(folder, name, seed, points).values():
-            front = inside(front, ns.up_to)
+            front = inside(front, ns.up_to, STAGES.get(name, DEFAULT_STAGES))
+            # v1 and v2 in the front's network, one shared block (the same runs for every strategy)
             nets = [r.network for r in front] + [
-                NetworkConfig.from_dict({**front[0].network.to_dict(), "block": REFERENCES[v].to_dict()})
+                reference_network(v, front[0].network, per_stage=False)
                 for v in ("v1", "v2") if front
             ]  # fmt: skip
             for net in nets:
@@ -342,33 +362,38 @@ def mode_judge(ns: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)  # fmt: skip
 
 
-def box(up_to: str) -> HypervolumeSpec:
+def box(up_to: str, stages: tuple[int, ...] = DEFAULT_STAGES) -> HypervolumeSpec:
     """The (accuracy, parameters) hypervolume whose box ends just above reference `up_to`'s
-    parameters in the default network (so a design as large as it still counts), or at the
+    parameters in the network of `stages` (so a design as large as it still counts), or at the
     space's largest design for "all"."""
     spec = hypervolume_spec(None)
     if up_to == "all":
         return spec
-    limit = network_params(NetworkConfig(block=REFERENCES[up_to])) + 1
+    limit = network_params(NetworkConfig(block=REFERENCES[up_to], stages=stages)) + 1
     return HypervolumeSpec(spec.objectives, {**spec.reference, "params": float(limit)})
 
 
-def inside(front: list[TrialRecord], up_to: str) -> list[TrialRecord]:
-    """The front's designs inside `box(up_to)`: only they can add to its hypervolume."""
-    limit = box(up_to).reference["params"]
+def inside(
+    front: list[TrialRecord], up_to: str, stages: tuple[int, ...] = DEFAULT_STAGES
+) -> list[TrialRecord]:
+    """The front's designs inside `box(up_to, stages)`: only they can add to its hypervolume."""
+    limit = box(up_to, stages).reference["params"]
     return [r for r in front if r.params is not None and r.params < limit]
 
 
-def judged_front(front: list[TrialRecord], judged: Judged, budget_name: str, up_to: str = "all"):
-    """(hypervolume of the retrained front in `box(up_to)`, whether a design inside it still
-    misses its retraining)."""
+def judged_front(
+    front: list[TrialRecord], judged: Judged, budget_name: str, up_to: str = "all",
+    stages: tuple[int, ...] = DEFAULT_STAGES,
+):  # fmt: skip
+    """(hypervolume of the retrained front in `box(up_to, stages)`, whether a design inside it
+    still misses its retraining)."""
     again = []
-    for r in inside(front, up_to):
+    for r in inside(front, up_to, stages):
         got = judged.get(r.network, budget_name)
         if got is None:
             return math.nan, True
         again.append(dataclasses.replace(r, val_acc=got["test"]))
-    return hypervolume(again, box(up_to)), False
+    return hypervolume(again, box(up_to, stages)), False
 
 
 def reversed_claims(claims: Claims, judged: Judged, budget_name: str) -> tuple[int, int, int]:
@@ -390,6 +415,7 @@ def mode_report(ns: argparse.Namespace) -> None:
     judged = Judged(folder / "judged.json")
     points = [float(p) for p in ns.points.split(",")]
     names = [n for n in ns.strategies.split(",") if n]
+    stages = network_stages(names)
     seeds = [int(s) for s in ns.seeds.split(",") if s]
     table: dict[tuple[str, int, float], float] = {}
     lines = ["| strategy | minutes | " + " | ".join(f"seed {s}" for s in seeds)
@@ -409,14 +435,14 @@ def mode_report(ns: argparse.Namespace) -> None:
                     texts.append("not run")
                     continue
                 front, _, claims = fronts[(name, seed)][minutes]
-                hv, missing = judged_front(front, judged, ns.budget, ns.up_to)
+                hv, missing = judged_front(front, judged, ns.budget, ns.up_to, stages)
                 f, m, unjudged = reversed_claims(claims, judged, ns.budget)
                 if missing or unjudged:
                     texts.append("not judged")
                     continue
                 flips, made = flips + f, made + m
                 table[(name, seed, minutes)] = hv
-                texts.append(f"{hv:.4f} ({len(inside(front, ns.up_to))})")
+                texts.append(f"{hv:.4f} ({len(inside(front, ns.up_to, stages))})")
             hvs = [table[(name, s, minutes)] for s in seeds if (name, s, minutes) in table]
             mean = f"{statistics.fmean(hvs):.4f}" if len(hvs) == len(seeds) else "-"
             lines.append(f"| {name} | {minutes:g} | " + " | ".join(texts)
@@ -427,20 +453,23 @@ def mode_report(ns: argparse.Namespace) -> None:
         "",
         *cpu_lines(folder, names, seeds, points),
     ]
+    which = "" if stages == DEFAULT_STAGES else f" --strategies {ns.strategies}"
     body = [
-        f"Command: `python -m bench strategies run --minutes {max(points):g} --seeds {ns.seeds}`, "
-        f"`judge --budget {ns.budget} --up-to {ns.up_to}`, `report --up-to {ns.up_to}`. "
+        f"Command: `python -m bench strategies run{which} --minutes {max(points):g} --seeds "
+        f"{ns.seeds}`, `judge --budget {ns.budget} --up-to {ns.up_to}`, `report --up-to "
+        f"{ns.up_to}`{' (each with the same --strategies)' if which else ''}. "
         f"Report made on: {machine()} (it only reads; the CPU each seed's cells ran on is listed "
         f"below). Date: {datetime.now(timezone.utc):%Y-%m-%d}.",
         "",
         "Each cell: hypervolume of the search front (designs finished by that minute) with every "
         f"design retrained at {ns.budget}, seed 0, in the box of accuracy 0 to 1 and parameters "
-        f"0 to {box(ns.up_to).reference['params']:,.0f} ({ns.up_to}); in brackets, the front's "
+        f"0 to {box(ns.up_to, stages).reference['params']:,.0f} ({ns.up_to} in a network of "
+        f"stages {','.join(map(str, stages))}); in brackets, the front's "
         "designs inside it. Only finished cells count.",
         "",
         *lines,
     ]
-    publish(SECTION, body, ns.write)
+    publish(SECTION if stages == DEFAULT_STAGES else STAGES_SECTION, body, ns.write)
 
 
 def cpu_lines(folder: Path, names: list[str], seeds: list[int], points: list[float]) -> list[str]:
