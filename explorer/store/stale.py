@@ -12,13 +12,14 @@ hold the study's lock.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from datetime import datetime
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .liveness import silent_beat, worker_dead
+from .liveness import beat_file, silent_beat, worker_dead
 from .optuna_api import storage_of, trial_id
 from .records import trial_attr
 
@@ -75,6 +76,8 @@ def fail_dead(study: optuna.Study, url: str) -> dict[int, str]:
             continue
         if _fail(study, t):
             failed[t.number] = reason
+            with contextlib.suppress(OSError):  # a killed worker's beat file, left behind
+                beat_file(url, trial_id(t)).unlink()
     return failed
 
 
