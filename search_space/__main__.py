@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import DEFAULT_SPACE, REFERENCES, NetworkConfig, network_params
+from . import DEFAULT_SPACE, REFERENCES, NetworkConfig, network_params, reference_network
 
 
 def main() -> None:
@@ -11,6 +11,9 @@ def main() -> None:
     for name, block in REFERENCES.items():
         params = network_params(NetworkConfig(block=block))
         print(f"  {name}: {block.short()}  ({params:,} params)")
+    three = NetworkConfig(block=REFERENCES["v1"], stages=(1, 1, 1))
+    v3 = reference_network("v3", three, per_stage=True)
+    print(f"\nv3 placed per stage (28 -> 14 -> 7, --stages 1,1,1 --per-stage):\n  {v3.short()}")
 
 
 if __name__ == "__main__":

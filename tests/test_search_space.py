@@ -560,6 +560,7 @@ def test_python_m_search_space_prints_the_space() -> None:
         assert dim.name in result.stdout, dim.name
     for ref in REFERENCES:
         assert f"{ref}:" in result.stdout, ref
+    assert "1x3+3x1" in result.stdout.split("v3 placed per stage")[1]
 
 
 # --- per-stage designs -----------------------------------------------------------------------
