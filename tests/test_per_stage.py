@@ -17,7 +17,14 @@ from explorer import cli as top_cli
 from explorer import export, search
 from explorer.analysis import study_records
 from explorer.store import StudyConfig, open_storage
-from search_space import DEFAULT_SPACE, REFERENCES, build_network, network_params, v3_stage_designs
+from search_space import (
+    DEFAULT_SPACE,
+    REFERENCES,
+    NetworkConfig,
+    build_network,
+    network_params,
+    v3_stage_designs,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -205,17 +212,20 @@ def test_per_stage_design_exports_and_rebuilds_bit_for_bit(
     }
     assert imports == {"pathlib", "typing", "torch"}, imports  # torch and the standard library
     module = _load_module(out)
-    model = module.build()
+    model = getattr(module, f"Trial{record.number}Net")()
     reference = build_network(record.network)
     assert sum(p.numel() for p in model.parameters()) == network_params(record.network)
-    torch.manual_seed(0)
-    reference.load_state_dict({k: torch.randn_like(v) for k, v in reference.state_dict().items()
-                               if v.is_floating_point()} | {k: v for k, v in
-                               reference.state_dict().items() if not v.is_floating_point()})  # fmt: skip
-    model.load_state_dict(reference.state_dict())
-    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    # the trained weights, loaded into both: the exported class standardises its input itself
+    from explorer.export import trial_weights
+    from explorer.store import artifact_dir
+
+    state = trial_weights(study, record.number, artifact_dir(str(per_stage_study / "s.journal")))
+    reference.load_state_dict(state)
+    model.load_state_dict(state)
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (model.cfg.mean, model.cfg.std))
     with torch.no_grad():
-        assert torch.equal(model.eval()(x), reference.eval()(x))
+        assert torch.equal(model.eval()(x), reference.eval()((x - mean) / std))
     assert json.loads(json.dumps(record.network.to_dict()))["stage_blocks"]
 
 
@@ -288,3 +298,44 @@ def test_the_optuna_cli_and_dashboard_read_a_per_stage_study(per_stage_study: Pa
     served = json.loads(body)["trials"]
     assert len(served) == len(study.trials)
     assert any(p["name"] == "s2.bn" for t in served for p in t["params"])
+
+
+def _stored_design_study(tmp_path: Path, network: dict) -> str:
+    """A journal with one complete trial that stores `network` as its design."""
+    journal = str(tmp_path / "bad.journal")
+    study = optuna.create_study(
+        study_name="bad", storage=open_storage(journal), directions=["maximize", "minimize"]
+    )
+    study.set_user_attr("objectives", ["val_acc", "params"])
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.9, 100.0], user_attrs={"network": network, "val_acc": 0.9, "params": 100}
+        )
+    )
+    return journal
+
+
+V1, V2 = REFERENCES["v1"], REFERENCES["v2"]
+THREE = NetworkConfig(block=V1, stages=(1, 1, 1)).with_designs((V1, V2, V1)).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        # a stage count that does not match: two designs for three stages
+        ({"stage_blocks": THREE["stage_blocks"][:2]}, "stage_blocks has 2 designs for 3 stages"),
+        # a design from another network: the first stage's design is not the network's block
+        ({"block": V2.to_dict()}, "block must equal stage_blocks[0]"),
+        ({"stage_blocks": V1.to_dict()}, "stage_blocks must be a list of block configs"),
+    ],
+)
+def test_a_bad_stored_per_stage_design_is_one_line(
+    tmp_path: Path, capsys, change: dict, needle: str
+) -> None:
+    journal = _stored_design_study(tmp_path, {**THREE, **change})
+    argv = ["--storage", journal, "--study", "bad", "--trial", "0", "-o", str(tmp_path / "x.py")]
+    code, _, err = _run(export, argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "invalid stored design" in lines[0], err
+    assert not (tmp_path / "x.py").exists()
