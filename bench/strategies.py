@@ -73,23 +73,23 @@ SECTION = "Search strategies at equal wall time"
 # cell run again searches as the committed one did.
 STRATEGIES = {
     # the search's first default: three rungs, top rung quickx9
-    "rungs3-tpe": ["--rungs", "3", "--verify", "0"],
-    "quick-tpe": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "0"],
-    "quick-random": ["--rungs", "1", "--budget", "quick", "--sampler", "random", "--verify", "0"],
+    "rungs3-tpe": ["--rungs", "3", "--verify-seeds", "0"],
+    "quick-tpe": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify-seeds", "0"],
+    "quick-random": ["--rungs", "1", "--budget", "quick", "--sampler", "random", "--verify-seeds", "0"],
     # quick-tpe whose claims against v1/v2 are raced at quickx10 before they are stated; the
     # search stops at 3/4 of --timeout and the verification takes the rest. The search's default,
     # chosen on these cells. The cells recorded up to 2026-12-05 ran the check of that time (one
     # seed a claim against a fixed margin, `--verify 1`); a cell run now races up to 8 seeds.
-    "quick-tpe-verify": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "8"],
+    "quick-tpe-verify": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify-seeds", "8"],
     # the same verified at quickx3: measured once, and not enough (BENCHMARKS); not run by default
-    "quick-tpe-verify3": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "8",
+    "quick-tpe-verify3": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify-seeds", "8",
                           "--verify-budget", "quickx3"],
     # Per-stage freedom against one shared block, on a three-stage network (28, 14, 7): the same
     # search but for --per-stage. Judged on their own (`--strategies stages3-shared,stages3-per-stage`),
     # into their own section, with v1 and v2 placed in the same network.
-    "stages3-shared": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "0",
+    "stages3-shared": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify-seeds", "0",
                        "--stages", "1,1,1"],
-    "stages3-per-stage": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify", "0",
+    "stages3-per-stage": ["--rungs", "1", "--budget", "quick", "--sampler", "tpe", "--verify-seeds", "0",
                           "--stages", "1,1,1", "--per-stage"],
 }  # fmt: skip
 # The network each strategy searches in, where it is not the default two stages of one block.
