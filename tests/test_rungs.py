@@ -51,6 +51,18 @@ def test_scaled_budget_names_and_rung_budgets():
             train.budget(bad)
 
 
+@pytest.mark.parametrize(
+    ("name", "factor", "scaled"),
+    [("quick", 10, "quickx10"), ("quickx9", 10, "quickx90"), ("standard", 10, "standardx10"),
+     ("smokex2", 1, "smokex2"), ("quick", 1, "quick")],
+)  # fmt: skip
+def test_a_scaled_budget_name_reads_back_as_the_scaled_budget(name, factor, scaled):
+    assert train.scaled_name(name, factor) == scaled
+    assert train.budget(scaled) == train.scaled(train.budget(name), factor)
+    long = train.long_budget(train.budget(name), factor)
+    assert long == dataclasses.replace(train.budget(scaled), final_val_images=None)
+
+
 def test_study_config_keeps_rungs_and_older_configs_read_as_one_rung():
     config = StudyConfig(dataset="fashion-mnist", width=0.25, split_seed=0, train_seed=0,
                          budget="quickx9", train_config={}, space="inception-block",

@@ -113,10 +113,7 @@ def verify_budget(config: StudyConfig, name: str | None = None) -> Budget:
     if name is not None:
         return named_budget(name, budgets.budget(name))
     top = budgets.study_train_config(config)
-    name = f"{config.budget}x{VERIFY_FACTOR}"
-    if not budgets.is_budget(name):  # quickx9 -> quickx90
-        base, _, factor = config.budget.rpartition("x")
-        name = f"{base}x{int(factor) * VERIFY_FACTOR}" if factor.isdigit() else name
+    name = budgets.scaled_name(config.budget, VERIFY_FACTOR)
     return named_budget(name, budgets.scaled(top, VERIFY_FACTOR))
 
 

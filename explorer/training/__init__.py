@@ -19,6 +19,7 @@ from .budgets import (
     long_budget,
     rung_budget,
     scaled,
+    scaled_name,
     study_train_config,
 )
 from .data import (
@@ -166,6 +167,7 @@ __all__ = [
     "resolve_device",
     "rung_budget",
     "scaled",
+    "scaled_name",
     "snip",
     "study_train_config",
     "synchronize",

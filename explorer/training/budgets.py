@@ -177,6 +177,16 @@ def budget(name: str) -> TrainConfig:
     )
 
 
+def scaled_name(name: str, factor: int) -> str:
+    """The name of budget `name` scaled by `factor`: ``quick`` -> ``quickx10``, ``quickx9`` ->
+    ``quickx90`` (the name `budget` reads back as `scaled` of the same preset)."""
+    _positive_int("factor", factor)
+    match = SCALED_BUDGET.fullmatch(name)
+    if match is not None and match["base"] in BUDGETS:
+        name, factor = match["base"], int(match["factor"]) * factor
+    return name if factor == 1 else f"{name}x{factor}"
+
+
 def is_budget(name: str) -> bool:
     try:
         budget(name)
@@ -225,10 +235,7 @@ def long_budget(base: TrainConfig, factor: int = LONG_FACTOR) -> TrainConfig:
     against); on the whole split, there are `factor` times as many epochs. The final validation
     uses the whole validation split: it is what the re-evaluation selects on.
     """
-    _positive_int("factor", factor)
-    if base.train_images is None:
-        return dataclasses.replace(base, epochs=base.epochs * factor, final_val_images=None)
-    return dataclasses.replace(base, train_images=base.train_images * factor, final_val_images=None)
+    return dataclasses.replace(scaled(base, factor), final_val_images=None)
 
 
 def default_budget(device: torch.device | str, rungs: int = 1, eta: int = 3) -> str:
