@@ -175,3 +175,16 @@ def renamed_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         if isinstance(a, Renamed)
         for old in a.option_strings
     }
+
+
+def stages_arg(text: str) -> tuple[int, ...]:
+    """An argparse type: blocks per stage, one number per stage separated by commas (``1,1,1``)."""
+    try:
+        stages = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be blocks per stage as integers separated by commas (1,1,1), got {text!r}"
+        ) from None
+    if any(n < 1 for n in stages):
+        raise argparse.ArgumentTypeError(f"every stage needs at least one block, got {text!r}")
+    return stages

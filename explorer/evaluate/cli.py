@@ -65,6 +65,7 @@ from ..usage import (
     add_quiet,
     add_seeds,
     add_workers,
+    stages_arg,
 )
 from .budgets import LONG, add_budget, resolve_budget
 from .compare import report
@@ -144,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     moved.add_argument(
         "--stages",
-        type=_stages_arg,
+        type=stages_arg,
         default=None,
-        metavar="N,N",
+        metavar="N,N,...",
         help="blocks per stage of the transfer network, e.g. 2,2 (default: as searched)",
     )
     moved.add_argument(
@@ -163,18 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="stem channels at paper scale, before the width (default: as searched)",
     )
     return p
-
-
-def _stages_arg(text: str) -> tuple[int, ...]:
-    try:
-        stages = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be blocks per stage separated by commas (2,2), got {text!r}"
-        ) from None
-    if any(n < 1 for n in stages):
-        raise argparse.ArgumentTypeError(f"every stage needs at least one block, got {text!r}")
-    return stages
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -62,6 +62,7 @@ from ..usage import (
     add_workers,
     first_line,
     renamed_flags,
+    stages_arg,
 )
 from .processes import REPLACEMENTS_PER_WORKER, plan, run_processes, write_traceback
 from .report import Progress, summary
@@ -268,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stages",
-        type=_stages_arg,
+        type=stages_arg,
         default=None,
         metavar="N,N,...",
         help="blocks per stage of the network the designs are trained in, one number per stage; "
@@ -279,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stem",
         type=int,
         default=None,
-        metavar="N",
+        metavar="CHANNELS",
         help="channels of the stem's 3x3 convolution at paper scale, multiplied by --width like "
         "the blocks (default: the study's, 96 for a new study); fixed when the study is made",
     )
@@ -370,19 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _verify_budget_arg(text: str) -> str:
     """A preset, or long (the default: the study's own budget times `VERIFY_FACTOR`)."""
     return text if text == LONG else preset_word(text)
-
-
-def _stages_arg(text: str) -> tuple[int, ...]:
-    parts = [part.strip() for part in text.split(",")]
-    try:
-        stages = tuple(int(part) for part in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be blocks per stage as integers separated by commas (1,1,1), got {text!r}"
-        ) from None
-    if not stages:
-        raise argparse.ArgumentTypeError(f"needs at least one stage, got {text!r}")
-    return stages
 
 
 # Config keys that are switches: the value that turns the flag on.
