@@ -7,10 +7,11 @@ nothing to do while designs still train below the top rung (their results may pr
 answer is `Wait`; otherwise `Done`. Because every worker on every machine claims under the same
 lock, the study ends with exactly the requested number of search trials.
 
-What happens under the lock is kept to reads by trial state and a few writes: the records of a
+What happens under the lock is kept to one read of each rung (a queued trial is taken before the
+lower rungs are read) and a few writes: the records of a
 rung's finished designs are built once (`RecordCache`) and ranked before the lock is taken, and
 under it each candidate is only checked to be still unpromoted; a pre-screened design is sampled
-and scored before it too (`explorer.training.Prescreener.choose`) and only queued under it; a
+and scored before it too (`explorer.search.prescreen.Prescreener.choose`) and only queued under it; a
 claimed trial is reserved under the lock (a new trial, or a queued one moved to RUNNING) and
 handed to its sampler after it is released, so that a model-based sampler's proposal, which grows
 with the study, does not hold up the other workers. The lock, and the recovery of dead workers'
@@ -30,11 +31,10 @@ from ..analysis.studies import RecordCache
 from ..store.optuna_api import storage_of, study_id, trial_for, trial_id
 from ..store.records import StudyConfig
 from ..store.work import RECOVER_EVERY_S, Claims
-from ..training.proxies import Prescreener
+from .prescreen import Prescreener
 from .rungs import parents, promote, promotion_candidates
-from .study import FINISHED, out_of_new_designs, search_trials_taken
+from .study import out_of_new_designs, search_trials_taken
 
-LIVE = (TrialState.RUNNING, TrialState.WAITING)
 __all__ = ["RECOVER_EVERY_S", "Claim", "Claimer", "Done", "Wait"]
 
 
@@ -60,7 +60,7 @@ class Claimer:
     """Claims this worker's trials in a study's rungs (by rung number; one for a single-budget
     study) through the one work loop's `explorer.store.work.Claims`. `target`: the search trials
     the study should hold. `prescreener`: chooses a new design's parameters among sampled
-    candidates by proxy scores (``explorer.training.Prescreener.choose``), before the lock."""
+    candidates by proxy scores (``explorer.search.prescreen.Prescreener.choose``), before the lock."""
 
     def __init__(
         self,
@@ -107,47 +107,49 @@ class Claimer:
 
     def _reserve(self, candidates) -> tuple[int, int] | Wait | Done:
         """(rung, trial id) of the trial this worker takes, made RUNNING; under the lock. Each
-        rung is read once, by state: its queued trials, then what the decision needs."""
+        rung is read once (on a database, Optuna's cache fetches only the trials not finished at
+        its last read), and a queued trial is taken before anything else is looked at."""
+        trials = {}
         for rung in sorted(self.rungs, reverse=True):
-            taken = self._pop_waiting(self.rungs[rung])
+            trials[rung] = self.rungs[rung].get_trials(deepcopy=False)
+            taken = self._pop_waiting(self.rungs[rung], trials[rung])
             if taken is not None:
                 return rung, taken
-        promoted = {  # a rung's parents in any state (a promotion that failed is not redone)
-            rung: parents(study.get_trials(deepcopy=False))
-            for rung, study in self.rungs.items()
-            if candidates and rung > min(self.rungs)
-        }
         for to_rung, promotion in candidates:
-            if promotion.record.number in promoted[to_rung]:
-                continue  # another worker promoted it since the snapshot
+            if promotion.record.number in parents(trials[to_rung]):
+                continue  # another worker promoted it since the snapshot (in any state)
             upper = self.rungs[to_rung]
             promote(upper, to_rung, promotion)
-            taken = self._pop_waiting(upper)
+            taken = self._pop_waiting(upper, upper.get_trials(deepcopy=False))
             if taken is not None:
                 return to_rung, taken
         bottom = min(self.rungs)
         study = self.rungs[bottom]
-        live = study.get_trials(deepcopy=False, states=FINISHED + LIVE)
-        if search_trials_taken(live) < self.target and not out_of_new_designs(live):
+        if search_trials_taken(trials[bottom]) < self.target and not out_of_new_designs(
+            trials[bottom]
+        ):
             if self._chosen is not None:
                 params, attr = self._chosen
                 self._chosen = None
                 study.enqueue_trial(params, user_attrs={"prescreen": attr})
-                taken = self._pop_waiting(study)
+                taken = self._pop_waiting(study, study.get_trials(deepcopy=False))
                 if taken is not None:
                     return bottom, taken
             return bottom, storage_of(study).create_new_trial(study_id(study))
         running = any(
-            study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            for rung, study in self.rungs.items()
+            t.state == TrialState.RUNNING
+            for rung, rung_trials in trials.items()
             if rung != max(self.rungs)
+            for t in rung_trials
         )
         return Wait() if len(self.rungs) > 1 and running else Done()
 
     @staticmethod
-    def _pop_waiting(study: optuna.Study) -> int | None:
+    def _pop_waiting(study: optuna.Study, trials) -> int | None:
         """Move the oldest queued trial of `study` to RUNNING; its id, or None if none waits."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if storage_of(study).set_trial_state_values(trial_id(t), TrialState.RUNNING):
+        for t in trials:
+            if t.state == TrialState.WAITING and storage_of(study).set_trial_state_values(
+                trial_id(t), TrialState.RUNNING
+            ):
                 return trial_id(t)
         return None
