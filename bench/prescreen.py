@@ -5,7 +5,7 @@
 For each seed, two searches from scratch on the smoke budget, each given the same wall time: the
 search as `explorer.search.run_worker` runs it (multi-objective TPE, pruning on), and the same
 search with ``--prescreen M``, where every trial trains the candidate
-`explorer.training.Prescreener` chooses among M proposals of that sampler (the time spent scoring
+`explorer.search.prescreen.Prescreener` chooses among M proposals of that sampler (the time spent scoring
 candidates counts against the search). Both single-budget (``--rungs 1``, as the search was when
 the figures in BENCHMARKS.md were taken), without references (they are the same in both arms),
 kept weights or per-trial proxy scores (neither is what is compared). The front of each is judged

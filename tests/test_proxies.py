@@ -10,13 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from explorer.search.prescreen import Prescreener, prescreen
 from explorer.training import (
     PROXY_NAMES,
-    Prescreener,
     compute_proxies,
     load_dataset,
     naswot,
-    prescreen,
     proxy_scores,
     synflow,
 )

@@ -32,8 +32,8 @@ from ..store.urls import default_storage
 from ..store.work import TakenOver, run_claimed
 from ..training import budgets, devices, metrics, trainer
 from ..training import data as data_mod
-from ..training.proxies import Prescreener
 from .claims import Claimer, Done, Wait
+from .prescreen import Prescreener
 from .runner import TrialFailed, TrialRunner
 from .settings import SearchSettings
 from .study import open_search_study, sampler_for
