@@ -18,8 +18,11 @@ ones refused, and started again; the workers retry their calls meanwhile (a rest
 the 4 s heartbeat grace also fails the running trials as stale, to be retried). At the end the
 study must hold exactly the requested number of finished search trials, each design trained once
 (no duplicate retries), the v1/v2 references once each, nothing left RUNNING, and every killed
-trial failed with its reason and retried exactly once. Prints one result line per storage (kills survived, trials lost,
-duplicates) for BENCHMARKS.md; exits 1 if a check fails.
+trial failed with its reason and retried exactly once. The search command run again on the study
+must then exit 0 with its summary. A pause longer than the grace is taken over on a journal as on
+PostgreSQL (a journal's heartbeats are files beside it). Prints one result line per storage
+(faults survived, trials lost, duplicated, left RUNNING, exit code, summary) for BENCHMARKS.md;
+exits 1 if a check fails.
 """
 
 from __future__ import annotations
@@ -260,6 +263,19 @@ def check(url: str, trials: int) -> dict:
     }
 
 
+def resume(url: str, args, env: dict) -> tuple[int, bool]:
+    """The search command run again on the study the faults left (as a user would after them):
+    its exit code, and whether it printed the study's summary. With every trial there it trains
+    nothing more."""
+    cmd = [sys.executable, "-m", "explorer.search", "--study", "chaos", "--storage", url,
+           "--trials", str(args.trials), "--budget", "smoke", "--rungs", "1", "--device", "cpu",
+           "--workers", "1", "--verify-seeds", "0", "--no-weights", "--quiet"]  # fmt: skip
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, "study 'chaos':" in done.stdout
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--storage", choices=("journal", "postgres", "both"), default="both")
@@ -308,13 +324,14 @@ def main() -> int:
         try:
             run = chaos(proxy.url(url) if proxy else url, args, env, rng, proxy)
             result = check(url, args.trials)
+            code, summary = resume(url, args, env)
         finally:
             if proxy is not None:
                 proxy.stop()
             if drop is not None:
                 drop()
         wall = time.time() - start_s
-        ok &= result["ok"] and not run["errors"]
+        ok &= result["ok"] and not run["errors"] and code == 0 and summary
         print(
             f"{kind}: {run['kills']} kills ({min(args.unreplaced, run['kills'])} unreplaced), "
             f"{run['pauses']} pauses and {run['restarts']} server restarts survived, "
@@ -322,7 +339,9 @@ def main() -> int:
             f"{result['undrawn']} of them before a design was drawn, "
             f"lost {len(result['lost'])} {result['lost']}, duplicated {result['duplicates']}, "
             f"{result['search_trials']}/{args.trials} search trials, references "
-            f"{result['references']}, running {len(result['running'])}, "
+            f"{result['references']}, running {len(result['running'])}, worker errors "
+            f"{len(run['errors'])}, the search command again: exit {code}, summary "
+            f"{'printed' if summary else 'NOT printed'}, "
             f"{'ok' if result['ok'] else 'FAILED'} in {wall:.0f} s",
             flush=True,
         )
