@@ -29,23 +29,33 @@ import torch
 
 from search_space import DEFAULT_SPACE
 
-from .search.rungs import DEFAULT_ETA, DEFAULT_RUNGS
-from .search.settings import SearchSettings
-from .search.study import new_config
-from .store.records import StudyConfig
-from .store.storages import StorageError, open_storage
-from .store.studies import (
+from .search import DEFAULT_ETA, DEFAULT_RUNGS, SearchSettings, new_config
+from .store import (
     STORAGE_HELP,
     STUDY_HELP,
+    StorageError,
+    StudyConfig,
+    artifact_dir,
     choose_study,
+    default_storage,
     is_companion_study,
+    is_journal,
+    open_storage,
+    redact,
     study_line,
     study_names,
 )
-from .store.urls import artifact_dir, default_storage, is_journal, redact
-from .training.budgets import BUDGETS, LONG_FACTOR, default_budget
-from .training.data import DATASETS, ENV_VAR, DataError, cache_dir, find_dataset
-from .training.devices import resolve_device
+from .training import (
+    BUDGETS,
+    DATASETS,
+    ENV_VAR,
+    LONG_FACTOR,
+    DataError,
+    cache_dir,
+    default_budget,
+    find_dataset,
+    resolve_device,
+)
 from .usage import PROG, Parser, UsageError, command_prefix
 
 # Subcommands that are a package's `main(argv)`, looked up by name when run (the name and

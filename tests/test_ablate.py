@@ -17,15 +17,9 @@ import optuna
 import pytest
 
 from explorer import ablate
-from explorer.ablate import (
-    GROUPS,
-    Design,
-    changed_groups,
-    interaction,
-    leave_one_out,
-    paired,
-    path_ladder,
-)
+from explorer.ablate import leave_one_out, path_ladder
+from explorer.ablate.ladder import GROUPS, Design, changed_groups
+from explorer.ablate.stats import interaction, paired
 from explorer.store import ablation_study_name, open_storage, study_names
 from search_space import (
     DEFAULT_SPACE,

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.training import DataError, find_dataset, load_dataset, random_crop_flip, read_idx
+from explorer.training import DataError, find_dataset, load_dataset
 from explorer.training import data as D
+from explorer.training.data import random_crop_flip, read_idx
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:

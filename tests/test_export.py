@@ -30,22 +30,17 @@ import torch
 
 from explorer.analysis import pareto_front, study_records
 from explorer.export import (
-    ExportDesign,
     ExportError,
-    blocks_source,
     export_design,
     export_source,
     export_to_file,
     main,
-    network_kwargs,
-    render_source,
-    select_trials,
     standalone,
-    trained_model,
-    trial_weights,
-    weights_path,
 )
 from explorer.export import files as export_files
+from explorer.export.files import trained_model, weights_path
+from explorer.export.render import blocks_source, render_source
+from explorer.export.selection import ExportDesign, network_kwargs, select_trials, trial_weights
 from explorer.store import artifact_dir, open_storage
 from search_space import (
     REFERENCES,

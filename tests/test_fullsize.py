@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_space import bn_inception, googlenet, googlenet_loss
-from search_space.models import GoogLeNetOutputs
+from search_space.models import GoogLeNetOutputs, bn_inception, googlenet, googlenet_loss
 
 # GoogLeNet, Szegedy et al. 2014, Table 1:
 # module: (in, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj, out, output map at 224)

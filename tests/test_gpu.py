@@ -19,18 +19,16 @@ from torch import nn
 
 from explorer.training import (
     BUDGETS,
-    backend_settings,
     configure_backend,
-    cpu_threads_per_worker,
     device_info,
     devices,
-    latency_method,
     measure_latency,
-    plan_workers,
-    release_memory,
     train,
 )
 from explorer.training import trainer as train_mod
+from explorer.training.devices import backend_settings, cpu_threads_per_worker, plan_workers
+from explorer.training.metrics import latency_method
+from explorer.training.trainer import release_memory
 from tests.test_train import small_net, stripes_dataset
 
 SMOKE = BUDGETS["smoke"]

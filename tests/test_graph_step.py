@@ -21,18 +21,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer.training import (
-    BUDGETS,
+from explorer.training import BUDGETS, TrainConfig, evaluate, train
+from explorer.training import trainer as trainer_mod
+from explorer.training.trainer import (
     CUDA_GRAPH_DEFAULT,
     CUDA_GRAPH_ENV,
-    TrainConfig,
     cuda_graph_default,
-    evaluate,
     lr_factor,
     recompute_bn_stats,
-    train,
 )
-from explorer.training import trainer as trainer_mod
 from tests.test_train import AuxNet, small_net, stripes_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small nets: one thread is faster

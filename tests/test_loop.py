@@ -19,15 +19,10 @@ from optuna.trial import TrialState
 
 from explorer import search
 from explorer.analysis import Reeval, reeval_results
-from explorer.search import (
-    Claimer,
-    FailureBound,
-    PruneRule,
-    SearchSettings,
-    open_search_study,
-    recover,
-    search_unfinished,
-)
+from explorer.search import Claimer, SearchSettings, open_search_study
+from explorer.search.runner import PruneRule
+from explorer.search.session import search_unfinished
+from explorer.search.workers import FailureBound
 from explorer.store import (
     HOLDS,
     TrialRecord,
@@ -38,6 +33,7 @@ from explorer.store import (
     study_config,
     study_lock,
 )
+from explorer.store.work import recover
 from explorer.training import trainer
 from tests.test_search import base_args
 

@@ -6,14 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.training import (
-    count_flops,
+from explorer.training import count_flops, device_info, measure_latency, metrics
+from explorer.training.metrics import (
     count_params,
-    device_info,
     gpu_driver_version,
     latency_method,
-    measure_latency,
-    metrics,
     peak_memory_bytes,
 )
 from search_space import REFERENCES, NetworkConfig, build_network, network_params

@@ -17,14 +17,8 @@ from explorer import cli as top_cli
 from explorer import export, search
 from explorer.analysis import study_records
 from explorer.store import StudyConfig, open_storage
-from search_space import (
-    DEFAULT_SPACE,
-    REFERENCES,
-    NetworkConfig,
-    build_network,
-    network_params,
-    v3_stage_designs,
-)
+from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, build_network, network_params
+from search_space.references import v3_stage_designs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,14 +11,8 @@ import torch
 from torch import nn
 
 from explorer.search.prescreen import Prescreener, prescreen
-from explorer.training import (
-    PROXY_NAMES,
-    compute_proxies,
-    load_dataset,
-    naswot,
-    proxy_scores,
-    synflow,
-)
+from explorer.training import PROXY_NAMES, compute_proxies, load_dataset, proxy_scores
+from explorer.training.proxies import naswot, synflow
 from search_space import REFERENCES, NetworkConfig, build_network, config_from_trial, network_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: one thread is faster

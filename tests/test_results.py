@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from explorer.analysis import feasible, hypervolume, hypervolume_spec, largest_design, pareto_front
+from explorer.analysis import feasible, hypervolume, hypervolume_spec, pareto_front
+from explorer.analysis.hypervolume import largest_design
 from explorer.store import StudyConfig, TrialRecord
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, network_params
 

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from explorer import search
 from explorer import training as train
 from explorer.analysis import rung_records
-from explorer.search import recover, rungs, summary
+from explorer.search import rungs, summary
 from explorer.store import (
     StudyConfig,
     TrialRecord,
@@ -23,6 +23,7 @@ from explorer.store import (
     study_config,
     study_names,
 )
+from explorer.store.work import recover
 
 # --------------------------------------------------------------------------------------------
 # Budgets

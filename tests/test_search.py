@@ -18,10 +18,11 @@ from optuna.trial import TrialState
 import search_space
 from explorer import search
 from explorer.analysis import reeval_results, study_records
-from explorer.search import SearchSettings, recover
+from explorer.search import SearchSettings
 from explorer.search import runner as objective
 from explorer.search import study as study_mod
 from explorer.store import WorkerToken, open_storage, study_config, study_names
+from explorer.store.work import recover
 from explorer.training import PROXY_NAMES, default_budget
 from search_space import DEFAULT_SPACE, REFERENCES, NetworkConfig, config_from_trial, network_params
 

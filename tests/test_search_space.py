@@ -22,20 +22,16 @@ from search_space import (
     DEFAULT_SPACE,
     REFERENCES,
     BlockConfig,
-    ConvNormAct,
     Dimension,
-    InceptionBlock,
     NetworkConfig,
     SearchSpace,
-    block_params,
     build_network,
     config_from_trial,
-    conv_params,
     network_from_trial,
     network_params,
     reference_network,
-    v3_stage_designs,
 )
+from search_space.blocks import ConvNormAct, InceptionBlock, block_params, conv_params
 from search_space.config import (
     BN_PLACEMENT_DESCRIPTIONS,
     BN_PLACEMENTS,
@@ -44,6 +40,7 @@ from search_space.config import (
     MAX_STAGES,
     WIDTH_FIELDS,
 )
+from search_space.references import v3_stage_designs
 
 SEED = 0
 N_SAMPLES = 50

@@ -15,20 +15,22 @@ from torch import nn
 from explorer.training import (
     BUDGETS,
     DATASETS,
-    Dataset,
-    DivergedError,
     TrainConfig,
-    TrainResult,
-    backend_settings,
     configure_backend,
     default_budget,
     evaluate,
-    lr_factor,
-    recompute_bn_stats,
-    release_memory,
     resolve_device,
     train,
     trainer,
+)
+from explorer.training.data import Dataset
+from explorer.training.devices import backend_settings
+from explorer.training.trainer import (
+    DivergedError,
+    TrainResult,
+    lr_factor,
+    recompute_bn_stats,
+    release_memory,
 )
 from search_space import REFERENCES, NetworkConfig, build_network
 

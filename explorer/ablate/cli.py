@@ -33,16 +33,20 @@ from search_space import (
     reference_network,
 )
 
-from ..analysis.studies import study_records
-from ..evaluate import resolve_budget
-from ..evaluate.budgets import TOP, add_budget
-from ..store.locks import StorageUnavailable
-from ..store.records import TrialRecord
-from ..store.storages import StorageError, open_storage
-from ..store.studies import add_study_args, study_config, the_study
-from ..store.urls import default_storage, redact
-from ..training import devices
-from ..training.data import DataError, load_dataset
+from ..analysis import study_records
+from ..evaluate import TOP, add_budget, resolve_budget
+from ..store import (
+    StorageError,
+    StorageUnavailable,
+    TrialRecord,
+    add_study_args,
+    default_storage,
+    open_storage,
+    redact,
+    study_config,
+    the_study,
+)
+from ..training import DataError, devices, load_dataset
 from ..usage import (
     Parser,
     UsageError,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from search_space import NetworkConfig, build_network, network_params
 
-from ..analysis.verdicts import Verdict
+from ..analysis import Verdict
 from ..training import count_flops
 from .ladder import GROUP_TITLES, Design, Step
 from .runs import Runs, StoredLadder

@@ -34,14 +34,22 @@ from optuna.trial import TrialState
 
 from search_space import REFERENCES, NetworkConfig, reference_network
 
-from ..analysis.reevals import reeval_results
+from ..analysis import reeval_results
 from ..evaluate import train_and_test
-from ..store.liveness import WorkerToken
-from ..store.locks import StorageUnavailable, study_lock
-from ..store.optuna_api import storage_of, study_id
-from ..store.stale import MAX_ATTEMPTS, is_interrupted
-from ..store.studies import ablation_study_name
-from ..store.work import Claims, TakenOver, record_in, run_claimed
+from ..store import (
+    MAX_ATTEMPTS,
+    Claims,
+    StorageUnavailable,
+    TakenOver,
+    WorkerToken,
+    ablation_study_name,
+    is_interrupted,
+    record_in,
+    run_claimed,
+    storage_of,
+    study_id,
+    study_lock,
+)
 from ..usage import first_line
 from .ladder import PATH, Design, Ladder
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..analysis.verdicts import Verdict, compare, holm
-from ..analysis.verdicts import paired as differences
+from ..analysis import Verdict, compare, holm
+from ..analysis import paired as differences
 
 
 def paired(

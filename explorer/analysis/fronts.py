@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..store.records import TrialRecord
+from ..store import TrialRecord
 
 
 class ObjectiveInfo(NamedTuple):

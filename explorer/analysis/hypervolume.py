@@ -12,9 +12,8 @@ import numpy as np
 
 from search_space import DEFAULT_SPACE, NetworkConfig, build_network, network_params
 
-from ..store.records import StudyConfig, TrialRecord
-from ..training.data import DATASETS
-from ..training.metrics import count_flops
+from ..store import StudyConfig, TrialRecord
+from ..training import DATASETS, count_flops
 from .fronts import DEFAULT_OBJECTIVES, OBJECTIVES, objective_vector, pareto_front
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from ..store.records import REEVAL_PREFIX
+from ..store import REEVAL_PREFIX
 
 ATTR_PREFIX = REEVAL_PREFIX
 

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import TrialState
 
-from ..store.records import REEVAL_PREFIX, StudyConfig, TrialRecord
-from ..store.studies import rung_studies
+from ..store import REEVAL_PREFIX, StudyConfig, TrialRecord, rung_studies
 
 
 def study_records(study: optuna.Study) -> list[TrialRecord]:

@@ -7,24 +7,28 @@ May import: `explorer.analysis`, `explorer.training`, `explorer.store`, `explore
 """
 
 from .budgets import (
-    base_budget,
-    budget_names,
+    LONG,
+    PRESETS_HELP,
+    TOP,
+    add_budget,
     named_budget,
+    preset_word,
     resolve_budget,
     top_rung_budget,
 )
 from .cli import (
-    DEFAULT_SEEDS,
-    build_parser,
     main,
-    parse_args,
 )
 from .compare import (
-    Comparison,
     comparisons,
     report,
 )
-from .pool import DataSpec, Run, RunPool
+from .pool import (
+    DataSpec,
+    Run,
+    RunPool,
+    SeedOrder,
+)
 from .runner import (
     Target,
     check_stored,
@@ -33,29 +37,22 @@ from .runner import (
     select_targets,
     train_and_test,
 )
-from .transfer import (
-    Shape,
-    placed,
-    transfer_prefix,
-)
 
 __all__ = [
-    "Comparison",
-    "DEFAULT_SEEDS",
-    "Shape",
     "DataSpec",
+    "LONG",
+    "PRESETS_HELP",
     "Run",
     "RunPool",
+    "SeedOrder",
+    "TOP",
     "Target",
-    "base_budget",
-    "budget_names",
-    "build_parser",
+    "add_budget",
     "check_stored",
     "comparisons",
     "main",
     "named_budget",
-    "parse_args",
-    "placed",
+    "preset_word",
     "reevaluate",
     "report",
     "resolve_budget",
@@ -63,5 +60,4 @@ __all__ = [
     "select_targets",
     "top_rung_budget",
     "train_and_test",
-    "transfer_prefix",
 ]

@@ -14,9 +14,8 @@ from typing import Any
 
 import optuna
 
-from ..analysis.reevals import LONG, Budget
-from ..store.records import StudyConfig
-from ..store.studies import study_config
+from ..analysis import LONG, Budget
+from ..store import StudyConfig, study_config
 from ..training import budgets
 from ..usage import UsageError
 

@@ -50,12 +50,16 @@ import optuna
 
 from search_space import DEFAULT_REFERENCES, REFERENCES
 
-from ..store.locks import StorageUnavailable, reeval_lock
-from ..store.storages import StorageError
-from ..store.studies import add_study_args, study_config, the_study
-from ..store.urls import default_storage
-from ..training import devices
-from ..training.data import DataError, load_dataset
+from ..store import (
+    StorageError,
+    StorageUnavailable,
+    add_study_args,
+    default_storage,
+    reeval_lock,
+    study_config,
+    the_study,
+)
+from ..training import DataError, devices, load_dataset
 from ..usage import (
     Parser,
     UsageError,
@@ -263,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     data,
                     device,
                     restart=ns.restart,
-                    log=None if ns.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+                    log=None
+                    if ns.quiet
+                    else (lambda line: print(line, file=sys.stderr, flush=True)),
                     prefix=prefix,
                     workers=workers,
                     spec=spec,

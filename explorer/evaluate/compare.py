@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from ..analysis.reevals import Reeval
-from ..analysis.verdicts import RULE, Verdict, compare, holm
+from ..analysis import RULE, Reeval, Verdict, compare, holm
 from .budgets import Budget
 from .runner import Target
 

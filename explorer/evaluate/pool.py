@@ -24,10 +24,9 @@ import torch
 
 from search_space import NetworkConfig, build_network
 
-from ..analysis.reevals import Reeval
+from ..analysis import Reeval
+from ..training import TrainConfig, devices, trainer
 from ..training import data as data_mod
-from ..training import devices, trainer
-from ..training.budgets import TrainConfig
 from ..usage import first_line
 
 

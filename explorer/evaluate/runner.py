@@ -18,11 +18,15 @@ from search_space import (
     reference_network,
 )
 
-from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
-from ..analysis.reevals import ATTR_PREFIX, Reeval, reeval_results
-from ..analysis.studies import study_records
-from ..store.records import TrialRecord
-from ..store.studies import study_config
+from ..analysis import (
+    ATTR_PREFIX,
+    DEFAULT_OBJECTIVES,
+    Reeval,
+    pareto_front,
+    reeval_results,
+    study_records,
+)
+from ..store import TrialRecord, study_config
 from ..usage import UsageError
 from .budgets import Budget, _budget
 from .pool import DataSpec, Run, RunPool, SeedOrder, train_and_test

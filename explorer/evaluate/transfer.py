@@ -25,8 +25,7 @@ from typing import NamedTuple
 
 from search_space import NetworkConfig
 
-from ..analysis.reevals import Reeval
-from ..analysis.verdicts import RULE, Verdict, compare, holm
+from ..analysis import RULE, Reeval, Verdict, compare, holm
 from ..usage import UsageError
 from .runner import Target
 

@@ -16,50 +16,22 @@ The package: `selection` reads and checks designs from a study, `render` turns t
 text, `files` writes modules, weights and ONNX files, `cli` is the command line.
 """
 
-from .cli import build_parser, main
+from .cli import (
+    main,
+)
 from .files import (
-    MissingExtra,
-    default_command,
-    export_onnx,
     export_source,
     export_to_file,
-    onnx_available,
-    trained_model,
-    weights_path,
 )
-from .render import blocks_source, render_source
 from .selection import (
-    ExportDesign,
     ExportError,
-    expected_state_shapes,
     export_design,
-    input_config,
-    network_kwargs,
-    select_trials,
-    trial_weights,
 )
-from .standalone import InputConfig
 
 __all__ = [
-    "ExportDesign",
     "ExportError",
-    "InputConfig",
-    "MissingExtra",
-    "blocks_source",
-    "build_parser",
-    "default_command",
-    "expected_state_shapes",
     "export_design",
-    "export_onnx",
     "export_source",
     "export_to_file",
-    "input_config",
     "main",
-    "network_kwargs",
-    "onnx_available",
-    "render_source",
-    "select_trials",
-    "trained_model",
-    "trial_weights",
-    "weights_path",
 ]

@@ -12,9 +12,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from ..store.storages import StorageError
-from ..store.studies import add_study_args, the_study
-from ..store.urls import artifact_dir, redact
+from ..store import StorageError, add_study_args, artifact_dir, redact, the_study
 from ..usage import Parser, UsageError, add_renamed
 from .files import export_onnx, export_to_file
 from .selection import ExportError, select_trials

@@ -21,15 +21,19 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from search_space import BlockConfig, NetworkConfig, build_network, network_params
-from search_space.config import BN_PLACEMENTS, DOWNSAMPLES, POOL_TYPES
+from search_space import (
+    BN_PLACEMENTS,
+    DOWNSAMPLES,
+    POOL_TYPES,
+    BlockConfig,
+    NetworkConfig,
+    build_network,
+    network_params,
+)
 
-from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
-from ..analysis.studies import study_records
-from ..store.records import TrialRecord
-from ..store.studies import study_config
-from ..store.urls import artifact_dir
-from ..training.data import DATASETS, DEFAULT_DATASET
+from ..analysis import DEFAULT_OBJECTIVES, pareto_front, study_records
+from ..store import TrialRecord, artifact_dir, study_config
+from ..training import DATASETS, DEFAULT_DATASET
 from ..usage import first_line
 from .standalone import BlockWidths, InputConfig
 

@@ -27,10 +27,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from ..analysis.studies import RecordCache
-from ..store.optuna_api import storage_of, study_id, trial_for, trial_id
-from ..store.records import StudyConfig
-from ..store.work import RECOVER_EVERY_S, Claims
+from ..analysis import RecordCache
+from ..store import RECOVER_EVERY_S, Claims, StudyConfig, storage_of, study_id, trial_for, trial_id
 from .prescreen import Prescreener
 from .rungs import parents, promote, promotion_candidates
 from .study import out_of_new_designs, search_trials_taken

@@ -19,9 +19,9 @@ from optuna.trial import TrialState
 
 from search_space import NetworkConfig, network_params
 
-from ..analysis.fronts import dominates
-from ..store.records import trial_attr
-from ..training.proxies import check_names, proxy_scores
+from ..analysis import dominates
+from ..store import trial_attr
+from ..training import check_names, proxy_scores
 
 T = TypeVar("T")
 

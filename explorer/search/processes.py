@@ -25,9 +25,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..store.liveness import check_journal_host
-from ..store.locks import is_transient
-from ..store.urls import default_storage, log_dir, single_process_storage, storage_file
+from ..store import (
+    check_journal_host,
+    default_storage,
+    is_transient,
+    log_dir,
+    single_process_storage,
+    storage_file,
+)
 from ..training import devices
 from ..usage import UsageError, first_line
 from .settings import SearchSettings

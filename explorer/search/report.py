@@ -8,13 +8,26 @@ import time
 import optuna
 from tqdm.auto import tqdm
 
-from ..analysis.fronts import DEFAULT_OBJECTIVES, feasible, pareto_front
-from ..analysis.hypervolume import hypervolume, hypervolume_spec
-from ..analysis.reevals import Reeval
-from ..analysis.studies import rung_counts, rung_records, study_records
-from ..store.optuna_api import storage_of
-from ..store.records import StudyConfig, TrialRecord, is_search_trial, trial_attr
-from ..store.urls import default_storage, redact
+from ..analysis import (
+    DEFAULT_OBJECTIVES,
+    Reeval,
+    feasible,
+    hypervolume,
+    hypervolume_spec,
+    pareto_front,
+    rung_counts,
+    rung_records,
+    study_records,
+)
+from ..store import (
+    StudyConfig,
+    TrialRecord,
+    default_storage,
+    is_search_trial,
+    redact,
+    storage_of,
+    trial_attr,
+)
 from ..usage import command
 from .study import FINISHED
 from .verification import (

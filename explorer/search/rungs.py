@@ -28,10 +28,8 @@ from dataclasses import dataclass
 
 import optuna
 
-from ..analysis.fronts import rank_order
-from ..analysis.studies import RecordCache, finished_designs
-from ..store.records import StudyConfig, TrialRecord, trial_attr
-from ..store.studies import rung_study_name
+from ..analysis import RecordCache, finished_designs, rank_order
+from ..store import StudyConfig, TrialRecord, rung_study_name, trial_attr
 
 # One budget: at equal wall time on a 2-core CPU the single-budget search returned the better
 # front on every seed measured, against three rungs (BENCHMARKS.md, "Search strategies at equal

@@ -31,14 +31,18 @@ from search_space import (
     network_params,
 )
 
-from ..analysis.fronts import dominates
-from ..store.locks import StorageUnavailable, storage_lock
-from ..store.records import StudyConfig, TrialRecord, trial_attr
-from ..store.stale import fail_dead
-from ..store.urls import artifact_dir
-from ..store.work import TakenOver
-from ..training import budgets, metrics, trainer
-from ..training.proxies import compute_proxies, proxy_batch
+from ..analysis import dominates
+from ..store import (
+    StorageUnavailable,
+    StudyConfig,
+    TakenOver,
+    TrialRecord,
+    artifact_dir,
+    fail_dead,
+    storage_lock,
+    trial_attr,
+)
+from ..training import budgets, compute_proxies, metrics, proxy_batch, trainer
 from ..usage import first_line
 from .settings import SearchSettings
 from .study import FINISHED

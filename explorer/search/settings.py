@@ -12,13 +12,9 @@ from dataclasses import dataclass
 
 from search_space import DEFAULT_SPACE, NetworkConfig
 
-from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
-from ..store.records import MAX_RUNGS
-from ..store.studies import ABLATION_SUFFIX, is_rung_study, rung_of_name
-from ..training.budgets import budget
-from ..training.data import DATASETS
-from ..training.devices import DEFAULT_WORKERS_PER_GPU
-from ..training.proxies import PROXY_NAMES
+from ..analysis import DEFAULT_OBJECTIVES, OBJECTIVES
+from ..store import ABLATION_SUFFIX, MAX_RUNGS, is_rung_study, rung_of_name
+from ..training import DATASETS, DEFAULT_WORKERS_PER_GPU, PROXY_NAMES, budget
 from .rungs import DEFAULT_ETA, DEFAULT_RUNGS
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")

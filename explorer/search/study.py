@@ -21,11 +21,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search_space import DEFAULT_REFERENCES, DEFAULT_SPACE, NetworkConfig, reference_network
 
-from ..analysis.fronts import DEFAULT_OBJECTIVES, OBJECTIVES
-from ..store.locks import study_lock
-from ..store.records import STUDY_CONFIG_ATTR, StudyConfig, is_search_trial, trial_attr
-from ..training import budgets
-from ..training.data import DATASETS
+from ..analysis import DEFAULT_OBJECTIVES, OBJECTIVES
+from ..store import STUDY_CONFIG_ATTR, StudyConfig, is_search_trial, study_lock, trial_attr
+from ..training import DATASETS, budgets
 from ..usage import UsageError
 from .rungs import create_lower_rungs
 from .settings import NEW_STUDY_DEFAULTS, SAMPLERS, SearchSettings

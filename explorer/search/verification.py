@@ -32,14 +32,21 @@ from typing import Any
 
 import optuna
 
-from ..analysis.fronts import DEFAULT_OBJECTIVES, pareto_front
-from ..analysis.reevals import Budget, Reeval, reeval_results
-from ..analysis.studies import study_records
-from ..analysis.verdicts import MAX_CAP, OPEN, RacePlan, RaceState, race_verdicts
-from ..evaluate.budgets import named_budget
-from ..evaluate.pool import DataSpec, Run, RunPool, SeedOrder
-from ..evaluate.runner import Target, check_stored
-from ..store.records import StudyConfig, TrialRecord
+from ..analysis import (
+    DEFAULT_OBJECTIVES,
+    MAX_CAP,
+    OPEN,
+    Budget,
+    RacePlan,
+    RaceState,
+    Reeval,
+    pareto_front,
+    race_verdicts,
+    reeval_results,
+    study_records,
+)
+from ..evaluate import DataSpec, Run, RunPool, SeedOrder, Target, check_stored, named_budget
+from ..store import StudyConfig, TrialRecord
 from ..training import budgets
 
 VERIFY_PREFIX = "verify:"

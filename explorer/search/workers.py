@@ -22,14 +22,20 @@ from dataclasses import dataclass, field
 import optuna
 import torch
 
-from ..store.liveness import WorkerToken
-from ..store.locks import StorageUnavailable, study_lock
-from ..store.optuna_api import trial_id
-from ..store.records import WORKERS_STARTED_ATTR, TrialRecord, trial_attr
-from ..store.storages import open_storage
-from ..store.studies import rung_studies
-from ..store.urls import default_storage
-from ..store.work import TakenOver, run_claimed
+from ..store import (
+    WORKERS_STARTED_ATTR,
+    StorageUnavailable,
+    TakenOver,
+    TrialRecord,
+    WorkerToken,
+    default_storage,
+    open_storage,
+    run_claimed,
+    rung_studies,
+    study_lock,
+    trial_attr,
+    trial_id,
+)
 from ..training import budgets, devices, metrics, trainer
 from ..training import data as data_mod
 from .claims import Claimer, Done, Wait

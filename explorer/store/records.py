@@ -29,8 +29,14 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from search_space import DEFAULT_SPACE, REFERENCES, BlockConfig, NetworkConfig, reference_network
-from search_space.config import MAX_IMAGE_SIZE
+from search_space import (
+    DEFAULT_SPACE,
+    MAX_IMAGE_SIZE,
+    REFERENCES,
+    BlockConfig,
+    NetworkConfig,
+    reference_network,
+)
 
 STUDY_CONFIG_ATTR = "config"
 MAX_RUNGS = 6

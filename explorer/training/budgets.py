@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..store.records import StudyConfig
+from ..store import StudyConfig
 
 OPTIMIZERS = ("sgd", "adamw")
 
