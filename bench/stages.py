@@ -173,7 +173,41 @@ def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, s
     lines += [f"Holm over the {len(stages)} stages."]
     for arm, grid, v in zip(stages, GRIDS, verdicts):
         lines.append(f"- stage {arm[-1]} ({grid}x{grid} grid): {v.text()}")
+    lines += ["", rule_answer(verdicts, n), "", runs_line(state, nets, budget_name, n)]
     return "\n".join(lines)
+
+
+def rule_answer(verdicts, n: int) -> str:
+    """Whether the paper's rule (asymmetric worse early, better on the medium grid) holds here."""
+    words = [v.word for v in verdicts]
+    if not any(v.decided for v in verdicts):
+        return (
+            f"**Answer:** not distinguishable at {n} seeds in any stage, so this network at this "
+            "budget cannot tell whether Inception v3's rule holds; more seeds narrow the intervals "
+            "(`python -m bench stages rule --seeds K --write` trains only the seeds missing)."
+        )
+    holds = words[0] != "better" and words[1] == "better"
+    said = "; ".join(f"stage {s}: {w}" for s, w in enumerate(words))
+    return (
+        f"**Answer:** the rule {'holds' if holds else 'does not hold'} here at {n} seeds ({said})."
+    )
+
+
+def runs_line(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, n: int) -> str:
+    """When and how long the runs behind the table took (they may span sessions)."""
+    rows = [
+        state.get(run_key(arm, net, budget_name, seed))
+        for arm, net in nets.items()
+        for seed in range(n)
+    ]
+    seconds = [r["seconds"] for r in rows if r and "seconds" in r]
+    dates = sorted({r["date"][:10] for r in rows if r and "date" in r})
+    if not seconds:
+        return ""
+    return (
+        f"Runs: {len(rows)} trained on {', '.join(dates)}, {min(seconds):.0f}-{max(seconds):.0f} s "
+        "each on two one-thread workers (wall time; long where other work shared the machine)."
+    )
 
 
 def transfer_report(
@@ -212,6 +246,7 @@ def transfer_report(
         for (d, r), v in zip(pairs, holm(diffs)):
             words.setdefault((d, r), {})[shape] = v.word
             lines.append(f"  - {d} - {r}: {v.text()}")
+    lines += ["", runs_line(state, nets, budget_name, n)]
     search, deeper = TRANSFER_SHAPES
     lines += ["", "Does the order found in the search network hold in the deeper one?"]
     for (d, r), by in words.items():

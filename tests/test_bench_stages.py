@@ -9,10 +9,12 @@ from bench.stages import (
     TRANSFER_DESIGNS,
     arms,
     report,
+    rule_answer,
     run_key,
     transfer_arms,
     transfer_report,
 )
+from explorer.analysis import compare
 from search_space import REFERENCES, build_network, network_params
 
 
@@ -51,6 +53,8 @@ def test_rule_report_judges_each_stage_under_holm(tmp_path):
     assert lines["- stage 0 (28x28 grid)"].endswith("worse")
     assert "not distinguishable at 4 seeds" in lines["- stage 1 (14x14 grid)"]
     assert lines["- stage 2 (7x7 grid)"].endswith("better")
+    # worse on the first grid, undecided on the medium one: the paper's rule is not shown here
+    assert "**Answer:** the rule does not hold here at 4 seeds" in text
 
 
 def test_rule_report_waits_for_two_whole_pairs(tmp_path):
@@ -58,6 +62,18 @@ def test_rule_report_waits_for_two_whole_pairs(tmp_path):
     state = JsonState(tmp_path / "runs.json")
     _fill(state, nets, {arm: [0.85] for arm in nets})
     assert "no effect can be judged yet" in report(state, nets, "b", 3)
+
+
+def test_rule_answer_says_holds_only_for_the_papers_pattern():
+    worse, same, better = (
+        compare([-0.01, -0.011, -0.009]),
+        compare([0.01, -0.01]),
+        compare([0.01, 0.011, 0.009]),
+    )
+    assert "holds here" in rule_answer([same, better, same], 3)
+    assert "holds here" in rule_answer([worse, better, better], 3)
+    assert "does not hold" in rule_answer([better, better, same], 3)
+    assert "not distinguishable at 2 seeds in any stage" in rule_answer([same, same, same], 2)
 
 
 @pytest.mark.parametrize(
