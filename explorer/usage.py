@@ -6,7 +6,7 @@ everywhere; tests/test_grammar.py checks it) with the old spellings kept for one
 (`add_renamed`).
 
 The study flags (--study, --storage) are defined beside the rule that resolves a study, in
-`explorer.store.studies`; the budget words in `explorer.evaluate.budgets`."""
+`explorer.store.studies`; the budget words in `explorer.evaluate.budget_words`."""
 
 from __future__ import annotations
 

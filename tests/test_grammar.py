@@ -16,7 +16,7 @@ import pytest
 
 from explorer import cli
 from explorer.ablate import cli as ablate_cli
-from explorer.evaluate import budgets as evaluate_budgets
+from explorer.evaluate import budget_words as evaluate_budgets
 from explorer.evaluate import cli as evaluate_cli
 from explorer.export import cli as export_cli
 from explorer.search import cli as search_cli

@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from explorer import search
 from explorer.analysis import Reeval, reeval_results
 from explorer.search import Claimer, SearchSettings, open_search_study
-from explorer.search.runner import PruneRule
 from explorer.search.session import search_unfinished
+from explorer.search.trial import PruneRule
 from explorer.search.workers import FailureBound
 from explorer.store import (
     HOLDS,

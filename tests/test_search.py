@@ -19,8 +19,8 @@ import search_space
 from explorer import search
 from explorer.analysis import reeval_results, study_records
 from explorer.search import SearchSettings
-from explorer.search import runner as objective
 from explorer.search import study as study_mod
+from explorer.search import trial as objective
 from explorer.store import WorkerToken, open_storage, study_config, study_names
 from explorer.store.work import recover
 from explorer.training import PROXY_NAMES, default_budget

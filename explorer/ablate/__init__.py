@@ -8,6 +8,7 @@ May import: `explorer.evaluate` (a run trains as a re-evaluation does), `explore
 """
 
 from .cli import (
+    build_parser,
     main,
 )
 from .ladder import (
@@ -40,6 +41,7 @@ from .stats import (
 )
 
 __all__ = [
+    "build_parser",
     "GROUP_OF_FIELD",
     "GROUP_TITLES",
     "LEAVE_ONE_OUT",

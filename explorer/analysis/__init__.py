@@ -1,6 +1,6 @@
 """Judging designs: dominance, non-dominated sorting and crowding (`fronts`, the one
 implementation), hypervolume (`hypervolume`), reading a study's records with their
-re-evaluations and rungs (`studies`), the stored re-evaluations (`reevals`), and the one rule by
+re-evaluations and rungs (`reading`), the stored re-evaluations (`reevals`), and the one rule by
 which the tool states a difference between designs (`verdicts`).
 
 May import: `explorer.training`, `explorer.store`, `explorer.usage`, `search_space`. Nothing here
@@ -22,20 +22,20 @@ from .hypervolume import (
     hypervolume_curve,
     hypervolume_spec,
 )
-from .reevals import (
-    ATTR_PREFIX,
-    LONG,
-    Budget,
-    Reeval,
-    reeval_results,
-)
-from .studies import (
+from .reading import (
     RecordCache,
     design_path,
     finished_designs,
     rung_counts,
     rung_records,
     study_records,
+)
+from .reevals import (
+    ATTR_PREFIX,
+    LONG,
+    Budget,
+    Reeval,
+    reeval_results,
 )
 from .verdicts import (
     ALPHA,

@@ -1,12 +1,12 @@
 """Re-evaluation: `python -m explorer.evaluate` (`cli`) retrains chosen designs and the references
-over several seeds (`runner`) under a longer budget (`budgets`) and gives the paired verdict
+over several seeds (`retrain`) under a longer budget (`budget_words`) and gives the paired verdict
 against each reference (`compare`); with another network shape, the transfer check (`transfer`).
 
 May import: `explorer.analysis`, `explorer.training`, `explorer.store`, `explorer.usage`,
 `search_space`.
 """
 
-from .budgets import (
+from .budget_words import (
     LONG,
     PRESETS_HELP,
     TOP,
@@ -17,6 +17,7 @@ from .budgets import (
     top_rung_budget,
 )
 from .cli import (
+    build_parser,
     main,
 )
 from .compare import (
@@ -29,7 +30,7 @@ from .pool import (
     RunPool,
     SeedOrder,
 )
-from .runner import (
+from .retrain import (
     Target,
     check_stored,
     reevaluate,
@@ -39,6 +40,7 @@ from .runner import (
 )
 
 __all__ = [
+    "build_parser",
     "DataSpec",
     "LONG",
     "PRESETS_HELP",

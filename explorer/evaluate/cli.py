@@ -71,10 +71,10 @@ from ..usage import (
     add_workers,
     stages_arg,
 )
-from .budgets import LONG, add_budget, resolve_budget
+from .budget_words import LONG, add_budget, resolve_budget
 from .compare import report
 from .pool import DataSpec
-from .runner import ATTR_PREFIX, check_stored, reevaluate, runs_needed, select_targets
+from .retrain import ATTR_PREFIX, check_stored, reevaluate, runs_needed, select_targets
 from .transfer import Shape, placed, transfer_prefix
 from .transfer import report as transfer_report
 

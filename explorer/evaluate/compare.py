@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import optuna
 
 from ..analysis import RULE, Reeval, Verdict, compare, holm
-from .budgets import Budget
-from .runner import Target
+from .budget_words import Budget
+from .retrain import Target
 
 
 @dataclass(frozen=True)

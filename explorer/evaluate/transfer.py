@@ -27,7 +27,7 @@ from search_space import NetworkConfig
 
 from ..analysis import RULE, Reeval, Verdict, compare, holm
 from ..usage import UsageError
-from .runner import Target
+from .retrain import Target
 
 TRANSFER_PREFIX = "transfer:"
 HOLDS, REVERSED = "holds", "reversed"

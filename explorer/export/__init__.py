@@ -17,6 +17,7 @@ text, `files` writes modules, weights and ONNX files, `cli` is the command line.
 """
 
 from .cli import (
+    build_parser,
     main,
 )
 from .files import (
@@ -29,6 +30,7 @@ from .selection import (
 )
 
 __all__ = [
+    "build_parser",
     "ExportError",
     "export_design",
     "export_source",

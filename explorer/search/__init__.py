@@ -1,24 +1,26 @@
-"""The search: `python -m explorer.search` (`cli`), what a run asks for (`settings`), creating and
-checking its study (`study`), successive halving's promotions (`rungs`), the claim a worker makes
-one trial (`runner`), the worker loop (`workers`), several worker processes
-(`processes`), dead workers' trials (`explorer.store.work`, the one work loop), the claims against v1/v2 retrained before they
-are stated (`verification`), and what it prints (`report`).
+"""The search: `python -m explorer.search` (`cli`), what a run asks for (`settings`), one run of
+it (`session`), creating and checking its study (`study`), successive halving's promotions
+(`rungs`), what a worker runs next (`next_work`), one trial (`trial`), pre-screening with a proxy
+(`prescreen`), the worker loop (`workers`) over the one work loop (`explorer.store.work`), several
+worker processes (`processes`), the claims against v1/v2 retrained before they are stated
+(`verification`), and what it prints (`report`).
 
-May import: `explorer.evaluate` (the final seeds and the verification are re-evaluations), `explorer.analysis`,
-`explorer.training`, `explorer.store`, `explorer.usage`, `search_space`.
+May import: `explorer.evaluate` (the final seeds and the verification are re-evaluations),
+`explorer.analysis`, `explorer.training`, `explorer.store`, `explorer.usage`, `search_space`.
 """
 
 from ..store.stale import (
     MAX_ATTEMPTS,
 )
-from .claims import (
+from .cli import (
+    build_parser,
+    main,
+    parse_settings,
+)
+from .next_work import (
     Claimer,
     Done,
     Wait,
-)
-from .cli import (
-    main,
-    parse_settings,
 )
 from .report import (
     summary,
@@ -63,6 +65,7 @@ from .workers import (
 )
 
 __all__ = [
+    "build_parser",
     "COPIES_IN_A_ROW",
     "ClaimCheck",
     "Claimer",

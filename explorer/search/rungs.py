@@ -8,7 +8,7 @@ rung k + 1, retrained there from scratch with the same seed, when it is among th
 ``floor(n / eta)`` of the n designs finished at rung k so far, ranked by non-dominated sorting on
 the study's objectives with the crowding distance breaking ties (`rank_order`). Every worker on
 every machine looks for such a promotion before it samples a new design (`promotion_candidates`,
-see `explorer.search.claims`), so nobody waits for a rung to fill.
+see `explorer.search.next_work`), so nobody waits for a rung to fill.
 
 Storage layout: one Optuna study per rung, in the same storage. The top rung keeps the study's
 own name (and its `StudyConfig`), so everything that reads a study (the summary, the exporter,

@@ -35,7 +35,7 @@ _NETWORK_DEFAULTS = NetworkConfig.__dataclass_fields__  # what a new study's net
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """A seeded sampler suited to a ~100-trial multi-objective budget. The limits of a
     constrained study reach TPE, NSGA-II and GP through each trial's constraints
-    (`optuna.trial.Trial.set_constraint`, set by `explorer.search.runner`)."""
+    (`optuna.trial.Trial.set_constraint`, set by `explorer.search.trial`)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "tpe":
         return optuna.samplers.TPESampler(

@@ -1,4 +1,4 @@
-"""The worker loop: claim a trial (`explorer.search.claims`), run it (`explorer.search.runner`)
+"""The worker loop: claim a trial (`explorer.search.next_work`), run it (`explorer.search.trial`)
 with heartbeats and tell Optuna how it ended (both through the one work loop, `explorer.store.work`), and stop when the study is done or when failures show
 that going on would only fail more.
 
@@ -38,11 +38,11 @@ from ..store import (
 )
 from ..training import budgets, devices, metrics, trainer
 from ..training import data as data_mod
-from .claims import Claimer, Done, Wait
+from .next_work import Claimer, Done, Wait
 from .prescreen import Prescreener
-from .runner import TrialFailed, TrialRunner
 from .settings import SearchSettings
 from .study import open_search_study, sampler_for
+from .trial import TrialFailed, TrialRunner
 
 SEED_STRIDE = 1_000_003  # a prime: worker n's sampler seed is seed + n * stride
 WAIT_S = 2.0  # how often a worker with nothing to do looks again while others still train

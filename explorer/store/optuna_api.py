@@ -1,7 +1,7 @@
 """The Optuna internals the project cannot do without, each read in one place.
 
 Optuna's public API has no way to reach a study's storage or a trial's id from the objects the
-ask-and-tell interface hands out; the claim (`explorer.search.claims`) and the recovery of dead
+ask-and-tell interface hands out; the claim (`explorer.search.next_work`) and the recovery of dead
 workers' trials need both. `pyproject.toml` bounds Optuna to the major versions CI tests, and
 ``tests/test_optuna_api.py`` fails by name if a release moves one of these.
 """

@@ -28,7 +28,7 @@ from ..analysis import (
 )
 from ..store import TrialRecord, study_config
 from ..usage import UsageError
-from .budgets import Budget, _budget
+from .budget_words import Budget, _budget
 from .pool import DataSpec, Run, RunPool, SeedOrder, train_and_test
 
 
