@@ -141,6 +141,12 @@ def accuracies(
     return acc, min(len(v) for v in acc.values())
 
 
+def row(vals: list[float], net: NetworkConfig) -> str:
+    """A table row's parameters, per-seed accuracies and mean."""
+    mean = sum(vals) / len(vals) if vals else float("nan")
+    return f"{network_params(net):,} | {' '.join(f'{v:.4f}' for v in vals)} | {mean:.4f}"
+
+
 def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, seeds: int) -> str:
     """The section: each arm's accuracy, each stage's paired effect under the verdict rule."""
     acc, n = accuracies(state, nets, budget_name, seeds)
@@ -155,11 +161,7 @@ def report(state: JsonState, nets: dict[str, NetworkConfig], budget_name: str, s
         "| arm | parameters | test accuracy per seed | mean |",
         "|---|---|---|---|",
     ]
-    for arm, net in nets.items():
-        vals = acc[arm][:n]
-        mean = sum(vals) / len(vals) if vals else float("nan")
-        per = " ".join(f"{v:.4f}" for v in vals)
-        lines.append(f"| {arm} | {network_params(net):,} | {per} | {mean:.4f} |")
+    lines += [f"| {arm} | {row(acc[arm][:n], net)} |" for arm, net in nets.items()]
     if n < 2:
         lines += ["", f"Only {n} paired seed(s) finished: no effect can be judged yet."]
         return "\n".join(lines)
@@ -227,10 +229,7 @@ def transfer_report(
     ]
     for arm, net in nets.items():
         name, shape = arm.split(" in ")
-        vals = acc[arm][:n]
-        mean = sum(vals) / len(vals) if vals else float("nan")
-        per = " ".join(f"{v:.4f}" for v in vals)
-        lines.append(f"| {name} | {shape} | {network_params(net):,} | {per} | {mean:.4f} |")
+        lines.append(f"| {name} | {shape} | {row(acc[arm][:n], net)} |")
     if n < 2:
         lines += ["", f"Only {n} paired seed(s) finished: no difference can be judged yet."]
         return "\n".join(lines)
