@@ -91,12 +91,9 @@ def workers_arg(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be auto or a number >= 1, got {text!r}")
-    return value
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto or a number >= 1, got {text!r}") from None
 
 
 # The shared first part of each flag's help; a subcommand may add what is its own after it.

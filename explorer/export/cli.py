@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..store import StorageError, add_study_args, artifact_dir, redact, the_study
-from ..usage import Parser, UsageError, add_renamed
+from ..usage import Parser, UsageError, add_renamed, positive_int
 from .files import export_onnx, export_to_file
 from .selection import ExportError, select_trials
 
@@ -28,16 +28,6 @@ def _accuracy(text: str) -> float:
         value = math.nan
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
@@ -88,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--select-max-params",
         dest="max_params",
-        type=_positive_int,
+        type=positive_int,
         metavar="P",
         help="with --best/--pareto: select only designs with at most P parameters",
     )
