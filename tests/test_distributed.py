@@ -66,7 +66,7 @@ print(study.study_name, config.budget)
 RECOVERER = """
 import optuna
 from explorer.store import study_lock
-from explorer.search.recovery import recover
+from explorer.store.work import recover
 from explorer.store import open_storage
 url, name = sys.argv[1], sys.argv[2]
 study = optuna.load_study(study_name=name, storage=open_storage(url))

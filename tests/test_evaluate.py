@@ -77,7 +77,7 @@ def test_real_runs_then_resume_then_more_seeds(study_path, tiny_fmnist, monkeypa
     assert f"#{n}" in out and "#0 (v1)" in out and "± " in out
 
     calls: list[int] = []
-    monkeypatch.setattr(evaluate.runner, "train_and_test", fake_run(calls))
+    monkeypatch.setattr(evaluate.retrain, "train_and_test", fake_run(calls))
     assert main(args(1, "--workers", "1")) == 0
     assert calls == []  # every seed was already done
     assert main(args(3, "--workers", "1")) == 0

@@ -8,7 +8,7 @@ trials are failed as interrupted, and retried by the next run), and the search e
 A worker that dies without a word (killed by a signal: SIGKILL, the kernel's OOM killer, a crash)
 is replaced by a new one on the same device, up to `REPLACEMENTS_PER_WORKER` per worker in a run,
 each said in one line; its running trial is failed and retried by the recovery of every claim
-(`explorer.search.recovery`), as any dead worker's. Past that limit the others go on without it;
+(`explorer.store.work`), as any dead worker's. Past that limit the others go on without it;
 with none left the search stops with status 1. The run ends with one line saying how many workers
 died and how many were replaced.
 """

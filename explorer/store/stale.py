@@ -6,7 +6,7 @@ machine is free (`explorer.store.liveness.worker_dead`), when no heartbeat came 
 period (RDB storages with heartbeats, any machine; `optuna.storages.fail_stale_trials`; a
 journal's beat files, `explorer.store.liveness.silent_beat`), or when
 no worker ever claimed it (no ``worker`` attribute `ORPHAN_GRACE_S` after it started). The search
-(`explorer.search.recovery`) and the ablation (`explorer.ablate`) retry what this fails; callers
+(`explorer.store.work`) and the ablation (`explorer.ablate`) retry what this fails; callers
 hold the study's lock.
 """
 
