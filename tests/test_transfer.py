@@ -173,7 +173,7 @@ def test_a_per_stage_design_keeps_its_stages(tmp_path, monkeypatch, capsys):
     "extra, message",
     [
         (["--stages", "0,2"], "every stage needs at least one block"),
-        (["--stages", "two"], "blocks per stage separated by commas"),
+        (["--stages", "two"], "blocks per stage as integers separated by commas"),
         (["--width", "0"], "width must be in (0, 8]"),
         (["--stem", "0"], "stem_channels must be an integer"),
         (["--stages", "1,1"], "is the searched one"),
