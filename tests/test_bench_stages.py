@@ -98,3 +98,20 @@ def test_transfer_report_says_whether_the_order_holds(tmp_path, deeper_gap, said
     text = transfer_report(state, nets, "b", 3)
     assert f"- #58 against v1: {said}" in text
     assert f"- #14 against v2: {said}" in text
+
+
+def test_transfer_report_judges_each_network_at_the_seeds_it_has(tmp_path):
+    nets = transfer_arms()
+    state = JsonState(tmp_path / "runs.json")
+    accs = {
+        arm: ([0.87, 0.871, 0.869] if "search" in arm else [0.88])
+        if arm.startswith("#")
+        else ([0.85, 0.852, 0.851] if "search" in arm else [0.86])
+        for arm in nets
+    }
+    _fill(state, nets, accs)
+    text = transfer_report(state, nets, "b", 3)
+    assert "- search (1,1), Holm over its 4 comparisons:" in text
+    assert "  - #58 - v1: " in text and "at 3 seeds: better" in text
+    assert "- deeper (2,2): 1 paired seed(s) finished, too few to judge yet" in text
+    assert "Does the order found" not in text and "not judged until both networks" in text
