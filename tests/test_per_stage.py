@@ -225,7 +225,7 @@ def test_per_stage_design_exports_and_rebuilds_bit_for_bit(
     reference = build_network(record.network)
     assert sum(p.numel() for p in model.parameters()) == network_params(record.network)
     # the trained weights, loaded into both: the exported class standardises its input itself
-    from explorer.export import trial_weights
+    from explorer.export.selection import trial_weights  # private on purpose: the stored weights
     from explorer.store import artifact_dir
 
     state = trial_weights(study, record.number, artifact_dir(str(per_stage_study / "s.journal")))
@@ -243,7 +243,9 @@ def test_per_stage_design_exports_as_onnx(per_stage_study: Path, tmp_path: Path,
     pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
     pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the onnx extra) is not installed")
-    from explorer.export import export_design, trained_model, trial_weights
+    from explorer.export import export_design
+    from explorer.export.files import trained_model  # private on purpose, as trial_weights
+    from explorer.export.selection import trial_weights
     from explorer.store import artifact_dir
 
     storage = str(per_stage_study / "s.journal")
