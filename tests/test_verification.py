@@ -240,9 +240,9 @@ def test_a_timed_search_leaves_a_quarter_of_its_time_to_the_verification(tmp_pat
     def fake_worker(s, index, on_trial=None):
         seen.append(s.timeout)
 
-    monkeypatch.setattr(search.cli, "run_worker", fake_worker)
-    monkeypatch.setattr(search.cli, "verify_claims", lambda *a: None)
-    monkeypatch.setattr(search.cli.data_mod, "find_dataset", lambda *a: None)
+    monkeypatch.setattr(search.session, "run_worker", fake_worker)
+    monkeypatch.setattr(search.session, "verify_claims", lambda *a: None)
+    monkeypatch.setattr(search.session.data_mod, "find_dataset", lambda *a: None)
     base = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--workers", "1",
             "--budget", "smoke", "--rungs", "1", "--quiet", "--timeout", "100"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
@@ -269,10 +269,10 @@ def test_an_untimed_search_hands_the_verification_the_search_time(tmp_path, monk
         seen.append((search_s, run_deadline))
         return now + search_s / 3
 
-    monkeypatch.setattr(search.cli, "run_worker", slow_worker)
-    monkeypatch.setattr(search.cli, "verification_deadline", deadline)
-    monkeypatch.setattr(search.cli, "verify_claims", lambda *a: calls.append(a[-1]))
-    monkeypatch.setattr(search.cli.data_mod, "find_dataset", lambda *a: None)
+    monkeypatch.setattr(search.session, "run_worker", slow_worker)
+    monkeypatch.setattr(search.session, "verification_deadline", deadline)
+    monkeypatch.setattr(search.session, "verify_claims", lambda *a: calls.append(a[-1]))
+    monkeypatch.setattr(search.session.data_mod, "find_dataset", lambda *a: None)
     base = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--workers", "1",
             "--budget", "smoke", "--rungs", "1", "--quiet"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
