@@ -103,3 +103,19 @@ def test_the_pages_show_commands():
     assert "make search" in readme and "make test" in readme
     assert any(c.startswith("python -m explorer.export") for c in readme)
     assert len(_cases()) >= 20
+
+
+def test_the_readme_first_screen_is_a_product_page():
+    """What the tool is, the two set-up commands, the installed form, a picture and a table of
+    results the verdict rule decided (each with its interval), all in the first 40 lines."""
+    head = (ROOT / "README.md").read_text().splitlines()[:40]
+    text = "\n".join(head)
+    for needed in ("make search", "make test", "inception-explorer search", "![", "quickx10"):
+        assert needed in text, needed
+    rows = [line for line in head if line.startswith("| `")]
+    assert rows, "no results table on the first screen"
+    interval = re.compile(
+        r"[+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\] (better|worse|not distinguishable)"
+    )
+    for row in rows:
+        assert len(interval.findall(row)) == 2, row
