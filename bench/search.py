@@ -3,6 +3,7 @@
     python -m bench search default            # wall time of `python -m explorer.search --trials 100`
     python -m bench search samplers           # hypervolume, tpe vs random, 3 seeds, smoke budget
     python -m bench search prune              # time saved and front quality lost by pruning
+    python -m bench search timeout --budget quickx3 --limits 300  # does --timeout T end by T + 10 s?
 
 Each mode prints a table and replaces its own section of BENCHMARKS.md (command, machine, date).
 Hypervolume is on (validation accuracy, parameters) against the fixed reference point
@@ -29,6 +30,7 @@ from explorer.analysis import (
     hypervolume,
     hypervolume_spec,
     pareto_front,
+    reeval_results,
     study_records,
 )
 from explorer.search import (
@@ -254,11 +256,68 @@ def mode_prune(args) -> None:
     publish("Search: what pruning saves and costs", body)
 
 
+TIMEOUT_MARGIN_S = 10.0  # what the search promises: it ends within this many seconds past --timeout
+
+
+def mode_timeout(args) -> None:
+    """Run `python -m explorer.search --timeout T` on a fresh study whose designs each take about a
+    minute (``--budget``, one rung, more trials than fit), once with the verification off and
+    once with it on at the search's own budget (so its runs fit its quarter of the time), and
+    time the whole process from its start to its exit against T + `TIMEOUT_MARGIN_S`."""
+    rows, runs = [], []
+    for limit in args.limits:
+        for verify in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                storage = str(Path(tmp) / "s.journal")
+                flags = ["--trials", "500", "--timeout", str(limit), "--budget", args.budget,
+                         "--rungs", "1", "--no-weights"]  # fmt: skip
+                flags += (["--verify-seeds", "2", "--verify-budget", args.budget] if verify
+                          else ["--verify-seeds", "0"])  # fmt: skip
+                cmd = [sys.executable, "-m", "explorer.search", *flags, "--storage", storage]
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+                wall = time.perf_counter() - start
+                if proc.returncode:
+                    sys.exit(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
+                study = optuna.load_study(study_name="fashion-mnist-inception-block",
+                                          storage=open_storage(storage))  # fmt: skip
+                records = study_records(study)
+                times = [(t.datetime_complete - t.datetime_start).total_seconds()
+                         for t in study.get_trials(deepcopy=False)
+                         if t.datetime_complete and t.datetime_start and t.state.name == "COMPLETE"]  # fmt: skip
+                verified = sum(r.seeds for r in reeval_results(study, "verify:").values())
+            over = wall - limit
+            rows.append(
+                f"| {limit} | {'on, ' + args.budget + ', 2 seeds' if verify else 'off'} | "
+                f"{sum(r.complete for r in records)} | {statistics.median(times):.0f} | "
+                f"{verified} | {wall:.1f} | {over:+.1f} | "
+                f"{'met' if over <= TIMEOUT_MARGIN_S else 'missed'} |"
+            )
+            runs.append(" ".join(flags))
+            print(rows[-1], flush=True)
+    body = [
+        f"Command: `python -m bench search timeout --budget {args.budget} --limits "
+        f"{' '.join(map(str, args.limits))}`: `python -m explorer.search` on a fresh journal with "
+        f"`--timeout T --trials 500 --budget {args.budget} --rungs 1 --no-weights`, the "
+        "verification off (`--verify-seeds 0`) or on at the same budget (`--verify-seeds 2 "
+        f"--verify-budget {args.budget}`, so its runs fit its last quarter of the time). Wall is "
+        "the process's, from its start to its exit (dataset load, references, search, "
+        "verification, summary). Workers: the default (one per core).",
+        f"Machine: {machine()}. Date: {date.today()}.",
+        "",
+        "| T (s) | verification | trials complete | median trial (s) | verification runs | "
+        "wall (s) | wall - T (s) | within T + 10 s |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    publish("Search: --timeout as a deadline", body, write=args.write)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("mode", choices=("default", "samplers", "prune"))
+    p.add_argument("mode", choices=("default", "samplers", "prune", "timeout"))
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", default="smoke", help="budget for samplers/prune modes")
@@ -266,9 +325,14 @@ def main() -> None:
     p.add_argument(
         "--storage", default=None, help="default mode: keep the study in this new journal file"
     )
+    p.add_argument("--limits", type=int, nargs="+", default=[300],
+                   help="timeout mode: the --timeout values to run, in seconds")  # fmt: skip
+    p.add_argument("--write", action="store_true", help="timeout mode: write BENCHMARKS.md")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    {"default": mode_default, "samplers": mode_samplers, "prune": mode_prune}[args.mode](args)
+    modes = {"default": mode_default, "samplers": mode_samplers, "prune": mode_prune,
+             "timeout": mode_timeout}  # fmt: skip
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -179,3 +179,8 @@ def one_branch_failures(folder: Path) -> list[Path]:
     ``fail_reason`` holds the block's error; the journal is JSON lines, so the words appear as
     they are)."""
     return [p for p in sorted(folder.rglob("*.journal")) if ONE_BRANCH.encode() in p.read_bytes()]
+
+
+def journal_url(study: optuna.Study) -> str:
+    """The journal file a test study lives in: the address its runs' locks are taken on."""
+    return study._storage._backend._file_path

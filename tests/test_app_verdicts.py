@@ -22,7 +22,7 @@ from explorer.search import parse_settings, search_trials_taken
 from explorer.search import verification as V
 from explorer.store import TrialRecord, load_study, study_config
 from search_space import network_params
-from tests.helpers import make_study
+from tests.helpers import journal_url, make_study
 from tests.test_app import APP, _figure, _texts
 from tests.test_dashboard_security import _markup_outside_code, make_hostile_study
 
@@ -48,7 +48,9 @@ def make_verified_study(storage: str, name: str = "verified") -> optuna.Study:
         base = 0.95 if network == winner else 0.70 if network in refs else 0.6
         return base, base + _noise(seed, network_params(network))
 
-    V.verify(study, study_config(study), 5, data=None, device="cpu", run=fake_run)
+    V.verify(
+        study, study_config(study), 5, data=None, device="cpu", run=fake_run, url=journal_url(study)
+    )
     return study
 
 
@@ -62,7 +64,7 @@ def make_interrupted_study(storage: str, name: str = "interrupted") -> optuna.St
         bump = 0.002 if network in claimants else 0.0
         return 0.7, 0.7 + bump + _noise(seed, network_params(network))
 
-    V.verify(study, study_config(study), 3, None, "cpu", run=close_run)
+    V.verify(study, study_config(study), 3, None, "cpu", run=close_run, url=journal_url(study))
     study.set_user_attr(V.PLAN_ATTR, {"first": 3, "cap": 8})  # as a race the deadline cut
     return study
 
@@ -358,7 +360,16 @@ def test_a_verification_out_of_time_before_its_first_run_says_so(page, storage):
     def never(*args):
         raise AssertionError("no run starts after the deadline")
 
-    V.verify(study, study_config(study), 8, None, "cpu", deadline=time.monotonic() - 1, run=never)
+    V.verify(
+        study,
+        study_config(study),
+        8,
+        None,
+        "cpu",
+        deadline=time.monotonic() - 1,
+        run=never,
+        url=journal_url(study),
+    )
     info = _info(storage, "out of time")
     assert info.attempted and info.budget is None
     assert not _info(storage, "unverified").attempted

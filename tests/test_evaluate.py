@@ -77,7 +77,7 @@ def test_real_runs_then_resume_then_more_seeds(study_path, tiny_fmnist, monkeypa
     assert f"#{n}" in out and "#0 (v1)" in out and "± " in out
 
     calls: list[int] = []
-    monkeypatch.setattr(evaluate.retrain, "train_and_test", fake_run(calls))
+    monkeypatch.setattr(evaluate.pool, "train_and_test", fake_run(calls))
     assert main(args(1, "--workers", "1")) == 0
     assert calls == []  # every seed was already done
     assert main(args(3, "--workers", "1")) == 0
@@ -131,7 +131,7 @@ def test_stored_results_of_another_budget_are_kept_unless_restart(study_path, ti
     calls: list[int] = []
     targets = select_targets(study, trials=[n], references=())
     results = evaluate.reevaluate(
-        study, targets, 1, "smoke", None, "cpu", restart=True, run=fake_run(calls)
+        study, targets, 1, "smoke", None, "cpu", restart=True, run=fake_run(calls), url=study_path
     )
     assert calls == [0] and results[n].budget == "smoke" and results[n].test_acc == (0.4,)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from optuna.trial import TrialState
 
 from explorer import search
 from explorer.analysis import Reeval, reeval_results
+from explorer.evaluate import find_runs
 from explorer.search import Claimer, SearchSettings, open_search_study
 from explorer.search.session import search_unfinished
 from explorer.search.trial import PruneRule
@@ -379,29 +381,23 @@ def test_copies_of_one_design_count_once_as_dominators():
 # --------------------------------------------------------------------------------------------
 # 5. Final seeds on several machines
 
-REEVALUATE = """
-import sys
-from explorer.evaluate import main
-from explorer.store import locks
-locks.LOCK_NOTE_S = 0.5  # a short stand-in for the minute after which a waiter names the holder
-if __name__ == "__main__":  # its runs' worker processes re-import this file
-    sys.exit(main(sys.argv[1:]))
-"""
-
 
 @pytest.mark.slow
 def test_two_reevaluations_at_once_train_each_seed_once(tmp_path, tiny_fmnist, capsys):
+    """Two `evaluate` processes started at the same moment on one study share its runs through
+    the work loop: each (design, seed) is trained once, by one of them; the other takes it from
+    the store or waits for it."""
     args = base_args(tmp_path, tiny_fmnist, trials=1)
     assert search.main([*args, "--no-references"]) == 0, capsys.readouterr().err
-    script = tmp_path / "evaluate.py"
-    script.write_text(REEVALUATE)
     flags = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--trial", "0",
              "--references", "none", "--seeds", "2", "--budget", "smoke", "--device", "cpu",
              "--data-dir", str(tiny_fmnist), "--workers", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), *flags],
+            [sys.executable, "-m", "explorer.evaluate", *flags],
             cwd=ROOT,
+            env=env,
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -410,10 +406,13 @@ def test_two_reevaluations_at_once_train_each_seed_once(tmp_path, tiny_fmnist, c
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
-    # One waited for the other past its (test-set) lock-message time, said so, and went on.
-    assert any("'reeval:t'" in err and "still waiting" in err for _, err in outs), outs
-    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.journal")))
-    stored = reeval_results(study)[0]
+    lines = [line for _, err in outs for line in err.splitlines() if " seed " in line]
+    trained = [line for line in lines if re.search(r"\(\d+ s\)$", line)]
+    assert len(trained) == 2 and len(lines) == 4, lines  # each seed trained once, told twice
+    storage = open_storage(str(tmp_path / "s.journal"))
+    runs = find_runs(storage, "t").get_trials(deepcopy=False)
+    assert sorted(t.user_attrs["seed"] for t in runs if t.state == TrialState.COMPLETE) == [0, 1]
+    stored = reeval_results(optuna.load_study(study_name="t", storage=storage))[0]
     assert isinstance(stored, Reeval) and stored.seeds == 2
 
 

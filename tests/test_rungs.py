@@ -294,7 +294,7 @@ def test_final_seeds_retrain_the_top_front_at_the_top_budget(two_rungs, tiny_fmn
     config = study_config(top)
     s = search.SearchSettings(study="t", storage=str(root / "s.journal"), final_seeds=2,
                               data_dir=str(tiny_fmnist), quiet=True)  # fmt: skip
-    search.final_seeds(top, config, s, train.resolve_device("cpu"))
+    search.final_seeds(top, config, s, train.resolve_device("cpu"), s.storage)
     results = reeval_results(top)
     records = {r.number: r for r in study_records(top)}
     front = [r.number for r in pareto_front(list(records.values()), config.objectives)]

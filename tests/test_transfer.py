@@ -61,7 +61,7 @@ def test_transfer_results_are_kept_apart_and_the_ordering_is_judged(
 ):
     n = _smallest_design(study_path)
     calls: list = []
-    monkeypatch.setattr(evaluate.retrain, "train_and_test", _rigged(calls))
+    monkeypatch.setattr(evaluate.pool, "train_and_test", _rigged(calls))
     assert main(_args(study_path, n, "--stages", "2,2")) == 0
     # three designs (v1, v2, #n), four seeds, in each of the two networks
     runs = [((1, 1), 0.25, s) for s in range(4)] + [((2, 2), 0.25, s) for s in range(4)]
@@ -159,7 +159,7 @@ def test_a_per_stage_design_keeps_its_stages(tmp_path, monkeypatch, capsys):
     assert f"#{n}:" in err[0], err
 
     calls: list = []
-    monkeypatch.setattr(evaluate.retrain, "train_and_test", _rigged(calls))
+    monkeypatch.setattr(evaluate.pool, "train_and_test", _rigged(calls))
     assert main(_args(path, n, "--stages", "2,2,2", "--seeds", "2")) == 0
     moved = reeval_results(_study(path), "transfer:stages_2,2,2_width_0.25_stem_96:")
     assert set(moved) == {0, 1, n}

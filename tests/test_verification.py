@@ -19,7 +19,7 @@ from explorer.analysis import reeval_results, study_records
 from explorer.search import verification as V
 from explorer.store import open_storage, study_config
 from explorer.training import budget
-from tests.helpers import make_study
+from tests.helpers import journal_url, make_study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,7 +80,9 @@ def test_verification_races_claims_and_states_only_those_that_hold(claimed):
             base = 0.70 + 0.0005
         return base, base + _noise(seed, salt)
 
-    checks = V.verify(study, config, 5, data=None, device="cpu", run=fake_run)
+    checks = V.verify(
+        study, config, 5, data=None, device="cpu", run=fake_run, url=journal_url(study)
+    )
     nets = [n for n, _, _ in trained]
     # the strongest claim first: its references and its claimant, three seeds each, before any
     # other design trains; then the next claimant
@@ -124,7 +126,7 @@ def test_verification_races_claims_and_states_only_those_that_hold(claimed):
     assert len([x for x in lines if x.startswith("  ")]) == len(checks)
     # a rerun trains nothing more: every run the race wanted is stored
     trained.clear()
-    V.verify(study, config, 5, data=None, device="cpu", run=fake_run)
+    V.verify(study, config, 5, data=None, device="cpu", run=fake_run, url=journal_url(study))
     assert trained == []
 
 
@@ -139,7 +141,16 @@ def test_a_passed_deadline_leaves_claims_unverified_and_says_so(claimed):
     assert len(before) == 2 and all(
         "not verified (--verify-seeds 8 races them" in x for x in before
     )
-    checks = V.verify(study, config, 8, None, "cpu", deadline=time.monotonic() - 1, run=never)
+    checks = V.verify(
+        study,
+        config,
+        8,
+        None,
+        "cpu",
+        deadline=time.monotonic() - 1,
+        run=never,
+        url=journal_url(study),
+    )
     assert [c.holds for c in checks] == [None] * len(claims)
     assert {c.status for c in checks} == {V.UNCHECKED}
     lines = search.report.claim_lines(study, config)
@@ -158,7 +169,7 @@ def test_no_run_starts_that_would_end_after_the_deadline(claimed):
         raise AssertionError("no run starts that would end after the deadline")
 
     V.verify(study, study_config(study), 8, None, "cpu", deadline=time.monotonic() + 50,
-             run=never, log=logged.append, expected_s=100.0)  # fmt: skip
+             run=never, log=logged.append, expected_s=100.0, url=journal_url(study))  # fmt: skip
     assert len(logged) == 1 and logged[0].startswith("verification skipped: 4 claim(s) need")
 
 
@@ -178,7 +189,7 @@ def test_a_race_cut_short_lists_its_open_claims_as_undecided(claimed):
         )
 
     # 3 seeds of every design, then the deadline passes: nothing more starts
-    V.verify(study, config, 3, None, "cpu", run=close_run)
+    V.verify(study, config, 3, None, "cpu", run=close_run, url=journal_url(study))
     checks = V.verified_claims(study, config, cap=8)
     assert {c.status for c in checks} <= {V.UNDECIDED, V.NOT_HELD}
     assert any(c.status == V.UNDECIDED for c in checks)
@@ -271,7 +282,7 @@ def test_an_untimed_search_hands_the_verification_the_search_time(tmp_path, monk
 
     monkeypatch.setattr(search.session, "run_worker", slow_worker)
     monkeypatch.setattr(search.session, "verification_deadline", deadline)
-    monkeypatch.setattr(search.session, "verify_claims", lambda *a: calls.append(a[-1]))
+    monkeypatch.setattr(search.session, "verify_claims", lambda *a: calls.append(a[-2]))
     monkeypatch.setattr(search.session.data_mod, "find_dataset", lambda *a: None)
     base = ["--storage", str(tmp_path / "s.journal"), "--study", "t", "--workers", "1",
             "--budget", "smoke", "--rungs", "1", "--quiet"]  # fmt: skip
@@ -323,7 +334,7 @@ def test_a_design_proposed_again_is_one_claimant(claimed):
     ]
     trained = []
     V.verify(study, study_config(study), 2, None, "cpu",
-             run=lambda net, *a: trained.append(net) or (0.5, 0.5))  # fmt: skip
+             run=lambda net, *a: trained.append(net) or (0.5, 0.5), url=journal_url(study))  # fmt: skip
     counts = collections.Counter(n.to_json() for n in trained)
     assert set(counts.values()) == {2}  # each design its two seeds, the copy none of its own
 
@@ -341,7 +352,9 @@ def test_a_failed_run_leaves_its_claims_undecided_and_the_race_goes_on(claimed):
             raise RuntimeError("out of memory")
         return 0.7, 0.7 + _noise(seed, 3)
 
-    checks = V.verify(study, config, 3, None, "cpu", run=run, log=logged.append)
+    checks = V.verify(
+        study, config, 3, None, "cpu", run=run, log=logged.append, url=journal_url(study)
+    )
     assert sum("failed (RuntimeError: out of memory)" in line for line in logged) == 1
     for c in checks:
         if c.design == broken:

@@ -1,7 +1,8 @@
 """Ablation: `python -m explorer.ablate` (`cli`) measures why one design beats another. Ladders of
-designs one field group apart (`ladder`), trained with paired seeds as trials of the study's
-companion ``NAME@ablation`` by any number of workers (`runs`), each step's paired difference with
-its standard error (`stats`), and the measured ladder as printed and drawn (`report`).
+designs one field group apart (`ladder`), trained with paired seeds as the study's shared runs
+(`explorer.evaluate.runs`, ``NAME@ablation``) by any number of workers (`runs`), each step's
+paired difference with its standard error (`stats`), and the measured ladder as printed and
+drawn (`report`).
 
 May import: `explorer.evaluate` (a run trains as a re-evaluation does), `explorer.analysis`,
 `explorer.training`, `explorer.store`, `explorer.usage`, `search_space`.

@@ -34,7 +34,7 @@ from search_space import (
 )
 
 from ..analysis import study_records
-from ..evaluate import TOP, add_budget, resolve_budget
+from ..evaluate import HEARTBEAT_S, TOP, add_budget, collect, resolve_budget, reused_runs
 from ..store import (
     StorageError,
     StorageUnavailable,
@@ -59,13 +59,10 @@ from ..usage import (
 from .ladder import Design, Ladder, canonical, leave_one_out, nearest, path_ladder, skeleton
 from .report import lines, measure
 from .runs import (
-    HEARTBEAT_S,
     StoredLadder,
     Worker,
-    collect,
     find_ablation,
     open_ablation,
-    reused_runs,
     store_ladder,
     units,
 )

@@ -35,9 +35,10 @@ network with ``torch.manual_seed(s)`` and seeds the training stream with ``s``. 
 is stored at once, so an interrupted run resumes where it stopped, and asking for more seeds later
 trains only the new ones. With ``--stages``, ``--width`` or ``--stem`` the same designs and
 references are also retrained in that network, their results kept apart per network shape as
-``transfer:<shape>:<key>`` (`explorer.evaluate.transfer`). One re-evaluation of a study runs at
-a time (`explorer.store.reeval_lock`), on any machine: a second waits, then trains only the seeds
-the first did not store.
+``transfer:<shape>:<key>`` (`explorer.evaluate.transfer`). Every run goes through the study's
+shared runs (`explorer.evaluate.runs`, the work loop the search and the ablation use): any number
+of re-evaluations of one study, on any machines, share the work; none trains a run another has
+stored or is training, and a run whose process died is trained again.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 
 import optuna
 
@@ -55,7 +57,6 @@ from ..store import (
     StorageUnavailable,
     add_study_args,
     default_storage,
-    reeval_lock,
     study_config,
     the_study,
 )
@@ -255,32 +256,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{budget.text}",
                 file=sys.stderr,
             )
-        # One re-evaluation of a study at a time, on any machine; a second one waits, then adds
-        # only the seeds the first did not store.
-        with reeval_lock(ns.storage or default_storage(), study.study_name):
-            results = [
-                reevaluate(
-                    study,
-                    group,
-                    ns.seeds,
-                    budget,
-                    data,
-                    device,
-                    restart=ns.restart,
-                    log=None
-                    if ns.quiet
-                    else (lambda line: print(line, file=sys.stderr, flush=True)),
-                    prefix=prefix,
-                    workers=workers,
-                    spec=spec,
-                )
-                for group, prefix in networks
-            ]
+        # Several re-evaluations of a study at once, on any machines, share its runs: each trains
+        # what no other has stored or is training, and waits for the rest.
+        url = ns.storage or default_storage()
+        results = [
+            reevaluate(
+                study,
+                group,
+                ns.seeds,
+                budget,
+                data,
+                device,
+                restart=ns.restart,
+                log=None if ns.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+                prefix=prefix,
+                workers=workers,
+                spec=spec,
+                url=url,
+            )
+            for group, prefix in networks
+        ]
     except (UsageError, StorageError, DataError) as exc:
         print(f"python -m explorer.evaluate: error: {exc}", file=sys.stderr)
         return 2
     except StorageUnavailable as exc:  # a storage down past TRANSIENT_S: one line naming it
         print(f"python -m explorer.evaluate: {exc}; finished runs are kept", file=sys.stderr)
+        return 1
+    except BrokenProcessPool as exc:  # training processes kept dying (the OOM killer)
+        print(f"python -m explorer.evaluate: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -29,7 +29,8 @@ from ..analysis import (
 from ..store import TrialRecord, study_config
 from ..usage import UsageError
 from .budget_words import Budget, _budget
-from .pool import DataSpec, Run, RunPool, SeedOrder, train_and_test
+from .pool import DataSpec, SeedOrder
+from .runs import RunQueue, Unit, run_key
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ def reevaluate(
     first_seed: int = 0,
     workers: int = 1,
     spec: DataSpec | None = None,
+    *,
+    url: str,
 ) -> dict[int | str, Reeval]:
     """Train each target until it has `seeds` runs under `budget`, storing each run as it ends.
 
@@ -134,8 +137,10 @@ def reevaluate(
     `restart`, which discards them). `prefix`: the study attributes the results go to.
     `deadline` (a `time.monotonic` value): no run starts after it; targets it leaves short are
     left out of the answer or hold fewer seeds. `first_seed`: the i-th stored run trains with seed
-    ``first_seed + i``. `workers` > 1 spreads the runs over that many processes, which load the
-    dataset from `spec` (`explorer.evaluate.pool`); `run` (tests) trains in this process.
+    ``first_seed + i``. The runs go through the study's shared runs (`explorer.evaluate.runs`,
+    on `url`, the storage's address as given): a run another process already trained under the
+    same recipe is reused, one it is training is waited for. `workers` > 1 spreads the runs over
+    that many processes, which load the dataset from `spec`; `run` (tests) trains in this process.
     """
     budget = _budget(study, budget)
     log = log or (lambda line: None)
@@ -144,29 +149,36 @@ def reevaluate(
         k: r for k, r in reeval_results(study, prefix).items() if r.same_budget(budget)
     }  # fmt: skip
     ordered = SeedOrder(stored, budget.name, budget.config.to_dict())
-    by_key = {t.key: t for t in targets}
-    jobs = [(t.key, seed) for t in targets for seed in range(ordered.have(t.key), seeds)]
-    inline = run or (train_and_test if workers <= 1 else None)
-    with RunPool(workers, spec, str(device), run=inline, data=data) as pool:
-        while jobs or pool.busy:
-            while jobs and pool.free:
+    labels = {t.key: t.label for t in targets}
+    todo = [
+        Unit(
+            run_key(t.network, budget.config), first_seed + seed, t.label, t.network, (t.key, seed)
+        )
+        for t in targets
+        for seed in range(ordered.have(t.key), seeds)
+    ]
+    queue = RunQueue(study, url, budget, device, workers=workers, spec=spec, data=data,
+                     train=run, log=log, reuse=not restart)  # fmt: skip
+    with queue:
+        while todo or queue.busy:
+            while todo and queue.free:
                 if deadline is not None and time.monotonic() > deadline:
-                    jobs.clear()
+                    todo.clear()
                     break
-                key, seed = jobs.pop(0)
-                t = by_key[key]
-                pool.submit(Run(key, t.network, budget.config, first_seed + seed))
-            for result in pool.finished(timeout=5.0):
-                key, seed = result.run.key, result.run.seed - first_seed
-                label = by_key[key].label
+                queue.submit(todo.pop(0))
+            for result in queue.finished(timeout=5.0):
+                key, seed = result.unit.tag
                 if result.error is not None:
-                    raise UsageError(f"{label} seed {seed + 1}: the run failed ({result.error})")
+                    raise UsageError(
+                        f"{labels[key]} seed {seed + 1}: the run failed ({result.error})"
+                    )
                 grown = ordered.add(key, seed, result.val_acc, result.test_acc)
                 if grown is not None:
-                    study.set_user_attr(f"{prefix}{key}", grown.to_dict())
+                    queue.store(f"{prefix}{key}", grown)
+                took = "stored" if result.seconds is None else f"{result.seconds:.0f} s"
                 log(
-                    f"{label:<10} seed {seed + 1}/{seeds}: val {result.val_acc:.4f} "
-                    f"test {result.test_acc:.4f} ({result.seconds:.0f} s)"
+                    f"{labels[key]:<10} seed {seed + 1}/{seeds}: val {result.val_acc:.4f} "
+                    f"test {result.test_acc:.4f} ({took})"
                 )
     return {t.key: stored[t.key] for t in targets if t.key in stored and stored[t.key].seeds}
 

@@ -23,7 +23,6 @@ from ..store import (
     open_storage,
     recover,
     redact,
-    reeval_lock,
     rung_studies,
     study_lock,
     study_names,
@@ -135,14 +134,12 @@ def run(s: SearchSettings, chosen: str | None = None) -> optuna.Study:
         if unfinished:
             print(f"final seeds: not yet, {unfinished}", file=sys.stderr)
         else:
-            # One machine at a time; a later one finds the seeds stored and adds only missing ones.
-            with reeval_lock(url, study.study_name):
-                final_seeds(study, config, s, device)
+            # Every machine that ends its search here shares the runs (the study's shared runs):
+            # each trains what no other has stored or is training, and waits for the rest.
+            final_seeds(study, config, s, device, url)
     if s.verify_seeds:
-        # One machine at a time, as the final seeds; a later one adds only what is missing.
-        with reeval_lock(url, study.study_name):
-            until = verification_deadline(time.monotonic(), search_s, deadline)
-            verify_claims(study, config, s, device, until)
+        until = verification_deadline(time.monotonic(), search_s, deadline)
+        verify_claims(study, config, s, device, until, url)
     return study
 
 
@@ -178,7 +175,7 @@ def search_unfinished(rungs: dict[int, optuna.Study], target: int) -> str | None
     return None
 
 
-def final_seeds(study: optuna.Study, config, s: SearchSettings, device) -> None:
+def final_seeds(study: optuna.Study, config, s: SearchSettings, device, url: str) -> None:
     """Retrain the top rung's front and the references with `s.final_seeds` seeds at the top
     rung's budget, stored as the study's re-evaluation (`explorer.evaluate`)."""
     budget = top_rung_budget(config)
@@ -190,10 +187,12 @@ def final_seeds(study: optuna.Study, config, s: SearchSettings, device) -> None:
         )
     data = data_mod.load_dataset(config.dataset, data_dir=s.data_dir, seed=config.split_seed)
     log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
-    reevaluate(study, targets, s.final_seeds, budget, data.on(device), device, log=log)
+    reevaluate(study, targets, s.final_seeds, budget, data.on(device), device, log=log, url=url)
 
 
-def verify_claims(study: optuna.Study, config, s: SearchSettings, device, deadline) -> None:
+def verify_claims(
+    study: optuna.Study, config, s: SearchSettings, device, deadline, url: str
+) -> None:
     """Retrain the search's claimants against v1/v2 and those references at the verification
     budget (`explorer.search.verification`), stopping at `deadline` (a `time.monotonic` value)."""
     log = None if s.quiet else (lambda line: print(line, file=sys.stderr))
@@ -201,4 +200,4 @@ def verify_claims(study: optuna.Study, config, s: SearchSettings, device, deadli
     budget = verify_budget(config, s.verify_budget)
     verify(study, config, s.verify_seeds, None, device, deadline=deadline, log=log,
            budget_name=s.verify_budget, workers=s.workers or 1, spec=spec,
-           expected_s=expected_run_s(study, config, budget))  # fmt: skip
+           expected_s=expected_run_s(study, config, budget), url=url)  # fmt: skip

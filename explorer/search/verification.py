@@ -16,7 +16,8 @@ still undecided, up to the cap (``--verify-seeds``); a claim decided better or w
 difference is at or below zero, gets no more. The references' runs are shared by every claim
 against them. The strongest claims go first (the claimant the search scored highest, with its
 reference: each claim's first look before the next claim's runs, so a short share decides the
-strongest claims rather than none), and the runs are spread over the machine's workers (`explorer.evaluate.pool`). No run starts whose
+strongest claims rather than none), and the runs go through the study's shared runs and the
+machine's workers (`explorer.evaluate.RunQueue`, the one work loop). No run starts whose
 expected length (the median of the runs so far) passes the deadline; a claim the race could not
 decide is listed as undecided, never stated.
 """
@@ -45,7 +46,16 @@ from ..analysis import (
     reeval_results,
     study_records,
 )
-from ..evaluate import DataSpec, Run, RunPool, SeedOrder, Target, check_stored, named_budget
+from ..evaluate import (
+    DataSpec,
+    RunQueue,
+    SeedOrder,
+    Target,
+    Unit,
+    check_stored,
+    named_budget,
+    run_key,
+)
 from ..store import StudyConfig, TrialRecord
 from ..training import budgets
 
@@ -217,12 +227,16 @@ def verify(
     workers: int = 1,
     spec: DataSpec | None = None,
     expected_s: float | None = None,
+    *,
+    url: str,
 ) -> list[ClaimCheck]:
     """Race the claims of `study` at `verify_budget`, up to `seeds` seeds a claim, and return every
     claim with its state. Runs already stored are kept; a `time.monotonic` `deadline` stops
     starting runs whose expected length (the median of the runs so far, or `expected_s` before
-    the first) passes it. `workers` > 1 spreads the runs over that many processes, which load the
-    dataset from `spec`; `run` (tests) trains in this process instead."""
+    the first) passes it. The runs go through the study's shared runs on `url` (the storage's
+    address as given; `explorer.evaluate.runs`): a run another machine verifying the same study
+    trains is waited for, not trained again. `workers` > 1 spreads the runs over that many
+    processes, which load the dataset from `spec`; `run` (tests) trains in this process instead."""
     log = log or (lambda line: None)
     plan = race_plan(seeds)
     records = study_records(study)
@@ -261,7 +275,9 @@ def verify(
     ordered = SeedOrder(stored, budget.name, budget.config.to_dict())
     running: dict[Any, set[int]] = {k: set() for k in targets}
     failed: set[Any] = set()  # designs with a failed run: no more runs of them
-    with RunPool(workers, spec, str(device), run=run, data=data) as pool:
+    keys = {k: run_key(t.network, budget.config) for k, t in targets.items()}
+    with RunQueue(study, url, budget, device, workers=workers, spec=spec, data=data, train=run,
+                  log=log) as runs:  # fmt: skip
         while True:
             want = _wanted(checks, plan, rank)
             queue = [
@@ -271,8 +287,9 @@ def verify(
                 if seed not in running[key] and not ordered.ended(key, seed) and key not in failed
             ]
             queue.sort()
-            started = 0
-            for _, seed, _, key in queue[: pool.free]:
+            for _, seed, _, key in queue:
+                if not runs.free:
+                    break
                 if deadline is not None and expected() is not None:
                     if time.monotonic() + expected() > deadline:
                         break
@@ -280,31 +297,32 @@ def verify(
                     break
                 t = targets[key]
                 running[key].add(seed)
-                pool.submit(Run(key, t.network, budget.config, VERIFY_FIRST_SEED + seed))
-                started += 1
-            if not pool.busy:
+                runs.submit(Unit(keys[key], VERIFY_FIRST_SEED + seed, t.label, t.network,
+                                 (key, seed)))  # fmt: skip
+            if not runs.busy:
                 break
             try:
-                ended = list(pool.finished(timeout=5.0))
-            except BrokenProcessPool:  # a worker was killed (OOM, SIGKILL): keep what is stored
-                log("a verification worker died; the runs stored so far are kept and the race "
-                    "stops here (rerun the same command to go on)")  # fmt: skip
+                ended = list(runs.finished(timeout=5.0))
+            except BrokenProcessPool as exc:  # its processes kept dying: keep what is stored
+                log(f"{exc}; the race stops here")
                 break
             for result in ended:
-                key, seed = result.run.key, result.run.seed - VERIFY_FIRST_SEED
+                key, seed = result.unit.tag
                 running[key].discard(seed)
                 if result.error is not None:  # its claims stay undecided; the race goes on
                     failed.add(key)
                     log(f"{targets[key].label:<10} seed {seed + 1}: failed ({result.error}); "
                         "no more runs of it, its claims stay undecided")  # fmt: skip
                     continue
-                lengths.append(result.seconds)
+                if result.seconds is not None:
+                    lengths.append(result.seconds)
                 grown = ordered.add(key, seed, result.val_acc, result.test_acc)
                 if grown is not None:
-                    study.set_user_attr(f"{VERIFY_PREFIX}{key}", grown.to_dict())
+                    runs.store(f"{VERIFY_PREFIX}{key}", grown)
+                took = "stored" if result.seconds is None else f"{result.seconds:.0f} s"
                 log(
                     f"{targets[key].label:<10} seed {seed + 1}: val {result.val_acc:.4f} "
-                    f"test {result.test_acc:.4f} ({result.seconds:.0f} s)"
+                    f"test {result.test_acc:.4f} ({took})"
                 )
             checks = _checked(claims, stored, plan)
     undecided = sum(c.status in (UNDECIDED, UNCHECKED) for c in checks)

@@ -9,13 +9,13 @@ May import: `explorer.usage`, `search_space`, Optuna. Nothing here trains, ranks
 from .liveness import (
     WorkerToken,
     check_journal_host,
+    heartbeat,
 )
 from .locks import (
     HOLDS,
     TRANSIENT_S,
     StorageUnavailable,
     is_transient,
-    reeval_lock,
     storage_lock,
     study_lock,
 )
@@ -122,10 +122,10 @@ __all__ = [
     "load_study",
     "log_dir",
     "open_storage",
+    "heartbeat",
     "record_in",
     "recover",
     "redact",
-    "reeval_lock",
     "run_claimed",
     "rung_of_name",
     "rung_studies",

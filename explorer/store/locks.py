@@ -3,7 +3,7 @@
 Optuna's storages make single writes atomic but not the read-then-write steps a search needs:
 creating the schema of a fresh PostgreSQL database (`schema_lock`), writing a new study's settings
 and queueing its references, claiming one of the remaining trial slots, finding and retrying a
-dead worker's trial (`study_lock`), retraining a study's front once (`reeval_lock`). Every process
+dead worker's trial (`study_lock`). Every process
 of every machine sharing the storage takes the same lock: a PostgreSQL advisory lock, a MySQL named
 lock, or an exclusive ``fcntl`` lock on a file beside a SQLite database or journal file (one
 machine; see `explorer.store.liveness.check_journal_host`).
@@ -452,7 +452,7 @@ def storage_lock(url: str, name: str, timeout: float | None = None) -> Iterator[
     machine that shares `url` waits for it, naming its holder each `LOCK_NOTE_S`, and breaks it
     when its holder has been silent for `LOCK_GRACE_S`. `timeout`: raise `LockTimeout` after that
     many seconds instead of waiting on (the search never gives one). Use `study_lock`,
-    `schema_lock` or `reeval_lock`."""
+    `schema_lock`."""
     path = lock_file(url)
     kind = scheme(url)
     if path is not None:
@@ -481,9 +481,3 @@ def study_lock(url: str, study: str) -> contextlib.AbstractContextManager[None]:
 def schema_lock(url: str) -> contextlib.AbstractContextManager[None]:
     """The lock Optuna's first open of a fresh database runs under (it creates the tables)."""
     return storage_lock(url, "schema")
-
-
-def reeval_lock(url: str, study: str) -> contextlib.AbstractContextManager[None]:
-    """The lock a re-evaluation of `study` runs under: one at a time per study, held for as
-    long as it trains, apart from the study's own lock so the search's claims go on."""
-    return storage_lock(url, f"reeval:{study}")
