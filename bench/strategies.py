@@ -28,6 +28,7 @@ strategy, such a claim its verification upheld, with seeds other than the judge'
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -451,6 +452,7 @@ def mode_report(ns: argparse.Namespace) -> None:
         "",
         *paired_lines(table, names, seeds, points),
         "",
+        *wide_path_lines(fronts, names, seeds, max(points), stages),
         *cpu_lines(folder, names, seeds, points),
     ]
     which = "" if stages == DEFAULT_STAGES else f" --strategies {ns.strategies}"
@@ -470,6 +472,49 @@ def mode_report(ns: argparse.Namespace) -> None:
         *lines,
     ]
     publish(SECTION if stages == DEFAULT_STAGES else STAGES_SECTION, body, ns.write)
+
+
+def wide_path(block) -> str:
+    """A block's wide path as the v3 rule names it: removed, 5x5, one 3x3, double 3x3 or
+    asymmetric 1xn then nx1."""
+    if block.wide == 0:
+        return "none"
+    if block.wide_kind == "asym":
+        return f"asymmetric 1x{block.asym_n}"
+    return {"double3x3": "double 3x3"}.get(block.wide_kind, block.wide_kind)
+
+
+def wide_path_lines(fronts, names, seeds, minutes, stages) -> list[str]:
+    """For a per-stage strategy: which wide path its search fronts chose in each stage at
+    `minutes` (every seed's front, designs counted once per front): Inception v3's rule says
+    asymmetric paths pay on medium grids (12 to 20) and not on early ones."""
+    out = []
+    for name in names:
+        if "--per-stage" not in STRATEGIES.get(name, []):
+            continue
+        counts = [collections.Counter() for _ in stages]
+        n = 0
+        for seed in seeds:
+            if (name, seed) not in fronts:
+                continue
+            front, _, _ = fronts[(name, seed)][minutes]
+            n += len(front)
+            for r in front:
+                for i, block in enumerate(r.network.designs):
+                    counts[i][wide_path(block)] += 1
+        kinds = sorted({k for c in counts for k in c})
+        grid = [28 // 2**i for i in range(len(stages))]
+        out += [
+            f"Wide path per stage on {name}'s search fronts at {minutes:g} minutes ({n} front "
+            f"designs over seeds {','.join(map(str, seeds))}; counts, not a verdict):",
+            "",
+            "| stage (grid) | " + " | ".join(kinds) + " |",
+            "|---|" + "---|" * len(kinds),
+            *[f"| {i} ({g}x{g}) | " + " | ".join(str(c[k]) for k in kinds) + " |"
+              for i, (c, g) in enumerate(zip(counts, grid, strict=True))],
+            "",
+        ]  # fmt: skip
+    return out
 
 
 def cpu_lines(folder: Path, names: list[str], seeds: list[int], points: list[float]) -> list[str]:

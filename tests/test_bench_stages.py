@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bench._common import JsonState
@@ -15,7 +17,7 @@ from bench.stages import (
     transfer_report,
 )
 from explorer.analysis import compare
-from search_space import REFERENCES, build_network, network_params
+from search_space import REFERENCES, NetworkConfig, build_network, network_params
 
 
 def test_rule_arms_change_one_stage_each():
@@ -115,3 +117,24 @@ def test_transfer_report_judges_each_network_at_the_seeds_it_has(tmp_path):
     assert "  - #58 - v1: " in text and "at 3 seeds: better" in text
     assert "- deeper (2,2): 1 paired seed(s) finished, too few to judge yet" in text
     assert "Does the order found" not in text and "not judged until both networks" in text
+
+
+def test_the_per_stage_fronts_wide_paths_are_counted_stage_by_stage():
+    from types import SimpleNamespace
+
+    from bench import strategies
+
+    v1, v2 = REFERENCES["v1"], REFERENCES["v2"]
+    asym = dataclasses.replace(v2, wide_kind="asym", asym_n=5)
+    gone = dataclasses.replace(v2, wide=0, wide_reduce=0)
+    front = [
+        SimpleNamespace(network=NetworkConfig(block=b[0], stages=(1, 1, 1), stage_blocks=b))
+        for b in ((v1, asym, v2), (v2, asym, gone))
+    ]
+    fronts = {("stages3-per-stage", 0): {10.0: (front, {}, [])}}
+    lines = strategies.wide_path_lines(fronts, ["stages3-shared", "stages3-per-stage"], [0, 1],
+                                       10.0, (1, 1, 1))  # fmt: skip
+    assert "2 front designs over seeds 0,1" in lines[0]
+    assert lines[2] == "| stage (grid) | 5x5 | asymmetric 1x5 | double 3x3 | none |"
+    assert lines[4:7] == ["| 0 (28x28) | 1 | 0 | 1 | 0 |", "| 1 (14x14) | 0 | 2 | 0 | 0 |",
+                          "| 2 (7x7) | 0 | 0 | 1 | 1 |"]  # fmt: skip

@@ -57,6 +57,8 @@ def run(s: SearchSettings, chosen: str | None = None) -> optuna.Study:
     deadline = None if s.timeout is None else started + s.timeout
     if s.verify_seeds and s.timeout is not None:  # the rest of the time is the verification's
         s = dataclasses.replace(s, timeout=s.timeout * (1 - VERIFY_SHARE))
+    if s.timeout is not None:  # one deadline for every worker, however late it starts
+        s = dataclasses.replace(s, until=time.time() + s.timeout)
     url = s.storage or default_storage()
     try:
         device = devices.resolve_device(s.device)

@@ -55,6 +55,9 @@ class SearchSettings:
     workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU
     deterministic: bool = False
     timeout: float | None = None
+    # When this run stops starting trials (`time.time()` seconds), set by `session.run` from
+    # --timeout at the run's start, so worker processes started later keep the same deadline.
+    until: float | None = None
     heartbeat_s: int = 60  # seconds between a trial's heartbeats (any storage); twice is the grace
     references: bool = True
     prune: bool = True

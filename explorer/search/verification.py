@@ -18,13 +18,12 @@ against them. The strongest claims go first (the claimant the search scored high
 reference: each claim's first look before the next claim's runs, so a short share decides the
 strongest claims rather than none), and the runs go through the study's shared runs and the
 machine's workers (`explorer.evaluate.RunQueue`, the one work loop). No run starts whose
-expected length (the median of the runs so far) passes the deadline; a claim the race could not
+expected length (the longest of the runs so far) passes the deadline; a claim the race could not
 decide is listed as undecided, never stated.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -144,7 +143,7 @@ def verification_deadline(now: float, search_s: float, run_deadline: float | Non
 
 
 def expected_run_s(study: optuna.Study, config: StudyConfig, budget: Budget) -> float | None:
-    """A first guess at one verification run's length, before any has run: the search's median
+    """A first guess at one verification run's length, before any has run: the search's longest
     trial time scaled by the verification budget's training images times epochs (None when the
     study has no finished trial or the budgets train on whole splits)."""
     top = budgets.study_train_config(config)
@@ -159,7 +158,7 @@ def expected_run_s(study: optuna.Study, config: StudyConfig, budget: Budget) -> 
     if not times:
         return None
     ratio = (new.train_images * new.epochs) / (top.train_images * top.epochs)
-    return statistics.median(times) * ratio
+    return max(times) * ratio
 
 
 def search_claims(
@@ -232,7 +231,7 @@ def verify(
 ) -> list[ClaimCheck]:
     """Race the claims of `study` at `verify_budget`, up to `seeds` seeds a claim, and return every
     claim with its state. Runs already stored are kept; a `time.monotonic` `deadline` stops
-    starting runs whose expected length (the median of the runs so far, or `expected_s` before
+    starting runs whose expected length (the longest of the runs so far, or `expected_s` before
     the first) passes it. The runs go through the study's shared runs on `url` (the storage's
     address as given; `explorer.evaluate.runs`): a run another machine verifying the same study
     trains is waited for, not trained again. `workers` > 1 spreads the runs over that many
@@ -252,8 +251,8 @@ def verify(
               if k in targets and r.same_budget(budget)}  # fmt: skip
     lengths: list[float] = []
 
-    def expected() -> float | None:
-        return statistics.median(lengths) if lengths else expected_s
+    def expected() -> float | None:  # the longest so far: the next run may be as slow as any
+        return max(lengths) if lengths else expected_s
 
     checks = _checked(claims, stored, plan)
     study.set_user_attr(PLAN_ATTR, {"first": plan.first, "cap": plan.cap})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import sys
 import time
 from collections import deque
@@ -147,7 +146,8 @@ def run_worker(
     in_child: bool = False,
 ) -> None:
     """Run trials in this process until the study has `s.trials` search trials (or `n_trials`
-    were run here, or the next trial would end past `s.timeout`: `expected_trial_s`). Raises `WorkerError` when it gives up
+    were run here, or the next trial could end past the run's deadline, `s.until`, or `s.timeout`
+    after this worker started: `expected_trial_s`). Raises `WorkerError` when it gives up
     (`FailureBound`, or a storage down for `explorer.store.locks.TRANSIENT_S`)."""
     # Failed trials are reported by our own one-line log (trial_line), not by Optuna's tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -185,13 +185,13 @@ def run_worker(
         )
         claimer = Claimer(rungs, config, url, s.trials, prescreener)
         bound = FailureBound()
-        start, ran = time.time(), 0
-        parent = os.getppid()
+        until = s.until or (time.time() + s.timeout if s.timeout is not None else None)
+        ran, parent = 0, os.getppid()
         while n_trials is None or ran < n_trials:
             if in_child and os.getppid() != parent:
                 break  # the search that started this process is gone: stop after a trial
-            if s.timeout is not None:  # a deadline: start no trial expected to end past it
-                if time.time() - start + (expected_trial_s(rungs) or 0.0) > s.timeout:
+            if until is not None:  # a deadline: start no trial expected to end past it
+                if time.time() + (expected_trial_s(rungs) or 0.0) > until:
                     break
             claim = claimer()
             if isinstance(claim, Done):
@@ -215,9 +215,10 @@ def run_worker(
 
 
 def expected_trial_s(rungs: Mapping[int, optuna.Study]) -> float | None:
-    """How long a trial takes, from those finished so far: the median wall time of the trained
-    ones at every rung (designs skipped over a limit and copies of a trained design take none);
-    None before one has finished."""
+    """How long the next trial may take, from those finished so far: the longest wall time of
+    the trained ones at every rung (designs skipped over a limit and copies of a trained design
+    take none), since the next design may be as slow as any before it and a deadline is kept,
+    not met on average; None before one has finished."""
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     times = [
         (t.datetime_complete - t.datetime_start).total_seconds()
@@ -226,7 +227,7 @@ def expected_trial_s(rungs: Mapping[int, optuna.Study]) -> float | None:
         if t.datetime_start and t.datetime_complete
         and not trial_attr(t, "skipped") and trial_attr(t, "duplicate_of") is None
     ]  # fmt: skip
-    return statistics.median(times) if times else None
+    return max(times) if times else None
 
 
 def _prescreener(s, config, runner, data, device, workers):
