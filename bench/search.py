@@ -266,7 +266,7 @@ def mode_timeout(args) -> None:
     time the whole process from its start to its exit against T + `TIMEOUT_MARGIN_S`."""
     rows, runs = [], []
     for limit in args.limits:
-        for verify in (False, True):
+        for verify in {"both": (False, True), "off": (False,), "on": (True,)}[args.verification]:
             with tempfile.TemporaryDirectory() as tmp:
                 storage = str(Path(tmp) / "s.journal")
                 flags = ["--trials", "500", "--timeout", str(limit), "--budget", args.budget,
@@ -297,7 +297,8 @@ def mode_timeout(args) -> None:
             print(rows[-1], flush=True)
     body = [
         f"Command: `python -m bench search timeout --budget {args.budget} --limits "
-        f"{' '.join(map(str, args.limits))}`: `python -m explorer.search` on a fresh journal with "
+        f"{' '.join(map(str, args.limits))} --verification {args.verification}`: "
+        "`python -m explorer.search` on a fresh journal with "
         f"`--timeout T --trials 500 --budget {args.budget} --rungs 1 --no-weights`, the "
         "verification off (`--verify-seeds 0`) or on at the same budget (`--verify-seeds 2 "
         f"--verify-budget {args.budget}`, so its runs fit its last quarter of the time). Wall is "
@@ -327,6 +328,8 @@ def main() -> None:
     )
     p.add_argument("--limits", type=int, nargs="+", default=[300],
                    help="timeout mode: the --timeout values to run, in seconds")  # fmt: skip
+    p.add_argument("--verification", choices=("both", "off", "on"), default="both",
+                   help="timeout mode: run each limit with the verification off, on, or both")  # fmt: skip
     p.add_argument("--write", action="store_true", help="timeout mode: write BENCHMARKS.md")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -57,6 +57,7 @@ from ..store import (
     StorageUnavailable,
     add_study_args,
     default_storage,
+    open_storage,
     study_config,
     the_study,
 )
@@ -76,6 +77,7 @@ from .budget_words import LONG, add_budget, resolve_budget
 from .compare import report
 from .pool import DataSpec
 from .retrain import ATTR_PREFIX, check_stored, reevaluate, runs_needed, select_targets
+from .runs import HEARTBEAT_S
 from .transfer import Shape, placed, transfer_prefix
 from .transfer import report as transfer_report
 
@@ -203,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns = parse_args(argv)
         chosen: list[str] = []  # the line saying which study, once the input is known good
-        study = the_study(ns.storage, ns.study, chosen.append)
+        url = ns.storage or default_storage()
+        # With heartbeats, so that a run of this process left RUNNING when it dies is found by
+        # the next claim on any machine sharing the storage (`explorer.evaluate.runs`).
+        storage = open_storage(url, create=False, heartbeat=HEARTBEAT_S)
+        study = the_study(storage, ns.study, chosen.append)
         targets = select_targets(
             study, pareto=ns.pareto, trials=ns.trial or (), top=ns.top, references=ns.references
         )
@@ -258,7 +264,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         # Several re-evaluations of a study at once, on any machines, share its runs: each trains
         # what no other has stored or is training, and waits for the rest.
-        url = ns.storage or default_storage()
         results = [
             reevaluate(
                 study,

@@ -231,9 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=None,
-        help="the run's time in seconds: the search starts no trial after "
-        f"{(1 - VERIFY_SHARE) * 100:.0f}%% of it (all of it with --verify-seeds 0), the verification "
-        "of claims no run after it",
+        help="the run's time in seconds, a deadline: the search starts no trial that could end "
+        f"after {(1 - VERIFY_SHARE) * 100:.0f}%% of it (all of it with --verify-seeds 0), the "
+        "verification of claims no run that could end after it (could: as long as the longest "
+        "so far); the run ends within about 10 s of it",
     )
     p.add_argument(
         "--heartbeat",
