@@ -134,6 +134,36 @@ def test_a_shared_study_refuses_per_stage(tiny_fmnist: Path, tmp_path: Path, cap
     assert code == 0, err
 
 
+def test_without_study_a_network_gets_its_own_default_study(
+    tiny_fmnist: Path, tmp_path: Path, capsys
+) -> None:
+    """Without --study, --stages/--per-stage that differ from the default study's network start
+    (then resume) that network's own study, named for it, instead of being refused; the default
+    network still resumes the default study (no training: zero trials, no references)."""
+
+    def search_(*extra: str) -> tuple[int, str]:
+        args = [a for a in _search_args(tmp_path, tiny_fmnist, 0, "--no-references", *extra)]
+        i = args.index("--study")
+        del args[i : i + 2]
+        code, _, err = _run(search, args, capsys)
+        return code, err
+
+    default = "fashion-mnist-inception-block"
+    assert search_()[0] == 0
+    code, err = search_("--stages", "1,1,1", "--per-stage")
+    assert code == 0, err
+    named = f"{default}-stages1-1-1-per-stage"
+    assert f"study '{named}': the default name for this network, new" in err
+    code, err = search_("--stages", "1,1,1", "--per-stage")  # the same network again: resumed
+    assert code == 0 and f"study '{named}': the default name for this network (" in err, err
+    code, err = search_("--stages", "1,1")  # the default network, said: the default study
+    assert code == 0 and f"study '{default}'" in err, err
+    storage = open_storage(str(tmp_path / "s.journal"))
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(storage)) == [default, named]
+    made = StudyConfig.from_study(optuna.load_study(study_name=named, storage=storage).user_attrs)
+    assert (made.stages, made.per_stage) == ((1, 1, 1), True)
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

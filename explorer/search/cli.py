@@ -40,6 +40,9 @@ from ..store import (
     choose_study,
     default_storage,
     is_journal,
+    load_study,
+    open_storage,
+    study_config,
     study_line,
     study_names,
 )
@@ -457,7 +460,25 @@ def choose_search_study(s: SearchSettings) -> tuple[SearchSettings, str | None]:
         why = f"the default name for --dataset {s.dataset}" + ("" if name in names else ", new")
     else:
         name, why = choose_study(names, None, default=s.study_name, create=True)
+    if s.network_words and not _same_network(url, name, names, s):
+        # --stages, --stem or --per-stage asked for another network than the chosen study's:
+        # that network's own study, not a refusal to mix networks in one study.
+        name = s.study_name + s.network_words
+        why = "the default name for this network" + ("" if name in names else ", new")
     return dataclasses.replace(s, study=name), study_line(name, why)
+
+
+def _same_network(url: str, name: str, names: list[str], s: SearchSettings) -> bool:
+    """Whether study `name` (chosen without --study) exists and searches the network that
+    --stages, --stem and --per-stage ask for."""
+    if name not in names:
+        return False
+    config = study_config(load_study(open_storage(url, create=False), name))
+    if config is None:
+        return False
+    asked = (s.stages or config.stages, s.stem or config.stem_channels,
+             config.per_stage if s.per_stage is None else s.per_stage)  # fmt: skip
+    return asked == (tuple(config.stages), config.stem_channels, config.per_stage)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -158,8 +158,22 @@ class SearchSettings:
 
     @property
     def study_name(self) -> str:
-
+        """--study, else the dataset's default name."""
         return self.study or f"{self.dataset or NEW_STUDY_DEFAULTS['dataset']}-{DEFAULT_SPACE.name}"
+
+    @property
+    def network_words(self) -> str:
+        """The network flags given that differ from the default network, as a study name's tail
+        (``-stages1-1-1-per-stage``); empty when none does."""
+        default = NetworkConfig.__dataclass_fields__
+        parts = []
+        if self.stages is not None and tuple(self.stages) != default["stages"].default:
+            parts.append("stages" + "-".join(map(str, self.stages)))
+        if self.stem is not None and self.stem != default["stem_channels"].default:
+            parts.append(f"stem{self.stem}")
+        if self.per_stage:
+            parts.append("per-stage")
+        return "".join(f"-{p}" for p in parts)
 
     @property
     def new_rungs(self) -> tuple[int, int]:
