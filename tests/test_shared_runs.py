@@ -117,3 +117,19 @@ def test_a_killed_training_process_is_replaced_and_its_runs_trained_again(study,
     )
     retries = [t for t in done if "retry_of" in t.user_attrs]
     assert {t.user_attrs["retry_of"] for t in retries} == {t.number for t in cut}
+
+
+def test_a_stored_reevaluation_never_shrinks(study):
+    """Two processes store a design's re-evaluation as each grows; the one with fewer seeds,
+    stored last, does not replace the longer one."""
+    from explorer.analysis import Reeval
+
+    url, budget = journal_url(study), resolve_budget(study, "smoke")
+    longer = Reeval((0.5, 0.6, 0.7), (0.4, 0.5, 0.6), "smoke", budget.config.to_dict())
+    shorter = Reeval((0.5,), (0.4,), "smoke", budget.config.to_dict())
+    with RunQueue(study, url, budget, "cpu", train=lambda *a: (0.5, 0.5)) as queue:
+        queue.store("reeval:3", longer)
+        queue.store("reeval:3", shorter)
+        assert study.user_attrs["reeval:3"]["seeds"] == 3
+        queue.store("reeval:4", shorter)  # nothing there yet: stored
+        assert study.user_attrs["reeval:4"]["seeds"] == 1
