@@ -244,6 +244,13 @@ def check(url: str, trials: int) -> dict:
     ]
     lost += [t.number for t in designed if t.attempt >= MAX_ATTEMPTS]
     undrawn = len(killed) - len(designed)
+    by_number = {t.number: t for t in all_trials}
+    for n in lost:  # what became of each lost trial: its tags and its retries, for the reader
+        t = by_number[n]
+        after = [(r.number, r.state, r.attempt, r.fail_reason) for r in all_trials
+                 if r.retry_of == n]  # fmt: skip
+        print(f"lost #{n}: reference {t.reference}, attempt {t.attempt}, {t.fail_reason!r}, "
+              f"retries {after}", file=sys.stderr)  # fmt: skip
     return {
         "search_trials": len(search),
         "references": dict(refs),
