@@ -232,17 +232,12 @@ def check(url: str, trials: int) -> dict:
     trained = [t for t in all_trials if t.state in done and t.duplicate_of is None]
     by_design = Counter(tuple(sorted(t.suggested.items())) for t in trained)
     duplicates = sum(n - 1 for n in by_design.values() if n > 1)
-    # A killed run needs exactly one retry (a retry's retry counts for the retry), up to the
-    # attempts a design gets; a design with no finished run at all is lost.
-    from explorer.search import MAX_ATTEMPTS
-
-    # A trial interrupted before its design was drawn (reserved, then killed or paused before its
-    # first suggestion) has no design to lose or retry.
+    # A killed run needs exactly one retry (a retry's retry counts for the retry); a design whose
+    # last run got none was given up (`explorer.store.stale.deaths_allowed`) and is lost: under
+    # random faults no design is at fault. A trial interrupted before its design was drawn
+    # (reserved, then killed or paused before its first suggestion) has no design to lose.
     designed = [t for t in killed if t.suggested]
-    lost = [
-        t.number for t in designed if retries.get(t.number, 0) != 1 and t.attempt < MAX_ATTEMPTS
-    ]
-    lost += [t.number for t in designed if t.attempt >= MAX_ATTEMPTS]
+    lost = [t.number for t in designed if retries.get(t.number, 0) != 1]
     undrawn = len(killed) - len(designed)
     by_number = {t.number: t for t in all_trials}
     for n in lost:  # what became of each lost trial: its tags and its retries, for the reader

@@ -12,8 +12,8 @@ attributes: ``run_key`` (the design and the training recipe, not the seed), ``se
 under the study's lock (a run already stored is answered from the store, a run another process
 is training is waited for, never trained twice at once), trains it on one of its worker processes
 (`explorer.evaluate.pool`) with heartbeats, and records it once. A run whose process died or was
-paused past the grace is failed as interrupted and claimed again, up to `MAX_ATTEMPTS` runs of one
-design and seed: by the next claim on any machine when the whole process is gone, at once by this
+paused past the grace is failed as interrupted and claimed again (`Runs.given_up` says when a run
+whose worker keeps dying is given up): by the next claim on any machine when the whole process is gone, at once by this
 queue when only one of its training processes died (that process is replaced, up to
 `REPLACEMENTS` times). A run that failed for a reason of its own (out of memory, an error) is not
 retried. Any number of processes on any machines may train the runs of one study at once.
@@ -38,9 +38,13 @@ from search_space import REFERENCES, NetworkConfig, reference_network
 from ..analysis import Reeval, reeval_results
 from ..store import (
     MAX_ATTEMPTS,
+    MAX_RUNS,
+    UNKNOWN_REASON,
     Claims,
     WorkerToken,
     ablation_study_name,
+    deaths,
+    deaths_allowed,
     heartbeat,
     is_interrupted,
     record_in,
@@ -101,10 +105,24 @@ class Runs:
     failed: dict[tuple[str, int], str] = field(default_factory=dict)  # reason of its own
     interrupted: dict[tuple[str, int], int] = field(default_factory=dict)  # runs cut short
     last_cut: dict[tuple[str, int], int] = field(default_factory=dict)  # trial number of the last
+    died: dict[tuple[str, int], int] = field(default_factory=dict)  # runs cut by a worker's death
     reused: set[tuple[str, int]] = field(default_factory=set)
+    numbers: dict[tuple[str, int], set[int]] = field(default_factory=dict, repr=False)
+    trials: list[optuna.trial.FrozenTrial] = field(default_factory=list, repr=False)
 
     def done(self, key: str, seed: int) -> bool:
         return seed in self.test.get(key, {})
+
+    def given_up(self, run: tuple[str, int]) -> bool:
+        """Whether `run` is not tried again: `MAX_RUNS` runs cut short, or more ending with their
+        worker dead than `deaths_allowed` lets a design have, given how often the other runs
+        died."""
+        if self.interrupted.get(run, 0) >= MAX_RUNS:
+            return True
+        died = self.died.get(run, 0)
+        if died < MAX_ATTEMPTS:
+            return False
+        return died >= deaths_allowed(self.trials, self.numbers.get(run, set()))
 
     def add(self, key: str, seed: int, val: float, test: float) -> None:
         self.val.setdefault(key, {}).setdefault(seed, val)
@@ -146,9 +164,13 @@ def reused_runs(
 def collect(
     trials: Iterable[optuna.trial.FrozenTrial],
     reused: Mapping[tuple[str, int], tuple[float, float]] = {},  # noqa: B006 - read only
+    reasons: Mapping[int, str] | None = None,
 ) -> Runs:
-    """The runs a run study holds, with the reused re-evaluations."""
-    runs = Runs()
+    """The runs a run study holds, with the reused re-evaluations. `reasons`: why this process
+    failed some of its trials as interrupted (trial number -> reason), not written on them."""
+    trials = list(trials)
+    runs = Runs(trials=trials)
+    died = deaths(trials, reasons)
     for (key, seed), (val, test) in reused.items():
         runs.add(key, seed, val, test)
         runs.reused.add((key, seed))
@@ -156,6 +178,7 @@ def collect(
         key, seed = t.user_attrs.get("run_key"), t.user_attrs.get("seed")
         if not isinstance(key, str) or not isinstance(seed, int):
             continue
+        runs.numbers.setdefault((key, seed), set()).add(t.number)
         if t.state == TrialState.COMPLETE and t.values and len(t.values) == 2:
             runs.add(key, seed, float(t.values[0]), float(t.values[1]))
         elif t.state == TrialState.RUNNING:
@@ -164,6 +187,8 @@ def collect(
             if is_interrupted(t):
                 runs.interrupted[(key, seed)] = runs.interrupted.get((key, seed), 0) + 1
                 runs.last_cut[(key, seed)] = t.number
+                if died.get(t.number):
+                    runs.died[(key, seed)] = runs.died.get((key, seed), 0) + 1
             else:
                 runs.failed[(key, seed)] = str(t.user_attrs.get("fail_reason") or "failed")
     for unit in list(runs.failed):
@@ -265,7 +290,9 @@ class RunQueue:
 
     def runs(self) -> Runs:
         """What the run study holds now, with the reused re-evaluations."""
-        return collect(self.runs_study.get_trials(deepcopy=False), self.reused)
+        name = self.runs_study.study_name
+        reasons = {n: why for (study, n), why in self.claims.reasons.items() if study == name}
+        return collect(self.runs_study.get_trials(deepcopy=False), self.reused, reasons)
 
     @property
     def busy(self) -> int:
@@ -353,7 +380,7 @@ class RunQueue:
             u = unit.run
             if runs.done(*u) or u in runs.running or u in runs.failed:
                 return None
-            if runs.interrupted.get(u, 0) >= MAX_ATTEMPTS:
+            if runs.given_up(u):
                 return None
             storage = storage_of(self.runs_study)
             tid = storage.create_new_trial(study_id(self.runs_study))
@@ -371,7 +398,7 @@ class RunQueue:
             if cut is not None:  # a retry: of which run, and why that one stopped
                 attrs["retry_of"] = cut
                 attrs["retry_reason"] = self.claims.reasons.get(
-                    (self.runs_study.study_name, cut), "interrupted"
+                    (self.runs_study.study_name, cut), UNKNOWN_REASON
                 )
             for name, value in attrs.items():
                 storage.set_trial_user_attr(tid, name, value)
@@ -457,6 +484,7 @@ class RunQueue:
     def _given_up(self, unit: Unit, runs: Runs) -> UnitResult:
         why = runs.failed.get(unit.run)
         if why is None:
-            why = f"interrupted {runs.interrupted.get(unit.run, 0)} times"
+            cut, died = runs.interrupted.get(unit.run, 0), runs.died.get(unit.run, 0)
+            why = f"interrupted {cut} times, {died} of them by its worker's death"
         nan = float("nan")
         return UnitResult(unit, nan, nan, None, why)

@@ -276,7 +276,7 @@ class TrialRunner:
     def _copy(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
         """Record `twin`'s results as this trial's, without training (a pruned twin prunes)."""
         own = {"worker", "reference", "attempt", "retry_of", "prescreen", "duplicate_of",
-               "sampler_seed", "reuse", "rung", "parent", "promotion", "training",
+               "sampler_seed", "reuse", "rung", "parent", "promotion", "training", "deaths",
                "waiting_for"}  # fmt: skip
         self._write(trial, {k: v for k, v in twin.user_attrs.items() if k not in own})
         for key, value in twin.constraints.items():

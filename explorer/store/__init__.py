@@ -37,6 +37,10 @@ from .records import (
 )
 from .stale import (
     MAX_ATTEMPTS,
+    MAX_RUNS,
+    UNKNOWN_REASON,
+    deaths,
+    deaths_allowed,
     fail_dead,
     is_interrupted,
 )
@@ -91,6 +95,7 @@ __all__ = [
     "DEFAULT_STUDY",
     "HOLDS",
     "MAX_ATTEMPTS",
+    "MAX_RUNS",
     "MAX_RUNGS",
     "RDB_SCHEMES",
     "RECOVER_EVERY_S",
@@ -104,6 +109,7 @@ __all__ = [
     "TRANSIENT_S",
     "TakenOver",
     "TrialRecord",
+    "UNKNOWN_REASON",
     "WORKERS_STARTED_ATTR",
     "WorkerToken",
     "ablation_study_name",
@@ -111,6 +117,8 @@ __all__ = [
     "artifact_dir",
     "check_journal_host",
     "choose_study",
+    "deaths",
+    "deaths_allowed",
     "default_storage",
     "fail_dead",
     "is_companion_study",

@@ -67,6 +67,23 @@ def worker_dead(url: str, worker: str) -> bool:
         return True
 
 
+def worker_alive(url: str, worker: str) -> bool:
+    """Whether `worker` is known to be alive: its lock file is here and held (it may be paused)."""
+    if not isinstance(worker, str) or "/" in worker or worker.startswith("."):
+        return False
+    try:
+        f = open(workers_dir(url) / f"{worker}.lock")  # noqa: SIM115
+    except OSError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 def _machine_id() -> str:
     """The running kernel's boot id: the same for every container of one machine."""
     for source in ("/proc/sys/kernel/random/boot_id", "/etc/machine-id"):

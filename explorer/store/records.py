@@ -240,8 +240,8 @@ class TrialRecord:
     `latency_ms` (batch 1) and `latency_batch_ms` (training batch) on the trial's device,
     `train_time_s`, `images_per_s`; `curves` holds per-epoch lists (``epoch``, ``train_loss``,
     ``val_loss``, ``val_acc``). Provenance: `worker` (a unique id per worker process), `device`,
-    `device_info`, `versions`, `budget`, `seed`, `sampler_seed`, `dataset`, `attempt` and
-    `retry_of` (a retry of an interrupted trial); in a successive-halving study `rung`, `parent` and
+    `device_info`, `versions`, `budget`, `seed`, `sampler_seed`, `dataset`, `attempt`,
+    `retry_of` and `deaths` (a retry of an interrupted trial); in a successive-halving study `rung`, `parent` and
     `promotion` (see `explorer.search.rungs`). Outcome notes: `fail_reason`,
     `pruned_at_epoch`, `duplicate_of` (the earlier trial of the same design whose result this one
     reuses; `reuse` says whether training would have repeated it, ``repeat``, or it is a
@@ -280,6 +280,7 @@ class TrialRecord:
     attempt: int = 1
     retry_of: int | None = None
     retry_reason: str | None = None  # why the trial this one retries was interrupted
+    deaths: int | None = None  # how many of the design's runs before this one lost their worker
     # successive halving: the rung (0 is the bottom), the trial of the rung below this design was
     # promoted from, and how it ranked there when it was promoted
     rung: int | None = None
@@ -304,12 +305,12 @@ class TrialRecord:
         "reference", "network", "val_acc", "val_loss", "test_acc", "params", "flops",
         "latency_ms", "latency_batch_ms", "train_time_s", "images_per_s", "curves", "worker",
         "device", "device_info", "versions", "budget", "seed", "sampler_seed", "dataset",
-        "attempt", "retry_of", "retry_reason", "rung", "train_images", "parent", "promotion", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse", "skipped",
+        "attempt", "retry_of", "retry_reason", "deaths", "rung", "train_images", "parent", "promotion", "fail_reason", "pruned_at_epoch", "duplicate_of", "reuse", "skipped",
         "constraint_values", "weights", "proxies", "prescreen",
     )  # fmt: skip
     _NUMBERS = ("val_acc", "val_loss", "test_acc", "flops", "latency_ms", "latency_batch_ms",
                 "train_time_s", "images_per_s")  # fmt: skip
-    _INTS = ("params", "seed", "sampler_seed", "retry_of", "pruned_at_epoch", "duplicate_of",
+    _INTS = ("params", "seed", "sampler_seed", "retry_of", "deaths", "pruned_at_epoch", "duplicate_of",
              "rung", "train_images", "parent")  # fmt: skip
     _STRS = ("worker", "device", "budget", "dataset", "fail_reason", "weights", "reuse", "skipped",
              "retry_reason")  # fmt: skip

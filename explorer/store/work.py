@@ -12,9 +12,12 @@
    storage is gone (the trial stays RUNNING and is recovered as a dead worker's), and the run is
    dropped (`TakenOver`) when another worker failed it as interrupted meanwhile (this one was
    paused or cut off past the grace: its retry is already queued).
-4. **Retry** each interrupted unit once per interruption, up to `MAX_ATTEMPTS` runs: a search's
-   design is queued again by `recover` (``retry_of``, ``retry_reason``), an ablation's unit is
-   simply claimable again. Failures of the unit's own are never retried.
+4. **Retry** each interrupted unit once per interruption: a search's design is queued again by
+   `recover` (``retry_of``, ``retry_reason``), an ablation's unit is simply claimable again.
+   Failures of the unit's own are never retried. A unit whose runs keep ending with their worker
+   dead is given up after `MAX_ATTEMPTS` such runs, or more when the study's other runs die as
+   often (`explorer.store.stale.deaths_allowed`); other interruptions (a pause, a takeover, a
+   stop) do not count, up to `MAX_RUNS` runs in all.
 
 Because every claim and every recovery runs under the same lock, however many workers recover at
 once, each interrupted trial is retried by exactly one of them.
@@ -34,7 +37,15 @@ from ..usage import first_line
 from .liveness import heartbeat
 from .locks import StorageUnavailable, study_lock
 from .records import trial_attr
-from .stale import MAX_ATTEMPTS, fail_dead, is_interrupted
+from .stale import (
+    MAX_ATTEMPTS,
+    MAX_RUNS,
+    UNKNOWN_REASON,
+    deaths_allowed,
+    fail_dead,
+    is_death,
+    is_interrupted,
+)
 
 RECOVER_EVERY_S = 20.0  # how often a claim looks for dead workers' trials, besides before "done"
 T = TypeVar("T")
@@ -94,27 +105,56 @@ def recover(study: optuna.Study, url: str, failed: dict[int, str] | None = None)
     for t in trials:
         if t.state != TrialState.FAIL or not is_interrupted(t) or t.number in retried:
             continue
-        reason = reasons.get(t.number) or trial_attr(t, "fail_reason") or "interrupted"
-        if retry(study, t, reason):
+        reason = reasons.get(t.number) or trial_attr(t, "fail_reason")
+        if retry(study, t, reason, trials):
             queued.append(t.number)
     return queued
 
 
-def retry(study: optuna.Study, trial: FrozenTrial, reason: str = "interrupted") -> bool:
-    """Queue a trial's design again as its retry, keeping its reference and rung tags; False when
-    the design has had `MAX_ATTEMPTS` runs or has no design."""
+def retry(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    reason: str | None = None,
+    trials: Sequence[FrozenTrial] | None = None,
+) -> bool:
+    """Queue a trial's design again as its retry, keeping its reference and rung tags. False when
+    the trial has no design, the design has had `MAX_RUNS` runs, or its runs ended with their
+    worker dead more often than `deaths_allowed` (from `trials`, the study's, read when not given)
+    lets them. `reason`: why the trial was interrupted; one not known here (the trial was failed
+    by a recovery elsewhere that queued no retry) counts as a death, so that a design given up
+    stays given up while the other runs die no more often."""
     attempt = int(trial_attr(trial, "attempt") or 1)
+    # Deaths of its runs so far (a retry made before they were counted: every earlier run).
+    before = trial_attr(trial, "deaths")
+    died = (attempt - 1 if before is None else int(before)) + (reason is None or is_death(reason))
     # A worker that died before sampling leaves no params, only the queued ones it was given.
     params = trial.params or trial.system_attrs.get("fixed_params")
-    if attempt >= MAX_ATTEMPTS or not params:
+    if attempt >= MAX_RUNS or not params:
         return False
-    attrs = {"attempt": attempt + 1, "retry_of": trial.number, "retry_reason": reason}
+    if died >= MAX_ATTEMPTS:
+        trials = study.get_trials(deepcopy=False) if trials is None else trials
+        if died >= deaths_allowed(trials, _runs_of(trials, trial)):
+            return False
+    attrs = {"attempt": attempt + 1, "deaths": died, "retry_of": trial.number,
+             "retry_reason": reason or UNKNOWN_REASON}  # fmt: skip
     # Its tags: which reference it is, and a promotion's rung, parent and rank.
     for tag in ("reference", "rung", "parent", "promotion"):
         if trial_attr(trial, tag) is not None:
             attrs[tag] = trial_attr(trial, tag)
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
     return True
+
+
+def _runs_of(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> set[int]:
+    """The numbers of `trial` and the earlier runs it retries (its chain of ``retry_of``)."""
+    by_number = {t.number: t for t in trials}
+    chain: set[int] = set()
+    at: FrozenTrial | None = trial
+    while at is not None and at.number not in chain:
+        chain.add(at.number)
+        before = trial_attr(at, "retry_of")
+        at = by_number.get(before) if isinstance(before, int) else None
+    return chain
 
 
 def run_claimed(
