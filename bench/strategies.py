@@ -403,7 +403,12 @@ def reversed_claims(claims: Claims, judged: Judged, budget_name: str) -> tuple[i
     reference's."""
     flipped = unjudged = 0
     for design, ref in claims:
-        mine, theirs = judged.get(design.network, budget_name), judged.get(ref.network, budget_name)
+        # The reference as the judge retrains it: in the design's network, one shared block (a
+        # per-stage study stores its references stage by stage, the same network).
+        theirs_net = ref.network
+        if ref.reference in REFERENCES and design.network is not None:
+            theirs_net = reference_network(ref.reference, design.network, per_stage=False)
+        mine, theirs = judged.get(design.network, budget_name), judged.get(theirs_net, budget_name)
         if mine is None or theirs is None:
             unjudged += 1
         elif mine["test"] <= theirs["test"]:
@@ -452,6 +457,7 @@ def mode_report(ns: argparse.Namespace) -> None:
         "",
         *paired_lines(table, names, seeds, points),
         "",
+        *effort_lines(fronts, folder, names, seeds, max(points)),
         *wide_path_lines(fronts, names, seeds, max(points), stages),
         *cpu_lines(folder, names, seeds, points),
     ]
@@ -515,6 +521,28 @@ def wide_path_lines(fronts, names, seeds, minutes, stages) -> list[str]:
             "",
         ]  # fmt: skip
     return out
+
+
+def effort_lines(fronts, folder: Path, names, seeds, minutes) -> list[str]:
+    """How many search designs each cell finished by `minutes`, with their median parameters:
+    what equal wall time bought each strategy (a strategy of larger designs trains fewer)."""
+    out = [f"Search designs finished by {minutes:g} minutes, per seed (median parameters):", ""]
+    for name in names:
+        cells = []
+        for seed in seeds:
+            if (name, seed) not in fronts:
+                cells.append("not run")
+                continue
+            info = json.loads(done_file(folder, cell_id(name, minutes), seed).read_text())
+            cutoff = datetime.fromisoformat(info["start"]) + timedelta(minutes=minutes)
+            with open_cell(folder, cell_id(name, minutes), seed) as study:
+                ended = {t.number: t.datetime_complete for t in study.get_trials(deepcopy=False)}
+                done = [r for r in study_records(study) if r.complete and not r.reference
+                        and ended[r.number] is not None and ended[r.number] <= cutoff]  # fmt: skip
+            median = statistics.median(r.params for r in done) if done else 0
+            cells.append(f"seed {seed}: {len(done)} ({median:,.0f})")
+        out.append(f"- {name}: " + ", ".join(cells))
+    return [*out, ""]
 
 
 def cpu_lines(folder: Path, names: list[str], seeds: list[int], points: list[float]) -> list[str]:

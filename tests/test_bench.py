@@ -315,6 +315,17 @@ def test_strategies_judges_claims_and_pairs_seeds(tmp_path, monkeypatch):
     judged.put(small.network, "quickx10", 0, 0.84, 0.85, seconds=3.0)
     assert S.reversed_claims(claims, judged, "quickx10") == (1, 1, 0)
     assert S.Judged(tmp_path / "judged.json").get(small.network, "quickx10")["seconds"] == 3.0
+    # A per-stage study stores its references stage by stage: judged as the same network with
+    # one shared block, the run the judge trains once for every strategy.
+    from search_space import reference_network
+
+    net3 = NetworkConfig(block=REFERENCES["v1"], stages=(1, 1, 1))
+    ps_v1 = dataclasses.replace(v1, network=reference_network("v1", net3, per_stage=True))
+    ps_small = dataclasses.replace(small, network=dataclasses.replace(ps_v1.network, width=0.125))
+    assert ps_v1.network.to_json() != reference_network("v1", net3, per_stage=False).to_json()
+    judged.put(reference_network("v1", ps_small.network, per_stage=False), "quickx10", 0, 0.8, 0.8)
+    judged.put(ps_small.network, "quickx10", 0, 0.81, 0.82)
+    assert S.reversed_claims([(ps_small, ps_v1)], judged, "quickx10") == (0, 1, 0)
     hv, missing = S.judged_front([small, big], judged, "quickx10")
     assert missing and hv != hv  # nan until every front design is retrained
     judged.put(big.network, "quickx10", 0, 0.90, 0.91)
