@@ -10,11 +10,13 @@ import io
 import math
 import random
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import TrialState
 
 from explorer.store import artifact_dir, open_storage
 from search_space import (
@@ -184,3 +186,27 @@ def one_branch_failures(folder: Path) -> list[Path]:
 def journal_url(study: optuna.Study) -> str:
     """The journal file a test study lives in: the address its runs' locks are taken on."""
     return study._storage._backend._file_path
+
+
+def timed_trial(
+    number: int,
+    start: datetime,
+    seconds: float,
+    state: TrialState = TrialState.COMPLETE,
+    **user_attrs,
+) -> optuna.trial.FrozenTrial:
+    """A finished trial that ran `seconds` from `start` (values only when complete)."""
+    return optuna.trial.FrozenTrial(
+        number=number,
+        trial_id=number,
+        state=state,
+        value=None,
+        values=[0.5, 1.0] if state == TrialState.COMPLETE else None,
+        datetime_start=start,
+        datetime_complete=start + timedelta(seconds=seconds),
+        params={},
+        distributions={},
+        user_attrs=user_attrs,
+        system_attrs={},
+        intermediate_values={},
+    )

@@ -37,6 +37,7 @@ from explorer.store import (
 )
 from explorer.store.work import recover
 from explorer.training import trainer
+from tests.helpers import timed_trial
 from tests.test_search import base_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -432,7 +433,7 @@ def test_final_seeds_wait_for_a_search_that_other_workers_still_run(tmp_path):
 
 
 def test_a_trial_is_expected_to_take_as_long_as_the_longest_trained_so_far(tmp_path):
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from explorer.search.workers import expected_trial_s
 
@@ -442,22 +443,7 @@ def test_a_trial_is_expected_to_take_as_long_as_the_longest_trained_so_far(tmp_p
     start = datetime(2024, 1, 1)
     for seconds, attrs in [(10, {}), (30, {}), (20, {}), (0, {"skipped": "infeasible: x"}),
                            (0, {"duplicate_of": 0})]:  # fmt: skip
-        study.add_trial(
-            optuna.trial.FrozenTrial(
-                number=0,
-                trial_id=0,
-                state=TrialState.COMPLETE,
-                value=None,
-                values=[0.5, 1.0],
-                datetime_start=start,
-                datetime_complete=start + timedelta(seconds=seconds),
-                params={},
-                distributions={},
-                user_attrs=attrs,
-                system_attrs={},
-                intermediate_values={},
-            )
-        )
+        study.add_trial(timed_trial(0, start, seconds, **attrs))
     assert expected_trial_s({0: study}) == 30.0  # the next design may be as slow as any
 
 

@@ -16,6 +16,7 @@ from explorer.evaluate.runs import collect
 from explorer.store import MAX_ATTEMPTS, MAX_RUNS, WorkerToken, deaths_allowed, fail_dead, recover
 from explorer.store.stale import GIVE_UP_CHANCE, is_death
 from explorer.store.work import retry
+from tests.helpers import timed_trial
 
 T0 = datetime(2026, 1, 1)
 DIED = "interrupted: worker w died"
@@ -23,21 +24,7 @@ PAUSED = "interrupted: no heartbeat from worker w for 9 s; alive, paused or cut 
 
 
 def _trial(number: int, seconds: float, state: TrialState, **attrs) -> FrozenTrial:
-    start = T0 + timedelta(seconds=1000 * number)
-    return FrozenTrial(
-        number=number,
-        state=state,
-        value=None,
-        values=[0.5, 1.0] if state == TrialState.COMPLETE else None,
-        datetime_start=start,
-        datetime_complete=start + timedelta(seconds=seconds),
-        params={},
-        distributions={},
-        user_attrs=attrs,
-        system_attrs={},
-        intermediate_values={},
-        trial_id=number,
-    )
+    return timed_trial(number, T0 + timedelta(seconds=1000 * number), seconds, state, **attrs)
 
 
 def _history(rng: random.Random, runs: int, rate: float, length: float) -> list[FrozenTrial]:
