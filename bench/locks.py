@@ -3,6 +3,7 @@
     python -m bench locks                                 # journal and PostgreSQL, 1 and 8 processes
     python -m bench locks --storage postgres --processes 8 --claims 40
     python -m bench locks --write                         # also write the BENCHMARKS.md section
+    python -m bench locks --breakdown --storage postgres  # one process: where its hold goes
 
 Fills a fresh study (a journal file in a temporary folder, or a fresh database on the local
 PostgreSQL server) with synthetic finished trials over three rungs (by default 1,500 / 375 / 125:
@@ -12,7 +13,9 @@ costs, curves). Then N processes, started at the same moment, each make `--claim
 trial at once with synthetic values, as a worker would after training. Each claim's time and the
 time it held the study's lock (`explorer.store.HOLDS`) are collected; the table gives their
 median and 95th percentile. Target (issue 27): lock hold under 50 ms median and under 200 ms at
-p95 with 8 processes at 2,000 trials.
+p95 with 8 processes at 2,000 trials. `--breakdown` makes the claims in one process and times the
+steps taken under the lock: the reads of the rungs, the promotion's insert, taking a queued
+trial.
 """
 
 from __future__ import annotations
@@ -166,6 +169,63 @@ def measure(url: str, processes: int, claims: int) -> dict:
     }
 
 
+def breakdown(url: str, claims: int) -> dict:
+    """One process's claims on a filled study, with the time of each step under the lock per
+    claim (ms): reads of the rungs (and how many), promotions queued, queued trials taken."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    s = SearchSettings(trials=10**6, study=STUDY, storage=url, device="cpu")
+    storage = open_storage(url)
+    study, config = open_search_study(s, storage, url, "smokex9")
+    rungs = rung_studies(storage, study, config)
+    claimer = Claimer(rungs, config, url, target=10**6)
+    claimer.recover()
+    spent: dict[str, list[float]] = {"read": [], "promote": [], "take": []}
+    inside = [False]
+
+    def timed(label, f, always=False):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                if always or inside[0]:
+                    spent[label].append(time.perf_counter() - t0)
+
+        return run
+
+    def reserve(self, candidates, _reserve=Claimer._reserve):
+        inside[0] = True
+        try:
+            return _reserve(self, candidates)
+        finally:
+            inside[0] = False
+
+    for rung in rungs.values():  # a promotion is queued with the upper rung's enqueue_trial
+        rung.get_trials = timed("read", rung.get_trials)
+        rung.enqueue_trial = timed("promote", rung.enqueue_trial)
+    take = timed("take", Claimer._pop_waiting, always=True)
+    old = (Claimer._reserve, Claimer._pop_waiting)
+    Claimer._reserve, Claimer._pop_waiting = reserve, staticmethod(take)
+    rng, holds = random.Random(0), []
+    try:
+        for i in range(claims + 3):  # the first three warm the caches
+            before = len(HOLDS)
+            claim = claimer()
+            if i == 2:
+                for v in spent.values():
+                    v.clear()
+            elif i > 2:
+                holds += [h for name, h in HOLDS[before:] if name == f"study:{STUDY}"]
+            if isinstance(claim, (Wait, Done)):
+                continue
+            claim.trial.study.tell(claim.trial, [rng.uniform(0.3, 0.9), 3000])
+    finally:
+        Claimer._reserve, Claimer._pop_waiting = old
+    per = {k: 1000 * sum(v) / claims for k, v in spent.items()}
+    return {"hold_median": 1000 * statistics.median(holds), "reads": len(spent["read"]) / claims,
+            **per}  # fmt: skip
+
+
 def fresh_storage(kind: str, server: str, folder: Path) -> tuple[str, callable]:
     """A fresh journal file or PostgreSQL database, and the function that removes it."""
     if kind == "journal":
@@ -196,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, nargs="+", default=(1, 8))
     p.add_argument("--claims", type=int, default=30, help="claims per process")
     p.add_argument("--write", action="store_true", help="write the BENCHMARKS.md section")
+    p.add_argument("--breakdown", action="store_true",
+                   help="one process: time each step under the lock (printed, not written)")  # fmt: skip
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     return p
 
@@ -207,6 +269,22 @@ def main() -> None:
         claim_loop(url, int(claims), float(start_at), Path(out))
         return
     kinds = ("journal", "postgres") if args.storage == "both" else (args.storage,)
+    if args.breakdown:
+        print(f"{machine()}; {date.today()}; `python -m bench locks --breakdown --storage "
+              f"{args.storage} --claims {args.claims}`; ms per claim, one process\n\n"
+              "| storage | lock hold median | rung reads (per claim) | promotions queued | "
+              "queued trials taken |\n|---|---|---|---|---|")  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            for kind in kinds:
+                url, drop = fresh_storage(kind, args.server, Path(tmp))
+                try:
+                    fill(url, tuple(args.trials))
+                    r = breakdown(url, args.claims)
+                finally:
+                    drop()
+                print(f"| {kind} | {r['hold_median']:.1f} | {r['read']:.1f} ({r['reads']:.1f}) | "
+                      f"{r['promote']:.1f} | {r['take']:.1f} |", flush=True)  # fmt: skip
+        return
     lines = [f"{machine()}; {date.today()}; `python -m bench locks "
              f"--storage {args.storage} --claims {args.claims}`", "",
              f"{sum(args.trials):,} finished trials ({' / '.join(map(str, args.trials))} by rung); "
