@@ -14,8 +14,7 @@ trial at once with synthetic values, as a worker would after training. Each clai
 time it held the study's lock (`explorer.store.HOLDS`) are collected; the table gives their
 median and 95th percentile. Target (issue 27): lock hold under 50 ms median and under 200 ms at
 p95 with 8 processes at 2,000 trials. `--breakdown` makes the claims in one process and times the
-steps taken under the lock: the reads of the rungs, the promotion's insert, taking a queued
-trial.
+steps taken under the lock: the reads of the rungs, the trials created, taking a queued trial.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import optuna
 from optuna.trial import TrialState
 
 from explorer.search import Claimer, Done, SearchSettings, Wait, open_search_study
-from explorer.store import HOLDS, open_storage, rung_studies
+from explorer.store import HOLDS, open_storage, rung_studies, storage_of
 from search_space import DEFAULT_SPACE, NetworkConfig, config_from_trial
 
 from ._common import ROOT, machine, write_section
@@ -171,7 +170,8 @@ def measure(url: str, processes: int, claims: int) -> dict:
 
 def breakdown(url: str, claims: int) -> dict:
     """One process's claims on a filled study, with the time of each step under the lock per
-    claim (ms): reads of the rungs (and how many), promotions queued, queued trials taken."""
+    claim (ms): reads of the rungs (and how many), trials created (promotions and new designs),
+    queued trials taken."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     s = SearchSettings(trials=10**6, study=STUDY, storage=url, device="cpu")
     storage = open_storage(url)
@@ -179,7 +179,7 @@ def breakdown(url: str, claims: int) -> dict:
     rungs = rung_studies(storage, study, config)
     claimer = Claimer(rungs, config, url, target=10**6)
     claimer.recover()
-    spent: dict[str, list[float]] = {"read": [], "promote": [], "take": []}
+    spent: dict[str, list[float]] = {"read": [], "create": [], "take": []}
     inside = [False]
 
     def timed(label, f, always=False):
@@ -200,9 +200,10 @@ def breakdown(url: str, claims: int) -> dict:
         finally:
             inside[0] = False
 
-    for rung in rungs.values():  # a promotion is queued with the upper rung's enqueue_trial
+    for rung in rungs.values():
         rung.get_trials = timed("read", rung.get_trials)
-        rung.enqueue_trial = timed("promote", rung.enqueue_trial)
+    backend = storage_of(study)  # every rung's trials are made through the one storage
+    backend.create_new_trial = timed("create", backend.create_new_trial)
     take = timed("take", Claimer._pop_waiting, always=True)
     old = (Claimer._reserve, Claimer._pop_waiting)
     Claimer._reserve, Claimer._pop_waiting = reserve, staticmethod(take)
@@ -272,7 +273,7 @@ def main() -> None:
     if args.breakdown:
         print(f"{machine()}; {date.today()}; `python -m bench locks --breakdown --storage "
               f"{args.storage} --claims {args.claims}`; ms per claim, one process\n\n"
-              "| storage | lock hold median | rung reads (per claim) | promotions queued | "
+              "| storage | lock hold median | rung reads (per claim) | trials created | "
               "queued trials taken |\n|---|---|---|---|---|")  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             for kind in kinds:
@@ -283,7 +284,7 @@ def main() -> None:
                 finally:
                     drop()
                 print(f"| {kind} | {r['hold_median']:.1f} | {r['read']:.1f} ({r['reads']:.1f}) | "
-                      f"{r['promote']:.1f} | {r['take']:.1f} |", flush=True)  # fmt: skip
+                      f"{r['create']:.1f} | {r['take']:.1f} |", flush=True)  # fmt: skip
         return
     lines = [f"{machine()}; {date.today()}; `python -m bench locks "
              f"--storage {args.storage} --claims {args.claims}`", "",

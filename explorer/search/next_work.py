@@ -116,11 +116,9 @@ class Claimer:
         for to_rung, promotion in candidates:
             if promotion.record.number in parents(trials[to_rung]):
                 continue  # another worker promoted it since the snapshot (in any state)
-            upper = self.rungs[to_rung]
-            promote(upper, to_rung, promotion)
-            taken = self._pop_waiting(upper, upper.get_trials(deepcopy=False))
-            if taken is not None:
-                return to_rung, taken
+            taken = promote(self.rungs[to_rung], to_rung, promotion, take=True)
+            assert taken is not None
+            return to_rung, taken
         bottom = min(self.rungs)
         study = self.rungs[bottom]
         if search_trials_taken(trials[bottom]) < self.target and not out_of_new_designs(

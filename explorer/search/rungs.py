@@ -25,11 +25,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import optuna
 
 from ..analysis import RecordCache, finished_designs, rank_order
-from ..store import StudyConfig, TrialRecord, rung_study_name, trial_attr
+from ..store import (
+    StudyConfig,
+    TrialRecord,
+    rung_study_name,
+    storage_of,
+    study_id,
+    trial_attr,
+)
 
 # One budget: at equal wall time on a 2-core CPU the single-budget search returned the better
 # front on every seed measured, against three rungs (BENCHMARKS.md, "Search strategies at equal
@@ -151,11 +159,31 @@ def promotion_candidates(
     return out
 
 
-def promote(upper: optuna.Study, to_rung: int, promotion: Promotion) -> None:
-    """Queue the design in the rung above; a worker trains it there from scratch."""
-    upper.enqueue_trial(
-        dict(promotion.record.suggested), user_attrs=promotion.attrs(to_rung), skip_if_exists=False
+def promote(
+    upper: optuna.Study, to_rung: int, promotion: Promotion, take: bool = False
+) -> int | None:
+    """Put the design in the rung above, where a worker trains it from scratch: queued (WAITING)
+    for any worker, or with `take` made RUNNING at once for the caller, who holds the study's lock
+    (one write, where queueing and taking cost a write, a read and another write); then its trial
+    id."""
+    params = dict(promotion.record.suggested)
+    if not take:
+        upper.enqueue_trial(params, user_attrs=promotion.attrs(to_rung), skip_if_exists=False)
+        return None
+    template = optuna.trial.FrozenTrial(
+        number=-1,
+        state=optuna.trial.TrialState.RUNNING,
+        value=None,
+        datetime_start=datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs=promotion.attrs(to_rung),
+        system_attrs={"fixed_params": params},  # as a queued trial's, read by Trial's suggest
+        intermediate_values={},
+        trial_id=-1,
     )
+    return storage_of(upper).create_new_trial(study_id(upper), template_trial=template)
 
 
 # --------------------------------------------------------------------------------------------
