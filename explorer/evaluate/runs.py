@@ -13,8 +13,8 @@ under the study's lock (a run already stored is answered from the store, a run a
 is training is waited for, never trained twice at once), trains it on one of its worker processes
 (`explorer.evaluate.pool`) with heartbeats, and records it once. A run whose process died or was
 paused past the grace is failed as interrupted and claimed again (`Runs.given_up` says when a run
-whose worker keeps dying is given up): by the next claim on any machine when the whole process is gone, at once by this
-queue when only one of its training processes died (that process is replaced, up to
+whose worker keeps dying is given up): by the next claim on any machine when the whole process is
+gone, at once by this queue when only one of its training processes died (that process is replaced, up to
 `REPLACEMENTS` times). A run that failed for a reason of its own (out of memory, an error) is not
 retried. Any number of processes on any machines may train the runs of one study at once.
 """

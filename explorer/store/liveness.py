@@ -48,11 +48,18 @@ class WorkerToken:
         self._file.close()
 
 
+def _worker_file(url: str, worker: object) -> Path | None:
+    """The lock file of `worker` on this machine, when its id names one."""
+    if not isinstance(worker, str) or "/" in worker or worker.startswith("."):
+        return None
+    return workers_dir(url) / f"{worker}.lock"
+
+
 def worker_dead(url: str, worker: str) -> bool:
     """Whether `worker` is known to be dead: its lock file is here and nobody holds it."""
-    if not isinstance(worker, str) or "/" in worker or worker.startswith("."):
+    path = _worker_file(url, worker)
+    if path is None:
         return False
-    path = workers_dir(url) / f"{worker}.lock"
     try:
         f = open(path)  # noqa: SIM115
     except OSError:
@@ -69,10 +76,11 @@ def worker_dead(url: str, worker: str) -> bool:
 
 def worker_alive(url: str, worker: str) -> bool:
     """Whether `worker` is known to be alive: its lock file is here and held (it may be paused)."""
-    if not isinstance(worker, str) or "/" in worker or worker.startswith("."):
+    path = _worker_file(url, worker)
+    if path is None:
         return False
     try:
-        f = open(workers_dir(url) / f"{worker}.lock")  # noqa: SIM115
+        f = open(path)  # noqa: SIM115
     except OSError:
         return False
     with f:

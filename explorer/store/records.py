@@ -241,8 +241,8 @@ class TrialRecord:
     `train_time_s`, `images_per_s`; `curves` holds per-epoch lists (``epoch``, ``train_loss``,
     ``val_loss``, ``val_acc``). Provenance: `worker` (a unique id per worker process), `device`,
     `device_info`, `versions`, `budget`, `seed`, `sampler_seed`, `dataset`, `attempt`,
-    `retry_of` and `deaths` (a retry of an interrupted trial); in a successive-halving study `rung`, `parent` and
-    `promotion` (see `explorer.search.rungs`). Outcome notes: `fail_reason`,
+    `retry_of` and `deaths` (a retry of an interrupted trial); in a successive-halving study `rung`,
+    `parent` and `promotion` (see `explorer.search.rungs`). Outcome notes: `fail_reason`,
     `pruned_at_epoch`, `duplicate_of` (the earlier trial of the same design whose result this one
     reuses; `reuse` says whether training would have repeated it, ``repeat``, or it is a
     ``cache``), `skipped` (why a design over a limit was not trained), `constraint_values` (value minus limit per limit of the study, <= 0 feasible),
